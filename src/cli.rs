@@ -1,0 +1,123 @@
+//! The command line: the one clap definition behind `rfake --help` and the
+//! man page.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rfake",
+    version,
+    about = "Run container images without root on HPC clusters",
+    long_about = "rfake runs a command inside a single-file container image (SquashFS or \
+                  Apptainer/Singularity SIF) or an unpacked directory, as an unprivileged user: \
+                  no setuid helper, no daemon, no subuid ranges. The image is mounted with \
+                  squashfuse inside a private mount namespace and you appear as root inside \
+                  a user namespace with a one-entry map, while you stay yourself on the host.",
+    after_help = "Exit status: the payload's own status (128+N when killed by signal N); \
+                  rfake's own failures: 64 usage, 65 bad image, 66 missing or unreadable \
+                  image, 69 host prerequisite missing, 70 internal error, 71 kernel call \
+                  failed, 77 refused, 78 configuration error, 126 command not executable, \
+                  127 command not found. See docs/exit-codes.md."
+)]
+pub struct Cli {
+    /// More output on stderr: -v shows each set-up step and its duration,
+    /// -vv adds details (RFAKE_LOG=debug works too).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run COMMAND inside IMAGE.
+    Exec {
+        #[command(flatten)]
+        launch: LaunchArgs,
+        /// A SquashFS file, a SIF file or an unpacked root directory.
+        image: PathBuf,
+        /// The command and its arguments, looked up in the image's PATH.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// Run the image's runscript (/.singularity.d/runscript), else /bin/sh.
+    Run {
+        #[command(flatten)]
+        launch: LaunchArgs,
+        /// A SquashFS file, a SIF file or an unpacked root directory.
+        image: PathBuf,
+        /// Arguments passed to the runscript.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Start an interactive shell (/bin/sh) inside IMAGE.
+    Shell {
+        #[command(flatten)]
+        launch: LaunchArgs,
+        /// A SquashFS file, a SIF file or an unpacked root directory.
+        image: PathBuf,
+    },
+    /// Check that this host can run rfake and say how to fix what is missing.
+    Doctor,
+    /// Write the man pages generated from this command line into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Output directory.
+        dir: PathBuf,
+    },
+}
+
+/// Options shared by exec, run and shell.
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    /// Keep your own uid and gid inside the container instead of appearing
+    /// as root (uid 0).
+    #[arg(long)]
+    pub keep_id: bool,
+
+    /// The squashfuse program to serve the image (default: squashfuse_ll,
+    /// else squashfuse, from PATH).
+    #[arg(long, env = "RFAKE_SQUASHFUSE", value_name = "PROGRAM")]
+    pub squashfuse: Option<PathBuf>,
+
+    /// Print the launch plan (identity, mounts, command) and exit without
+    /// running anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_keeps_hyphen_arguments_for_the_payload() {
+        let cli =
+            Cli::try_parse_from(["rfake", "-v", "exec", "--keep-id", "img", "ls", "-la"]).unwrap();
+        match cli.command {
+            Commands::Exec {
+                launch, command, ..
+            } => {
+                assert!(launch.keep_id);
+                assert_eq!(command, vec![OsString::from("ls"), OsString::from("-la")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cli.verbose, 1);
+    }
+
+    #[test]
+    fn exec_needs_a_command() {
+        assert!(Cli::try_parse_from(["rfake", "exec", "img"]).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! Diagnostics for HPC job logs: every line carries `rfake[pid]:` so the
+//! ranks interleaved in one job log can be told apart, `-v`/`-vv` (or
+//! `RFAKE_LOG`) show each set-up step and its duration, and warnings are
+//! repeated when rfake exits, so they are not lost above the payload's output.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static PAYLOAD_RAN: AtomicBool = AtomicBool::new(false);
+
+struct Logger {
+    inner: env_logger::Logger,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.level() == log::Level::Warn && self.inner.matches(record) {
+            if let Ok(mut w) = WARNINGS.lock() {
+                w.push(record.args().to_string());
+            }
+        }
+        self.inner.log(record);
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+/// The prefix of every line rfake prints: `rfake[pid]`.
+pub fn prefix() -> String {
+    format!("rfake[{}]", std::process::id())
+}
+
+/// Set up logging: `RFAKE_LOG` (env_logger syntax) wins over `-v` counts.
+pub fn init(verbosity: u8) {
+    let level = match verbosity {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let inner = env_logger::Builder::new()
+        .parse_filters(&format!("{level},rfake={level}"))
+        .parse_env(env_logger::Env::new().filter("RFAKE_LOG"))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{}: {}: {}",
+                prefix(),
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
+        })
+        .build();
+    let max = inner.filter();
+    if log::set_boxed_logger(Box::new(Logger { inner })).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Remember that the payload started (its output may hide our warnings).
+pub fn payload_started() {
+    PAYLOAD_RAN.store(true, Ordering::SeqCst);
+}
+
+/// Print one error line.
+pub fn error(message: &str) {
+    eprintln!("{}: error: {message}", prefix());
+}
+
+/// Repeat the warnings given before the payload ran.
+pub fn repeat_warnings() {
+    if !PAYLOAD_RAN.load(Ordering::SeqCst) {
+        return;
+    }
+    if let Ok(w) = WARNINGS.lock() {
+        for msg in w.iter() {
+            eprintln!("{}: warning (repeated): {msg}", prefix());
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! rfake's top-level error: one per failure, printed once by `main`, each
+//! mapped to a documented exit code.
+
+use crate::exit::ExitKind;
+use crate::host::HostError;
+use crate::image::ImageError;
+use crate::mount::MountError;
+use crate::namespace::NamespaceError;
+use crate::process::CommandError;
+use crate::rootfs::RootfsError;
+use crate::sys::SysError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error("setting up the container: {0}")]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Sys(#[from] SysError),
+}
+
+impl Error {
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            Error::Usage(_) => ExitKind::Usage,
+            Error::Image(e) => e.exit_kind(),
+            Error::Host(_) => ExitKind::HostUnavailable,
+            Error::Namespace(NamespaceError::Unavailable(_)) => ExitKind::HostUnavailable,
+            Error::Namespace(NamespaceError::Map(_)) => ExitKind::OsError,
+            Error::Rootfs(RootfsError::Image(inner)) => inner
+                .downcast_ref::<MountError>()
+                .map(MountError::exit_kind)
+                .unwrap_or(ExitKind::OsError),
+            Error::Rootfs(_) => ExitKind::OsError,
+            Error::Command(e) => e.exit_kind(),
+            Error::Refused(_) => ExitKind::Refused,
+            Error::Sys(_) => ExitKind::OsError,
+        }
+    }
+}

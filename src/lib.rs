@@ -1,0 +1,102 @@
+//! rfake: a rootless container launcher for HPC clusters.
+//!
+//! The binary is a thin `main`; everything lives here so tests can call it.
+//! Module map: `cli` (command line) → `launch` (validate → plan → execute),
+//! which uses `image` (detection, SIF, SquashFS), `mount` (serving the image),
+//! `namespace` (user namespace and identity), `rootfs` (the mount steps),
+//! `process` (payload, signals, exit status); `sys` is the one seam to the
+//! kernel; `host` and `doctor` check the host's prerequisites.
+
+pub mod cli;
+pub mod diag;
+pub mod doctor;
+pub mod env;
+pub mod error;
+pub mod exit;
+pub mod host;
+pub mod image;
+pub mod launch;
+pub mod mount;
+pub mod namespace;
+pub mod paths;
+pub mod process;
+pub mod rootfs;
+pub mod sys;
+
+use clap::Parser;
+
+use cli::{Cli, Commands};
+use error::Error;
+use exit::ExitKind;
+
+/// Run rfake with `args`; returns the process exit status.
+pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitKind::Usage.code()
+            } else {
+                0
+            };
+        }
+    };
+    diag::init(cli.verbose);
+    let status = match dispatch(cli.command) {
+        Ok(status) => status,
+        Err(e) => {
+            diag::error(&e.to_string());
+            e.exit_kind().code()
+        }
+    };
+    diag::repeat_warnings();
+    status
+}
+
+fn dispatch(command: Commands) -> Result<u8, Error> {
+    let (launch_args, image, action) = match command {
+        Commands::Exec {
+            launch,
+            image,
+            command,
+        } => (launch, image, launch::Action::Exec(command)),
+        Commands::Run {
+            launch,
+            image,
+            args,
+        } => (launch, image, launch::Action::Run(args)),
+        Commands::Shell { launch, image } => (launch, image, launch::Action::Shell),
+        Commands::Doctor => {
+            let checks = doctor::run_checks(Some(&doctor::search_path()));
+            return Ok(if doctor::report(&checks) {
+                0
+            } else {
+                ExitKind::HostUnavailable.code()
+            });
+        }
+        Commands::Man { dir } => return write_man_pages(&dir),
+    };
+    let request = launch::Request {
+        image,
+        action,
+        keep_id: launch_args.keep_id,
+        squashfuse: launch_args.squashfuse,
+    };
+    let plan = launch::plan(&request, &launch::Invoker::current())?;
+    if launch_args.dry_run {
+        println!("{plan}");
+        return Ok(0);
+    }
+    launch::execute(&plan)
+}
+
+fn write_man_pages(dir: &std::path::Path) -> Result<u8, Error> {
+    use clap::CommandFactory;
+    let io_err = |e: std::io::Error| {
+        Error::Usage(format!("cannot write man pages to {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(io_err)?;
+    Ok(0)
+}

@@ -1,0 +1,296 @@
+//! The payload: finding the command in the image, starting it, passing
+//! signals to it, and turning its end into rfake's exit status.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
+use nix::unistd::Pid;
+
+use crate::exit;
+
+/// Signals rfake passes on to the payload.
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{}: command not found in the image", cmd.to_string_lossy())]
+    NotFound { cmd: OsString },
+    #[error("{}: found in the image at {} but not executable", cmd.to_string_lossy(), path.display())]
+    NotExecutable { cmd: OsString, path: PathBuf },
+    #[error("{}: cannot execute {}: {source}", cmd.to_string_lossy(), path.display())]
+    Exec {
+        cmd: OsString,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl CommandError {
+    pub fn exit_kind(&self) -> exit::ExitKind {
+        match self {
+            CommandError::NotFound { .. } => exit::ExitKind::CommandNotFound,
+            CommandError::Exec { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
+                exit::ExitKind::CommandNotFound
+            }
+            _ => exit::ExitKind::CannotExecute,
+        }
+    }
+}
+
+fn is_executable_file(path: &Path) -> Option<bool> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// Find `cmd` the way `execvp(3)` would, with `path_env` as `PATH`.
+/// Called after `pivot_root`, so it looks inside the image.
+pub fn resolve_command(cmd: &OsStr, path_env: Option<&OsStr>) -> Result<PathBuf, CommandError> {
+    if cmd.is_empty() {
+        return Err(CommandError::NotFound { cmd: cmd.into() });
+    }
+    if cmd.as_encoded_bytes().contains(&b'/') {
+        let path = PathBuf::from(cmd);
+        return match is_executable_file(&path) {
+            Some(true) => Ok(path),
+            Some(false) => Err(CommandError::NotExecutable {
+                cmd: cmd.into(),
+                path,
+            }),
+            None => Err(CommandError::NotFound { cmd: cmd.into() }),
+        };
+    }
+    let mut not_executable = None;
+    for dir in std::env::split_paths(path_env.unwrap_or(OsStr::new("/usr/bin:/bin"))) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let cand = dir.join(cmd);
+        match is_executable_file(&cand) {
+            Some(true) => return Ok(cand),
+            Some(false) if not_executable.is_none() => not_executable = Some(cand),
+            _ => {}
+        }
+    }
+    match not_executable {
+        Some(path) => Err(CommandError::NotExecutable {
+            cmd: cmd.into(),
+            path,
+        }),
+        None => Err(CommandError::NotFound { cmd: cmd.into() }),
+    }
+}
+
+/// The payload, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// argv[0] as the user wrote it.
+    pub argv0: OsString,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
+}
+
+/// The payload's pid while it runs; 0 before. Read by the signal handler.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A forwarded signal that arrived before the payload existed.
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Signals the kernel sends to a terminal's whole foreground process group
+    // (^C, ^\, hangup) reach the payload directly, as it shares rfake's
+    // group; forwarding those too would deliver them twice.
+    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
+    if !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL {
+        return;
+    }
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
+    }
+}
+
+/// Catch the forwarded signals from now on (before any set-up step, so a
+/// signal during set-up is kept for the payload instead of killing rfake
+/// half-way).
+pub fn install_forwarding() -> nix::Result<()> {
+    let action = SigAction::new(
+        SigHandler::SigAction(forward),
+        SaFlags::SA_SIGINFO | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in FORWARDED {
+        // SAFETY: the handler only uses async-signal-safe calls and atomics.
+        unsafe { sigaction(sig, &action) }?;
+    }
+    Ok(())
+}
+
+/// Start the payload and wait for it; returns rfake's exit status.
+pub fn run(payload: &Payload) -> Result<u8, CommandError> {
+    let mut cmd = Command::new(&payload.program);
+    cmd.arg0(&payload.argv0)
+        .args(&payload.args)
+        .env_clear()
+        .envs(payload.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&payload.cwd);
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // If rfake dies (even SIGKILL), the payload dies too.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(exit::signal_status(libc::SIGKILL) as i32);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| CommandError::Exec {
+        cmd: payload.argv0.clone(),
+        path: payload.program.clone(),
+        source,
+    })?;
+    let pid = child.id() as i32;
+    CHILD.store(pid, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        if let Ok(sig) = Signal::try_from(pending) {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    }
+    let status = loop {
+        match child.wait() {
+            Ok(status) => break status,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::error!("waiting for the payload: {e}");
+                break std::process::ExitStatus::from_raw(
+                    exit::ExitKind::Internal.code() as i32 * 256,
+                );
+            }
+        }
+    };
+    CHILD.store(0, Ordering::SeqCst);
+    Ok(exit_status(status))
+}
+
+/// The payload's status as rfake's exit status: its code, or 128+N when it
+/// was killed by signal N.
+pub fn exit_status(status: std::process::ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => exit::signal_status(sig),
+        (None, None) => exit::ExitKind::Internal.code(),
+    }
+}
+
+/// Make rfake the reaper of everything the payload leaves behind, so that
+/// no process of the container outlives it (see [`reap_leftovers`]).
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Kill (SIGKILL) and reap every remaining child except `keep`, until none
+/// is left: the equivalent of a PID namespace's init exiting. Orphans of the
+/// payload are re-parented to rfake (a subreaper) and get caught here.
+pub fn reap_leftovers(keep: &[u32]) {
+    for _ in 0..100 {
+        let children = children_of_self();
+        let victims: Vec<u32> = children.into_iter().filter(|p| !keep.contains(p)).collect();
+        if victims.is_empty() {
+            return;
+        }
+        for pid in &victims {
+            log::debug!("killing leftover process {pid}");
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        for pid in &victims {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(*pid as i32), None);
+        }
+    }
+    log::warn!("some processes of the container could not be reaped");
+}
+
+fn children_of_self() -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn resolves_like_execvp() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        fs::write(a.join("tool"), "").unwrap();
+        fs::set_permissions(a.join("tool"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(b.join("tool"), "").unwrap();
+        fs::set_permissions(b.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths([&a, &b]).unwrap();
+        assert_eq!(
+            resolve_command(OsStr::new("tool"), Some(&path)).unwrap(),
+            b.join("tool")
+        );
+        let only_a = a.as_os_str();
+        let err = resolve_command(OsStr::new("tool"), Some(only_a)).unwrap_err();
+        assert_eq!(err.exit_kind().code(), 126);
+        assert!(err.to_string().contains("not executable"));
+        let err = resolve_command(OsStr::new("nope"), Some(&path)).unwrap_err();
+        assert_eq!(err.exit_kind().code(), 127);
+        assert_eq!(err.to_string(), "nope: command not found in the image");
+        let abs = b.join("tool");
+        assert_eq!(resolve_command(abs.as_os_str(), None).unwrap(), abs);
+        let missing = b.join("missing");
+        assert_eq!(
+            resolve_command(missing.as_os_str(), None)
+                .unwrap_err()
+                .exit_kind()
+                .code(),
+            127
+        );
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(exit_status(std::process::ExitStatus::from_raw(42 << 8)), 42);
+        assert_eq!(exit_status(std::process::ExitStatus::from_raw(9)), 137);
+        assert_eq!(exit_status(std::process::ExitStatus::from_raw(15)), 143);
+    }
+}

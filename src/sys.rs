@@ -1,0 +1,210 @@
+//! The one seam between rfake and the kernel for container set-up.
+//!
+//! Every mount-namespace operation the launcher performs goes through the
+//! [`Sys`] trait, passed in explicitly. [`LinuxSys`] makes the real calls;
+//! unit tests pass a recorder and assert the exact sequence of operations
+//! without any privilege.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+/// A failed kernel call: the operation, the path it was about, and errno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub errno: Errno,
+}
+
+impl SysError {
+    pub fn new(op: &'static str, path: impl Into<PathBuf>, errno: Errno) -> Self {
+        SysError {
+            op,
+            path: path.into(),
+            errno,
+        }
+    }
+}
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {} ({})",
+            self.op,
+            self.path.display(),
+            self.errno.desc(),
+            self.errno
+        )
+    }
+}
+
+impl std::error::Error for SysError {}
+
+pub type SysResult<T = ()> = Result<T, SysError>;
+
+/// Mount attributes that may only ever be *added* to a mount (see
+/// `mount_setattr(2)`): rfake never clears a flag, so a flag locked by the
+/// host (inherited from a more privileged namespace) is never touched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountAttrs {
+    pub rdonly: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+}
+
+impl MountAttrs {
+    fn bits(self) -> u64 {
+        const RDONLY: u64 = 0x1; // MOUNT_ATTR_RDONLY
+        const NOSUID: u64 = 0x2; // MOUNT_ATTR_NOSUID
+        const NODEV: u64 = 0x4; // MOUNT_ATTR_NODEV
+        let mut bits = 0;
+        if self.rdonly {
+            bits |= RDONLY;
+        }
+        if self.nosuid {
+            bits |= NOSUID;
+        }
+        if self.nodev {
+            bits |= NODEV;
+        }
+        bits
+    }
+}
+
+impl fmt::Display for MountAttrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names = Vec::new();
+        if self.rdonly {
+            names.push("ro");
+        }
+        if self.nosuid {
+            names.push("nosuid");
+        }
+        if self.nodev {
+            names.push("nodev");
+        }
+        write!(f, "{}", names.join(","))
+    }
+}
+
+/// Kernel operations used to build the container's mount tree.
+pub trait Sys {
+    fn unshare(&self, flags: CloneFlags) -> SysResult;
+    /// Write `contents` to an existing file (procfs maps, sysctls).
+    fn write_file(&self, path: &Path, contents: &str) -> SysResult;
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult;
+    /// Add `attrs` to the mount at `target` (and all mounts below it when
+    /// `recursive`), never clearing anything.
+    fn mount_add_attrs(&self, target: &Path, attrs: MountAttrs, recursive: bool) -> SysResult;
+    fn umount_detach(&self, target: &Path) -> SysResult;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
+    fn mkdir(&self, path: &Path, mode: u32) -> SysResult;
+    fn chdir(&self, path: &Path) -> SysResult;
+}
+
+/// The real kernel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxSys;
+
+fn errno_of(err: &std::io::Error) -> Errno {
+    Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))
+}
+
+impl Sys for LinuxSys {
+    fn unshare(&self, flags: CloneFlags) -> SysResult {
+        nix::sched::unshare(flags).map_err(|e| SysError::new("unshare", "", e))
+    }
+
+    fn write_file(&self, path: &Path, contents: &str) -> SysResult {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| SysError::new("open", path, errno_of(&e)))?;
+        file.write_all(contents.as_bytes())
+            .map_err(|e| SysError::new("write", path, errno_of(&e)))
+    }
+
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult {
+        nix::mount::mount(Some(source), target, fstype, flags, data)
+            .map_err(|e| SysError::new("mount", target, e))
+    }
+
+    fn mount_add_attrs(&self, target: &Path, attrs: MountAttrs, recursive: bool) -> SysResult {
+        // struct mount_attr from <linux/mount.h>; attr_set only adds flags.
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: attrs.bits(),
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let c_target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|_| SysError::new("mount_setattr", target, Errno::EINVAL))?;
+        let flags = libc::AT_SYMLINK_NOFOLLOW | if recursive { libc::AT_RECURSIVE } else { 0 };
+        // SAFETY: valid NUL-terminated path and a correctly sized struct.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                c_target.as_ptr(),
+                flags as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(SysError::new("mount_setattr", target, Errno::last()))
+        }
+    }
+
+    fn umount_detach(&self, target: &Path) -> SysResult {
+        nix::mount::umount2(target, MntFlags::MNT_DETACH)
+            .map_err(|e| SysError::new("umount", target, e))
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
+        nix::unistd::pivot_root(new_root, put_old)
+            .map_err(|e| SysError::new("pivot_root", new_root, e))
+    }
+
+    fn mkdir(&self, path: &Path, mode: u32) -> SysResult {
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(path)
+            .map_err(|e| SysError::new("mkdir", path, errno_of(&e)))
+    }
+
+    fn chdir(&self, path: &Path) -> SysResult {
+        nix::unistd::chdir(path).map_err(|e| SysError::new("chdir", path, e))
+    }
+}

@@ -1,0 +1,247 @@
+//! Bad input: one clear line naming the file and the cause, rfake's own
+//! documented exit code, and nothing left behind.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+const BAD_IMAGE: i32 = 65;
+const NO_INPUT: i32 = 66;
+const HOST_UNAVAILABLE: i32 = 69;
+const USAGE: i32 = 64;
+
+/// Run `rfake exec IMAGE true`; assert the status, a single error line that
+/// names the image and contains each of `phrases`, and no leftovers.
+#[track_caller]
+fn refused(image: &Path, code: i32, phrases: &[&str]) {
+    let t = tag("bad");
+    let out = rfake(&t, &["exec", image.to_str().unwrap(), "true"]);
+    assert_status(&out, code);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with(&format!("rfake[")), "{err}");
+    assert!(err.contains(": error: "), "{err}");
+    assert!(
+        err.contains(&image.display().to_string()),
+        "message must name {}: {err}",
+        image.display()
+    );
+    for p in phrases {
+        assert!(err.contains(p), "message must say {p:?}: {err}");
+    }
+    assert!(stdout(&out).is_empty());
+    assert_nothing_left(&t);
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("bad-input-")
+        .tempdir()
+        .unwrap()
+}
+
+#[test]
+fn missing_and_unreadable_images() {
+    let Some(_env) = setup() else { return };
+    let d = scratch();
+    refused(&d.path().join("nope.sif"), NO_INPUT, &["no such file"]);
+    let unreadable = d.path().join("secret.sqfs");
+    std::fs::write(&unreadable, b"hsqs").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&unreadable, std::fs::Permissions::from_mode(0o000)).unwrap();
+    refused(&unreadable, NO_INPUT, &["Permission denied"]);
+}
+
+#[test]
+fn neither_squashfs_nor_sif_nor_directory() {
+    let Some(_env) = setup() else { return };
+    let d = scratch();
+    let junk = d.path().join("junk.img");
+    std::fs::write(
+        &junk,
+        b"this is not an image at all, just text\n".repeat(10),
+    )
+    .unwrap();
+    refused(&junk, BAD_IMAGE, &["not a SquashFS, SIF or directory"]);
+    let empty = d.path().join("empty.sqfs");
+    std::fs::write(&empty, b"").unwrap();
+    refused(&empty, BAD_IMAGE, &[]);
+}
+
+#[test]
+fn truncated_and_corrupt_squashfs() {
+    let Some(env) = setup() else { return };
+    let d = scratch();
+    let good = std::fs::read(env.image("demo.sqfs")).unwrap();
+
+    let truncated = d.path().join("truncated.sqfs");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    refused(&truncated, BAD_IMAGE, &["truncated"]);
+
+    // A valid superblock over garbage tables: only squashfuse finds out.
+    // Garbage over the inode table, which holds the root inode.
+    let mut corrupt = good.clone();
+    let field = |at: usize| u64::from_le_bytes(good[at..at + 8].try_into().unwrap()) as usize;
+    let (inode_table, directory_table) = (field(64), field(72));
+    for b in &mut corrupt[inode_table..directory_table] {
+        *b = 0x5a;
+    }
+    let corrupt_path = d.path().join("corrupt.sqfs");
+    std::fs::write(&corrupt_path, &corrupt).unwrap();
+    refused(&corrupt_path, BAD_IMAGE, &[]);
+
+    let mut bad_version = good;
+    bad_version[28] = 3; // version_major
+    let bad_version_path = d.path().join("v3.sqfs");
+    std::fs::write(&bad_version_path, &bad_version).unwrap();
+    refused(&bad_version_path, BAD_IMAGE, &["version"]);
+}
+
+fn shared(name: &str) -> Option<PathBuf> {
+    sif_dir().map(|d| d.join(name))
+}
+
+#[test]
+fn sif_without_a_root_filesystem() {
+    let Some(_env) = setup() else { return };
+    let Some(dir) = sif_dir() else { return };
+    for name in [
+        "empty.sif",
+        "empty-id.sif",
+        "empty-launch-script.sif",
+        "one-object-generic-json.sif",
+        "one-object-crypt-message.sif",
+        "one-object-sbom.sif",
+        "one-object-oci-root-index.sif",
+        "one-object-oci-blob.sif",
+        "one-object-time.sif",
+    ] {
+        refused(&dir.join(name), BAD_IMAGE, &["no root filesystem"]);
+    }
+}
+
+#[test]
+fn sif_whose_partition_is_not_squashfs() {
+    let Some(_env) = setup() else { return };
+    for name in [
+        "one-group-signed-legacy.sif",
+        "one-group-signed-legacy-all.sif",
+        "one-group-signed-legacy-group.sif",
+        "two-groups-signed-legacy.sif",
+    ] {
+        let Some(path) = shared(name) else { return };
+        refused(&path, BAD_IMAGE, &["not a SquashFS"]);
+    }
+}
+
+#[test]
+fn sif_for_another_architecture() {
+    let Some(env) = setup() else { return };
+    if std::env::consts::ARCH != "x86_64" {
+        missing("an amd64 host for the architecture-mismatch test");
+        return;
+    }
+    let Some(arm) = shared("busybox_arm64.sif") else {
+        return;
+    };
+    refused(&arm, BAD_IMAGE, &["arm64", "amd64"]);
+    refused(&env.image("demo-arm64.sif"), BAD_IMAGE, &["arm64", "amd64"]);
+    let Some(ppc) = shared("busybox_ppc64le.sif") else {
+        return;
+    };
+    refused(&ppc, BAD_IMAGE, &["ppc64le", "amd64"]);
+}
+
+#[test]
+fn missing_squashfuse_says_what_to_install() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let t = tag("nosquashfuse");
+    let out = command(&t)
+        .env("PATH", "/nonexistent")
+        .args(["exec", img.to_str().unwrap(), "true"])
+        .output()
+        .unwrap();
+    assert_status(&out, HOST_UNAVAILABLE);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("apt-get install squashfuse"), "{err}");
+
+    let out = command(&t)
+        .env("RFAKE_SQUASHFUSE", "/nonexistent/squashfuse_ll")
+        .args(["exec", img.to_str().unwrap(), "true"])
+        .output()
+        .unwrap();
+    assert_status(&out, HOST_UNAVAILABLE);
+    assert!(
+        stderr(&out).contains("/nonexistent/squashfuse_ll"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn usage_errors_have_their_own_code() {
+    let out = rfake(&tag("usage"), &["exec"]);
+    assert_status(&out, USAGE);
+    let out = rfake(&tag("usage"), &["frobnicate"]);
+    assert_status(&out, USAGE);
+    let out = rfake(&tag("usage"), &["--help"]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("Exit status"));
+}
+
+#[test]
+fn doctor_reports_a_ready_host() {
+    let Some(_env) = setup() else { return };
+    let out = rfake(&tag("doctor"), &["doctor"]);
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    for check in ["user namespaces", "/dev/fuse", "squashfuse", "not setuid"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(check)),
+            "{check}: {text}"
+        );
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sif");
+    let t = tag("dry");
+    let out = rfake(&t, &["exec", "--dry-run", img.to_str().unwrap(), "id"]);
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("squashfs offset: 32768"), "{text}");
+    assert!(text.contains("identity: uid 0 gid 0 inside"), "{text}");
+    assert!(text.contains("pivot_root into the image"), "{text}");
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn verbose_shows_each_step_with_its_duration() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let out = rfake(
+        &tag("verbose"),
+        &["-v", "exec", img.to_str().unwrap(), "true"],
+    );
+    assert_status(&out, 0);
+    let err = stderr(&out);
+    for needle in [
+        "user namespace",
+        "mount image",
+        "pivot_root into the image",
+        "total",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("rfake[") && l.contains(needle)),
+            "{needle}: {err}"
+        );
+    }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# rfake's whole test suite: the README's test command, called by .ci/run.
+#
+# Run as root on a Debian 12 machine: it installs what the tests need
+# (tests/setup-host.sh), builds rfake, its test binaries and the test images,
+# then runs every test binary as the unprivileged user $RFAKE_TEST_USER
+# (default rfake-test) in a scrubbed environment: tests run as root would
+# prove nothing about rootless operation. Under CI=true a skipped test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "tests/run.sh: run as root (sudo tests/run.sh): it installs packages and runs the tests as an unprivileged user" >&2
+  exit 2
+fi
+
+tests/setup-host.sh
+user=${RFAKE_TEST_USER:-rfake-test}
+
+# Everything the test user reads lives in a fresh stage directory: the
+# checkout may sit under a directory the user cannot enter (/root).
+stage=/var/tmp/rfake-tests
+rm -rf "$stage"
+mkdir -p "$stage/bin" "$stage/work"
+chmod 0755 "$stage" "$stage/bin"
+chown "$user:" "$stage/work"
+
+echo "== build"
+cargo build --locked --quiet
+cargo test --locked --no-run --message-format=json 2>/dev/null >"$stage/artifacts.json"
+cp target/debug/rfake "$stage/bin/rfake"
+python3 - "$stage/artifacts.json" "$stage/bin" >"$stage/test-binaries" <<'PY'
+import json, shutil, sys, os
+out = sys.argv[2]
+for line in open(sys.argv[1]):
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    if msg.get("reason") == "compiler-artifact" and msg.get("profile", {}).get("test") and msg.get("executable"):
+        exe = msg["executable"]
+        name = os.path.basename(exe)
+        shutil.copy2(exe, os.path.join(out, name))
+        print(name)
+PY
+
+echo "== images"
+images/build-images.sh "$stage/images" >/dev/null
+sif_src=${RFAKE_TEST_SIF_DIR:-$root/../shared/testdata/sif}
+if [ -d "$sif_src" ]; then
+  cp -r "$sif_src" "$stage/sif"
+  (cd "$stage/sif" && sha256sum --quiet -c SHA256SUMS)
+fi
+chmod -R a+rX "$stage/bin" "$stage/images"
+[ -d "$stage/sif" ] && chmod -R a+rX "$stage/sif"
+
+echo "== tests as $user"
+passed=0 failed=0 status=0
+while read -r bin; do
+  log="$stage/$bin.log"
+  set +e
+  (cd "$stage/work" && runuser -u "$user" -- env -i \
+      PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
+      HOME="$(getent passwd "$user" | cut -d: -f6)" USER="$user" LOGNAME="$user" \
+      LANG=C.UTF-8 CI="${CI:-}" RUST_BACKTRACE=1 \
+      RFAKE_BIN="$stage/bin/rfake" RFAKE_TEST_IMAGES="$stage/images" \
+      RFAKE_TEST_SIF_DIR="$stage/sif" \
+      "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" = 0 ] || status=1
+  p=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' | tail -1)
+  f=$(grep -Eo '; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+' | tail -1)
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+  if [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); fi
+done <"$stage/test-binaries"
+
+echo
+echo "rfake-tests: $passed passed, $failed failed"
+exit "$status"

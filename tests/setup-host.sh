@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 host for rfake's tests and demo (run as root):
+#   - install the Debian packages rfake and its tests use,
+#   - make /dev/fuse usable by users (mode 0666, as every cluster has it;
+#     a fresh VM may have 0600),
+#   - create the unprivileged user the integration tests run as.
+# Idempotent. The user name comes from RFAKE_TEST_USER (default rfake-test).
+set -euo pipefail
+
+PACKAGES=(
+  squashfuse fuse3          # the mount layer and libfuse3
+  squashfs-tools            # mksquashfs/unsquashfs: build and check test images
+  busybox-static            # the demo and test images' userland
+  python3                   # images/sif-wrap.py
+  procps util-linux         # ps, runuser, setpriv in scripts
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup-host.sh: must run as root (installs packages, sets /dev/fuse, creates a user)" >&2
+  exit 2
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup-host.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Real clusters ship /dev/fuse as 0666 (the fuse3 package's udev rule); a
+# fresh VM without udev may have 0600.
+if [ ! -c /dev/fuse ]; then
+  modprobe fuse 2>/dev/null || true
+fi
+chmod 0666 /dev/fuse
+
+user=${RFAKE_TEST_USER:-rfake-test}
+if ! id "$user" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "$user"
+fi
+echo "setup-host.sh: ready (user $user, /dev/fuse $(stat -c %a /dev/fuse))"
