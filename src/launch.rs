@@ -145,19 +145,18 @@ pub fn plan(req: &Request, who: &Invoker) -> Result<Plan, Error> {
     } else {
         Identity::fakeroot(who.uid, who.gid)
     };
-    let mut steps = vec![Step::MakePrivate, Step::Staging];
+    let mut steps = vec![Step::MakePrivate, Step::Staging, Step::PivotToStaging];
     let squashfuse = match image.format {
-        ImageFormat::Directory => None,
+        ImageFormat::Directory => {
+            steps.push(Step::BindRootDir(image.path.clone()));
+            None
+        }
         ImageFormat::Squashfs | ImageFormat::Sif => {
             steps.push(Step::MountImage);
             let path_env = env::get(&who.env, "PATH");
             Some(host::find_squashfuse(req.squashfuse.as_deref(), path_env)?)
         }
     };
-    steps.push(Step::PivotToStaging);
-    if image.format == ImageFormat::Directory {
-        steps.push(Step::BindRootDir(image.path.clone()));
-    }
     steps.extend(default_binds().into_iter().map(Step::Bind));
     steps.push(Step::EnterNewRoot);
     let env = env::container_env(who.env.iter().cloned(), &image.path);
@@ -186,8 +185,10 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
             offset: plan.image.squashfs_offset.unwrap_or(0),
             fuse_device: {
                 drop(host::open_dev_fuse(Path::new(DEV_FUSE))?);
-                PathBuf::from(DEV_FUSE)
+                // Reopened inside the namespace, after the first pivot.
+                crate::paths::under(Path::new(rootfs::OLDROOT), Path::new(DEV_FUSE))
             },
+            host_root: PathBuf::from(rootfs::OLDROOT),
             uid: plan.identity.inside_uid,
             gid: plan.identity.inside_gid,
             server: None,

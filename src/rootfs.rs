@@ -5,10 +5,11 @@
 //! 1. `MakePrivate`: nothing rfake mounts may propagate back to the host.
 //! 2. `Staging`: a tmpfs at `/tmp` of *this* namespace holds `newroot` (where
 //!    the image goes) and `oldroot` (where the host goes).
-//! 3. `MountImage`: the image is mounted while the host root is still `/`,
-//!    so the FUSE server can be started with host paths.
-//! 4. `PivotToStaging`: the host is now only at `/oldroot`; every bind source
-//!    is taken from there and every destination is resolved inside `/newroot`.
+//! 3. `PivotToStaging`: the host is now only at `/oldroot` (its `/tmp` no
+//!    longer hidden by the staging tmpfs); every bind source is taken from
+//!    there and every destination is resolved inside `/newroot`.
+//! 4. `MountImage`: the image is mounted at `/newroot` (the FUSE server is
+//!    started chrooted into `/oldroot`, so it sees the host as it is).
 //! 5. `BindRootDir` / `Bind`: recursive binds, then flags only ever *added*.
 //! 6. `EnterNewRoot`: `pivot_root` (not `chroot`) into the image, then the
 //!    old root is detached, so no host path remains reachable except binds.
@@ -23,8 +24,8 @@ use crate::sys::{MountAttrs, Sys, SysError};
 
 /// Where the staging tmpfs is mounted in the new mount namespace.
 pub const STAGING: &str = "/tmp";
-/// The image root, before and after the first pivot.
-pub const NEWROOT_BEFORE_PIVOT: &str = "/tmp/newroot";
+/// The image root, as created in the staging tmpfs, and after the first pivot.
+pub const NEWROOT_IN_STAGING: &str = "/tmp/newroot";
 pub const NEWROOT: &str = "/newroot";
 /// The host root after the first pivot.
 pub const OLDROOT: &str = "/oldroot";
@@ -70,7 +71,7 @@ impl Bind {
 pub enum Step {
     MakePrivate,
     Staging,
-    /// Mount the single-file image at [`NEWROOT_BEFORE_PIVOT`].
+    /// Mount the single-file image at [`NEWROOT`].
     MountImage,
     PivotToStaging,
     /// Bind an unpacked directory image (host path) read-only as the root.
@@ -84,7 +85,7 @@ impl fmt::Display for Step {
         match self {
             Step::MakePrivate => write!(f, "make / rprivate in the new mount namespace"),
             Step::Staging => write!(f, "mount staging tmpfs at {STAGING}"),
-            Step::MountImage => write!(f, "mount image at {NEWROOT_BEFORE_PIVOT}"),
+            Step::MountImage => write!(f, "mount image at {NEWROOT}"),
             Step::PivotToStaging => write!(f, "pivot_root to staging, host at {OLDROOT}"),
             Step::BindRootDir(dir) => write!(f, "bind directory {} as root (ro)", dir.display()),
             Step::Bind(b) => write!(
@@ -178,12 +179,12 @@ fn run_step(
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some("mode=0755,size=1m"),
             )?;
-            sys.mkdir(Path::new(NEWROOT_BEFORE_PIVOT), 0o755)?;
+            sys.mkdir(Path::new(NEWROOT_IN_STAGING), 0o755)?;
             sys.mkdir(&staging.join("oldroot"), 0o755)?;
         }
         Step::MountImage => {
             mounter
-                .mount_image(sys, Path::new(NEWROOT_BEFORE_PIVOT))
+                .mount_image(sys, newroot)
                 .map_err(RootfsError::Image)?;
         }
         Step::PivotToStaging => {
@@ -373,8 +374,8 @@ mod tests {
         let steps = [
             Step::MakePrivate,
             Step::Staging,
-            Step::MountImage,
             Step::PivotToStaging,
+            Step::MountImage,
             Step::EnterNewRoot,
         ];
         execute(&rec, &steps, &mut FakeMounter, &mut |_, _, _| {}).unwrap();
@@ -386,9 +387,9 @@ mod tests {
                 "mount rfake-staging /tmp Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=0755,size=1m\")",
                 "mkdir /tmp/newroot 755",
                 "mkdir /tmp/oldroot 755",
-                "mount image /tmp/newroot Some(\"fuse\") MsFlags(MS_RDONLY) None",
                 "pivot_root /tmp /tmp/oldroot",
                 "chdir /",
+                "mount image /newroot Some(\"fuse\") MsFlags(MS_RDONLY) None",
                 "chdir /newroot",
                 "pivot_root . .",
                 "umount .",

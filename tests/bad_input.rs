@@ -20,7 +20,7 @@ fn refused(image: &Path, code: i32, phrases: &[&str]) {
     assert_status(&out, code);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(err.starts_with(&format!("rfake[")), "{err}");
+    assert!(err.starts_with("rfake["), "{err}");
     assert!(err.contains(": error: "), "{err}");
     assert!(
         err.contains(&image.display().to_string()),

@@ -350,3 +350,33 @@ impl SignalNumber for std::process::ExitStatus {
         self.signal()
     }
 }
+
+#[test]
+fn images_and_squashfuse_under_tmp_work() {
+    // /tmp is where rfake's staging tmpfs goes in its own namespace; the
+    // host's /tmp must still be reachable for the image and the server.
+    let Some(env) = setup() else { return };
+    let d = tempfile::Builder::new()
+        .prefix("under-tmp-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let img = d.path().join("copy.sqfs");
+    std::fs::copy(env.image("demo.sqfs"), &img).unwrap();
+    let wrapper = d.path().join("my-squashfuse");
+    let real = ["/usr/bin/squashfuse_ll", "/usr/bin/squashfuse"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("squashfuse installed");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {real} \"$@\"\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = tag("undertmp");
+    let out = command(&t)
+        .env("RFAKE_SQUASHFUSE", &wrapper)
+        .args(["exec", img.to_str().unwrap(), "cat", "/etc/rfake-demo.txt"])
+        .output()
+        .unwrap();
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "hello from the demo image\n");
+    assert_nothing_left(&t);
+}

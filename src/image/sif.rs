@@ -788,12 +788,16 @@ impl Sif {
 
 /// Parses the used descriptors of a raw table and checks their bounds.
 fn parse_table(table: &[u8], file_len: u64) -> Result<Vec<Descriptor>, SifError> {
-    let (chunks, _) = table.as_chunks::<DESCRIPTOR_LEN>();
     let mut descriptors = Vec::new();
-    for (index, raw) in chunks.iter().enumerate().filter(|(_, raw)| is_used(raw)) {
-        let descriptor = Descriptor::parse(raw, index)?;
-        descriptor.check_bounds(file_len)?;
-        descriptors.push(descriptor);
+    for (index, chunk) in table.chunks_exact(DESCRIPTOR_LEN).enumerate() {
+        let Ok(raw) = <&[u8; DESCRIPTOR_LEN]>::try_from(chunk) else {
+            continue; // chunks_exact only yields whole descriptors
+        };
+        if is_used(raw) {
+            let descriptor = Descriptor::parse(raw, index)?;
+            descriptor.check_bounds(file_len)?;
+            descriptors.push(descriptor);
+        }
     }
     Ok(descriptors)
 }

@@ -42,6 +42,10 @@ pub struct Squashfuse {
     pub offset: u64,
     /// The FUSE device, normally `/dev/fuse`.
     pub fuse_device: PathBuf,
+    /// Where the host's root is when the server starts (`/oldroot` after the
+    /// first pivot): the server is chrooted there, so it runs with the host's
+    /// view of `program` and its libraries.
+    pub host_root: PathBuf,
     /// Owner of the mount inside the namespace.
     pub uid: u32,
     pub gid: u32,
@@ -125,13 +129,21 @@ impl Squashfuse {
         }
         cmd.arg(format!("/dev/fd/{image_fd}"))
             .arg(format!("/dev/fd/{fuse_fd}"))
-            .stdin(Stdio::null())
+            // Stdio::null() would open /dev/null in the staging root.
+            .stdin(Stdio::from(
+                File::open(self.host_root.join("dev/null")).map_err(spawn_err)?,
+            ))
             .stdout(Stdio::from(log.try_clone().map_err(spawn_err)?))
             .stderr(Stdio::from(log.try_clone().map_err(spawn_err)?));
         let parent = std::process::id() as i32;
+        let host_root = std::ffi::CString::new(self.host_root.as_os_str().as_encoded_bytes())
+            .map_err(|e| spawn_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
+                if libc::chroot(host_root.as_ptr()) == -1 || libc::chdir(c"/".as_ptr()) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 for fd in [image_fd, fuse_fd] {
                     if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                         return Err(std::io::Error::last_os_error());
