@@ -245,3 +245,44 @@ fn verbose_shows_each_step_with_its_duration() {
         );
     }
 }
+
+#[test]
+fn disabled_user_namespaces_name_the_sysctl() {
+    // user.max_user_namespaces is per user namespace: set to 0 in an outer
+    // one (util-linux unshare), rfake's own unshare(2) really fails.
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let t = tag("nouserns");
+    let rfake = rfake_bin();
+    let limit_then_run = |args: &[&str]| {
+        scrubbed("unshare", &t)
+            .args([
+                "-Ur",
+                "sh",
+                "-c",
+                "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
+                "sh",
+            ])
+            .arg(&rfake)
+            .args(args)
+            .output()
+            .expect("run unshare (util-linux)")
+    };
+    let out = limit_then_run(&["exec", img.to_str().unwrap(), "true"]);
+    assert_status(&out, HOST_UNAVAILABLE);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot create a user namespace"), "{err}");
+    assert!(err.contains("sysctl -w user.max_user_namespaces="), "{err}");
+
+    let out = limit_then_run(&["doctor"]);
+    assert_status(&out, HOST_UNAVAILABLE);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("PROBLEM") && l.contains("user namespaces")),
+        "{}",
+        stdout(&out)
+    );
+    assert_nothing_left(&t);
+}

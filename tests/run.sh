@@ -77,6 +77,17 @@ while read -r bin; do
   if [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); fi
 done <"$stage/test-binaries"
 
+echo "== host prerequisites (root breaks them, $user runs rfake)"
+set +e
+tests/host-prereqs.sh "$stage/bin/rfake" "$stage/images/demo.sqfs" "$user" | tee "$stage/host-prereqs.log"
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 0 ] || status=1
+p=$(grep -c '^test .* ok$' "$stage/host-prereqs.log" || true)
+f=$(grep -c '^test .* FAILED' "$stage/host-prereqs.log" || true)
+passed=$((passed + p))
+failed=$((failed + f))
+
 echo
 echo "rfake-tests: $passed passed, $failed failed"
 exit "$status"

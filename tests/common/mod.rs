@@ -81,9 +81,15 @@ impl Env {
     }
 }
 
-/// A scrubbed environment: only what a login shell on a cluster would have.
+/// rfake in a scrubbed environment: only what a login shell on a cluster
+/// would have, plus the test's tag.
 pub fn command(tag: &str) -> Command {
-    let mut cmd = Command::new(rfake_bin());
+    scrubbed(rfake_bin(), tag)
+}
+
+/// `program` in the same scrubbed environment.
+pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .env("LANG", "C.UTF-8")
