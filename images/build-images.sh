@@ -108,6 +108,11 @@ while IFS= read -r applet; do
     ln -sfn "$target" "$root/$applet"
 done <<<"$applets"
 
+# Symlinks for the bind-destination tests: one that climbs out of the root
+# (refused as a destination), one absolute (resolved inside the image).
+ln -sfn ../../../.. "$root/opt/up"
+ln -sfn /etc "$root/opt/etc-link"
+
 # Modes do not depend on the umask or on how the recipe was checked out: directories 0755,
 # files 0644, or 0755 when the recipe file is executable; then the special cases.
 find "$root" -type d -exec chmod 0755 {} +

@@ -63,6 +63,8 @@ pub enum Commands {
     },
     /// Check that this host can run rfake and say how to fix what is missing.
     Doctor,
+    /// Print the effective configuration and where each value comes from.
+    Config,
     /// Write the man pages generated from this command line into DIR.
     #[command(hide = true)]
     Man {
@@ -78,6 +80,50 @@ pub struct LaunchArgs {
     /// as root (uid 0).
     #[arg(long)]
     pub keep_id: bool,
+
+    /// Bind a host path into the container: SRC[:DST[:ro|rw]], repeatable,
+    /// comma-separated (also from RFAKE_BIND). DST defaults to SRC; a
+    /// destination the image lacks is created in a throw-away overlay.
+    #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro|rw]]")]
+    pub binds: Vec<String>,
+
+    /// Bind SRC as your home directory (at DST, default the same path)
+    /// instead of $HOME.
+    #[arg(long, value_name = "SRC[:DST]", conflicts_with = "no_home")]
+    pub home: Option<String>,
+
+    /// Do not bind your home directory.
+    #[arg(long)]
+    pub no_home: bool,
+
+    /// No host home, /tmp or scratch directories: private, empty tmpfs
+    /// mounts for /tmp and the home directory instead.
+    #[arg(long)]
+    pub contain: bool,
+
+    /// Start the command in DIR (inside the container).
+    #[arg(long, value_name = "DIR")]
+    pub pwd: Option<std::path::PathBuf>,
+
+    /// Give the whole root a throw-away writable layer (tmpfs, size from
+    /// the configuration's writable_tmpfs_size, default 64 MiB).
+    #[arg(long)]
+    pub writable_tmpfs: bool,
+
+    /// Start from an empty environment (keeping HOME, USER, TERM, LANG)
+    /// instead of the host's.
+    #[arg(short = 'e', long)]
+    pub cleanenv: bool,
+
+    /// Set NAME=value in the container (after the image's environment),
+    /// repeatable.
+    #[arg(long = "env", value_name = "NAME=value")]
+    pub env: Vec<String>,
+
+    /// Read NAME=value lines from FILE (after RFAKE_ENV_*, before --env),
+    /// repeatable.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<std::path::PathBuf>,
 
     /// The squashfuse program to serve the image (default: squashfuse_ll,
     /// else squashfuse, from PATH).

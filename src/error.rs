@@ -28,6 +28,10 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     Sys(#[from] SysError),
+    #[error(transparent)]
+    Bind(#[from] crate::binds::BindError),
+    #[error(transparent)]
+    Env(#[from] crate::env::EnvError),
 }
 
 impl Error {
@@ -42,10 +46,18 @@ impl Error {
                 .downcast_ref::<MountError>()
                 .map(MountError::exit_kind)
                 .unwrap_or(ExitKind::OsError),
+            Error::Rootfs(RootfsError::MissingSource { .. }) => ExitKind::NoInput,
+            Error::Rootfs(
+                RootfsError::Destination { .. } | RootfsError::WouldCreateOnHost { .. },
+            ) => ExitKind::Refused,
+            Error::Rootfs(RootfsError::KindMismatch { .. }) => ExitKind::Usage,
             Error::Rootfs(_) => ExitKind::OsError,
             Error::Command(e) => e.exit_kind(),
             Error::Refused(_) => ExitKind::Refused,
             Error::Sys(_) => ExitKind::OsError,
+            Error::Bind(_) => ExitKind::Usage,
+            Error::Env(crate::env::EnvError::Unreadable { .. }) => ExitKind::NoInput,
+            Error::Env(_) => ExitKind::Usage,
         }
     }
 }

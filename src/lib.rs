@@ -7,6 +7,7 @@
 //! `process` (payload, signals, exit status); `sys` is the one seam to the
 //! kernel; `host` and `doctor` check the host's prerequisites.
 
+pub mod binds;
 pub mod cli;
 pub mod diag;
 pub mod doctor;
@@ -18,6 +19,7 @@ pub mod image;
 pub mod launch;
 pub mod mount;
 pub mod namespace;
+pub mod passwd;
 pub mod paths;
 pub mod process;
 pub mod rootfs;
@@ -76,14 +78,30 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
             });
         }
         Commands::Man { dir } => return write_man_pages(&dir),
+        Commands::Config => return Ok(0),
     };
     let request = launch::Request {
         image,
-        action,
+        action: Some(action),
         keep_id: launch_args.keep_id,
         squashfuse: launch_args.squashfuse,
+        binds: launch_args.binds,
+        home: launch_args.home,
+        no_home: launch_args.no_home,
+        contain: launch_args.contain,
+        pwd: launch_args.pwd,
+        writable_tmpfs: launch_args.writable_tmpfs,
+        cleanenv: launch_args.cleanenv,
+        env: launch_args.env,
+        env_files: launch_args.env_files,
     };
-    let plan = launch::plan(&request, &launch::Invoker::current())?;
+    let settings = launch::settings::Settings::default();
+    let plan = launch::plan(
+        &request,
+        &launch::Invoker::current(),
+        &settings,
+        &launch::lookup_host_user,
+    )?;
     if launch_args.dry_run {
         println!("{plan}");
         return Ok(0);

@@ -114,6 +114,8 @@ pub trait Sys {
     fn umount_detach(&self, target: &Path) -> SysResult;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
     fn mkdir(&self, path: &Path, mode: u32) -> SysResult;
+    /// Create (or truncate) a regular file holding `contents`.
+    fn create_file(&self, path: &Path, mode: u32, contents: &str) -> SysResult;
     fn chdir(&self, path: &Path) -> SysResult;
 }
 
@@ -202,6 +204,19 @@ impl Sys for LinuxSys {
             .mode(mode)
             .create(path)
             .map_err(|e| SysError::new("mkdir", path, errno_of(&e)))
+    }
+
+    fn create_file(&self, path: &Path, mode: u32, contents: &str) -> SysResult {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .map_err(|e| SysError::new("create", path, errno_of(&e)))?;
+        file.write_all(contents.as_bytes())
+            .map_err(|e| SysError::new("write", path, errno_of(&e)))
     }
 
     fn chdir(&self, path: &Path) -> SysResult {

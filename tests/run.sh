@@ -56,13 +56,16 @@ chmod -R a+rX "$stage/bin" "$stage/images"
 [ -d "$stage/sif" ] && chmod -R a+rX "$stage/sif"
 
 echo "== tests as $user"
+home=$(getent passwd "$user" | cut -d: -f6)
 passed=0 failed=0 status=0
 while read -r bin; do
   log="$stage/$bin.log"
   set +e
-  (cd "$stage/work" && runuser -u "$user" -- env -i \
+  # From the user's home, as a login shell would: a directory that is
+  # bound into the container, so the payload starts where rfake was run.
+  (cd "$home" && runuser -u "$user" -- env -i \
       PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
-      HOME="$(getent passwd "$user" | cut -d: -f6)" USER="$user" LOGNAME="$user" \
+      HOME="$home" USER="$user" LOGNAME="$user" \
       LANG=C.UTF-8 CI="${CI:-}" RUST_BACKTRACE=1 \
       RFAKE_BIN="$stage/bin/rfake" RFAKE_TEST_IMAGES="$stage/images" \
       RFAKE_TEST_SIF_DIR="$stage/sif" \

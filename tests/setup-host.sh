@@ -42,4 +42,8 @@ user=${RFAKE_TEST_USER:-rfake-test}
 if ! id "$user" >/dev/null 2>&1; then
   useradd --create-home --shell /bin/bash "$user"
 fi
+# A scratch directory, as clusters have (the tests' site config lists
+# /scratch/$USER).
+install -d -o "$user" -g "$(id -gn "$user")" -m 0755 "/scratch/$user"
+
 echo "setup-host.sh: ready (user $user, /dev/fuse $(stat -c %a /dev/fuse))"

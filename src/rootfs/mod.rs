@@ -3,22 +3,30 @@
 //!
 //! Order, and why (see `docs/launch.md`):
 //! 1. `MakePrivate`: nothing rfake mounts may propagate back to the host.
-//! 2. `Staging`: a tmpfs at `/tmp` of *this* namespace holds `newroot` (where
-//!    the image goes) and `oldroot` (where the host goes).
+//! 2. `Staging`: a tmpfs at `/tmp` of *this* namespace holds `newroot`,
+//!    `lower` (where the image goes) and `oldroot` (where the host goes).
 //! 3. `PivotToStaging`: the host is now only at `/oldroot` (its `/tmp` no
 //!    longer hidden by the staging tmpfs); every bind source is taken from
 //!    there and every destination is resolved inside `/newroot`.
-//! 4. `MountImage`: the image is mounted at `/newroot` (the FUSE server is
-//!    started chrooted into `/oldroot`, so it sees the host as it is).
-//! 5. `BindRootDir` / `Bind`: recursive binds, then flags only ever *added*.
-//! 6. `EnterNewRoot`: `pivot_root` (not `chroot`) into the image, then the
+//! 4. `MountImage` / `BindRootDir`: the image at `/lower` (the FUSE server
+//!    is started chrooted into `/oldroot`, so it sees the host as it is).
+//! 5. `Root`: `/lower` becomes `/newroot`, moved as it is, or under an
+//!    overlay with a tmpfs upper layer when a bind destination is missing
+//!    from the read-only image or `--writable-tmpfs` asks for it.
+//! 6. `Bind` / `Tmpfs` / `IdentityFiles`: recursive binds, then flags only
+//!    ever *added*; missing destinations created in the overlay only.
+//! 7. `SealRoot`: an overlay made only for mount points is made read-only.
+//! 8. `EnterNewRoot`: `pivot_root` (not `chroot`) into the image, then the
 //!    old root is detached, so no host path remains reachable except binds.
+
+mod mounts;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
+use crate::passwd::UserEntry;
 use crate::paths::{self, PathError, Resolved};
 use crate::sys::{MountAttrs, Sys, SysError};
 
@@ -27,14 +35,24 @@ pub const STAGING: &str = "/tmp";
 /// The image root, as created in the staging tmpfs, and after the first pivot.
 pub const NEWROOT_IN_STAGING: &str = "/tmp/newroot";
 pub const NEWROOT: &str = "/newroot";
+/// Where the image itself is mounted (the overlay's lower layer).
+pub const LOWER: &str = "/lower";
+/// The tmpfs holding the overlay's upper and work directories.
+pub const OVERLAY: &str = "/overlay";
+/// Generated files (identity files) in the staging tmpfs.
+pub const FILES: &str = "/files";
 /// The host root after the first pivot.
 pub const OLDROOT: &str = "/oldroot";
+/// Size of the overlay tmpfs when it only holds mount points.
+pub const MOUNT_POINT_OVERLAY_SIZE: u64 = 1 << 20;
 
 /// What a bind destination must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindKind {
     Dir,
     File,
+    /// Whatever the source is.
+    AsSource,
 }
 
 /// One bind mount from the host into the container.
@@ -50,6 +68,9 @@ pub struct Bind {
     pub allow_devices: bool,
     /// Skip quietly when the source or the destination is missing.
     pub optional: bool,
+    /// Create the destination (in the overlay, never in the image or on
+    /// the host) when the image lacks it.
+    pub create: bool,
     /// Who asked for it, for messages ("default", "--bind", config line).
     pub origin: String,
 }
@@ -66,18 +87,98 @@ impl Bind {
     }
 }
 
+/// A private tmpfs inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub dst: PathBuf,
+    /// Octal mode of its root (`1777` for /tmp, `700` for a home).
+    pub mode: u32,
+    /// Owner of its root, as ids inside the container.
+    pub owner: Option<(u32, u32)>,
+    pub origin: String,
+}
+
+/// The container user's passwd and group entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySpec {
+    /// `shell` is a preference: used when the image has it.
+    pub user: UserEntry,
+    pub group_name: String,
+}
+
+/// How the image becomes the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootLayer {
+    /// `--writable-tmpfs`: a writable overlay of this many bytes.
+    pub writable_size: Option<u64>,
+}
+
 /// One step of building the container's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     MakePrivate,
     Staging,
-    /// Mount the single-file image at [`NEWROOT`].
-    MountImage,
     PivotToStaging,
-    /// Bind an unpacked directory image (host path) read-only as the root.
+    /// Mount the single-file image at [`LOWER`].
+    MountImage,
+    /// Bind an unpacked directory image (host path) read-only at [`LOWER`].
     BindRootDir(PathBuf),
+    Root(RootLayer),
     Bind(Bind),
+    Tmpfs(Tmpfs),
+    IdentityFiles(IdentitySpec),
+    SealRoot,
     EnterNewRoot,
+}
+
+/// A destination a step may need created: its container path and
+/// whether it is a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted<'a> {
+    pub dst: &'a Path,
+    pub dir: bool,
+    pub origin: &'a str,
+}
+
+impl Step {
+    /// The destinations this step may need created when the image lacks
+    /// them. Called after the first pivot: a bind taking its kind from its
+    /// source looks at the source under [`OLDROOT`].
+    fn wanted(&self) -> Vec<Wanted<'_>> {
+        match self {
+            Step::Bind(b) if b.create => {
+                let dir = match b.kind {
+                    BindKind::Dir => true,
+                    BindKind::File => false,
+                    BindKind::AsSource => {
+                        match std::fs::metadata(paths::under(Path::new(OLDROOT), &b.src)) {
+                            Ok(m) => m.is_dir(),
+                            Err(_) => return vec![], // reported by the bind itself
+                        }
+                    }
+                };
+                vec![Wanted {
+                    dst: &b.dst,
+                    dir,
+                    origin: &b.origin,
+                }]
+            }
+            Step::Tmpfs(t) => vec![Wanted {
+                dst: &t.dst,
+                dir: true,
+                origin: &t.origin,
+            }],
+            Step::IdentityFiles(_) => ["/etc/passwd", "/etc/group"]
+                .into_iter()
+                .map(|f| Wanted {
+                    dst: Path::new(f),
+                    dir: false,
+                    origin: "identity files",
+                })
+                .collect(),
+            _ => vec![],
+        }
+    }
 }
 
 impl fmt::Display for Step {
@@ -85,9 +186,20 @@ impl fmt::Display for Step {
         match self {
             Step::MakePrivate => write!(f, "make / rprivate in the new mount namespace"),
             Step::Staging => write!(f, "mount staging tmpfs at {STAGING}"),
-            Step::MountImage => write!(f, "mount image at {NEWROOT}"),
             Step::PivotToStaging => write!(f, "pivot_root to staging, host at {OLDROOT}"),
-            Step::BindRootDir(dir) => write!(f, "bind directory {} as root (ro)", dir.display()),
+            Step::MountImage => write!(f, "mount image at {LOWER}"),
+            Step::BindRootDir(dir) => {
+                write!(f, "bind directory {} at {LOWER} (ro)", dir.display())
+            }
+            Step::Root(RootLayer {
+                writable_size: Some(size),
+            }) => write!(f, "root: writable overlay, {size} bytes of tmpfs"),
+            Step::Root(RootLayer {
+                writable_size: None,
+            }) => write!(
+                f,
+                "root: the image, read-only (overlay if a mount point is missing)"
+            ),
             Step::Bind(b) => write!(
                 f,
                 "bind {} -> {} ({}{}) [{}]",
@@ -97,6 +209,22 @@ impl fmt::Display for Step {
                 if b.optional { ", optional" } else { "" },
                 b.origin
             ),
+            Step::Tmpfs(t) => write!(
+                f,
+                "tmpfs {} (mode {:o}) [{}]",
+                t.dst.display(),
+                t.mode,
+                t.origin
+            ),
+            Step::IdentityFiles(spec) => write!(
+                f,
+                "identity files: /etc/passwd with {} (uid {}, home {}), /etc/group with {}",
+                spec.user.name,
+                spec.user.uid,
+                spec.user.home.display(),
+                spec.group_name
+            ),
+            Step::SealRoot => write!(f, "make the root read-only again"),
             Step::EnterNewRoot => write!(f, "pivot_root into the image, detach the host"),
         }
     }
@@ -106,7 +234,7 @@ impl fmt::Display for Step {
 pub enum RootfsError {
     #[error("{0}")]
     Sys(#[from] SysError),
-    #[error("bind {dst} (from {origin}): {source}")]
+    #[error("bind destination {dst} (from {origin}): {source}", dst = dst.display())]
     Destination {
         dst: PathBuf,
         origin: String,
@@ -116,6 +244,16 @@ pub enum RootfsError {
     MissingSource { src: PathBuf, origin: String },
     #[error("bind destination {} (from {origin}) does not exist in the image", dst.display())]
     MissingDestination { dst: PathBuf, origin: String },
+    #[error(
+        "bind destination {} (from {origin}) is missing inside another bind ({}); rfake does not create it on the host",
+        dst.display(),
+        inside.display()
+    )]
+    WouldCreateOnHost {
+        dst: PathBuf,
+        origin: String,
+        inside: PathBuf,
+    },
     #[error("bind {} -> {} (from {origin}): {what}", src.display(), dst.display())]
     KindMismatch {
         src: PathBuf,
@@ -136,6 +274,15 @@ pub trait ImageMounter {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
+/// What earlier steps decided, for later ones.
+#[derive(Debug, Default)]
+struct State {
+    /// The root is an overlay (missing destinations may be created).
+    overlay: bool,
+    /// The overlay exists only for mount points: seal it afterwards.
+    seal: bool,
+}
+
 /// Carry out `steps` in order. `on_step` is told each step and its duration.
 pub fn execute(
     sys: &dyn Sys,
@@ -143,9 +290,10 @@ pub fn execute(
     mounter: &mut dyn ImageMounter,
     on_step: &mut dyn FnMut(&Step, std::time::Duration, Option<&str>),
 ) -> Result<(), RootfsError> {
+    let mut state = State::default();
     for step in steps {
         let start = std::time::Instant::now();
-        let note = run_step(sys, step, mounter)?;
+        let note = run_step(sys, step, mounter, &mut state, steps)?;
         on_step(step, start.elapsed(), note.as_deref());
     }
     Ok(())
@@ -155,8 +303,11 @@ fn run_step(
     sys: &dyn Sys,
     step: &Step,
     mounter: &mut dyn ImageMounter,
+    state: &mut State,
+    all_steps: &[Step],
 ) -> Result<Option<String>, RootfsError> {
     let newroot = Path::new(NEWROOT);
+    let lower = Path::new(LOWER);
     match step {
         Step::MakePrivate => {
             // mount_namespaces(7): a new mount namespace starts as a copy of the
@@ -177,26 +328,27 @@ fn run_step(
                 staging,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some("mode=0755,size=1m"),
+                Some("mode=0755,size=16m"),
             )?;
-            sys.mkdir(Path::new(NEWROOT_IN_STAGING), 0o755)?;
-            sys.mkdir(&staging.join("oldroot"), 0o755)?;
-        }
-        Step::MountImage => {
-            mounter
-                .mount_image(sys, newroot)
-                .map_err(RootfsError::Image)?;
+            for dir in ["newroot", "lower", "oldroot"] {
+                sys.mkdir(&staging.join(dir), 0o755)?;
+            }
         }
         Step::PivotToStaging => {
             let staging = Path::new(STAGING);
             sys.pivot_root(staging, &staging.join("oldroot"))?;
             sys.chdir(Path::new("/"))?;
         }
+        Step::MountImage => {
+            mounter
+                .mount_image(sys, lower)
+                .map_err(RootfsError::Image)?;
+        }
         Step::BindRootDir(dir) => {
             let src = paths::under(Path::new(OLDROOT), dir);
             sys.mount(
                 &src.to_string_lossy(),
-                newroot,
+                lower,
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
@@ -206,9 +358,26 @@ fn run_step(
                 nosuid: true,
                 nodev: true,
             };
-            sys.mount_add_attrs(newroot, attrs, true)?;
+            sys.mount_add_attrs(lower, attrs, true)?;
         }
-        Step::Bind(bind) => return bind_one(sys, bind),
+        Step::Root(layer) => {
+            let wanted: Vec<Wanted> = all_steps.iter().flat_map(Step::wanted).collect();
+            return mounts::root(sys, layer, state, &wanted);
+        }
+        Step::Bind(bind) => return mounts::bind(sys, bind, state),
+        Step::Tmpfs(tmpfs) => return mounts::tmpfs(sys, tmpfs, state),
+        Step::IdentityFiles(spec) => return mounts::identity_files(sys, spec, state),
+        Step::SealRoot => {
+            if state.seal {
+                let ro = MountAttrs {
+                    rdonly: true,
+                    ..MountAttrs::default()
+                };
+                sys.mount_add_attrs(newroot, ro, false)?;
+            } else {
+                return Ok(Some("nothing to do".into()));
+            }
+        }
         Step::EnterNewRoot => {
             // pivot_root(2), "pivot_root(".", ".")": the old root ends up
             // stacked on the new one and is then lazily detached, so the image
@@ -222,63 +391,13 @@ fn run_step(
     Ok(None)
 }
 
-fn bind_one(sys: &dyn Sys, bind: &Bind) -> Result<Option<String>, RootfsError> {
-    let src = paths::under(Path::new(OLDROOT), &bind.src);
-    let src_meta = match std::fs::metadata(&src) {
-        Ok(m) => m,
-        Err(_) if bind.optional => return Ok(Some("skipped: no such source on the host".into())),
-        Err(_) => {
-            return Err(RootfsError::MissingSource {
-                src: bind.src.clone(),
-                origin: bind.origin.clone(),
-            });
-        }
-    };
-    let dst = match paths::resolve_in_root(Path::new(NEWROOT), &bind.dst) {
-        Ok(Resolved::Exists(p)) => p,
-        Ok(Resolved::Missing(_)) if bind.optional => {
-            return Ok(Some("skipped: the image has no such destination".into()));
-        }
-        Ok(Resolved::Missing(_)) => {
-            return Err(RootfsError::MissingDestination {
-                dst: bind.dst.clone(),
-                origin: bind.origin.clone(),
-            });
-        }
-        Err(source) => {
-            return Err(RootfsError::Destination {
-                dst: bind.dst.clone(),
-                origin: bind.origin.clone(),
-                source,
-            });
-        }
-    };
-    let dst_is_dir = std::fs::metadata(&dst).map(|m| m.is_dir()).unwrap_or(false);
-    let want_dir = bind.kind == BindKind::Dir;
-    if src_meta.is_dir() != want_dir || dst_is_dir != want_dir {
-        if bind.optional {
-            return Ok(Some("skipped: file/directory mismatch".into()));
-        }
-        return Err(RootfsError::KindMismatch {
-            src: bind.src.clone(),
-            dst: bind.dst.clone(),
-            origin: bind.origin.clone(),
-            what: "one side is a directory, the other is not",
-        });
-    }
-    // Recursive, so submounts (/dev/shm, /dev/pts, /sys/fs/cgroup...) come
-    // along; a non-recursive bind of a tree with locked submounts is refused.
-    sys.mount(
-        &src.to_string_lossy(),
-        &dst,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    // Only add flags, recursively: flags inherited from the host are locked
-    // and clearing one would fail (mount_setattr(2), EPERM).
-    sys.mount_add_attrs(&dst, bind.attrs(), true)?;
-    Ok(None)
+/// Resolve a bind destination inside `root`, with the step's origin in errors.
+fn resolve(root: &Path, dst: &Path, origin: &str) -> Result<Resolved, RootfsError> {
+    paths::resolve_in_root(root, dst).map_err(|source| RootfsError::Destination {
+        dst: dst.to_path_buf(),
+        origin: origin.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -348,6 +467,12 @@ mod tests {
                 .push(format!("mkdir {} {mode:o}", path.display()));
             Ok(())
         }
+        fn create_file(&self, path: &Path, mode: u32, contents: &str) -> crate::sys::SysResult {
+            self.calls
+                .borrow_mut()
+                .push(format!("create {} {mode:o} {contents:?}", path.display()));
+            Ok(())
+        }
         fn chdir(&self, path: &Path) -> crate::sys::SysResult {
             self.calls
                 .borrow_mut()
@@ -376,6 +501,7 @@ mod tests {
             Step::Staging,
             Step::PivotToStaging,
             Step::MountImage,
+            Step::SealRoot,
             Step::EnterNewRoot,
         ];
         execute(&rec, &steps, &mut FakeMounter, &mut |_, _, _| {}).unwrap();
@@ -384,12 +510,13 @@ mod tests {
             calls,
             vec![
                 "mount none / None MsFlags(MS_REC | MS_PRIVATE) None",
-                "mount rfake-staging /tmp Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=0755,size=1m\")",
+                "mount rfake-staging /tmp Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=0755,size=16m\")",
                 "mkdir /tmp/newroot 755",
+                "mkdir /tmp/lower 755",
                 "mkdir /tmp/oldroot 755",
                 "pivot_root /tmp /tmp/oldroot",
                 "chdir /",
-                "mount image /newroot Some(\"fuse\") MsFlags(MS_RDONLY) None",
+                "mount image /lower Some(\"fuse\") MsFlags(MS_RDONLY) None",
                 "chdir /newroot",
                 "pivot_root . .",
                 "umount .",
@@ -406,10 +533,52 @@ mod tests {
         assert_eq!(
             rec.calls.into_inner(),
             vec![
-                "mount /oldroot/data/img /newroot None MsFlags(MS_BIND | MS_REC) None",
-                "setattr /newroot +ro,nosuid,nodev rec=true",
+                "mount /oldroot/data/img /lower None MsFlags(MS_BIND | MS_REC) None",
+                "setattr /lower +ro,nosuid,nodev rec=true",
             ]
         );
+    }
+
+    #[test]
+    fn steps_that_may_need_destinations() {
+        let bind = |create: bool, kind| Bind {
+            src: "/a".into(),
+            dst: "/b".into(),
+            kind,
+            readonly: false,
+            allow_devices: false,
+            optional: !create,
+            create,
+            origin: "t".into(),
+        };
+        assert_eq!(
+            Step::Bind(bind(true, BindKind::File)).wanted(),
+            vec![Wanted {
+                dst: Path::new("/b"),
+                dir: false,
+                origin: "t"
+            }]
+        );
+        assert!(Step::Bind(bind(false, BindKind::Dir)).wanted().is_empty());
+        // The source decides, and a missing source is left to the bind step.
+        assert!(
+            Step::Bind(bind(true, BindKind::AsSource))
+                .wanted()
+                .is_empty()
+        );
+        let files = Step::IdentityFiles(IdentitySpec {
+            user: UserEntry {
+                name: "root".into(),
+                uid: 0,
+                gid: 0,
+                gecos: "root".into(),
+                home: "/root".into(),
+                shell: "/bin/sh".into(),
+            },
+            group_name: "root".into(),
+        });
+        let dsts: Vec<&Path> = files.wanted().iter().map(|w| w.dst).collect();
+        assert_eq!(dsts, [Path::new("/etc/passwd"), Path::new("/etc/group")]);
     }
 
     #[test]
@@ -421,6 +590,7 @@ mod tests {
             readonly: false,
             allow_devices: true,
             optional: true,
+            create: false,
             origin: "default".into(),
         };
         assert_eq!(b.attrs().to_string(), "nosuid");

@@ -93,7 +93,10 @@ pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Command {
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .env("LANG", "C.UTF-8")
-        .env("RFAKE_TEST_TAG", tag);
+        .env("RFAKE_TEST_TAG", tag)
+        // No site or user configuration unless a test writes one.
+        .env("RFAKE_CONFIG", "/nonexistent/rfake.toml")
+        .env("RFAKE_USER_CONFIG", "/nonexistent/user.toml");
     for var in ["HOME", "USER", "LOGNAME"] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);
@@ -291,4 +294,30 @@ impl Running {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
             .expect("signal rfake");
     }
+}
+
+/// The test user's home directory (tests/run.sh sets HOME).
+pub fn home() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").expect("HOME set"))
+}
+
+/// Run `sh -c SCRIPT` in `image` with extra rfake options.
+pub fn sh(tag: &str, opts: &[&str], image: &Path, script: &str) -> Output {
+    let mut args: Vec<&str> = vec!["exec"];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&[image.to_str().unwrap(), "sh", "-c", script]);
+    rfake(tag, &args)
+}
+
+/// SHA-256 of a file, via sha256sum (coreutils).
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }

@@ -1,0 +1,180 @@
+//! Step 2 of the environment: what the image itself sets. Runs inside the
+//! container, after `pivot_root`.
+//!
+//! Apptainer/Singularity images keep shell snippets in
+//! `/.singularity.d/env/*.sh`; they are sourced in lexical order by the
+//! image's own `/bin/sh`, which then `exec`s a second shell that stops
+//! itself (`kill -STOP $$`). rfake reads that stopped process's
+//! `/proc/PID/environ`, the exact exported environment, so no shell output
+//! is parsed and the image needs nothing but `/bin/sh`. Images rfake builds
+//! carry a static `/.rfake/environment` (`NAME=value` lines) instead.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::{EnvList, parse_env_file, set};
+
+pub const SINGULARITY_ENV_DIR: &str = "/.singularity.d/env";
+pub const RFAKE_ENV_FILE: &str = "/.rfake/environment";
+const SHELL: &str = "/bin/sh";
+
+/// Sources the scripts, then stops in a fresh exec with their environment.
+const SOURCE_AND_STOP: &str = r#"for __rfake_f in /.singularity.d/env/*.sh; do
+  if [ -f "$__rfake_f" ] && [ -r "$__rfake_f" ]; then . "$__rfake_f"; fi
+done
+unset __rfake_f
+exec /bin/sh -c 'kill -STOP $$'"#;
+
+/// Variables a shell adds by itself; dropped unless they were there before.
+const SHELL_NOISE: [&str; 3] = ["_", "SHLVL", "OLDPWD"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageEnvError {
+    #[error("image environment {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("image environment scripts in {SINGULARITY_ENV_DIR}: {0}")]
+    Scripts(String),
+}
+
+/// Apply the image's environment to `env`; returns what was done, for `-v`.
+pub fn apply(env: &mut EnvList, cwd: &Path) -> Result<Option<String>, ImageEnvError> {
+    let static_file = Path::new(RFAKE_ENV_FILE);
+    if static_file.is_file() {
+        let text = std::fs::read_to_string(static_file).map_err(|e| ImageEnvError::File {
+            path: RFAKE_ENV_FILE.into(),
+            reason: e.to_string(),
+        })?;
+        let settings = parse_env_file(static_file, &text).map_err(|e| ImageEnvError::File {
+            path: RFAKE_ENV_FILE.into(),
+            reason: e.to_string(),
+        })?;
+        for o in &settings {
+            set(env, o.name.as_str(), o.value.clone());
+        }
+        return Ok(Some(format!(
+            "{} settings from {RFAKE_ENV_FILE}",
+            settings.len()
+        )));
+    }
+    let scripts = script_count(Path::new(SINGULARITY_ENV_DIR));
+    if scripts == 0 {
+        return Ok(None);
+    }
+    if !Path::new(SHELL).exists() {
+        return Ok(Some(format!(
+            "{scripts} scripts in {SINGULARITY_ENV_DIR} ignored: the image has no {SHELL}"
+        )));
+    }
+    let captured = source_scripts(env, cwd)?;
+    let before: Vec<OsString> = env.iter().map(|(k, _)| k.clone()).collect();
+    *env = captured
+        .into_iter()
+        .filter(|(k, _)| !SHELL_NOISE.iter().any(|n| k == n) || before.contains(k))
+        .collect();
+    Ok(Some(format!(
+        "{scripts} scripts from {SINGULARITY_ENV_DIR}"
+    )))
+}
+
+fn script_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".sh"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn source_scripts(env: &EnvList, cwd: &Path) -> Result<EnvList, ImageEnvError> {
+    let mut cmd = Command::new(SHELL);
+    cmd.arg("-c")
+        .arg(SOURCE_AND_STOP)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| ImageEnvError::Scripts(format!("cannot start {SHELL}: {e}")))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let result = match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
+        Ok(WaitStatus::Stopped(_, _)) => read_environ(pid),
+        Ok(WaitStatus::Exited(_, code)) => Err(ImageEnvError::Scripts(format!(
+            "a script exited the shell with status {code}"
+        ))),
+        Ok(other) => Err(ImageEnvError::Scripts(format!(
+            "the shell ended unexpectedly: {other:?}"
+        ))),
+        Err(e) => Err(ImageEnvError::Scripts(format!(
+            "waiting for the shell: {e}"
+        ))),
+    };
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+    result
+}
+
+fn read_environ(pid: Pid) -> Result<EnvList, ImageEnvError> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))
+        .map_err(|e| ImageEnvError::Scripts(format!("reading the environment: {e}")))?;
+    Ok(parse_environ(&raw))
+}
+
+/// Split a NUL-separated `NAME=value` block.
+pub fn parse_environ(raw: &[u8]) -> EnvList {
+    use std::os::unix::ffi::OsStrExt;
+    raw.split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .filter_map(|entry| {
+            let eq = entry.iter().position(|b| *b == b'=')?;
+            Some((
+                std::ffi::OsStr::from_bytes(&entry[..eq]).to_os_string(),
+                std::ffi::OsStr::from_bytes(&entry[eq + 1..]).to_os_string(),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environ_blocks() {
+        let env = parse_environ(b"A=1\0B=x=y\0\0NOEQ\0C=\0");
+        assert_eq!(
+            env,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "x=y".into()),
+                ("C".into(), "".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn script_counting() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("01-base.sh"), "").unwrap();
+        std::fs::write(d.path().join("90-environment.sh"), "").unwrap();
+        std::fs::write(d.path().join("README"), "").unwrap();
+        assert_eq!(script_count(d.path()), 2);
+        assert_eq!(script_count(&d.path().join("missing")), 0);
+    }
+}

@@ -1,0 +1,204 @@
+//! `rfake exec/run/shell`: validate → plan → execute.
+//!
+//! Everything that can be checked is checked before the first side effect
+//! (the image, the squashfuse program, `/dev/fuse`, binds, policy); the plan
+//! is plain data (`--dry-run` prints it); execution is a short sequence
+//! over it.
+
+mod plan;
+pub mod settings;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use plan::{Action, HostUser, Invoker, Plan, Request, lookup_host_user, plan};
+
+use crate::error::Error;
+use crate::mount::squashfuse::Squashfuse;
+use crate::namespace;
+use crate::process::{self, CommandError, Payload};
+use crate::rootfs::{self, BindKind, Step};
+use crate::sys::{LinuxSys, Sys, SysError};
+use crate::{env, host};
+
+/// The runscript location Apptainer/Singularity images use.
+pub const RUNSCRIPT: &str = "/.singularity.d/runscript";
+/// The FUSE device.
+pub const DEV_FUSE: &str = "/dev/fuse";
+/// The shell for `rfake shell` and for `rfake run` without a runscript.
+pub const SHELL: &str = "/bin/sh";
+
+/// Carry the plan out; returns the exit status (the payload's).
+pub fn execute(plan: &Plan) -> Result<u8, Error> {
+    let sys = LinuxSys;
+    let t0 = Instant::now();
+    // Tried before the namespace exists, so a missing permission is
+    // reported as what it is, with its fix, before any side effect.
+    let mut mounter = match &plan.squashfuse {
+        Some(program) => Some(Squashfuse {
+            program: program.clone(),
+            image_path: plan.image.path.clone(),
+            image: open_image(&plan.image.path)?,
+            offset: plan.image.squashfs_offset.unwrap_or(0),
+            fuse_device: {
+                drop(host::open_dev_fuse(Path::new(DEV_FUSE))?);
+                // Reopened inside the namespace, after the first pivot.
+                crate::paths::under(Path::new(rootfs::OLDROOT), Path::new(DEV_FUSE))
+            },
+            host_root: PathBuf::from(rootfs::OLDROOT),
+            uid: plan.identity.inside_uid,
+            gid: plan.identity.inside_gid,
+            server: None,
+        }),
+        None => None,
+    };
+    process::install_forwarding().map_err(|e| SysError::new("sigaction", "", e))?;
+    // No privilege can ever be gained from here on, by us or the payload.
+    nix::sys::prctl::set_no_new_privs()
+        .map_err(|e| SysError::new("prctl(PR_SET_NO_NEW_PRIVS)", "", e))?;
+    namespace::enter(
+        &sys,
+        &plan.identity,
+        Path::new("/proc/self"),
+        Path::new("/proc/sys"),
+    )?;
+    log::info!("user namespace: {} ({:.1?})", plan.identity, t0.elapsed());
+    process::become_subreaper()
+        .map_err(|e| SysError::new("prctl(PR_SET_CHILD_SUBREAPER)", "", e))?;
+    let mut no_mount = NoImageMount;
+    let image_mounter: &mut dyn rootfs::ImageMounter = match mounter.as_mut() {
+        Some(m) => m,
+        None => &mut no_mount,
+    };
+    rootfs::execute(&sys, &plan.steps, image_mounter, &mut log_step)?;
+    let server_pid = mounter
+        .as_ref()
+        .and_then(|m| m.server.as_ref())
+        .map(|s| s.pid());
+    let result = run_inside(&sys, plan);
+    process::reap_leftovers(&server_pid.into_iter().collect::<Vec<_>>());
+    if let Some(server) = mounter.and_then(|mut m| m.server.take()) {
+        server.stop();
+    }
+    log::info!("total {:.1?}", t0.elapsed());
+    result
+}
+
+fn open_image(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|source| {
+        Error::Image(crate::image::ImageError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+}
+
+fn log_step(step: &Step, took: std::time::Duration, note: Option<&str>) {
+    match (step, note) {
+        (Step::Bind(b), Some(note)) if b.kind == BindKind::Dir => {
+            log::warn!("{} not bound: {note}", b.dst.display())
+        }
+        (_, Some(note)) => log::info!("{step}: {note} ({took:.1?})"),
+        (_, None) => log::info!("{step} ({took:.1?})"),
+    }
+}
+
+/// A directory image has no image mount step; reaching it is a bug.
+struct NoImageMount;
+
+impl rootfs::ImageMounter for NoImageMount {
+    fn mount_image(
+        &mut self,
+        _: &dyn Sys,
+        target: &Path,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err(format!("internal: no image mounter for {}", target.display()).into())
+    }
+}
+
+/// Inside the new root: working directory, environment, command, payload.
+fn run_inside(sys: &dyn Sys, plan: &Plan) -> Result<u8, Error> {
+    let cwd = if sys.chdir(&plan.start_dir).is_ok() {
+        if let Some(note) = &plan.start_dir_note {
+            log::warn!("{note}");
+        }
+        plan.start_dir.clone()
+    } else {
+        log::warn!(
+            "{} does not exist in the container; starting in /",
+            plan.start_dir.display()
+        );
+        sys.chdir(Path::new("/"))?;
+        PathBuf::from("/")
+    };
+    let mut payload_env = plan.base_env.clone();
+    let t = Instant::now();
+    match env::image::apply(&mut payload_env, &cwd) {
+        Ok(Some(note)) => log::info!("image environment: {note} ({:.1?})", t.elapsed()),
+        Ok(None) => {}
+        Err(e) => log::warn!("{e}; continuing without it"),
+    }
+    env::apply(&mut payload_env, &plan.overrides);
+    env::finish(&mut payload_env, &plan.image.path);
+
+    let argv = command_line(&plan.action);
+    let (cmd, args) = argv.split_first().ok_or_else(|| {
+        Error::Command(CommandError::NotFound {
+            cmd: OsString::new(),
+        })
+    })?;
+    let program = process::resolve_command(cmd, env::get(&payload_env, "PATH"))?;
+    log::info!("running {} as {}", program.display(), plan.identity);
+    let payload = Payload {
+        argv0: cmd.clone(),
+        program,
+        args: args.to_vec(),
+        env: payload_env,
+        cwd,
+    };
+    crate::diag::payload_started();
+    Ok(process::run(&payload)?)
+}
+
+/// The argv to run for `action`, looked up inside the image.
+fn command_line(action: &Action) -> Vec<OsString> {
+    match action {
+        Action::Exec(argv) => argv.clone(),
+        Action::Run(args) => {
+            let runscript = Path::new(RUNSCRIPT);
+            let mut argv: Vec<OsString> = match std::fs::metadata(runscript) {
+                Ok(m) if m.is_file() => {
+                    use std::os::unix::fs::PermissionsExt;
+                    if m.permissions().mode() & 0o111 != 0 {
+                        vec![RUNSCRIPT.into()]
+                    } else {
+                        vec![SHELL.into(), RUNSCRIPT.into()]
+                    }
+                }
+                _ => vec![SHELL.into()],
+            };
+            argv.extend(args.iter().cloned());
+            argv
+        }
+        Action::Shell => vec![SHELL.into()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_and_shell_command_lines() {
+        assert_eq!(
+            command_line(&Action::Exec(vec!["id".into(), "-u".into()])),
+            vec![OsString::from("id"), OsString::from("-u")]
+        );
+        assert_eq!(
+            command_line(&Action::Shell),
+            vec![OsString::from("/bin/sh")]
+        );
+    }
+}

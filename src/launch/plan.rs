@@ -1,0 +1,607 @@
+//! Validate a request and build the launch plan: plain data, no side
+//! effects (reading the image header, env files and the user database is
+//! all it does), printable with `--dry-run`.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::settings::Settings;
+use crate::binds::{self, BindInputs, Home, Mount};
+use crate::env::{self, EnvList, Override};
+use crate::error::Error;
+use crate::host;
+use crate::image::{self, Image, ImageFormat};
+use crate::namespace::Identity;
+use crate::passwd::UserEntry;
+use crate::rootfs::{IdentitySpec, RootLayer, Step};
+
+/// What to run once inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Exec(Vec<OsString>),
+    Run(Vec<OsString>),
+    Shell,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words = |v: &[OsString]| {
+            v.iter()
+                .map(|a| format!("{:?}", a.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match self {
+            Action::Exec(argv) => write!(f, "exec {}", words(argv)),
+            Action::Run(args) => write!(f, "run the runscript {}", words(args)),
+            Action::Shell => write!(f, "shell"),
+        }
+    }
+}
+
+/// A launch as requested on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub image: PathBuf,
+    pub action: Option<Action>,
+    pub keep_id: bool,
+    pub squashfuse: Option<PathBuf>,
+    pub binds: Vec<String>,
+    pub home: Option<String>,
+    pub no_home: bool,
+    pub contain: bool,
+    pub pwd: Option<PathBuf>,
+    pub writable_tmpfs: bool,
+    pub cleanenv: bool,
+    pub env: Vec<String>,
+    pub env_files: Vec<PathBuf>,
+}
+
+/// The host user's database entry (one lookup per launch, and only when
+/// the container identity needs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostUser {
+    pub name: String,
+    pub gecos: String,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+    pub group_name: String,
+}
+
+/// Facts about the invoking process, gathered once by the caller.
+#[derive(Debug, Clone)]
+pub struct Invoker {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub cwd: PathBuf,
+    pub env: EnvList,
+}
+
+impl Invoker {
+    pub fn current() -> Self {
+        Invoker {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            euid: nix::unistd::geteuid().as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            env: std::env::vars_os().collect(),
+        }
+    }
+
+    /// Refuse a setuid or setgid install: it would hand the user the
+    /// installer's powers. Checked before any command does anything.
+    pub fn refuse_setid(&self) -> Result<(), Error> {
+        if self.uid != self.euid || self.gid != self.egid {
+            return Err(Error::Refused(format!(
+                "rfake is installed setuid or setgid (uid {} euid {}, gid {} egid {}); \
+                 it needs no privilege: remove the bit (chmod u-s,g-s)",
+                self.uid, self.euid, self.gid, self.egid
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Look the host user up in the system's user database (NSS: files, LDAP...).
+pub fn lookup_host_user(uid: u32, gid: u32) -> Option<HostUser> {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    let group_name = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .unwrap_or_else(|| user.name.clone());
+    Some(HostUser {
+        name: user.name,
+        gecos: user.gecos.to_string_lossy().into_owned(),
+        home: user.dir,
+        shell: user.shell,
+        group_name,
+    })
+}
+
+/// A validated launch: plain data.
+#[derive(Debug)]
+pub struct Plan {
+    pub image: Image,
+    pub identity: Identity,
+    pub squashfuse: Option<PathBuf>,
+    pub steps: Vec<Step>,
+    /// Environment step 1 (the image's step 2 happens inside).
+    pub base_env: EnvList,
+    /// Environment step 3, in order.
+    pub overrides: Vec<Override>,
+    pub action: Action,
+    /// Where the payload starts, inside.
+    pub start_dir: PathBuf,
+    /// Why it is not the current directory, when it is not.
+    pub start_dir_note: Option<String>,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "image: {} ({:?})",
+            self.image.path.display(),
+            self.image.format
+        )?;
+        if let Some(offset) = self.image.squashfs_offset {
+            writeln!(f, "squashfs offset: {offset}")?;
+        }
+        if let Some(prog) = &self.squashfuse {
+            writeln!(f, "squashfuse: {}", prog.display())?;
+        }
+        writeln!(f, "identity: {}", self.identity)?;
+        for (i, step) in self.steps.iter().enumerate() {
+            writeln!(f, "step {}: {step}", i + 1)?;
+        }
+        writeln!(f, "start in: {}", self.start_dir.display())?;
+        for (k, v) in &self.base_env {
+            writeln!(
+                f,
+                "env (host): {}={}",
+                k.to_string_lossy(),
+                v.to_string_lossy()
+            )?;
+        }
+        writeln!(f, "env (image): from the image's environment files, inside")?;
+        for o in &self.overrides {
+            writeln!(
+                f,
+                "env (override): {}={} [{}]",
+                o.name,
+                o.value.to_string_lossy(),
+                o.origin
+            )?;
+        }
+        write!(f, "action: {}", self.action)
+    }
+}
+
+/// Validate the request and build the plan. No side effects.
+pub fn plan(
+    req: &Request,
+    who: &Invoker,
+    settings: &Settings,
+    lookup_user: &dyn Fn(u32, u32) -> Option<HostUser>,
+) -> Result<Plan, Error> {
+    who.refuse_setid()?;
+    let image = image::open(&req.image)?;
+    if !settings.image_allowed(&image.path) {
+        return Err(Error::Refused(format!(
+            "image {}: outside the directories the site allows ({}; allowed_image_paths in {})",
+            image.path.display(),
+            settings
+                .allowed_image_paths
+                .value
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings.allowed_image_paths.origin
+        )));
+    }
+    let keep_id = req.keep_id || !settings.allow_fakeroot.value;
+    if !req.keep_id && keep_id {
+        log::info!(
+            "fakeroot is disabled by the site (allow_fakeroot = false in {}): keeping your uid",
+            settings.allow_fakeroot.origin
+        );
+    }
+    let identity = if keep_id {
+        Identity::keep_id(who.uid, who.gid)
+    } else {
+        Identity::fakeroot(who.uid, who.gid)
+    };
+    let host_user = if keep_id {
+        lookup_user(who.uid, who.gid)
+    } else {
+        None
+    };
+
+    let host_home = env::get(&who.env, "HOME")
+        .map(PathBuf::from)
+        .or_else(|| host_user.as_ref().map(|u| u.home.clone()));
+    let home = choose_home(req, settings, host_home.as_deref())?;
+    let user_binds = user_bind_specs(req, who, settings)?;
+    let mut extra = Vec::new();
+    for b in &settings.site_binds {
+        extra.extend(parse_binds(&b.value, &b.origin)?);
+    }
+    extra.extend(user_binds);
+    let scratch = if req.contain {
+        Vec::new()
+    } else {
+        settings
+            .scratch
+            .iter()
+            .filter(|s| s.value.is_dir())
+            .map(|s| (binds::normalize(&s.value), s.origin.clone()))
+            .collect()
+    };
+    let inputs = BindInputs {
+        home: home.clone(),
+        host_tmp: !req.contain && settings.mount_tmp.value,
+        scratch,
+        extra,
+    };
+    let mounts = binds::container_mounts(&inputs, (identity.inside_uid, identity.inside_gid));
+    let (start_dir, start_dir_note) =
+        binds::start_dir(req.pwd.as_deref(), &who.cwd, &mounts, &home);
+
+    let mut steps = vec![Step::MakePrivate, Step::Staging, Step::PivotToStaging];
+    let squashfuse = match image.format {
+        ImageFormat::Directory => {
+            steps.push(Step::BindRootDir(image.path.clone()));
+            None
+        }
+        ImageFormat::Squashfs | ImageFormat::Sif => {
+            steps.push(Step::MountImage);
+            let configured = req
+                .squashfuse
+                .clone()
+                .or_else(|| settings.squashfuse.as_ref().map(|s| s.value.clone()));
+            let path_env = env::get(&who.env, "PATH");
+            Some(host::find_squashfuse(configured.as_deref(), path_env)?)
+        }
+    };
+    steps.push(Step::Root(RootLayer {
+        writable_size: req
+            .writable_tmpfs
+            .then_some(settings.writable_tmpfs_size.value),
+    }));
+    steps.extend(mounts.into_iter().map(|m| match m {
+        Mount::Bind(b) => Step::Bind(b),
+        Mount::Tmpfs(t) => Step::Tmpfs(t),
+    }));
+    let container_home = home
+        .dst()
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            host_user
+                .as_ref()
+                .map(|u| u.home.clone())
+                .filter(|_| keep_id)
+        })
+        .unwrap_or_else(|| PathBuf::from(if keep_id { "/" } else { "/root" }));
+    steps.push(Step::IdentityFiles(identity_spec(
+        &identity,
+        host_user.as_ref(),
+        who,
+        &container_home,
+    )));
+    steps.push(Step::SealRoot);
+    steps.push(Step::EnterNewRoot);
+
+    let base_env = env::base(&who.env, req.cleanenv, Some(&container_home));
+    let overrides = overrides(req, who)?;
+    Ok(Plan {
+        image,
+        identity,
+        squashfuse,
+        steps,
+        base_env,
+        overrides,
+        action: req.action.clone().unwrap_or(Action::Shell),
+        start_dir,
+        start_dir_note,
+    })
+}
+
+fn parse_binds(text: &str, origin: &str) -> Result<Vec<(binds::BindSpec, String)>, Error> {
+    Ok(binds::parse_list(text, origin)?
+        .into_iter()
+        .map(|s| (s, origin.to_string()))
+        .collect())
+}
+
+/// The user's binds: user file, `RFAKE_BIND`, `--bind`, in that order.
+fn user_bind_specs(
+    req: &Request,
+    who: &Invoker,
+    settings: &Settings,
+) -> Result<Vec<(binds::BindSpec, String)>, Error> {
+    let mut specs = Vec::new();
+    for b in &settings.user_binds {
+        specs.extend(parse_binds(&b.value, &b.origin)?);
+    }
+    if let Some(v) = env::get(&who.env, "RFAKE_BIND") {
+        specs.extend(parse_binds(&v.to_string_lossy(), "RFAKE_BIND")?);
+    }
+    for b in &req.binds {
+        specs.extend(parse_binds(b, "--bind")?);
+    }
+    if !specs.is_empty() && !settings.allow_user_binds.value {
+        return Err(Error::Refused(format!(
+            "user binds are disabled by the site (allow_user_binds = false in {}); refused: {}",
+            settings.allow_user_binds.origin,
+            specs
+                .iter()
+                .map(|(s, origin)| format!("{} ({origin})", s.src.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(specs)
+}
+
+fn choose_home(
+    req: &Request,
+    settings: &Settings,
+    host_home: Option<&Path>,
+) -> Result<Home, Error> {
+    if let Some(spec) = &req.home {
+        let parsed = binds::parse_spec(spec).map_err(|source| binds::BindError {
+            spec: spec.clone(),
+            origin: "--home".into(),
+            source,
+        })?;
+        if parsed.readonly {
+            return Err(Error::Usage(format!(
+                "--home {spec}: takes SRC[:DST] (no mode)"
+            )));
+        }
+        return Ok(if req.contain {
+            Home::Private { dst: parsed.dst }
+        } else {
+            Home::Bind {
+                src: parsed.src,
+                dst: parsed.dst,
+            }
+        });
+    }
+    let Some(home) = host_home.map(binds::normalize) else {
+        return Ok(Home::None);
+    };
+    if req.contain {
+        return Ok(Home::Private { dst: home });
+    }
+    if req.no_home {
+        return Ok(Home::None);
+    }
+    if !settings.mount_home.value {
+        log::info!(
+            "home not bound: mount_home = false in {}",
+            settings.mount_home.origin
+        );
+        return Ok(Home::None);
+    }
+    if !home.is_dir() {
+        log::warn!(
+            "home {} is not a directory on this host; not bound",
+            home.display()
+        );
+        return Ok(Home::None);
+    }
+    Ok(Home::Bind {
+        src: home.clone(),
+        dst: home,
+    })
+}
+
+fn identity_spec(
+    identity: &Identity,
+    host_user: Option<&HostUser>,
+    who: &Invoker,
+    home: &Path,
+) -> IdentitySpec {
+    let shell_pref = env::get(&who.env, "SHELL")
+        .map(PathBuf::from)
+        .or_else(|| host_user.map(|u| u.shell.clone()))
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+    if identity.inside_uid == 0 {
+        return IdentitySpec {
+            user: UserEntry {
+                name: "root".into(),
+                uid: 0,
+                gid: 0,
+                gecos: "root".into(),
+                home: home.to_path_buf(),
+                shell: shell_pref,
+            },
+            group_name: "root".into(),
+        };
+    }
+    let fallback_name = env::get(&who.env, "USER")
+        .map(|u| u.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("user{}", identity.inside_uid));
+    IdentitySpec {
+        user: UserEntry {
+            name: host_user
+                .map(|u| u.name.clone())
+                .unwrap_or(fallback_name.clone()),
+            uid: identity.inside_uid,
+            gid: identity.inside_gid,
+            gecos: host_user.map(|u| u.gecos.clone()).unwrap_or_default(),
+            home: home.to_path_buf(),
+            shell: shell_pref,
+        },
+        group_name: host_user
+            .map(|u| u.group_name.clone())
+            .unwrap_or(fallback_name),
+    }
+}
+
+/// Environment step 3: `RFAKE_ENV_*`, then `--env-file`, then `--env`.
+fn overrides(req: &Request, who: &Invoker) -> Result<Vec<Override>, Error> {
+    let mut out = env::host_overrides(&who.env);
+    for path in &req.env_files {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Env(env::EnvError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+        })?;
+        out.extend(env::parse_env_file(path, &text)?);
+    }
+    for text in &req.env {
+        out.push(env::parse_assignment(text, "--env")?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(home: &Path) -> Invoker {
+        Invoker {
+            uid: 1000,
+            gid: 1000,
+            euid: 1000,
+            egid: 1000,
+            cwd: home.join("proj"),
+            env: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("HOME".into(), home.as_os_str().into()),
+                ("USER".into(), "u".into()),
+            ],
+        }
+    }
+
+    fn no_lookup(_: u32, _: u32) -> Option<HostUser> {
+        None
+    }
+
+    fn request(image: &Path) -> Request {
+        Request {
+            image: image.into(),
+            action: Some(Action::Exec(vec!["true".into()])),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn setuid_install_is_refused_before_anything_else() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = who(d.path());
+        w.euid = 0;
+        let err = plan(
+            &request(Path::new("/nonexistent")),
+            &w,
+            &Settings::default(),
+            &no_lookup,
+        )
+        .unwrap_err();
+        assert_eq!(err.exit_kind().code(), 77);
+        assert!(err.to_string().contains("setuid"));
+    }
+
+    #[test]
+    fn directory_image_plan_with_home_and_start_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let mut req = request(&img);
+        req.keep_id = true;
+        let p = plan(&req, &who(d.path()), &Settings::default(), &no_lookup).unwrap();
+        assert_eq!(p.identity, Identity::keep_id(1000, 1000));
+        assert!(p.squashfuse.is_none());
+        assert!(
+            p.steps
+                .contains(&Step::BindRootDir(img.canonicalize().unwrap()))
+        );
+        assert_eq!(p.steps.last(), Some(&Step::EnterNewRoot));
+        let home = binds::normalize(d.path());
+        assert_eq!(p.start_dir, home.join("proj"));
+        assert_eq!(env::get(&p.base_env, "HOME"), Some(home.as_os_str()));
+        let text = p.to_string();
+        assert!(text.contains("bind /dev -> /dev (nosuid)"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "bind {0} -> {0} (nosuid,nodev) [home]",
+                home.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("identity files: /etc/passwd with u (uid 1000"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn policies_refuse_with_the_config_line() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let s = Settings {
+            allowed_image_paths: super::super::settings::Sourced {
+                value: vec!["/data/images".into()],
+                origin: "/etc/rfake/rfake.toml:3".into(),
+            },
+            ..Settings::default()
+        };
+        let err = plan(&request(&img), &who(d.path()), &s, &no_lookup).unwrap_err();
+        assert_eq!(err.exit_kind().code(), 77);
+        assert!(err.to_string().contains("/etc/rfake/rfake.toml:3"), "{err}");
+
+        let s = Settings {
+            allow_user_binds: super::super::settings::Sourced {
+                value: false,
+                origin: "/etc/rfake/rfake.toml:5".into(),
+            },
+            ..Settings::default()
+        };
+        let mut req = request(&img);
+        req.binds = vec!["/data".into()];
+        let err = plan(&req, &who(d.path()), &s, &no_lookup).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("allow_user_binds = false in /etc/rfake/rfake.toml:5")
+        );
+
+        let mut s = Settings::default();
+        s.allow_fakeroot.value = false; // a nested field: no struct update
+        let p = plan(&request(&img), &who(d.path()), &s, &no_lookup).unwrap();
+        assert_eq!(p.identity, Identity::keep_id(1000, 1000));
+    }
+
+    #[test]
+    fn contain_and_bad_binds() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let mut req = request(&img);
+        req.contain = true;
+        let p = plan(&req, &who(d.path()), &Settings::default(), &no_lookup).unwrap();
+        let text = p.to_string();
+        assert!(
+            text.contains("tmpfs /tmp (mode 1777) [--contain]"),
+            "{text}"
+        );
+        assert!(!text.contains("bind /tmp"), "{text}");
+        let mut req = request(&img);
+        req.binds = vec!["relative:/x".into()];
+        let err = plan(&req, &who(d.path()), &Settings::default(), &no_lookup).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bind 'relative:/x' (from --bind): source 'relative' must be an absolute path"
+        );
+        assert_eq!(err.exit_kind().code(), 64);
+    }
+}

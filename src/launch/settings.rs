@@ -1,0 +1,83 @@
+//! The configuration values one launch needs, with where each came from
+//! (built-in default, the site file, the user file), in plain data.
+
+use std::path::{Path, PathBuf};
+
+/// A value and its origin ("default", "/etc/rfake/rfake.toml:4").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: String,
+}
+
+impl<T> Sourced<T> {
+    pub fn default_value(value: T) -> Self {
+        Sourced {
+            value,
+            origin: "default".into(),
+        }
+    }
+}
+
+/// Default size of `--writable-tmpfs`.
+pub const DEFAULT_WRITABLE_TMPFS: u64 = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Bind specifications from the site file.
+    pub site_binds: Vec<Sourced<String>>,
+    /// Bind specifications from the user file.
+    pub user_binds: Vec<Sourced<String>>,
+    /// Scratch directories, references already expanded.
+    pub scratch: Vec<Sourced<PathBuf>>,
+    pub mount_home: Sourced<bool>,
+    pub mount_tmp: Sourced<bool>,
+    pub squashfuse: Option<Sourced<PathBuf>>,
+    pub writable_tmpfs_size: Sourced<u64>,
+    pub allow_user_binds: Sourced<bool>,
+    pub allow_fakeroot: Sourced<bool>,
+    /// Empty: any image.
+    pub allowed_image_paths: Sourced<Vec<PathBuf>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            site_binds: Vec::new(),
+            user_binds: Vec::new(),
+            scratch: Vec::new(),
+            mount_home: Sourced::default_value(true),
+            mount_tmp: Sourced::default_value(true),
+            squashfuse: None,
+            writable_tmpfs_size: Sourced::default_value(DEFAULT_WRITABLE_TMPFS),
+            allow_user_binds: Sourced::default_value(true),
+            allow_fakeroot: Sourced::default_value(true),
+            allowed_image_paths: Sourced::default_value(Vec::new()),
+        }
+    }
+}
+
+impl Settings {
+    /// Whether the (canonical) image path is under an allowed directory,
+    /// compared on whole path components.
+    pub fn image_allowed(&self, image: &Path) -> bool {
+        let dirs = &self.allowed_image_paths.value;
+        dirs.is_empty() || dirs.iter().any(|d| image.starts_with(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_images_on_components() {
+        let mut s = Settings::default();
+        assert!(s.image_allowed(Path::new("/anywhere/x.sif")));
+        s.allowed_image_paths.value = vec!["/data/images".into()];
+        assert!(s.image_allowed(Path::new("/data/images/a.sif")));
+        assert!(s.image_allowed(Path::new("/data/images/sub/a.sif")));
+        assert!(!s.image_allowed(Path::new("/data/imagesX/a.sif")));
+        assert!(!s.image_allowed(Path::new("/data/a.sif")));
+    }
+}
