@@ -38,7 +38,8 @@ pub fn prefix() -> String {
     format!("rfake[{}]", std::process::id())
 }
 
-/// Set up logging: `RFAKE_LOG` (env_logger syntax) wins over `-v` counts.
+/// Set up logging: `RFAKE_LOG` (env_logger syntax, e.g. `debug` or
+/// `rfake::rootfs=debug`), when set, replaces the level `-v` counts give.
 pub fn init(verbosity: u8) {
     let level = match verbosity {
         0 => "warn",
@@ -46,17 +47,21 @@ pub fn init(verbosity: u8) {
         2 => "debug",
         _ => "trace",
     };
+    let filters = match std::env::var("RFAKE_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec,
+        _ => level.to_string(),
+    };
     let inner = env_logger::Builder::new()
-        .parse_filters(&format!("{level},rfake={level}"))
-        .parse_env(env_logger::Env::new().filter("RFAKE_LOG"))
+        .parse_filters(&filters)
         .format(|buf, record| {
-            writeln!(
-                buf,
-                "{}: {}: {}",
-                prefix(),
-                record.level().as_str().to_lowercase(),
-                record.args()
-            )
+            let label = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(buf, "{}: {label}: {}", prefix(), record.args())
         })
         .build();
     let max = inner.filter();

@@ -6,7 +6,7 @@ use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
-use crate::{env, host};
+use crate::host;
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,9 +15,14 @@ pub struct Check {
     pub outcome: Result<String, String>,
 }
 
-/// Run every check; `path_env` is the PATH used to find squashfuse.
-pub fn run_checks(path_env: Option<&std::ffi::OsStr>) -> Vec<Check> {
+/// Run every check; squashfuse is looked for exactly as a launch would:
+/// `configured` (RFAKE_SQUASHFUSE) or else in `path_env`.
+pub fn run_checks(configured: Option<&Path>, path_env: Option<&std::ffi::OsStr>) -> Vec<Check> {
     vec![
+        Check {
+            name: "kernel",
+            outcome: check_kernel(),
+        },
         Check {
             name: "user namespaces",
             outcome: check_userns(),
@@ -30,7 +35,7 @@ pub fn run_checks(path_env: Option<&std::ffi::OsStr>) -> Vec<Check> {
         },
         Check {
             name: "squashfuse",
-            outcome: host::find_squashfuse(None, path_env)
+            outcome: host::find_squashfuse(configured, path_env)
                 .map(|p| p.display().to_string())
                 .map_err(|e| e.to_string()),
         },
@@ -45,6 +50,31 @@ pub fn run_checks(path_env: Option<&std::ffi::OsStr>) -> Vec<Check> {
             },
         },
     ]
+}
+
+/// The oldest kernel with everything rfake uses: mount_setattr(2) (5.12)
+/// and unprivileged overlayfs (5.11).
+pub const MIN_KERNEL: (u32, u32) = (5, 12);
+
+fn check_kernel() -> Result<String, String> {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .map_err(|e| format!("uname: {e}"))?;
+    match parse_release(&release) {
+        Some(v) if v >= MIN_KERNEL => Ok(format!("Linux {release}")),
+        Some(_) => Err(format!(
+            "Linux {release} is older than {}.{}: rfake needs mount_setattr(2) and \
+             unprivileged overlayfs; upgrade the kernel",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        )),
+        None => Err(format!("cannot parse the kernel release '{release}'")),
+    }
+}
+
+/// "6.1.0-18-amd64" -> (6, 1).
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// Really try: a child process creates a user and mount namespace and
@@ -103,7 +133,16 @@ pub fn report(checks: &[Check]) -> bool {
     all_ok
 }
 
-/// The PATH doctor searches: the caller's, completed with the standard dirs.
-pub fn search_path() -> std::ffi::OsString {
-    env::with_standard_dirs(std::env::var_os("PATH").as_deref())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases() {
+        assert_eq!(parse_release("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.12.19"), Some((5, 12)));
+        assert_eq!(parse_release("4.18.0-513.el8.x86_64"), Some((4, 18)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!(parse_release("4.18.0").unwrap() < MIN_KERNEL);
+    }
 }

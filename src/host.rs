@@ -19,9 +19,9 @@ pub const SQUASHFUSE_PROGRAMS: [&str; 2] = ["squashfuse_ll", "squashfuse"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot create a user namespace: {} ({errno}); {advice}", errno.desc())]
+    #[error("cannot create a user namespace: {} ({errno:?}); {advice}", errno.desc())]
     UserNamespace { errno: Errno, advice: String },
-    #[error("cannot open {}: {} ({errno}); {advice}", path.display(), errno.desc())]
+    #[error("cannot open {}: {} ({errno:?}); {advice}", path.display(), errno.desc())]
     DevFuse {
         path: PathBuf,
         errno: Errno,
@@ -77,11 +77,11 @@ pub fn open_dev_fuse(path: &Path) -> Result<OwnedFd, HostError> {
         let advice = match errno {
             Errno::EACCES | Errno::EPERM => {
                 "FUSE is not open to users here: an admin must run 'chmod 0666 /dev/fuse' \
-                 (the mode every distribution's fuse package sets)"
+                 (the mode distributions' udev rules set; keep it with a udev rule \
+                 KERNEL==\"fuse\", MODE=\"0666\")"
             }
             Errno::ENOENT | Errno::ENODEV | Errno::ENXIO => {
-                "the FUSE kernel module is not loaded: an admin must run 'modprobe fuse' \
-                 and install the fuse3 package"
+                "the FUSE kernel module is not loaded: an admin must run 'modprobe fuse'"
             }
             _ => "check 'rfake doctor'",
         };

@@ -35,13 +35,14 @@ use exit::ExitKind;
 pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One prefixed line first, as for every other error.
+            eprint!("{}: {}", diag::prefix(), e.render());
+            return ExitKind::Usage.code();
+        }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitKind::Usage.code()
-            } else {
-                0
-            };
+            return 0;
         }
     };
     diag::init(cli.verbose);
@@ -57,6 +58,8 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
 }
 
 fn dispatch(command: Commands) -> Result<u8, Error> {
+    let invoker = launch::Invoker::current();
+    invoker.refuse_setid()?;
     let (launch_args, image, action) = match command {
         Commands::Exec {
             launch,
@@ -70,7 +73,9 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
         } => (launch, image, launch::Action::Run(args)),
         Commands::Shell { launch, image } => (launch, image, launch::Action::Shell),
         Commands::Doctor => {
-            let checks = doctor::run_checks(Some(&doctor::search_path()));
+            let configured = std::env::var_os("RFAKE_SQUASHFUSE").map(std::path::PathBuf::from);
+            let path = std::env::var_os("PATH");
+            let checks = doctor::run_checks(configured.as_deref(), path.as_deref());
             return Ok(if doctor::report(&checks) {
                 0
             } else {
@@ -96,12 +101,7 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
         env_files: launch_args.env_files,
     };
     let settings = launch::settings::Settings::default();
-    let plan = launch::plan(
-        &request,
-        &launch::Invoker::current(),
-        &settings,
-        &launch::lookup_host_user,
-    )?;
+    let plan = launch::plan(&request, &invoker, &settings, &launch::lookup_host_user)?;
     if launch_args.dry_run {
         println!("{plan}");
         return Ok(0);
@@ -112,7 +112,8 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
 fn write_man_pages(dir: &std::path::Path) -> Result<u8, Error> {
     use clap::CommandFactory;
     let io_err = |e: std::io::Error| {
-        Error::Usage(format!("cannot write man pages to {}: {e}", dir.display()))
+        let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        Error::Sys(sys::SysError::new("write man pages", dir, errno))
     };
     std::fs::create_dir_all(dir).map_err(io_err)?;
     clap_mangen::generate_to(Cli::command(), dir).map_err(io_err)?;

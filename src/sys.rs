@@ -35,9 +35,11 @@ impl SysError {
 
 impl fmt::Display for SysError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // errno's symbolic name once, after its description: "Permission
+        // denied (EACCES)".
         write!(
             f,
-            "{} {}: {} ({})",
+            "{} {}: {} ({:?})",
             self.op,
             self.path.display(),
             self.errno.desc(),

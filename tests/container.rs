@@ -318,7 +318,7 @@ fn environment_order_on_a_real_sif() {
         return;
     }
     let img = sifs.join("busybox_amd64.sif");
-    let show = "echo PATH=$PATH; echo FOO=$FOO; echo LD=$LD_LIBRARY_PATH; echo SLURM=$SLURM_JOB_ID; echo PS1=$PS1; echo NAME=$RFAKE_NAME";
+    let show = "echo PATH=$PATH; echo FOO=$FOO; echo LD=$LD_LIBRARY_PATH; echo SLURM=$SLURM_JOB_ID; echo \"PS1=$PS1\"; echo NAME=$RFAKE_NAME";
     let run = |envs: &[(&str, &str)], opts: &[&str]| {
         let mut cmd = command(&tag("envorder"));
         cmd.envs(envs.iter().copied()).arg("exec").args(opts).args([

@@ -75,11 +75,13 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// What the server wrote to stderr, first line, once it has exited.
-    fn failure_message(&mut self) -> String {
+    /// Why the server failed: the first line it wrote, else how it ended.
+    fn failure_message(&mut self, access: &std::io::Error) -> String {
         // It exits right after failing; give it a moment, then insist.
+        let mut exited = None;
         for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                exited = Some(status);
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -88,11 +90,13 @@ impl Server {
         let mut text = String::new();
         let _ = self.log.seek(SeekFrom::Start(0));
         let _ = self.log.read_to_string(&mut text);
-        text.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("it exited without a message")
-            .to_string()
+        if let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
+            return line.to_string();
+        }
+        match exited {
+            Some(status) => format!("it exited ({status}) without a message"),
+            None => format!("reading the image's root directory failed ({access})"),
+        }
     }
 }
 
@@ -206,7 +210,7 @@ impl ImageMounter for Squashfuse {
         );
         // The first access waits for the server's FUSE INIT and GETATTR.
         if let Err(e) = std::fs::metadata(target) {
-            let message = server.failure_message();
+            let message = server.failure_message(&e);
             log::debug!("first access to {} failed: {e}", target.display());
             return Err(Box::new(MountError::Server {
                 image: self.image_path.clone(),

@@ -150,12 +150,10 @@ impl Step {
                 let dir = match b.kind {
                     BindKind::Dir => true,
                     BindKind::File => false,
-                    BindKind::AsSource => {
-                        match std::fs::metadata(paths::under(Path::new(OLDROOT), &b.src)) {
-                            Ok(m) => m.is_dir(),
-                            Err(_) => return vec![], // reported by the bind itself
-                        }
-                    }
+                    BindKind::AsSource => match host_path(&b.src) {
+                        Some(src) => src.is_dir(),
+                        None => return vec![], // reported by the bind itself
+                    },
                 };
                 vec![Wanted {
                     dst: &b.dst,
@@ -389,6 +387,17 @@ fn run_step(
         }
     }
     Ok(None)
+}
+
+/// Where a host path is, after the first pivot: resolved under
+/// [`OLDROOT`] on components, so the host's own absolute symlinks
+/// (`/etc/resolv.conf -> /run/...`) point into the host, not the staging
+/// root. `None` when it does not exist.
+pub fn host_path(path: &Path) -> Option<PathBuf> {
+    match paths::resolve_in_root(Path::new(OLDROOT), path) {
+        Ok(Resolved::Exists(p)) => Some(p),
+        _ => None,
+    }
 }
 
 /// Resolve a bind destination inside `root`, with the step's origin in errors.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use super::{
-    Bind, BindKind, FILES, IdentitySpec, LOWER, MOUNT_POINT_OVERLAY_SIZE, NEWROOT, OLDROOT,
-    OVERLAY, RootLayer, RootfsError, State, Tmpfs, Wanted, resolve,
+    Bind, BindKind, FILES, IdentitySpec, LOWER, MOUNT_POINT_OVERLAY_SIZE, NEWROOT, OVERLAY,
+    RootLayer, RootfsError, State, Tmpfs, Wanted, resolve,
 };
 use crate::passwd;
 use crate::paths::{self, Resolved};
@@ -193,17 +193,17 @@ pub(super) fn bind(
     bind: &Bind,
     state: &State,
 ) -> Result<Option<String>, RootfsError> {
-    let src = paths::under(Path::new(OLDROOT), &bind.src);
-    let src_is_dir = match std::fs::metadata(&src) {
-        Ok(m) => m.is_dir(),
-        Err(_) if bind.optional => return Ok(Some("skipped: no such source on the host".into())),
-        Err(_) => {
+    let src = match super::host_path(&bind.src) {
+        Some(src) => src,
+        None if bind.optional => return Ok(Some("skipped: no such source on the host".into())),
+        None => {
             return Err(RootfsError::MissingSource {
                 src: bind.src.clone(),
                 origin: bind.origin.clone(),
             });
         }
     };
+    let src_is_dir = src.is_dir();
     let want_dir = match bind.kind {
         BindKind::Dir => true,
         BindKind::File => false,
