@@ -32,6 +32,8 @@ pub enum Error {
     Bind(#[from] crate::binds::BindError),
     #[error(transparent)]
     Env(#[from] crate::env::EnvError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl Error {
@@ -58,6 +60,7 @@ impl Error {
             Error::Bind(_) => ExitKind::Usage,
             Error::Env(crate::env::EnvError::Unreadable { .. }) => ExitKind::NoInput,
             Error::Env(_) => ExitKind::Usage,
+            Error::Config(e) => e.exit_kind(),
         }
     }
 }

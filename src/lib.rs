@@ -9,6 +9,7 @@
 
 pub mod binds;
 pub mod cli;
+pub mod config;
 pub mod diag;
 pub mod doctor;
 pub mod env;
@@ -83,7 +84,12 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
             });
         }
         Commands::Man { dir } => return write_man_pages(&dir),
-        Commands::Config => return Ok(0),
+        Commands::Config => {
+            let config =
+                config::Config::load(&config::ConfigSources::from_env(&invoker.env), &invoker.env)?;
+            print!("{}", config.render());
+            return Ok(0);
+        }
     };
     let request = launch::Request {
         image,
@@ -100,7 +106,9 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
         env: launch_args.env,
         env_files: launch_args.env_files,
     };
-    let settings = launch::settings::Settings::default();
+    let config =
+        config::Config::load(&config::ConfigSources::from_env(&invoker.env), &invoker.env)?;
+    let settings = launch::settings::Settings::from_config(&config);
     let plan = launch::plan(&request, &invoker, &settings, &launch::lookup_host_user)?;
     if launch_args.dry_run {
         println!("{plan}");

@@ -19,8 +19,7 @@ impl<T> Sourced<T> {
     }
 }
 
-/// Default size of `--writable-tmpfs`.
-pub const DEFAULT_WRITABLE_TMPFS: u64 = 64 << 20;
+use crate::config::DEFAULT_WRITABLE_TMPFS_SIZE;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -49,7 +48,7 @@ impl Default for Settings {
             mount_home: Sourced::default_value(true),
             mount_tmp: Sourced::default_value(true),
             squashfuse: None,
-            writable_tmpfs_size: Sourced::default_value(DEFAULT_WRITABLE_TMPFS),
+            writable_tmpfs_size: Sourced::default_value(DEFAULT_WRITABLE_TMPFS_SIZE),
             allow_user_binds: Sourced::default_value(true),
             allow_fakeroot: Sourced::default_value(true),
             allowed_image_paths: Sourced::default_value(Vec::new()),
@@ -58,6 +57,46 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The values of the site and user configuration files.
+    pub fn from_config(config: &crate::config::Config) -> Settings {
+        fn sourced<T: Clone>(s: &crate::config::Setting<T>) -> Sourced<T> {
+            Sourced {
+                value: s.value.clone(),
+                origin: s.origin.to_string(),
+            }
+        }
+        let (site_binds, user_binds): (Vec<_>, Vec<_>) = config
+            .binds
+            .iter()
+            .partition(|b| !matches!(b.origin, crate::config::Origin::User { .. }));
+        let bind = |b: &crate::config::Setting<crate::config::BindEntry>| Sourced {
+            value: b.value.spec.clone(),
+            origin: b.origin.to_string(),
+        };
+        Settings {
+            site_binds: site_binds.into_iter().map(bind).collect(),
+            user_binds: user_binds.into_iter().map(bind).collect(),
+            scratch: config
+                .scratch_dirs()
+                .into_iter()
+                .map(|(path, origin)| Sourced {
+                    value: path.to_path_buf(),
+                    origin: origin.to_string(),
+                })
+                .collect(),
+            mount_home: sourced(&config.mount_home),
+            mount_tmp: sourced(&config.mount_tmp),
+            squashfuse: config.squashfuse.value.clone().map(|p| Sourced {
+                value: p,
+                origin: config.squashfuse.origin.to_string(),
+            }),
+            writable_tmpfs_size: sourced(&config.writable_tmpfs_size),
+            allow_user_binds: sourced(&config.allow_user_binds),
+            allow_fakeroot: sourced(&config.allow_fakeroot),
+            allowed_image_paths: sourced(&config.allowed_image_paths),
+        }
+    }
+
     /// Whether the (canonical) image path is under an allowed directory,
     /// compared on whole path components.
     pub fn image_allowed(&self, image: &Path) -> bool {

@@ -94,9 +94,10 @@ pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Command {
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .env("LANG", "C.UTF-8")
         .env("RFAKE_TEST_TAG", tag)
-        // No site or user configuration unless a test writes one.
-        .env("RFAKE_CONFIG", "/nonexistent/rfake.toml")
-        .env("RFAKE_USER_CONFIG", "/nonexistent/user.toml");
+        // No site or user configuration unless a test writes one: an empty
+        // site file, and the user file turned off.
+        .env("RFAKE_CONFIG", "/dev/null")
+        .env("RFAKE_USER_CONFIG", "");
     for var in ["HOME", "USER", "LOGNAME"] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);

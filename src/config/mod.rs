@@ -1,0 +1,654 @@
+//! Site and user configuration: `/etc/rfake/rfake.toml`, then the user's
+//! `~/.config/rfake/rfake.toml` (`docs/rfake.toml.example` lists every key).
+//!
+//! Parse → validate → merge, with no side effect but reading the two files:
+//! [`Config::load`] returns either a complete, checked configuration or one
+//! [`ConfigError`] naming `file:line`, the key and the problem (exit status
+//! 78, [`ExitKind::Config`]). Each effective value carries its [`Origin`] so
+//! `rfake config` and `-v` can say where it came from.
+//!
+//! The files are walked by hand on toml's spanned document tree rather than
+//! deserialized through serde: that is what lets every message name the key
+//! and its line, say which type was expected and which was found, and refuse
+//! an unknown key with a "did you mean".
+//!
+//! Merging: the site file applies over the built-in defaults, then the user
+//! file over that; a scalar is replaced, a list (`binds`, `scratch`) is
+//! extended (the user's entries come after the site's).
+//!
+//! Policy keys (`allow_user_binds`, `allow_fakeroot`, `allowed_image_paths`,
+//! `user_may_set`) may only be set in the site file. They are the site's
+//! rules for this program, not a security boundary: rfake runs with the
+//! invoking user's own privileges and nothing more (no setuid, no
+//! capabilities), so a user can always run another build, or point
+//! `RFAKE_CONFIG` at another file; nothing the policy forbids would give them
+//! a privilege they lack.
+
+mod expand;
+mod render;
+mod size;
+mod values;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::exit::ExitKind;
+use values::{
+    At, boolean, check_bind, check_image_dir, check_scratch, position, size, string, strings,
+    user_key,
+};
+
+pub use expand::{ExpandError, expand};
+pub use size::{MAX_SIZE, SizeError, format_size, parse_size};
+
+/// The site file, unless `RFAKE_CONFIG` names another.
+pub const SITE_CONFIG: &str = "/etc/rfake/rfake.toml";
+/// The user file, under `$XDG_CONFIG_HOME` (else `$HOME/.config`).
+pub const USER_CONFIG: &str = "rfake/rfake.toml";
+/// The default size of the writable tmpfs: 64 MiB.
+pub const DEFAULT_WRITABLE_TMPFS_SIZE: u64 = 64 << 20;
+
+/// A configuration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    Binds,
+    Scratch,
+    MountHome,
+    MountTmp,
+    Squashfuse,
+    WritableTmpfsSize,
+    AllowUserBinds,
+    AllowFakeroot,
+    AllowedImagePaths,
+    UserMaySet,
+}
+
+impl Key {
+    /// Every key, in the order `render` prints them.
+    pub const ALL: [Key; 10] = [
+        Key::Binds,
+        Key::Scratch,
+        Key::MountHome,
+        Key::MountTmp,
+        Key::Squashfuse,
+        Key::WritableTmpfsSize,
+        Key::AllowUserBinds,
+        Key::AllowFakeroot,
+        Key::AllowedImagePaths,
+        Key::UserMaySet,
+    ];
+
+    /// The name written in the file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Key::Binds => "binds",
+            Key::Scratch => "scratch",
+            Key::MountHome => "mount_home",
+            Key::MountTmp => "mount_tmp",
+            Key::Squashfuse => "squashfuse",
+            Key::WritableTmpfsSize => "writable_tmpfs_size",
+            Key::AllowUserBinds => "allow_user_binds",
+            Key::AllowFakeroot => "allow_fakeroot",
+            Key::AllowedImagePaths => "allowed_image_paths",
+            Key::UserMaySet => "user_may_set",
+        }
+    }
+
+    /// A policy key: only the site file may set it.
+    pub const fn is_policy(self) -> bool {
+        matches!(
+            self,
+            Key::AllowUserBinds | Key::AllowFakeroot | Key::AllowedImagePaths | Key::UserMaySet
+        )
+    }
+
+    /// The key called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The keys a user file may set unless the site says otherwise: every
+    /// key that is not a policy key.
+    pub fn user_keys() -> Vec<Key> {
+        Key::ALL.into_iter().filter(|k| !k.is_policy()).collect()
+    }
+
+    /// The key `name` was probably meant to be (`mount-home`, `bind`).
+    fn suggest(name: &str) -> Option<Key> {
+        let name = name.to_ascii_lowercase().replace('-', "_");
+        let (best, distance) = Key::ALL
+            .into_iter()
+            .map(|k| (k, edit_distance(&name, k.name())))
+            .min_by_key(|&(_, d)| d)?;
+        if distance <= 2 {
+            return Some(best);
+        }
+        // `home` for `mount_home`, but nothing for `mount`: which one?
+        let mut containing = Key::ALL.into_iter().filter(|k| k.name().contains(&name));
+        match (containing.next(), containing.next()) {
+            (Some(key), None) if name.len() >= 4 => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built into rfake.
+    Default,
+    /// The site file, at this line (1-based).
+    Site { path: PathBuf, line: usize },
+    /// The user file, at this line (1-based).
+    User { path: PathBuf, line: usize },
+}
+
+impl fmt::Display for Origin {
+    /// `default`, or `FILE:LINE`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::Site { path, line } | Origin::User { path, line } => {
+                write!(f, "{}:{line}", shown(path))
+            }
+        }
+    }
+}
+
+/// An effective value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+impl<T> Setting<T> {
+    fn default(value: T) -> Self {
+        Setting {
+            value,
+            origin: Origin::Default,
+        }
+    }
+}
+
+/// One `binds` entry, checked: at most three `:`-separated fields, the third
+/// `ro` or `rw`, SRC absolute once expanded. Parsing it into a bind is the
+/// `binds` module's job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindEntry {
+    /// As written in the file.
+    pub written: String,
+    /// With `$NAME`/`${NAME}` expanded (each field on its own).
+    pub spec: String,
+}
+
+/// One `scratch` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchEntry {
+    /// As written in the file.
+    pub written: String,
+    /// The absolute path it expands to, or why it is skipped: a variable it
+    /// names is unset or empty (only [`ExpandError::is_missing`] errors
+    /// appear here; the others are refused when loading).
+    pub path: Result<PathBuf, ExpandError>,
+}
+
+/// A configuration file rfake looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStatus {
+    pub path: PathBuf,
+    /// False when it does not exist (built-in defaults or no user settings).
+    pub found: bool,
+}
+
+/// The effective configuration: built-in defaults, then the site file, then
+/// the user file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `SRC[:DST[:ro|rw]]` binds for every container: the site's, then the
+    /// user's.
+    pub binds: Vec<Setting<BindEntry>>,
+    /// Scratch directories, the site's then the user's; see
+    /// [`Config::scratch_dirs`]. Which exist is decided by the caller.
+    pub scratch: Vec<Setting<ScratchEntry>>,
+    /// Bind the user's home directory (default true).
+    pub mount_home: Setting<bool>,
+    /// Bind the host's `/tmp` (default true).
+    pub mount_tmp: Setting<bool>,
+    /// The squashfuse program, a name looked up in PATH or an absolute path;
+    /// `None`: squashfuse_ll, else squashfuse (see `host::find_squashfuse`).
+    pub squashfuse: Setting<Option<PathBuf>>,
+    /// Size of the writable tmpfs in bytes, 0 < size ≤ 1 TiB (default 64 MiB).
+    pub writable_tmpfs_size: Setting<u64>,
+    /// Policy: accept `--bind`, `RFAKE_BIND` and user-file `binds` (default
+    /// true).
+    pub allow_user_binds: Setting<bool>,
+    /// Policy: allow appearing as root inside; false forces `--keep-id`
+    /// (default true).
+    pub allow_fakeroot: Setting<bool>,
+    /// Policy: directories images must be under; empty allows any image.
+    /// Absolute, without `..`, normalized (no `//`, no trailing `/`).
+    pub allowed_image_paths: Setting<Vec<PathBuf>>,
+    /// Policy: the keys a user file may set (default: every non-policy key).
+    pub user_may_set: Setting<Vec<Key>>,
+    /// The site file read, if any was given.
+    pub site_file: Option<FileStatus>,
+    /// The user file read, if there is a place for one.
+    pub user_file: Option<FileStatus>,
+}
+
+impl Default for Config {
+    /// The built-in defaults: what rfake does with no configuration file.
+    fn default() -> Self {
+        Config {
+            binds: Vec::new(),
+            scratch: Vec::new(),
+            mount_home: Setting::default(true),
+            mount_tmp: Setting::default(true),
+            squashfuse: Setting::default(None),
+            writable_tmpfs_size: Setting::default(DEFAULT_WRITABLE_TMPFS_SIZE),
+            allow_user_binds: Setting::default(true),
+            allow_fakeroot: Setting::default(true),
+            allowed_image_paths: Setting::default(Vec::new()),
+            user_may_set: Setting::default(Key::user_keys()),
+            site_file: None,
+            user_file: None,
+        }
+    }
+}
+
+/// A configuration error; every message is one line that starts with
+/// `FILE:LINE` (or `FILE:LINE:COLUMN`, or `FILE`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists (or was named explicitly) but cannot be read.
+    #[error("{}: cannot read: {error}", shown(.path))]
+    Unreadable { path: PathBuf, error: io::Error },
+    /// Not TOML.
+    #[error("{}:{line}:{column}: invalid TOML: {message}", shown(.path))]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A key is unknown, has the wrong type or value, or may not be set in
+    /// this file.
+    #[error("{}:{line}: {key}: {problem}", shown(.path))]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// Always [`ExitKind::Config`] (78).
+    pub fn exit_kind(&self) -> ExitKind {
+        ExitKind::Config
+    }
+}
+
+/// Where the configuration files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSources {
+    pub site: ConfigPath,
+    /// `None` when there is no place for a user file (no `HOME`) or
+    /// `RFAKE_USER_CONFIG` is set to the empty string.
+    pub user: Option<ConfigPath>,
+}
+
+/// A configuration file's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPath {
+    pub path: PathBuf,
+    /// Named explicitly (`RFAKE_CONFIG`, `RFAKE_USER_CONFIG`): a missing file
+    /// is then an error, since the name is more likely a typo than a wish
+    /// for the defaults.
+    pub required: bool,
+}
+
+impl ConfigSources {
+    /// The files named by the environment: the site file is `RFAKE_CONFIG`,
+    /// else [`SITE_CONFIG`]; the user file is `RFAKE_USER_CONFIG` (empty: no
+    /// user file), else `$XDG_CONFIG_HOME/rfake/rfake.toml`, else
+    /// `$HOME/.config/rfake/rfake.toml`. A relative `XDG_CONFIG_HOME` is
+    /// ignored, as the XDG base directory spec says; so is a relative `HOME`.
+    pub fn from_env(env: &[(OsString, OsString)]) -> Self {
+        let set = |name| crate::env::get(env, name).filter(|v| !v.is_empty());
+        let site = match set("RFAKE_CONFIG") {
+            Some(path) => ConfigPath {
+                path: path.into(),
+                required: true,
+            },
+            None => ConfigPath {
+                path: SITE_CONFIG.into(),
+                required: false,
+            },
+        };
+        let user = match crate::env::get(env, "RFAKE_USER_CONFIG") {
+            Some(path) if path.is_empty() => None,
+            Some(path) => Some(ConfigPath {
+                path: path.into(),
+                required: true,
+            }),
+            None => {
+                let absolute = |name| set(name).map(Path::new).filter(|p| p.is_absolute());
+                absolute("XDG_CONFIG_HOME")
+                    .map(Path::to_path_buf)
+                    .or_else(|| absolute("HOME").map(|home| home.join(".config")))
+                    .map(|dir| ConfigPath {
+                        path: dir.join(USER_CONFIG),
+                        required: false,
+                    })
+            }
+        };
+        ConfigSources { site, user }
+    }
+}
+
+/// Which file is being applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Site,
+    User,
+}
+
+impl Config {
+    /// Read the site and user files named by `sources` and build the
+    /// configuration; `env` expands `$NAME` in `binds` and `scratch`. A
+    /// missing file is no error unless it was named explicitly.
+    pub fn load(
+        sources: &ConfigSources,
+        env: &[(OsString, OsString)],
+    ) -> Result<Config, ConfigError> {
+        let site = read(&sources.site)?;
+        let user_text = match &sources.user {
+            Some(user) => read(user)?,
+            None => None,
+        };
+        let mut config = Config::from_strs(
+            site.as_deref()
+                .map(|text| (sources.site.path.as_path(), text)),
+            user_text
+                .as_deref()
+                .zip(sources.user.as_ref())
+                .map(|(text, user)| (user.path.as_path(), text)),
+            env,
+        )?;
+        config.site_file = Some(FileStatus {
+            path: sources.site.path.clone(),
+            found: site.is_some(),
+        });
+        config.user_file = sources.user.as_ref().map(|user| FileStatus {
+            path: user.path.clone(),
+            found: user_text.is_some(),
+        });
+        Ok(config)
+    }
+
+    /// Build the configuration from the texts of a site file and a user
+    /// file (`(path, text)`; the path is for messages and origins).
+    pub fn from_strs(
+        site: Option<(&Path, &str)>,
+        user: Option<(&Path, &str)>,
+        env: &[(OsString, OsString)],
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        // The site file first: the user file is checked against its policy.
+        for (role, file) in [(Role::Site, site), (Role::User, user)] {
+            if let Some((path, text)) = file {
+                config.apply(role, path, text, env)?;
+                let status = Some(FileStatus {
+                    path: path.to_path_buf(),
+                    found: true,
+                });
+                match role {
+                    Role::Site => config.site_file = status,
+                    Role::User => config.user_file = status,
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The scratch directories, expanded, with where each was configured;
+    /// entries naming an unset variable are left out (logged when loading).
+    pub fn scratch_dirs(&self) -> Vec<(&Path, &Origin)> {
+        self.scratch
+            .iter()
+            .filter_map(|s| Some((s.value.path.as_deref().ok()?, &s.origin)))
+            .collect()
+    }
+
+    /// May the image at `canonical_image` (a canonical path, as from
+    /// `fs::canonicalize`) be run? Yes when `allowed_image_paths` is empty,
+    /// else when it is under one of them. Compared on whole path components,
+    /// never string prefixes: `/data/imagesX/a.sif` is not under
+    /// `/data/images`. A relative candidate or one containing `..` is not
+    /// canonical, so it is refused rather than trusted (`..` is a component
+    /// like any other to `Path::starts_with`).
+    pub fn image_allowed(&self, canonical_image: &Path) -> bool {
+        let dirs = &self.allowed_image_paths.value;
+        if dirs.is_empty() {
+            return true;
+        }
+        if !canonical_image.is_absolute()
+            || canonical_image
+                .components()
+                .any(|c| c == Component::ParentDir)
+        {
+            return false;
+        }
+        dirs.iter().any(|dir| canonical_image.starts_with(dir))
+    }
+
+    /// Check `text` (the file at `path`) and apply it over `self`.
+    fn apply(
+        &mut self,
+        role: Role,
+        path: &Path,
+        text: &str,
+        env: &[(OsString, OsString)],
+    ) -> Result<(), ConfigError> {
+        let doc = DeTable::parse(text).map_err(|e| {
+            let (line, column) = position(text, e.span().map_or(0, |s| s.start));
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().lines().next().unwrap_or("").to_string(),
+            }
+        })?;
+        // The table is sorted by name; report the first problem in the file.
+        let mut entries: Vec<_> = doc.get_ref().iter().collect();
+        entries.sort_by_key(|(key, _)| key.span().start);
+        for (name, value) in entries {
+            let at = At {
+                path,
+                text,
+                role,
+                key: name.get_ref(),
+                line: position(text, name.span().start).0,
+            };
+            let Some(key) = Key::from_name(name.get_ref()) else {
+                let hint = Key::suggest(name.get_ref())
+                    .map(|k| format!(" (did you mean {k}?)"))
+                    .unwrap_or_default();
+                return Err(at.error(format!("unknown key{hint}")));
+            };
+            if role == Role::User {
+                self.check_user_may_set(key, &at)?;
+            }
+            self.set(key, value, &at, env)?;
+        }
+        Ok(())
+    }
+
+    /// Refuse a key the site does not let users set.
+    fn check_user_may_set(&self, key: Key, at: &At) -> Result<(), ConfigError> {
+        if key.is_policy() {
+            let site = match &self.site_file {
+                Some(site) => format!(" ({})", shown(&site.path)),
+                None => String::new(),
+            };
+            return Err(at.error(format!(
+                "a policy key: only the site configuration{site} may set it"
+            )));
+        }
+        if !self.user_may_set.value.contains(&key) {
+            return Err(at.error(format!(
+                "the site configuration {} does not allow users to set it (user_may_set)",
+                self.user_may_set.origin
+            )));
+        }
+        if key == Key::Binds && !self.allow_user_binds.value {
+            return Err(at.error(format!(
+                "the site configuration {} does not allow user binds (allow_user_binds = false)",
+                self.allow_user_binds.origin
+            )));
+        }
+        Ok(())
+    }
+
+    /// Check one key's value and apply it.
+    fn set(
+        &mut self,
+        key: Key,
+        value: &Spanned<DeValue>,
+        at: &At,
+        env: &[(OsString, OsString)],
+    ) -> Result<(), ConfigError> {
+        let origin = at.origin(at.line);
+        match key {
+            Key::Binds => {
+                for (written, line) in strings(value, at)? {
+                    let spec = check_bind(written, env).map_err(|p| at.error_on(line, p))?;
+                    self.binds.push(Setting {
+                        value: BindEntry {
+                            written: written.to_string(),
+                            spec,
+                        },
+                        origin: at.origin(line),
+                    });
+                }
+            }
+            Key::Scratch => {
+                for (written, line) in strings(value, at)? {
+                    let path = check_scratch(written, env).map_err(|p| at.error_on(line, p))?;
+                    let origin = at.origin(line);
+                    if let Err(why) = &path {
+                        log::debug!("{origin}: scratch entry {written:?} skipped: {why}");
+                    }
+                    self.scratch.push(Setting {
+                        value: ScratchEntry {
+                            written: written.to_string(),
+                            path,
+                        },
+                        origin,
+                    });
+                }
+            }
+            Key::MountHome => self.mount_home = setting(boolean(value, at)?, origin),
+            Key::MountTmp => self.mount_tmp = setting(boolean(value, at)?, origin),
+            Key::AllowUserBinds => self.allow_user_binds = setting(boolean(value, at)?, origin),
+            Key::AllowFakeroot => self.allow_fakeroot = setting(boolean(value, at)?, origin),
+            Key::Squashfuse => {
+                let program = string(value, at, "a program name or an absolute path")?;
+                if program.is_empty() || (program.contains('/') && !program.starts_with('/')) {
+                    return Err(at.error(format!(
+                        "expected a program name (looked up in PATH) or an absolute path, found {program:?}"
+                    )));
+                }
+                self.squashfuse = setting(Some(program.into()), origin);
+            }
+            Key::WritableTmpfsSize => {
+                let bytes = size(value, at)?;
+                self.writable_tmpfs_size = setting(bytes, origin);
+            }
+            Key::AllowedImagePaths => {
+                let dirs = strings(value, at)?
+                    .into_iter()
+                    .map(|(dir, line)| check_image_dir(dir).map_err(|p| at.error_on(line, p)))
+                    .collect::<Result<_, _>>()?;
+                self.allowed_image_paths = setting(dirs, origin);
+            }
+            Key::UserMaySet => {
+                let keys = strings(value, at)?
+                    .into_iter()
+                    .map(|(name, line)| user_key(name).map_err(|p| at.error_on(line, p)))
+                    .collect::<Result<_, _>>()?;
+                self.user_may_set = setting(keys, origin);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn setting<T>(value: T, origin: Origin) -> Setting<T> {
+    Setting { value, origin }
+}
+
+/// Read a configuration file; `None` when it is absent and may be.
+fn read(source: &ConfigPath) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(&source.path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !source.required => {
+            log::debug!("{}: not found", shown(&source.path));
+            Ok(None)
+        }
+        Err(error) => Err(ConfigError::Unreadable {
+            path: source.path.clone(),
+            error,
+        }),
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// `path` for a one-line message: control characters escaped.
+fn shown(path: &Path) -> String {
+    one_line(&path.display().to_string())
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`), so a message
+/// stays on one line and cannot drive the terminal.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

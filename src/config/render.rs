@@ -1,0 +1,160 @@
+//! `rfake config`: the effective configuration as TOML, each value with
+//! where it came from.
+
+use super::{Config, Key, Origin, Setting, format_size, one_line, shown};
+
+impl Config {
+    /// The effective configuration as TOML (it parses back to the same
+    /// values), each value followed by where it came from: `# default` or
+    /// `# FILE:LINE`. For `rfake config`.
+    pub fn render(&self) -> String {
+        let mut out = Rendered::default();
+        for (role, file) in [("site", &self.site_file), ("user", &self.user_file)] {
+            out.comment(match file {
+                Some(f) if f.found => format!("# {role} file: {}", shown(&f.path)),
+                Some(f) => format!("# {role} file: {} (not found)", shown(&f.path)),
+                None => format!("# {role} file: none"),
+            });
+        }
+        let list = |out: &mut Rendered, key: Key, entries: Vec<(&str, String, &Origin)>| {
+            if entries.is_empty() {
+                out.line(format!("{key} = []"), "no entries".into());
+                return;
+            }
+            out.comment(format!("{key} = ["));
+            for (written, note, origin) in entries {
+                out.line(
+                    format!("    {},", toml_string(written)),
+                    format!("{origin}{note}"),
+                );
+            }
+            out.comment("]".into());
+        };
+        let binds = self
+            .binds
+            .iter()
+            .map(|b| {
+                let note = if b.value.spec == b.value.written {
+                    String::new()
+                } else {
+                    format!(" -> {}", one_line(&b.value.spec))
+                };
+                (b.value.written.as_str(), note, &b.origin)
+            })
+            .collect();
+        list(&mut out, Key::Binds, binds);
+        let scratch = self
+            .scratch
+            .iter()
+            .map(|s| {
+                let note = match &s.value.path {
+                    Ok(path) if path.as_os_str() == s.value.written.as_str() => String::new(),
+                    Ok(path) => format!(" -> {}", shown(path)),
+                    Err(why) => format!(", skipped: {why}"),
+                };
+                (s.value.written.as_str(), note, &s.origin)
+            })
+            .collect();
+        list(&mut out, Key::Scratch, scratch);
+        out.setting(Key::MountHome, &self.mount_home, |v| v.to_string());
+        out.setting(Key::MountTmp, &self.mount_tmp, |v| v.to_string());
+        match &self.squashfuse.value {
+            Some(program) => out.line(
+                format!(
+                    "squashfuse = {}",
+                    toml_string(&program.display().to_string())
+                ),
+                self.squashfuse.origin.to_string(),
+            ),
+            None => out.line(
+                "# squashfuse: squashfuse_ll, else squashfuse, from PATH".into(),
+                self.squashfuse.origin.to_string(),
+            ),
+        }
+        out.setting(Key::WritableTmpfsSize, &self.writable_tmpfs_size, |v| {
+            toml_string(&format_size(*v))
+        });
+        out.comment("# policy: the site file only".into());
+        out.setting(Key::AllowUserBinds, &self.allow_user_binds, |v| {
+            v.to_string()
+        });
+        out.setting(Key::AllowFakeroot, &self.allow_fakeroot, |v| v.to_string());
+        out.setting(Key::AllowedImagePaths, &self.allowed_image_paths, |v| {
+            toml_list(v.iter().map(|p| p.display().to_string()))
+        });
+        out.setting(Key::UserMaySet, &self.user_may_set, |v| {
+            toml_list(v.iter().map(|k| k.name().to_string()))
+        });
+        out.finish()
+    }
+}
+
+/// `s` as a TOML basic string.
+pub(super) fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_list(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.map(|s| toml_string(&s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// `render`'s output: lines of TOML, most with a `# origin` comment, the
+/// comments aligned.
+#[derive(Default)]
+struct Rendered {
+    lines: Vec<(String, Option<String>)>,
+}
+
+impl Rendered {
+    fn comment(&mut self, text: String) {
+        self.lines.push((text, None));
+    }
+
+    fn line(&mut self, text: String, note: String) {
+        self.lines.push((text, Some(note)));
+    }
+
+    fn setting<T>(&mut self, key: Key, s: &Setting<T>, value: impl Fn(&T) -> String) {
+        self.line(format!("{key} = {}", value(&s.value)), s.origin.to_string());
+    }
+
+    /// Lines longer than this are left out of the alignment.
+    const ALIGN_MAX: usize = 56;
+
+    fn finish(self) -> String {
+        let width = self
+            .lines
+            .iter()
+            .filter(|(_, note)| note.is_some())
+            .map(|(text, _)| text.chars().count())
+            .filter(|&len| len <= Self::ALIGN_MAX)
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for (text, note) in self.lines {
+            match note {
+                Some(note) => {
+                    let pad = width.saturating_sub(text.chars().count());
+                    out.push_str(&format!("{text}{:pad$}  # {note}\n", ""));
+                }
+                None => out.push_str(&format!("{text}\n")),
+            }
+        }
+        out
+    }
+}
