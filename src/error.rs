@@ -26,6 +26,8 @@ pub enum Error {
     Command(#[from] CommandError),
     #[error("{0}")]
     Refused(String),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("{0}")]
     Sys(#[from] SysError),
     #[error(transparent)]
@@ -56,6 +58,7 @@ impl Error {
             Error::Rootfs(_) => ExitKind::OsError,
             Error::Command(e) => e.exit_kind(),
             Error::Refused(_) => ExitKind::Refused,
+            Error::Internal(_) => ExitKind::Internal,
             Error::Sys(_) => ExitKind::OsError,
             Error::Bind(_) => ExitKind::Usage,
             Error::Env(crate::env::EnvError::Unreadable { .. }) => ExitKind::NoInput,

@@ -8,6 +8,7 @@
 //! kernel; `host` and `doctor` check the host's prerequisites.
 
 pub mod binds;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod diag;

@@ -7,6 +7,7 @@
 //! one-line message before any namespace is set up.
 
 pub mod sif;
+pub mod sif_write;
 pub mod squashfs;
 
 use std::fs::{self, File, Metadata, OpenOptions};
@@ -47,6 +48,10 @@ pub struct Image {
     pub squashfs: Option<squashfs::Superblock>,
     /// The architecture the image was built for (SIF only).
     pub arch: Option<sif::Arch>,
+    /// The file that was validated (None for a directory): the mount layer
+    /// serves this very file, so a path swapped after validation changes
+    /// nothing.
+    pub file: Option<std::sync::Arc<File>>,
 }
 
 /// Why an image was refused. Every message is one line naming the path (as
@@ -265,6 +270,7 @@ impl Image {
             squashfs_offset: None,
             squashfs: None,
             arch: None,
+            file: None,
         }
     }
 }
@@ -339,6 +345,7 @@ impl Opened<'_> {
             squashfs_offset: Some(0),
             squashfs: Some(superblock),
             arch: None,
+            file: Some(std::sync::Arc::new(self.file)),
         })
     }
 
@@ -357,6 +364,7 @@ impl Opened<'_> {
             squashfs_offset: Some(root.offset),
             squashfs: Some(superblock),
             arch: Some(arch),
+            file: Some(std::sync::Arc::new(self.file)),
         })
     }
 

@@ -9,7 +9,6 @@ mod plan;
 pub mod settings;
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -40,7 +39,12 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
         Some(program) => Some(Squashfuse {
             program: program.clone(),
             image_path: plan.image.path.clone(),
-            image: open_image(&plan.image.path)?,
+            image: plan.image.file.clone().ok_or_else(|| {
+                Error::Internal(format!(
+                    "image {} was validated without keeping it open",
+                    plan.image.path.display()
+                ))
+            })?,
             offset: plan.image.squashfs_offset.unwrap_or(0),
             fuse_device: {
                 drop(host::open_dev_fuse(Path::new(DEV_FUSE))?);
@@ -84,15 +88,6 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
     }
     log::info!("total {:.1?}", t0.elapsed());
     result
-}
-
-fn open_image(path: &Path) -> Result<File, Error> {
-    File::open(path).map_err(|source| {
-        Error::Image(crate::image::ImageError::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        })
-    })
 }
 
 fn log_step(step: &Step, took: std::time::Duration, note: Option<&str>) {

@@ -38,7 +38,7 @@ pub struct Squashfuse {
     /// For messages and the mount's source field.
     pub image_path: PathBuf,
     /// The image, opened once at validation time (close-on-exec).
-    pub image: File,
+    pub image: std::sync::Arc<File>,
     pub offset: u64,
     /// The FUSE device, normally `/dev/fuse`.
     pub fuse_device: PathBuf,
