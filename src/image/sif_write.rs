@@ -4,7 +4,7 @@
 //! and rfake both read what `rfake build` writes.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 
 use super::sif::{
     Arch, DESCRIPTOR_LEN, DataType, Descriptor, EXTRA_LEN, FsType, LAUNCH_LEN, PartType,
@@ -131,6 +131,7 @@ pub fn write(
 mod tests {
     use super::*;
     use crate::image::sif::Sif;
+    use std::io::Read;
 
     #[test]
     fn round_trip_with_the_reader() {
