@@ -5,6 +5,8 @@
 //! SquashFS in-process, wrapped in SIF when OUT ends in `.sif`, into a
 //! temporary file beside OUT that is renamed over it only at the end.
 
+pub mod meta_files;
+pub mod output;
 pub mod spool;
 pub mod tree;
 
