@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::{EnvList, parse_env_file, set};
+use super::{EnvList, parse_assignment, set};
 
 pub const SINGULARITY_ENV_DIR: &str = "/.singularity.d/env";
 pub const RFAKE_ENV_FILE: &str = "/.rfake/environment";
@@ -50,17 +50,23 @@ pub fn apply(env: &mut EnvList, cwd: &Path) -> Result<Option<String>, ImageEnvEr
             path: RFAKE_ENV_FILE.into(),
             reason: e.to_string(),
         })?;
-        let settings = parse_env_file(static_file, &text).map_err(|e| ImageEnvError::File {
-            path: RFAKE_ENV_FILE.into(),
-            reason: e.to_string(),
-        })?;
-        for o in &settings {
-            set(env, o.name.as_str(), o.value.clone());
+        // Written by `rfake build`: NAME=value lines, values literal.
+        let mut count = 0;
+        for (i, line) in text.lines().enumerate() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let o =
+                parse_assignment(line, &format!("{RFAKE_ENV_FILE}:{}", i + 1)).map_err(|e| {
+                    ImageEnvError::File {
+                        path: RFAKE_ENV_FILE.into(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            set(env, o.name.as_str(), o.value);
+            count += 1;
         }
-        return Ok(Some(format!(
-            "{} settings from {RFAKE_ENV_FILE}",
-            settings.len()
-        )));
+        return Ok(Some(format!("{count} settings from {RFAKE_ENV_FILE}")));
     }
     let scripts = script_count(Path::new(SINGULARITY_ENV_DIR));
     if scripts == 0 {
