@@ -47,6 +47,7 @@ PY
 
 echo "== images"
 images/build-images.sh "$stage/images" >/dev/null
+tests/make-oci-fixtures.sh "$stage/images/demo" "$stage/oci" >/dev/null
 sif_src=${RFAKE_TEST_SIF_DIR:-$root/../shared/testdata/sif}
 if [ -d "$sif_src" ]; then
   cp -r "$sif_src" "$stage/sif"
@@ -68,7 +69,7 @@ while read -r bin; do
       HOME="$home" USER="$user" LOGNAME="$user" \
       LANG=C.UTF-8 CI="${CI:-}" RUST_BACKTRACE=1 \
       RFAKE_BIN="$stage/bin/rfake" RFAKE_TEST_IMAGES="$stage/images" \
-      RFAKE_TEST_SIF_DIR="$stage/sif" \
+      RFAKE_TEST_SIF_DIR="$stage/sif" RFAKE_TEST_OCI="$stage/oci" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e

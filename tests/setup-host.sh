@@ -13,6 +13,9 @@ PACKAGES=(
   busybox-static            # the demo and test images' userland
   python3                   # images/sif-wrap.py
   procps util-linux         # ps, runuser, setpriv in scripts
+  podman                    # OCI fixtures for rfake build (tests/make-oci-fixtures.sh)
+  xz-utils zstd             # compressed tarball sources
+  libsquashfs-dev libclang-dev pkg-config  # libsquashfs for rfake build/inspect (bindgen)
 )
 
 if [ "$(id -u)" != 0 ]; then
