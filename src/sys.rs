@@ -5,9 +5,11 @@
 //! unit tests pass a recorder and assert the exact sequence of operations
 //! without any privilege.
 
+use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -97,8 +99,28 @@ impl fmt::Display for MountAttrs {
     }
 }
 
+/// One parameter for a new filesystem context (`fsconfig(2)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsParam {
+    /// A boolean option (`allow_other`).
+    Flag(&'static str),
+    /// A key with a value (`rootmode=40000`).
+    Value(&'static str, String),
+}
+
 /// Kernel operations used to build the container's mount tree.
 pub trait Sys {
+    /// Create a filesystem of `fstype` with `params` and return it as a
+    /// *detached* mount (new mount API: fsopen/fsconfig/fsmount), with
+    /// `attrs` set; attach it later with [`Sys::move_mount`].
+    fn mount_detached(
+        &self,
+        fstype: &str,
+        params: &[FsParam],
+        attrs: MountAttrs,
+    ) -> SysResult<OwnedFd>;
+    /// Attach a detached mount at `target` (`move_mount(2)`).
+    fn move_mount(&self, mount: &OwnedFd, target: &Path) -> SysResult;
     fn unshare(&self, flags: CloneFlags) -> SysResult;
     /// Write `contents` to an existing file (procfs maps, sysctls).
     fn write_file(&self, path: &Path, contents: &str) -> SysResult;
@@ -129,7 +151,106 @@ fn errno_of(err: &std::io::Error) -> Errno {
     Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))
 }
 
+fn cstring(op: &'static str, path: &Path, text: &str) -> SysResult<CString> {
+    CString::new(text).map_err(|_| SysError::new(op, path, Errno::EINVAL))
+}
+
 impl Sys for LinuxSys {
+    fn mount_detached(
+        &self,
+        fstype: &str,
+        params: &[FsParam],
+        attrs: MountAttrs,
+    ) -> SysResult<OwnedFd> {
+        // <linux/mount.h>
+        const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+        const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+        const FSCONFIG_SET_STRING: libc::c_uint = 1;
+        const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+        const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+        let what = Path::new(fstype);
+        let c_type = cstring("fsopen", what, fstype)?;
+        // SAFETY: valid C string; returns a new fd or -1.
+        let fs = unsafe { libc::syscall(libc::SYS_fsopen, c_type.as_ptr(), FSOPEN_CLOEXEC) };
+        if fs < 0 {
+            return Err(SysError::new("fsopen", what, Errno::last()));
+        }
+        // SAFETY: fsopen returned a fresh descriptor we now own.
+        let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+        for param in params {
+            let (cmd, key, value) = match param {
+                FsParam::Flag(k) => (FSCONFIG_SET_FLAG, *k, None),
+                FsParam::Value(k, v) => (FSCONFIG_SET_STRING, *k, Some(v.as_str())),
+            };
+            let c_key = cstring("fsconfig", what, key)?;
+            let c_value = value.map(|v| cstring("fsconfig", what, v)).transpose()?;
+            let value_ptr = c_value.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+            // SAFETY: valid fd and C strings (value NULL for a flag).
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fs.as_raw_fd(),
+                    cmd,
+                    c_key.as_ptr(),
+                    value_ptr,
+                    0,
+                )
+            };
+            if rc < 0 {
+                return Err(SysError::new("fsconfig", Path::new(key), Errno::last()));
+            }
+        }
+        // SAFETY: valid fd; CMD_CREATE takes no key or value.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(SysError::new("fsconfig(create)", what, Errno::last()));
+        }
+        // SAFETY: valid fd; returns a new mount fd or -1.
+        let mnt = unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                fs.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                attrs.bits(),
+            )
+        };
+        if mnt < 0 {
+            return Err(SysError::new("fsmount", what, Errno::last()));
+        }
+        // SAFETY: fsmount returned a fresh descriptor we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+    }
+
+    fn move_mount(&self, mount: &OwnedFd, target: &Path) -> SysResult {
+        const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+        let empty = c"";
+        let c_target = cstring("move_mount", target, &target.to_string_lossy())?;
+        // SAFETY: valid fds and C strings.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mount.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                c_target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if rc < 0 {
+            return Err(SysError::new("move_mount", target, Errno::last()));
+        }
+        Ok(())
+    }
+
     fn unshare(&self, flags: CloneFlags) -> SysResult {
         nix::sched::unshare(flags).map_err(|e| SysError::new("unshare", "", e))
     }

@@ -234,7 +234,8 @@ fn verbose_shows_each_step_with_its_duration() {
     let err = stderr(&out);
     for needle in [
         "user namespace",
-        "mount image",
+        "serve the image",
+        "attach the image",
         "pivot_root into the image",
         "total",
     ] {

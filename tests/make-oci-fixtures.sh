@@ -14,7 +14,7 @@ podman=(podman --root "$work/root" --runroot "$work/run" --storage-driver vfs
         --cgroup-manager cgroupfs --log-level error)
 mkdir -p "$out"
 tar -C "$demo" -cf "$work/rootfs.tar" .
-"${podman[@]}" import \
+"${podman[@]}" import --quiet \
   --change 'CMD ["/bin/echo", "from-cmd"]' \
   --change 'ENV GREETING=hello-from-oci' \
   --change 'WORKDIR /etc' \
@@ -30,10 +30,10 @@ CF
 "${podman[@]}" build --isolation chroot -q -t localhost/rfake-layered:latest \
   -f "$work/Containerfile" "$work" >/dev/null
 for image in fixture layered; do
-  "${podman[@]}" save -q --format docker-archive -o "$out/$image-docker.tar" "localhost/rfake-$image:latest"
-  "${podman[@]}" save -q --format oci-archive -o "$out/$image-oci.tar" "localhost/rfake-$image:latest"
+  "${podman[@]}" save --quiet --format docker-archive -o "$out/$image-docker.tar" "localhost/rfake-$image:latest"
+  "${podman[@]}" save --quiet --format oci-archive -o "$out/$image-oci.tar" "localhost/rfake-$image:latest"
   rm -rf "$out/$image-oci-dir"
-  "${podman[@]}" save -q --format oci-dir -o "$out/$image-oci-dir" "localhost/rfake-$image:latest"
+  "${podman[@]}" save --quiet --format oci-dir -o "$out/$image-oci-dir" "localhost/rfake-$image:latest"
 done
 chmod -R a+rX "$out"
 echo "make-oci-fixtures: $(ls "$out" | tr '\n' ' ')"

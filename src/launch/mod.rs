@@ -47,11 +47,11 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
             })?,
             offset: plan.image.squashfs_offset.unwrap_or(0),
             fuse_device: {
+                // Reopened inside the namespace (see mount::squashfuse).
                 drop(host::open_dev_fuse(Path::new(DEV_FUSE))?);
-                // Reopened inside the namespace, after the first pivot.
-                crate::paths::under(Path::new(rootfs::OLDROOT), Path::new(DEV_FUSE))
+                PathBuf::from(DEV_FUSE)
             },
-            host_root: PathBuf::from(rootfs::OLDROOT),
+            mount: None,
             uid: plan.identity.inside_uid,
             gid: plan.identity.inside_gid,
             server: None,
@@ -104,7 +104,10 @@ fn log_step(step: &Step, took: std::time::Duration, note: Option<&str>) {
 struct NoImageMount;
 
 impl rootfs::ImageMounter for NoImageMount {
-    fn mount_image(
+    fn prepare(&mut self, _: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err("internal: no image mounter".into())
+    }
+    fn attach(
         &mut self,
         _: &dyn Sys,
         target: &Path,

@@ -253,14 +253,19 @@ pub fn plan(
     let (start_dir, start_dir_note) =
         binds::start_dir(req.pwd.as_deref(), &who.cwd, &mounts, &home);
 
-    let mut steps = vec![Step::MakePrivate, Step::Staging, Step::PivotToStaging];
+    let single_file = image.format != ImageFormat::Directory;
+    let mut steps = vec![Step::MakePrivate];
+    if single_file {
+        steps.push(Step::ServeImage);
+    }
+    steps.extend([Step::Staging, Step::PivotToStaging]);
     let squashfuse = match image.format {
         ImageFormat::Directory => {
             steps.push(Step::BindRootDir(image.path.clone()));
             None
         }
         ImageFormat::Squashfs | ImageFormat::Sif => {
-            steps.push(Step::MountImage);
+            steps.push(Step::AttachImage);
             let configured = req
                 .squashfuse
                 .clone()

@@ -1,12 +1,18 @@
 //! An external squashfuse (`squashfuse_ll` preferred) serving the image.
 //!
-//! rfake opens `/dev/fuse` and the image itself and does the `mount(2)` of
-//! the FUSE filesystem (allowed to root of a user namespace since Linux 4.18);
-//! squashfuse is handed both file descriptors as `/dev/fd/N` (libfuse 3.3+
-//! accepts a pre-mounted `/dev/fd/N` mount point). So:
-//! - the mount exists as soon as `mount(2)` returns and every access waits
-//!   for the server, no polling for readiness;
-//! - the server never resolves a host path after start-up;
+//! rfake opens `/dev/fuse` itself, inside the user namespace (the kernel
+//! refuses a FUSE device opened in another user namespace than the one
+//! owning the new superblock, EINVAL), and creates the FUSE filesystem as a
+//! *detached* mount with the new mount API (fsopen/fsconfig/fsmount; allowed
+//! to root of a user namespace since Linux 4.18 for FUSE, 5.2 for the API).
+//! squashfuse is handed the image and the device as `/dev/fd/N` (libfuse
+//! 3.3+ accepts a pre-mounted `/dev/fd/N` mount point). So:
+//! - the server starts while the host root is still `/` and nothing is
+//!   hidden (a program or its libraries anywhere on the host work), and
+//!   every later `pivot_root` carries its root along into the container, so
+//!   `/proc/PID/root` of the server never shows the host;
+//! - the mount is attached (`move_mount`) where the rootfs steps want it,
+//!   and every access waits for the server: no polling for readiness;
 //! - rfake picks the mount flags itself (`ro,nosuid,nodev`).
 //!
 //! The server is tied to rfake: parent-death signal SIGKILL, its own session
@@ -23,13 +29,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::mount::MsFlags;
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
 use super::MountError;
 use crate::rootfs::ImageMounter;
-use crate::sys::Sys;
+use crate::sys::{FsParam, MountAttrs, Sys};
 
 /// What the server needs to know about the image.
 #[derive(Debug)]
@@ -42,10 +47,8 @@ pub struct Squashfuse {
     pub offset: u64,
     /// The FUSE device, normally `/dev/fuse`.
     pub fuse_device: PathBuf,
-    /// Where the host's root is when the server starts (`/oldroot` after the
-    /// first pivot): the server is chrooted there, so it runs with the host's
-    /// view of `program` and its libraries.
-    pub host_root: PathBuf,
+    /// The detached mount, between `prepare` and `attach`.
+    pub mount: Option<OwnedFd>,
     /// Owner of the mount inside the namespace.
     pub uid: u32,
     pub gid: u32,
@@ -107,14 +110,20 @@ impl Drop for Server {
 }
 
 impl Squashfuse {
-    fn mount_options(&self, fuse_fd: RawFd) -> String {
+    fn params(&self, fuse_fd: RawFd) -> Vec<FsParam> {
         // rootmode: the root is a directory; allow_other: a payload with
         // another uid (nested namespaces) may read it; default_permissions:
         // the kernel checks the image's modes.
-        format!(
-            "fd={fuse_fd},rootmode=40000,user_id={},group_id={},allow_other,default_permissions",
-            self.uid, self.gid
-        )
+        vec![
+            FsParam::Value("source", self.image_path.to_string_lossy().into_owned()),
+            FsParam::Value("subtype", "squashfuse".into()),
+            FsParam::Value("fd", fuse_fd.to_string()),
+            FsParam::Value("rootmode", "40000".into()),
+            FsParam::Value("user_id", self.uid.to_string()),
+            FsParam::Value("group_id", self.gid.to_string()),
+            FsParam::Flag("allow_other"),
+            FsParam::Flag("default_permissions"),
+        ]
     }
 
     fn spawn(&self, fuse_fd: RawFd) -> Result<Server, MountError> {
@@ -133,19 +142,16 @@ impl Squashfuse {
         }
         cmd.arg(format!("/dev/fd/{image_fd}"))
             .arg(format!("/dev/fd/{fuse_fd}"))
-            // Stdio::null() would open /dev/null in the staging root.
-            .stdin(Stdio::from(
-                File::open(self.host_root.join("dev/null")).map_err(spawn_err)?,
-            ))
+            .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().map_err(spawn_err)?))
             .stderr(Stdio::from(log.try_clone().map_err(spawn_err)?));
         let parent = std::process::id() as i32;
-        let host_root = std::ffi::CString::new(self.host_root.as_os_str().as_encoded_bytes())
-            .map_err(|e| spawn_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::chroot(host_root.as_ptr()) == -1 || libc::chdir(c"/".as_ptr()) == -1 {
+                // Its root is "/" (carried into the container by pivot_root);
+                // its working directory must not pin a host directory.
+                if libc::chdir(c"/".as_ptr()) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
                 for fd in [image_fd, fuse_fd] {
@@ -177,47 +183,60 @@ impl Squashfuse {
 }
 
 impl ImageMounter for Squashfuse {
-    fn mount_image(
-        &mut self,
-        sys: &dyn Sys,
-        target: &Path,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        // Opened here, inside the user namespace: the kernel refuses (EINVAL)
-        // a FUSE mount whose device was opened in another user namespace
-        // than the one owning the new superblock.
+    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let fuse: OwnedFd =
             crate::host::open_dev_fuse(&self.fuse_device).map_err(MountError::from)?;
         let fuse_fd = fuse.as_raw_fd();
-        sys.mount(
-            &self.image_path.to_string_lossy(),
-            target,
-            Some("fuse.squashfuse"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(&self.mount_options(fuse_fd)),
-        )
-        .map_err(|source| MountError::Sys {
-            image: self.image_path.clone(),
-            source,
-        })?;
+        let attrs = MountAttrs {
+            rdonly: true,
+            nosuid: true,
+            nodev: true,
+        };
+        let mount = sys
+            .mount_detached("fuse", &self.params(fuse_fd), attrs)
+            .map_err(|source| MountError::Sys {
+                image: self.image_path.clone(),
+                source,
+            })?;
         let mut server = self.spawn(fuse_fd)?;
         // Our copy must go: if the server dies, the connection must abort
         // (ENOTCONN) instead of every access waiting forever.
         drop(fuse);
-        log::debug!(
-            "squashfuse pid {} serving {}",
-            server.pid(),
-            target.display()
-        );
-        // The first access waits for the server's FUSE INIT and GETATTR.
-        if let Err(e) = std::fs::metadata(target) {
+        // Wait until it serves: the first getattr of the root waits for the
+        // server's FUSE INIT, which it sends only once its libraries are
+        // loaded and the image is open. Until then the host root must stay
+        // where it is (the next steps pivot away from it).
+        if let Err(errno) = nix::sys::stat::fstat(&mount) {
+            let e = std::io::Error::from(errno);
             let message = server.failure_message(&e);
-            log::debug!("first access to {} failed: {e}", target.display());
             return Err(Box::new(MountError::Server {
                 image: self.image_path.clone(),
                 message,
             }));
         }
+        log::debug!(
+            "squashfuse pid {} serving {}",
+            server.pid(),
+            self.image_path.display()
+        );
+        self.mount = Some(mount);
         self.server = Some(server);
+        Ok(())
+    }
+
+    fn attach(
+        &mut self,
+        sys: &dyn Sys,
+        target: &Path,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let Some(mount) = self.mount.take() else {
+            return Err("internal: the image is attached before it is served".into());
+        };
+        sys.move_mount(&mount, target)
+            .map_err(|source| MountError::Sys {
+                image: self.image_path.clone(),
+                source,
+            })?;
         Ok(())
     }
 }

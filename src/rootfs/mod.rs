@@ -3,20 +3,22 @@
 //!
 //! Order, and why (see `docs/launch.md`):
 //! 1. `MakePrivate`: nothing rfake mounts may propagate back to the host.
-//! 2. `Staging`: a tmpfs at `/tmp` of *this* namespace holds `newroot`,
+//! 2. `ServeImage`: the single-file image becomes a detached FUSE mount and
+//!    its server starts now, while the host root is still `/` and nothing is
+//!    hidden; the pivots below carry the server's root into the container.
+//! 3. `Staging`: a tmpfs at `/tmp` of *this* namespace holds `newroot`,
 //!    `lower` (where the image goes) and `oldroot` (where the host goes).
-//! 3. `PivotToStaging`: the host is now only at `/oldroot` (its `/tmp` no
+//! 4. `PivotToStaging`: the host is now only at `/oldroot` (its `/tmp` no
 //!    longer hidden by the staging tmpfs); every bind source is taken from
 //!    there and every destination is resolved inside `/newroot`.
-//! 4. `MountImage` / `BindRootDir`: the image at `/lower` (the FUSE server
-//!    is started chrooted into `/oldroot`, so it sees the host as it is).
-//! 5. `Root`: `/lower` becomes `/newroot`, moved as it is, or under an
+//! 5. `AttachImage` / `BindRootDir`: the image at `/lower`.
+//! 6. `Root`: `/lower` becomes `/newroot`, moved as it is, or under an
 //!    overlay with a tmpfs upper layer when a bind destination is missing
 //!    from the read-only image or `--writable-tmpfs` asks for it.
-//! 6. `Bind` / `Tmpfs` / `IdentityFiles`: recursive binds, then flags only
+//! 7. `Bind` / `Tmpfs` / `IdentityFiles`: recursive binds, then flags only
 //!    ever *added*; missing destinations created in the overlay only.
-//! 7. `SealRoot`: an overlay made only for mount points is made read-only.
-//! 8. `EnterNewRoot`: `pivot_root` (not `chroot`) into the image, then the
+//! 8. `SealRoot`: an overlay made only for mount points is made read-only.
+//! 9. `EnterNewRoot`: `pivot_root` (not `chroot`) into the image, then the
 //!    old root is detached, so no host path remains reachable except binds.
 
 mod mounts;
@@ -119,8 +121,10 @@ pub enum Step {
     MakePrivate,
     Staging,
     PivotToStaging,
-    /// Mount the single-file image at [`LOWER`].
-    MountImage,
+    /// Serve the single-file image as a detached mount.
+    ServeImage,
+    /// Attach the served image at [`LOWER`].
+    AttachImage,
     /// Bind an unpacked directory image (host path) read-only at [`LOWER`].
     BindRootDir(PathBuf),
     Root(RootLayer),
@@ -185,7 +189,8 @@ impl fmt::Display for Step {
             Step::MakePrivate => write!(f, "make / rprivate in the new mount namespace"),
             Step::Staging => write!(f, "mount staging tmpfs at {STAGING}"),
             Step::PivotToStaging => write!(f, "pivot_root to staging, host at {OLDROOT}"),
-            Step::MountImage => write!(f, "mount image at {LOWER}"),
+            Step::ServeImage => write!(f, "serve the image (detached FUSE mount)"),
+            Step::AttachImage => write!(f, "attach the image at {LOWER}"),
             Step::BindRootDir(dir) => {
                 write!(f, "bind directory {} at {LOWER} (ro)", dir.display())
             }
@@ -263,9 +268,12 @@ pub enum RootfsError {
     Image(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Mounts the image for [`Step::MountImage`]; the mount layer implements it.
+/// Serves a single-file image; the mount layer implements it.
 pub trait ImageMounter {
-    fn mount_image(
+    /// [`Step::ServeImage`]: make the image's filesystem, not yet attached.
+    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// [`Step::AttachImage`]: attach it at `target`, ready to use.
+    fn attach(
         &mut self,
         sys: &dyn Sys,
         target: &Path,
@@ -337,11 +345,8 @@ fn run_step(
             sys.pivot_root(staging, &staging.join("oldroot"))?;
             sys.chdir(Path::new("/"))?;
         }
-        Step::MountImage => {
-            mounter
-                .mount_image(sys, lower)
-                .map_err(RootfsError::Image)?;
-        }
+        Step::ServeImage => mounter.prepare(sys).map_err(RootfsError::Image)?,
+        Step::AttachImage => mounter.attach(sys, lower).map_err(RootfsError::Image)?,
         Step::BindRootDir(dir) => {
             let src = paths::under(Path::new(OLDROOT), dir);
             sys.mount(
@@ -420,6 +425,27 @@ mod tests {
     }
 
     impl Sys for Recorder {
+        fn mount_detached(
+            &self,
+            fstype: &str,
+            params: &[crate::sys::FsParam],
+            attrs: MountAttrs,
+        ) -> crate::sys::SysResult<std::os::fd::OwnedFd> {
+            self.calls
+                .borrow_mut()
+                .push(format!("fsmount {fstype} {params:?} +{attrs}"));
+            Ok(std::fs::File::open("/dev/null").unwrap().into())
+        }
+        fn move_mount(
+            &self,
+            _mount: &std::os::fd::OwnedFd,
+            target: &Path,
+        ) -> crate::sys::SysResult {
+            self.calls
+                .borrow_mut()
+                .push(format!("move_mount {}", target.display()));
+            Ok(())
+        }
         fn unshare(&self, flags: nix::sched::CloneFlags) -> crate::sys::SysResult {
             self.calls.borrow_mut().push(format!("unshare {flags:?}"));
             Ok(())
@@ -492,12 +518,20 @@ mod tests {
 
     struct FakeMounter;
     impl ImageMounter for FakeMounter {
-        fn mount_image(
+        fn prepare(
+            &mut self,
+            sys: &dyn Sys,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            sys.mount_detached("fuse", &[], MountAttrs::default())?;
+            Ok(())
+        }
+        fn attach(
             &mut self,
             sys: &dyn Sys,
             target: &Path,
         ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            sys.mount("image", target, Some("fuse"), MsFlags::MS_RDONLY, None)?;
+            let fd = std::fs::File::open("/dev/null").unwrap().into();
+            sys.move_mount(&fd, target)?;
             Ok(())
         }
     }
@@ -507,9 +541,10 @@ mod tests {
         let rec = Recorder::default();
         let steps = [
             Step::MakePrivate,
+            Step::ServeImage,
             Step::Staging,
             Step::PivotToStaging,
-            Step::MountImage,
+            Step::AttachImage,
             Step::SealRoot,
             Step::EnterNewRoot,
         ];
@@ -519,13 +554,14 @@ mod tests {
             calls,
             vec![
                 "mount none / None MsFlags(MS_REC | MS_PRIVATE) None",
+                "fsmount fuse [] +",
                 "mount rfake-staging /tmp Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=0755,size=16m\")",
                 "mkdir /tmp/newroot 755",
                 "mkdir /tmp/lower 755",
                 "mkdir /tmp/oldroot 755",
                 "pivot_root /tmp /tmp/oldroot",
                 "chdir /",
-                "mount image /lower Some(\"fuse\") MsFlags(MS_RDONLY) None",
+                "move_mount /lower",
                 "chdir /newroot",
                 "pivot_root . .",
                 "umount .",
