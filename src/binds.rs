@@ -129,6 +129,8 @@ pub struct BindInputs {
     pub home: Home,
     /// Bind the host's `/tmp` (else a private tmpfs).
     pub host_tmp: bool,
+    /// Why `/tmp` is private when it is ("--contain", "mount_tmp = false in FILE").
+    pub private_tmp_origin: String,
     /// Existing scratch directories with their origin.
     pub scratch: Vec<(PathBuf, String)>,
     /// Site and user binds, in order, with their origin.
@@ -190,7 +192,7 @@ pub fn container_mounts(inputs: &BindInputs, owner: (u32, u32)) -> Vec<Mount> {
             dst: "/tmp".into(),
             mode: 0o1777,
             owner: None,
-            origin: "--contain".into(),
+            origin: inputs.private_tmp_origin.clone(),
         }));
     }
     mounts.push(Mount::Bind(host_file("/etc/resolv.conf")));
@@ -337,6 +339,7 @@ mod tests {
                 dst: "/home/u".into(),
             },
             host_tmp: true,
+            private_tmp_origin: "--contain".into(),
             scratch: vec![("/scratch/u".into(), "/etc/rfake/rfake.toml:3".into())],
             extra: vec![(parse_spec("/data:/mnt/data:ro").unwrap(), "--bind".into())],
         }

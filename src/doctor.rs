@@ -17,8 +17,16 @@ pub struct Check {
 
 /// Run every check; squashfuse is looked for exactly as a launch would:
 /// `configured` (RFAKE_SQUASHFUSE) or else in `path_env`.
-pub fn run_checks(configured: Option<&Path>, path_env: Option<&std::ffi::OsStr>) -> Vec<Check> {
+pub fn run_checks(
+    configured: Option<&Path>,
+    path_env: Option<&std::ffi::OsStr>,
+    config: Result<String, String>,
+) -> Vec<Check> {
     vec![
+        Check {
+            name: "configuration",
+            outcome: config,
+        },
         Check {
             name: "kernel",
             outcome: check_kernel(),
@@ -38,16 +46,6 @@ pub fn run_checks(configured: Option<&Path>, path_env: Option<&std::ffi::OsStr>)
             outcome: host::find_squashfuse(configured, path_env)
                 .map(|p| p.display().to_string())
                 .map_err(|e| e.to_string()),
-        },
-        Check {
-            name: "not setuid",
-            outcome: if nix::unistd::getuid() == nix::unistd::geteuid()
-                && nix::unistd::getgid() == nix::unistd::getegid()
-            {
-                Ok("rfake runs with the caller's own ids".into())
-            } else {
-                Err("rfake is installed setuid/setgid: remove the bit (chmod u-s,g-s)".into())
-            },
         },
     ]
 }

@@ -75,9 +75,22 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
         } => (launch, image, launch::Action::Run(args)),
         Commands::Shell { launch, image } => (launch, image, launch::Action::Shell),
         Commands::Doctor => {
-            let configured = std::env::var_os("RFAKE_SQUASHFUSE").map(std::path::PathBuf::from);
+            let loaded =
+                config::Config::load(&config::ConfigSources::from_env(&invoker.env), &invoker.env);
+            let configured = std::env::var_os("RFAKE_SQUASHFUSE")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    loaded
+                        .as_ref()
+                        .ok()
+                        .and_then(|c| c.squashfuse.value.clone())
+                });
+            let summary = loaded
+                .as_ref()
+                .map(config_summary)
+                .map_err(|e| e.to_string());
             let path = std::env::var_os("PATH");
-            let checks = doctor::run_checks(configured.as_deref(), path.as_deref());
+            let checks = doctor::run_checks(configured.as_deref(), path.as_deref(), summary);
             return Ok(if doctor::report(&checks) {
                 0
             } else {
@@ -112,7 +125,9 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
     let settings = launch::settings::Settings::from_config(&config);
     let plan = launch::plan(&request, &invoker, &settings, &launch::lookup_host_user)?;
     if launch_args.dry_run {
-        println!("{plan}");
+        use std::io::Write;
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{plan}");
         return Ok(0);
     }
     launch::execute(&plan)
@@ -127,4 +142,18 @@ fn write_man_pages(dir: &std::path::Path) -> Result<u8, Error> {
     std::fs::create_dir_all(dir).map_err(io_err)?;
     clap_mangen::generate_to(Cli::command(), dir).map_err(io_err)?;
     Ok(0)
+}
+
+/// One line about which configuration files apply, for `rfake doctor`.
+fn config_summary(config: &config::Config) -> String {
+    let describe = |f: &Option<config::FileStatus>, what: &str| match f {
+        Some(f) if f.found => format!("{what} {}", f.path.display()),
+        Some(f) => format!("no {what} ({} absent)", f.path.display()),
+        None => format!("no {what}"),
+    };
+    format!(
+        "{}; {}",
+        describe(&config.site_file, "site file"),
+        describe(&config.user_file, "user file")
+    )
 }

@@ -199,7 +199,13 @@ fn doctor_reports_a_ready_host() {
     let out = rfake(&tag("doctor"), &["doctor"]);
     assert_status(&out, 0);
     let text = stdout(&out);
-    for check in ["user namespaces", "/dev/fuse", "squashfuse", "not setuid"] {
+    for check in [
+        "configuration",
+        "kernel",
+        "user namespaces",
+        "/dev/fuse",
+        "squashfuse",
+    ] {
         assert!(
             text.lines()
                 .any(|l| l.starts_with("ok") && l.contains(check)),

@@ -204,6 +204,11 @@ pub(super) fn check_bind(written: &str, env: &[(OsString, OsString)]) -> Result<
             expanded[0]
         ));
     }
+    if let Some(dst) = expanded.get(1).filter(|d| !d.is_empty()) {
+        if !Path::new(dst).is_absolute() {
+            return Err(format!("{written:?}: DST {dst:?} must be an absolute path"));
+        }
+    }
     expanded.extend(fields.get(2).map(|mode| mode.to_string()));
     Ok(expanded.join(":"))
 }

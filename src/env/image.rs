@@ -53,6 +53,7 @@ pub fn apply(env: &mut EnvList, cwd: &Path) -> Result<Option<String>, ImageEnvEr
         // Written by `rfake build`: NAME=value lines, values literal.
         let mut count = 0;
         for (i, line) in text.lines().enumerate() {
+            let line = line.trim_start();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }

@@ -227,6 +227,14 @@ pub fn plan(
         .map(PathBuf::from)
         .or_else(|| host_user.as_ref().map(|u| u.home.clone()));
     let home = choose_home(req, settings, host_home.as_deref())?;
+    if let (Some(spec), Home::Bind { src, .. }) = (&req.home, &home) {
+        if !settings.allow_user_binds.value && host_home.as_deref() != Some(src.as_path()) {
+            return Err(Error::Refused(format!(
+                "--home {spec}: user binds are disabled by the site (allow_user_binds = false in {})",
+                settings.allow_user_binds.origin
+            )));
+        }
+    }
     let user_binds = user_bind_specs(req, who, settings)?;
     let mut extra = Vec::new();
     for b in &settings.site_binds {
@@ -246,6 +254,11 @@ pub fn plan(
     let inputs = BindInputs {
         home: home.clone(),
         host_tmp: !req.contain && settings.mount_tmp.value,
+        private_tmp_origin: if req.contain {
+            "--contain".into()
+        } else {
+            format!("mount_tmp = false in {}", settings.mount_tmp.origin)
+        },
         scratch,
         extra,
     };
@@ -382,11 +395,11 @@ fn choose_home(
     let Some(home) = host_home.map(binds::normalize) else {
         return Ok(Home::None);
     };
-    if req.contain {
-        return Ok(Home::Private { dst: home });
-    }
     if req.no_home {
         return Ok(Home::None);
+    }
+    if req.contain {
+        return Ok(Home::Private { dst: home });
     }
     if !settings.mount_home.value {
         log::info!(

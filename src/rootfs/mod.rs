@@ -287,6 +287,9 @@ struct State {
     overlay: bool,
     /// The overlay exists only for mount points: seal it afterwards.
     seal: bool,
+    /// Private tmpfs mounts made so far (under [`NEWROOT`]): destinations
+    /// may be created inside them too.
+    private: Vec<PathBuf>,
 }
 
 /// Carry out `steps` in order. `on_step` is told each step and its duration.

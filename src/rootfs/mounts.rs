@@ -140,7 +140,8 @@ fn create_destination(
     while !existing.exists() {
         existing = existing.parent().unwrap_or(newroot);
     }
-    if dev_of(existing)? != root_dev {
+    let in_private_tmpfs = state.private.iter().any(|m| existing.starts_with(m));
+    if dev_of(existing)? != root_dev && !in_private_tmpfs {
         return Err(RootfsError::WouldCreateOnHost {
             dst: dst.to_path_buf(),
             origin: origin.to_string(),
@@ -255,7 +256,7 @@ pub(super) fn bind(
 pub(super) fn tmpfs(
     sys: &dyn Sys,
     tmpfs: &Tmpfs,
-    state: &State,
+    state: &mut State,
 ) -> Result<Option<String>, RootfsError> {
     let Some(dst) = destination(sys, &tmpfs.dst, true, false, true, &tmpfs.origin, state)? else {
         unreachable!("a tmpfs destination is never optional");
@@ -271,6 +272,7 @@ pub(super) fn tmpfs(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(&data),
     )?;
+    state.private.push(dst);
     Ok(None)
 }
 
