@@ -65,6 +65,53 @@ pub enum Commands {
     Doctor,
     /// Print the effective configuration and where each value comes from.
     Config,
+    /// Build a single-file image without root: SquashFS, or SIF when OUT
+    /// ends in .sif.
+    #[command(
+        long_about = "Build a single-file image without root. SOURCE is a directory (a root \
+                      filesystem), a root filesystem tarball (.tar, .tar.gz, .tar.xz, .tar.zst), \
+                      an OCI image (layout directory, OCI archive, or docker-archive as written by \
+                      podman/docker save), or a recipe (TOML, see images/recipes/README.md). \
+                      Everything is owned by root in the image. The output is reproducible: the \
+                      same SOURCE gives the same bytes (timestamps from SOURCE_DATE_EPOCH, else 0)."
+    )]
+    Build {
+        /// Compression: gzip (read by every squashfuse), zstd, xz or lz4.
+        #[arg(long, value_name = "ALGORITHM", default_value = "gzip")]
+        compress: String,
+        /// SquashFS block size, a power of two from 4K to 1M.
+        #[arg(long, value_name = "SIZE", default_value = "128K")]
+        block_size: String,
+        /// Leave out device nodes, FIFOs and sockets with a warning
+        /// instead of failing.
+        #[arg(long)]
+        skip_special: bool,
+        /// Give a SIF a random UUID (default: all zeros, reproducible).
+        #[arg(long)]
+        random_uuid: bool,
+        /// The architecture a SIF says it is for (default: this host's).
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+        /// The image to write.
+        out: PathBuf,
+        /// What to build it from.
+        source: PathBuf,
+    },
+    /// Describe an image without mounting it: format, SIF objects,
+    /// SquashFS, labels, environment, runscript, definition.
+    Inspect {
+        /// Print the same as JSON.
+        #[arg(long)]
+        json: bool,
+        /// List the files under PATH (default /) instead.
+        #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/")]
+        list: Option<String>,
+        /// Print the file at PATH inside the image instead.
+        #[arg(long, value_name = "PATH", conflicts_with = "list")]
+        cat: Option<String>,
+        /// A SquashFS file, a SIF file or an unpacked root directory.
+        image: PathBuf,
+    },
     /// Write the man pages generated from this command line into DIR.
     #[command(hide = true)]
     Man {

@@ -28,6 +28,14 @@ pub enum Error {
     Refused(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// About a path or the filesystem inside an image (`rfake inspect`).
+    #[error("image {}: {detail}", image.display())]
+    Inside {
+        image: std::path::PathBuf,
+        detail: String,
+        /// A path that is not there (66) rather than an unreadable image (65).
+        missing: bool,
+    },
     #[error("{0}")]
     Sys(#[from] SysError),
     #[error(transparent)]
@@ -36,6 +44,8 @@ pub enum Error {
     Env(#[from] crate::env::EnvError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Build(#[from] crate::build::run::BuildError),
 }
 
 impl Error {
@@ -59,11 +69,14 @@ impl Error {
             Error::Command(e) => e.exit_kind(),
             Error::Refused(_) => ExitKind::Refused,
             Error::Internal(_) => ExitKind::Internal,
+            Error::Inside { missing: true, .. } => ExitKind::NoInput,
+            Error::Inside { .. } => ExitKind::BadImage,
             Error::Sys(_) => ExitKind::OsError,
             Error::Bind(_) => ExitKind::Usage,
             Error::Env(crate::env::EnvError::Unreadable { .. }) => ExitKind::NoInput,
             Error::Env(_) => ExitKind::Usage,
             Error::Config(e) => e.exit_kind(),
+            Error::Build(e) => e.exit_kind(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod exit;
 pub mod host;
 pub mod image;
+pub mod inspect;
 pub mod launch;
 pub mod mount;
 pub mod namespace;
@@ -25,6 +26,7 @@ pub mod passwd;
 pub mod paths;
 pub mod process;
 pub mod rootfs;
+pub mod sqfs;
 pub mod sys;
 
 use clap::Parser;
@@ -98,6 +100,51 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
             });
         }
         Commands::Man { dir } => return write_man_pages(&dir),
+        Commands::Build {
+            compress,
+            block_size,
+            skip_special,
+            random_uuid,
+            arch,
+            out,
+            source,
+        } => {
+            let request = build::run::BuildRequest {
+                out,
+                source,
+                compression: compress.parse().map_err(|e: sqfs::SqfsError| {
+                    Error::Usage(format!("--compress {compress}: {e}"))
+                })?,
+                block_size: build::run::parse_block_size(&block_size)?,
+                skip_special,
+                random_uuid,
+                arch: match arch {
+                    None => image::sif::Arch::host(),
+                    Some(name) => image::sif::Arch::ALL
+                        .into_iter()
+                        .find(|a| a.name() == name)
+                        .ok_or_else(|| {
+                            Error::Usage(format!("--arch {name}: unknown architecture"))
+                        })?,
+                },
+            };
+            let summary = build::run::run(&request, &invoker.env)?;
+            println!("rfake build: {summary}");
+            return Ok(0);
+        }
+        Commands::Inspect {
+            json,
+            list,
+            cat,
+            image,
+        } => {
+            return inspect::run(&inspect::InspectRequest {
+                image,
+                json,
+                list,
+                cat,
+            });
+        }
         Commands::Config => {
             let config =
                 config::Config::load(&config::ConfigSources::from_env(&invoker.env), &invoker.env)?;

@@ -46,14 +46,16 @@ for line in open(sys.argv[1]):
 PY
 
 echo "== images"
-images/build-images.sh "$stage/images" >/dev/null
+RFAKE_BIN="$root/target/debug/rfake" images/build-images.sh "$stage/images" >/dev/null
+# The recipes (and the files they name), readable by the test user.
+cp -r images "$stage/images-src"
 tests/make-oci-fixtures.sh "$stage/images/demo" "$stage/oci" >/dev/null
 sif_src=${RFAKE_TEST_SIF_DIR:-$root/../shared/testdata/sif}
 if [ -d "$sif_src" ]; then
   cp -r "$sif_src" "$stage/sif"
   (cd "$stage/sif" && sha256sum --quiet -c SHA256SUMS)
 fi
-chmod -R a+rX "$stage/bin" "$stage/images"
+chmod -R a+rX "$stage/bin" "$stage/images" "$stage/images-src"
 [ -d "$stage/sif" ] && chmod -R a+rX "$stage/sif"
 
 echo "== tests as $user"
@@ -70,6 +72,7 @@ while read -r bin; do
       LANG=C.UTF-8 CI="${CI:-}" RUST_BACKTRACE=1 \
       RFAKE_BIN="$stage/bin/rfake" RFAKE_TEST_IMAGES="$stage/images" \
       RFAKE_TEST_SIF_DIR="$stage/sif" RFAKE_TEST_OCI="$stage/oci" \
+      RFAKE_TEST_RECIPES="$stage/images-src/recipes" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e

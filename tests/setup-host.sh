@@ -11,9 +11,9 @@ PACKAGES=(
   squashfuse fuse3          # the mount layer and libfuse3
   squashfs-tools            # mksquashfs/unsquashfs: build and check test images
   busybox-static            # the demo and test images' userland
-  python3                   # images/sif-wrap.py
+  python3                   # tests/run.sh reads cargo's JSON
   procps util-linux         # ps, runuser, setpriv in scripts
-  podman                    # OCI fixtures for rfake build (tests/make-oci-fixtures.sh)
+  podman uidmap             # OCI fixtures for rfake build (tests/make-oci-fixtures.sh)
   xz-utils zstd             # compressed tarball sources
   libsquashfs-dev libclang-dev pkg-config  # libsquashfs for rfake build/inspect (bindgen)
 )

@@ -7,6 +7,8 @@
 
 pub mod meta_files;
 pub mod output;
+pub mod run;
+pub mod source;
 pub mod spool;
 pub mod tree;
 

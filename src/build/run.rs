@@ -23,14 +23,16 @@ pub struct BuildRequest {
     pub block_size: u32,
     pub skip_special: bool,
     pub random_uuid: bool,
+    /// The architecture a SIF records.
+    pub arch: Arch,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{source_path}: {error}", source_path = source.display())]
-    Tree { source: PathBuf, error: TreeError },
+    #[error("{}: {error}", input.display())]
+    Tree { input: PathBuf, error: TreeError },
     #[error("{}: {what}: {error}", out.display())]
     Output {
         out: PathBuf,
@@ -131,12 +133,14 @@ pub fn run(
         log::warn!("{warning}");
     }
     let tree_err = |error| BuildError::Tree {
-        source: req.source.clone(),
+        input: req.source.clone(),
         error,
     };
     meta_files::add(&mut tree, &meta).map_err(tree_err)?;
     tree.check_hard_links().map_err(tree_err)?;
-    let spool = spool.finish().map_err(|e| out_err("writing the spool", e))?;
+    let spool = spool
+        .finish()
+        .map_err(|e| out_err("writing the spool", e))?;
     let (entries, data_bytes) = tree.totals();
     let mtime = build_time(env);
     let write_opts = WriteOptions {
@@ -181,7 +185,9 @@ pub fn run(
             objects.push(Object {
                 data_type: DataType::Labels,
                 name: "labels.json".into(),
-                data: ObjectData::Bytes(serde_json::to_vec_pretty(&meta.labels).unwrap_or_default()),
+                data: ObjectData::Bytes(
+                    serde_json::to_vec_pretty(&meta.labels).unwrap_or_default(),
+                ),
                 partition: None,
             });
         }
@@ -191,8 +197,12 @@ pub fn run(
             .try_clone()
             .map_err(|e| out_err("reopening the SquashFS", e))?;
         objects.push(Object::root_squashfs(squash_file));
-        let uuid = if req.random_uuid { random_uuid() } else { [0; 16] };
-        let len = sif_write::write(&mut pending.file, Arch::host(), uuid, mtime as i64, objects)
+        let uuid = if req.random_uuid {
+            random_uuid()
+        } else {
+            [0; 16]
+        };
+        let len = sif_write::write(&mut pending.file, req.arch, uuid, mtime as i64, objects)
             .map_err(|e| out_err("writing the SIF", e))?;
         drop(squash);
         pending.commit().map_err(|e| out_err("naming it", e))?;
@@ -275,6 +285,9 @@ mod tests {
             build_time(&[("SOURCE_DATE_EPOCH".into(), "1700000000".into())]),
             1_700_000_000
         );
-        assert_eq!(build_time(&[("SOURCE_DATE_EPOCH".into(), "junk".into())]), 0);
+        assert_eq!(
+            build_time(&[("SOURCE_DATE_EPOCH".into(), "junk".into())]),
+            0
+        );
     }
 }

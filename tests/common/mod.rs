@@ -322,3 +322,39 @@ pub fn sha256(path: &Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The OCI fixtures made by tests/make-oci-fixtures.sh (podman).
+pub fn oci_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("RFAKE_TEST_OCI").map(PathBuf::from)?;
+    if dir.join("layered-docker.tar").is_file() {
+        Some(dir)
+    } else {
+        None
+    }
+    .or_else(|| {
+        missing("OCI fixtures (tests/make-oci-fixtures.sh, RFAKE_TEST_OCI)");
+        None
+    })
+}
+
+/// Whether a host tool is installed.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Run a host command, asserting success; its stdout.
+#[track_caller]
+pub fn host(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,849 @@
+//! Tar members into the tree: root filesystem tarballs, and image layers
+//! with their whiteouts.
+//!
+//! Members are applied in archive order; a later member replaces an earlier
+//! one at the same path (a directory over a directory keeps its contents).
+//! Member names lose a leading `/` or `./`; one that climbs (`..`) is
+//! refused. File bytes are copied to the spool once. Owners are dropped
+//! (counted for the summary warning); PAX `SCHILY.xattr.*` records become
+//! extended attributes.
+//!
+//! In a layer (OCI image spec, "Representing Changes"), `DIR/.wh.NAME`
+//! deletes `DIR/NAME` from the layers below, and `DIR/.wh..wh..opq` (opaque)
+//! hides everything the layers below have in `DIR`; neither is added
+//! itself. Both apply to lower layers only, whatever their position in the
+//! layer: the paths this layer added so far are remembered, and an opaque
+//! directory keeps them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::super::tree::{Content, Meta, Node, Tree, TreeError};
+use super::detect::{decoder, sniff};
+use super::{Compression, Cx, SourceError, io_text, keep_xattr, one_line, shown};
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// Where a tar stream comes from, for messages: the host file and, inside
+/// it, the layer ("layer 2 of 3 (sha256:...)").
+pub(super) struct Origin<'a> {
+    pub(super) archive: &'a Path,
+    pub(super) inner: Option<String>,
+}
+
+impl Origin<'_> {
+    /// "archive: layer ...: member".
+    pub(super) fn place(&self, member: Option<&str>) -> String {
+        let mut place = shown(self.archive);
+        for part in [self.inner.as_deref(), member].into_iter().flatten() {
+            place.push_str(": ");
+            place.push_str(part);
+        }
+        place
+    }
+
+    fn corrupt(&self, member: Option<&str>, e: &io::Error) -> SourceError {
+        SourceError::invalid(
+            self.place(member),
+            format!("corrupt tar archive: {}", io_text(e)),
+        )
+    }
+}
+
+/// Load the root filesystem tarball at `path`.
+pub(super) fn load_tarball(
+    cx: &mut Cx,
+    path: &Path,
+    compression: Compression,
+    tree: &mut Tree,
+) -> Result<(), SourceError> {
+    let file = File::open(path).map_err(|e| SourceError::unreadable(path, e))?;
+    let origin = Origin {
+        archive: path,
+        inner: None,
+    };
+    let reader =
+        decoder(compression, BufReader::new(file)).map_err(|e| origin.corrupt(None, &e))?;
+    apply(cx, &origin, reader, tree, false)
+}
+
+/// Apply the layer read from `raw` (a tar, plain or gzip, xz or zstd
+/// compressed, told by its magic bytes) over `tree`.
+pub(super) fn apply_layer(
+    cx: &mut Cx,
+    origin: &Origin,
+    raw: impl Read,
+    tree: &mut Tree,
+) -> Result<(), SourceError> {
+    let (_, reader) = sniff(raw).map_err(|e| origin.corrupt(None, &e))?;
+    apply(cx, origin, reader, tree, true)
+}
+
+fn apply(
+    cx: &mut Cx,
+    origin: &Origin,
+    reader: impl Read,
+    tree: &mut Tree,
+    layer: bool,
+) -> Result<(), SourceError> {
+    let mut archive = tar::Archive::new(reader);
+    // The paths this layer added, which its whiteouts do not touch.
+    let mut added: HashSet<PathBuf> = HashSet::new();
+    for entry in archive.entries().map_err(|e| origin.corrupt(None, &e))? {
+        let mut entry = entry.map_err(|e| origin.corrupt(None, &e))?;
+        // Global PAX headers hold defaults (times, charset) that an image
+        // made by rfake does not carry.
+        if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+            continue;
+        }
+        let pax = Pax::read(&mut entry).map_err(|e| origin.corrupt(None, &e))?;
+        // GNU tar's PAX sparse files carry their real name in the records.
+        let raw = match &pax.sparse.name {
+            Some(name) => name.clone(),
+            None => entry.path_bytes().into_owned(),
+        };
+        let member = one_line(&String::from_utf8_lossy(&raw));
+        let place = || origin.place(Some(&member));
+        let path = member_path(&raw).map_err(|p| SourceError::invalid(place(), p))?;
+        if layer && whiteout(tree, &path, &added) {
+            continue;
+        }
+        let header = entry.header();
+        if header
+            .uid()
+            .map_err(|e| origin.corrupt(Some(&member), &e))?
+            != 0
+        {
+            cx.foreign_owners += 1;
+        }
+        let mode = header
+            .mode()
+            .map_err(|e| origin.corrupt(Some(&member), &e))?;
+        let kind = header.entry_type();
+        let mut meta = Meta::with_mode(mode);
+        meta.xattrs = pax.xattrs;
+        cx.dropped_xattrs += pax.dropped_xattrs;
+        use tar::EntryType as T;
+        let node = match kind {
+            // Pre-POSIX archives mark directories by a trailing slash only.
+            T::Regular if raw.ends_with(b"/") => Node::Dir {
+                meta,
+                children: BTreeMap::new(),
+            },
+            T::Regular | T::Continuous if pax.sparse.seen => {
+                let (content, size) = pax
+                    .sparse
+                    .copy(cx, place(), &mut entry)
+                    .map_err(|p| SourceError::invalid(place(), p))??;
+                Node::File {
+                    meta,
+                    size,
+                    content,
+                }
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let size = entry.size();
+                let content = spool_copy(cx, place(), &mut entry, size)?;
+                Node::File {
+                    meta,
+                    size,
+                    content,
+                }
+            }
+            T::Directory => Node::Dir {
+                meta,
+                children: BTreeMap::new(),
+            },
+            T::Symlink => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                meta.mode = 0o777;
+                Node::Symlink {
+                    meta,
+                    target: PathBuf::from(OsStr::from_bytes(&target)),
+                }
+            }
+            T::Link => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                match hard_link(tree, &path, &target) {
+                    Ok(Some(node)) => node,
+                    Ok(None) => continue,
+                    Err(problem) => return Err(SourceError::invalid(place(), problem)),
+                }
+            }
+            T::Char => {
+                cx.special(place(), "character device")?;
+                continue;
+            }
+            T::Block => {
+                cx.special(place(), "block device")?;
+                continue;
+            }
+            T::Fifo => {
+                cx.special(place(), "FIFO")?;
+                continue;
+            }
+            other => {
+                cx.warn(format!(
+                    "{}: member of tar type {:?} left out",
+                    place(),
+                    other.as_byte() as char
+                ));
+                continue;
+            }
+        };
+        if path.as_os_str().is_empty() && !node.is_dir() {
+            return Err(SourceError::invalid(
+                place(),
+                "names the image root but is not a directory",
+            ));
+        }
+        tree.insert(&path, node)
+            .map_err(|e| SourceError::invalid(place(), tree_problem(&e)))?;
+        if layer {
+            added.insert(path);
+        }
+    }
+    Ok(())
+}
+
+/// What a member's PAX records say that rfake keeps.
+#[derive(Default)]
+struct Pax {
+    /// `SCHILY.xattr.*` records that [`keep_xattr`] keeps.
+    xattrs: BTreeMap<String, Vec<u8>>,
+    /// Those it does not.
+    dropped_xattrs: u64,
+    sparse: Sparse,
+}
+
+impl Pax {
+    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
+        let mut pax = Pax::default();
+        let Some(extensions) = entry.pax_extensions()? else {
+            return Ok(pax);
+        };
+        for extension in extensions {
+            let extension = extension?;
+            let (key, value) = (extension.key_bytes(), extension.value_bytes());
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                match std::str::from_utf8(name) {
+                    Ok(name) if keep_xattr(name) => {
+                        pax.xattrs.insert(name.to_string(), value.to_vec());
+                    }
+                    _ => pax.dropped_xattrs += 1,
+                }
+            } else if let Some(key) = key.strip_prefix(b"GNU.sparse.") {
+                pax.sparse.record(key, value);
+            }
+        }
+        Ok(pax)
+    }
+}
+
+/// A sparse file as GNU tar writes it in PAX archives (`--sparse` with
+/// `--format=pax`, which `--xattrs` implies; GNU tar manual, "Storing
+/// Sparse Files"). Format 0.0 lists the data chunks in repeated
+/// `GNU.sparse.offset`/`numbytes` records, 0.1 in `GNU.sparse.map`, 1.0 in
+/// decimal lines at the start of the member's data (padded to 512 bytes).
+/// The member itself is named `.../GNUSparseFile.<pid>/<name>`; the real
+/// name is `GNU.sparse.name` and the real size `GNU.sparse.realsize` (1.0)
+/// or `GNU.sparse.size` (0.x). Holes are stored as zeros.
+#[derive(Default)]
+struct Sparse {
+    seen: bool,
+    /// Format 1.0: the map is in the data.
+    in_data: bool,
+    name: Option<Vec<u8>>,
+    size: Option<u64>,
+    /// offset, length, offset, length...; `None` after a malformed number.
+    map: Option<Vec<u64>>,
+}
+
+/// Data chunks a sparse file may have at most (a bound on a corrupt map).
+const MAX_SPARSE_CHUNKS: u64 = 1 << 20;
+
+impl Sparse {
+    fn record(&mut self, key: &[u8], value: &[u8]) {
+        if !self.seen {
+            self.seen = true;
+            self.map = Some(Vec::new());
+        }
+        let number = |v: &[u8]| std::str::from_utf8(v).ok()?.parse::<u64>().ok();
+        match key {
+            b"major" => self.in_data = value == b"1",
+            b"name" => self.name = Some(value.to_vec()),
+            b"realsize" | b"size" => self.size = number(value),
+            b"map" => {
+                for part in value.split(|&b| b == b',') {
+                    let n = number(part);
+                    self.map = self.map.take().zip(n).map(|(mut m, n)| {
+                        m.push(n);
+                        m
+                    });
+                }
+            }
+            b"offset" | b"numbytes" => {
+                let n = number(value);
+                self.map = self.map.take().zip(n).map(|(mut m, n)| {
+                    m.push(n);
+                    m
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Copy the file, holes filled, to the spool: its content and size. The
+    /// outer error is what is wrong with the sparse records or map.
+    fn copy(
+        &self,
+        cx: &mut Cx,
+        place: String,
+        data: &mut dyn Read,
+    ) -> Result<Result<(Content, u64), SourceError>, String> {
+        let size = self
+            .size
+            .ok_or("a GNU sparse file without GNU.sparse.realsize")?;
+        let mut data = io::BufReader::new(data);
+        let map = if self.in_data {
+            let mut consumed = 0u64;
+            let count = read_decimal(&mut data, &mut consumed)?;
+            if count > MAX_SPARSE_CHUNKS {
+                return Err(format!("a GNU sparse map of {count} chunks"));
+            }
+            let mut map = Vec::new();
+            for _ in 0..count * 2 {
+                map.push(read_decimal(&mut data, &mut consumed)?);
+            }
+            let padding = (512 - consumed % 512) % 512;
+            io::copy(&mut (&mut data).take(padding), &mut io::sink())
+                .map_err(|e| format!("cannot read the GNU sparse map: {}", io_text(&e)))?;
+            map
+        } else {
+            self.map.clone().ok_or("a malformed GNU sparse map")?
+        };
+        if map.len() % 2 != 0 {
+            return Err("a GNU sparse map with an odd number of values".into());
+        }
+        let chunks: Vec<(u64, u64)> = map.chunks(2).map(|c| (c[0], c[1])).collect();
+        let mut end = 0;
+        for &(offset, len) in &chunks {
+            let chunk_end = offset.checked_add(len).filter(|&e| e <= size);
+            match chunk_end {
+                Some(chunk_end) if offset >= end => end = chunk_end,
+                _ => return Err("a GNU sparse map with overlapping or out-of-range chunks".into()),
+            }
+        }
+        let mut reader = Holes {
+            data,
+            chunks,
+            next: 0,
+            pos: 0,
+            size,
+        };
+        Ok(spool_copy(cx, place, &mut reader, size).map(|content| (content, size)))
+    }
+}
+
+/// One decimal number and its newline from a GNU sparse 1.0 map.
+fn read_decimal(r: &mut impl io::BufRead, consumed: &mut u64) -> Result<u64, String> {
+    use io::BufRead;
+    let mut line = Vec::new();
+    io::Read::take(r, 21)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("cannot read the GNU sparse map: {}", io_text(&e)))?;
+    *consumed += line.len() as u64;
+    line.strip_suffix(b"\n")
+        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse().ok())
+        .ok_or_else(|| "a malformed GNU sparse map".to_string())
+}
+
+/// A sparse file's bytes: the chunks read from `data`, zeros between them.
+struct Holes<R> {
+    data: R,
+    /// (offset, length), in order.
+    chunks: Vec<(u64, u64)>,
+    next: usize,
+    pos: u64,
+    size: u64,
+}
+
+impl<R: Read> Read for Holes<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = |pos: u64, end: u64, len: usize| {
+            usize::try_from(end - pos).unwrap_or(usize::MAX).min(len)
+        };
+        loop {
+            if self.pos >= self.size || buf.is_empty() {
+                return Ok(0);
+            }
+            let (hole_end, chunk_end) = match self.chunks.get(self.next) {
+                Some(&(offset, len)) => (offset, offset + len),
+                None => (self.size, self.size),
+            };
+            if self.pos < hole_end {
+                let n = room(self.pos, hole_end, buf.len());
+                buf[..n].fill(0);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if self.pos < chunk_end {
+                let n = room(self.pos, chunk_end, buf.len());
+                let got = self.data.read(&mut buf[..n])?;
+                if got == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                self.pos += got as u64;
+                return Ok(got);
+            }
+            self.next += 1;
+        }
+    }
+}
+
+/// A member name as a relative image path: no leading `/` or `./`; the
+/// root itself is empty; `..` is refused.
+fn member_path(raw: &[u8]) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for c in Path::new(OsStr::from_bytes(raw)).components() {
+        match c {
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err("the member's path climbs out of the image root (..)".to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A hard link member at `path` to `target` (a member name): the node, or
+/// `None` for a link to itself. The target must be a regular file already
+/// in the tree (earlier in the archive, or in a lower layer); a link to a
+/// link is made to the same file.
+fn hard_link(tree: &Tree, path: &Path, target: &[u8]) -> Result<Option<Node>, String> {
+    let target = member_path(target)
+        .map_err(|_| "the hard link's target climbs out of the image root (..)".to_string())?;
+    if target == path {
+        return Ok(None);
+    }
+    match tree.get(&target) {
+        Some(Node::File { .. }) if !target.as_os_str().is_empty() => {
+            Ok(Some(Node::HardLink { target }))
+        }
+        Some(Node::HardLink { target }) => Ok(Some(Node::HardLink {
+            target: target.clone(),
+        })),
+        _ => Err(format!(
+            "hard link to {}, which is not a regular file earlier in the archive",
+            shown(&target)
+        )),
+    }
+}
+
+/// If `path` is a whiteout, apply it to the layers below and say so.
+fn whiteout(tree: &mut Tree, path: &Path, added: &HashSet<PathBuf>) -> bool {
+    let Some(name) = path.file_name().and_then(OsStr::to_str) else {
+        return false;
+    };
+    let Some(hidden) = name.strip_prefix(WHITEOUT) else {
+        return false;
+    };
+    let parent = path.parent().unwrap_or(Path::new(""));
+    if name == OPAQUE {
+        if let Some(children) = children_mut(tree, parent) {
+            let mut at = parent.to_path_buf();
+            keep_added(children, &mut at, added);
+        }
+    } else if !hidden.starts_with(WHITEOUT) && !hidden.is_empty() {
+        // `.wh..wh.*` other than the opaque marker is AUFS bookkeeping.
+        let target = parent.join(hidden);
+        if !added.contains(&target) {
+            tree.remove(&target);
+        }
+    }
+    true
+}
+
+/// Remove from `children` (the directory `at`) everything the lower layers
+/// put there: keep what this layer added, and directories on the way to it.
+fn keep_added(children: &mut BTreeMap<OsString, Node>, at: &mut PathBuf, added: &HashSet<PathBuf>) {
+    children.retain(|name, node| {
+        at.push(name);
+        let keep = match node {
+            Node::Dir { children, .. } => {
+                let mine = added.contains(at.as_path());
+                keep_added(children, at, added);
+                mine || !children.is_empty()
+            }
+            _ => added.contains(at.as_path()),
+        };
+        at.pop();
+        keep
+    });
+}
+
+/// The children of the directory at `path`, if it is one.
+fn children_mut<'t>(tree: &'t mut Tree, path: &Path) -> Option<&'t mut BTreeMap<OsString, Node>> {
+    let mut node = &mut tree.root;
+    for c in path.components() {
+        let Component::Normal(name) = c else { continue };
+        node = match node {
+            Node::Dir { children, .. } => children.get_mut(name)?,
+            _ => return None,
+        };
+    }
+    match node {
+        Node::Dir { children, .. } => Some(children),
+        _ => None,
+    }
+}
+
+/// What is wrong with a member the tree refused.
+fn tree_problem(e: &TreeError) -> String {
+    match e {
+        TreeError::ParentNotDir { parent, .. } => format!(
+            "cannot be added: {} is not a directory in the image",
+            shown(parent)
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Copy `len` bytes of a member's data to the spool. A read that fails or
+/// ends early is the source's fault (corrupt or truncated); a write that
+/// fails is the spool's.
+pub(super) fn spool_copy(
+    cx: &mut Cx,
+    place: String,
+    reader: &mut dyn Read,
+    len: u64,
+) -> Result<Content, SourceError> {
+    let mut tracked = Tracked {
+        inner: reader,
+        failed: false,
+    };
+    match cx.spool.append(&mut tracked, len) {
+        Ok(content) => Ok(content),
+        Err(e) if tracked.failed || e.kind() == io::ErrorKind::UnexpectedEof => Err(
+            SourceError::invalid(place, format!("cannot read its data: {}", io_text(&e))),
+        ),
+        Err(error) => Err(SourceError::Spool { place, error }),
+    }
+}
+
+/// A reader that remembers whether it failed.
+struct Tracked<'r> {
+    inner: &'r mut dyn Read,
+    failed: bool,
+}
+
+impl Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.failed = true;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{Options, SourceKind, detect};
+    use super::*;
+    use crate::exit::ExitKind;
+
+    fn rootfs() -> Vec<u8> {
+        TarMaker::default()
+            .dir("./", 0o755)
+            .dir("./etc/", 0o750)
+            .file("./etc/hosts", b"127.0.0.1 localhost\n", 0o644)
+            .hard_link("./etc/hosts2", "./etc/hosts")
+            .hard_link("etc/hosts3", "etc/hosts2")
+            .symlink("./bin", "usr/bin")
+            .file("/usr/bin/tool", b"#!/bin/sh\n", 0o4755)
+            .file_with_xattrs(
+                "usr/bin/ping",
+                b"elf",
+                &[
+                    ("security.capability", b"\x01\x02"),
+                    ("security.selinux", b"system_u:object_r:bin_t:s0"),
+                ],
+            )
+            .file("etc/replaced", b"old", 0o644)
+            .file("etc/replaced", b"new", 0o600)
+            .file("opt/deep/implicit/parents", b"p", 0o644)
+            .file_owned("home/user/.profile", b"", 1000)
+            .finish()
+    }
+
+    #[test]
+    fn tarballs_plain_and_compressed() {
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Xz,
+            Compression::Zstd,
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("rootfs");
+            std::fs::write(&path, compress(&rootfs(), compression)).unwrap();
+            assert_eq!(detect(&path).unwrap(), SourceKind::Tarball(compression));
+            let l = load_source(&path, &Options::default()).unwrap();
+            let t = &l.tree;
+            assert_eq!(mode_of(t, "etc"), 0o750, "{compression:?}");
+            assert_eq!(l.text("etc/hosts"), "127.0.0.1 localhost\n");
+            for link in ["etc/hosts2", "etc/hosts3"] {
+                assert_eq!(
+                    t.get(Path::new(link)),
+                    Some(&Node::HardLink {
+                        target: "etc/hosts".into()
+                    })
+                );
+            }
+            assert_eq!(link_of(t, "bin"), "usr/bin");
+            assert_eq!(mode_of(t, "usr/bin/tool"), 0o4755);
+            let Some(Node::File { meta, .. }) = t.get(Path::new("usr/bin/ping")) else {
+                panic!()
+            };
+            assert_eq!(
+                meta.xattrs.keys().collect::<Vec<_>>(),
+                ["security.capability"]
+            );
+            assert_eq!(l.text("etc/replaced"), "new");
+            assert_eq!(mode_of(t, "etc/replaced"), 0o600);
+            assert_eq!(mode_of(t, "opt/deep/implicit"), 0o755);
+            assert_eq!(l.text("opt/deep/implicit/parents"), "p");
+            assert_eq!(
+                l.warnings,
+                [
+                    "1 entry owned by other users is owned by root in the image \
+                     (an unprivileged build cannot preserve owners)",
+                    "1 extended attribute left out (SELinux labels, which belong to the host, \
+                     and POSIX ACLs, which SquashFS cannot hold)"
+                ]
+            );
+            t.check_hard_links().unwrap();
+        }
+    }
+
+    /// GNU tar's PAX sparse formats 1.0 (map in the data), 0.1 (map in
+    /// a record) and 0.0 (repeated records): "abc" at 0, "de" at 100 of 110.
+    #[test]
+    fn gnu_pax_sparse_files() {
+        let mut expected = vec![0u8; 110];
+        expected[..3].copy_from_slice(b"abc");
+        expected[100..102].copy_from_slice(b"de");
+        let mut v1_data = b"2\n0\n3\n100\n2\n".to_vec();
+        v1_data.resize(512, 0);
+        v1_data.extend_from_slice(b"abcde");
+        let tar = TarMaker::default()
+            .with_pax(
+                &[
+                    ("GNU.sparse.major", b"1"),
+                    ("GNU.sparse.minor", b"0"),
+                    ("GNU.sparse.name", b"v1"),
+                    ("GNU.sparse.realsize", b"110"),
+                ],
+                "./GNUSparseFile.1/v1",
+                &v1_data,
+            )
+            .with_pax(
+                &[
+                    ("GNU.sparse.size", b"110"),
+                    ("GNU.sparse.numblocks", b"2"),
+                    ("GNU.sparse.name", b"dir/v01"),
+                    ("GNU.sparse.map", b"0,3,100,2"),
+                ],
+                "./GNUSparseFile.1/v01",
+                b"abcde",
+            )
+            .with_pax(
+                &[
+                    ("GNU.sparse.size", b"110"),
+                    ("GNU.sparse.numblocks", b"2"),
+                    ("GNU.sparse.offset", b"0"),
+                    ("GNU.sparse.numbytes", b"3"),
+                    ("GNU.sparse.offset", b"100"),
+                    ("GNU.sparse.numbytes", b"2"),
+                ],
+                "v00",
+                b"abcde",
+            )
+            .finish();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sparse.tar");
+        std::fs::write(&path, &tar).unwrap();
+        let l = load_source(&path, &Options::default()).unwrap();
+        assert_eq!(paths(&l.tree), ["", "dir", "dir/v01", "v00", "v1"]);
+        for name in ["v1", "dir/v01", "v00"] {
+            assert_eq!(l.bytes(name), expected, "{name}");
+        }
+
+        let bad = TarMaker::default()
+            .with_pax(
+                &[
+                    ("GNU.sparse.size", b"110"),
+                    ("GNU.sparse.map", b"100,2,0,3"),
+                ],
+                "bad",
+                b"abcde",
+            )
+            .finish();
+        std::fs::write(&path, &bad).unwrap();
+        let e = load_source(&path, &Options::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(": bad: a GNU sparse map with overlapping or out-of-range chunks"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn climbing_members_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("evil.tar");
+        let tar = TarMaker::default()
+            .file("ok", b"1", 0o644)
+            .file("a/../../etc/passwd", b"x", 0o644)
+            .finish();
+        std::fs::write(&path, tar).unwrap();
+        let e = load_source(&path, &Options::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: a/../../etc/passwd: the member's path climbs out of the image root (..)",
+                path.display()
+            )
+        );
+        assert_eq!(e.exit_kind(), ExitKind::BadImage);
+    }
+
+    #[test]
+    fn special_members_and_bad_links() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("dev.tar.gz");
+        let tar = TarMaker::default()
+            .dir("dev", 0o755)
+            .special("dev/null", tar::EntryType::Char)
+            .special("dev/fifo", tar::EntryType::Fifo)
+            .file("etc/x", b"", 0o644)
+            .finish();
+        std::fs::write(&path, compress(&tar, Compression::Gzip)).unwrap();
+        let e = load_source(&path, &Options::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: dev/null: character device: an unprivileged build cannot represent it \
+                 in an image; use --skip-special to leave it out",
+                path.display()
+            )
+        );
+        let l = load_source(&path, &Options { skip_special: true }).unwrap();
+        assert_eq!(
+            l.warnings,
+            [
+                format!(
+                    "{}: dev/null: character device left out (--skip-special)",
+                    path.display()
+                ),
+                format!(
+                    "{}: dev/fifo: FIFO left out (--skip-special)",
+                    path.display()
+                ),
+            ]
+        );
+        assert_eq!(paths(&l.tree), ["", "dev", "etc", "etc/x"]);
+
+        let bad = TarMaker::default().hard_link("a", "missing").finish();
+        std::fs::write(&path, bad).unwrap();
+        let e = load_source(&path, &Options::default()).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                ": a: hard link to missing, which is not a regular file earlier in the archive"
+            ),
+            "{e}"
+        );
+        let bad = TarMaker::default()
+            .file("f", b"", 0o644)
+            .file("f/x", b"", 0o644)
+            .finish();
+        std::fs::write(&path, bad).unwrap();
+        let e = load_source(&path, &Options::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(": f/x: cannot be added: f is not a directory in the image"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn truncated_and_corrupt_archives() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("t.tar");
+        let mut tar = TarMaker::default()
+            .file("big", &[7u8; 5000], 0o644)
+            .finish();
+        tar.truncate(2048);
+        std::fs::write(&path, &tar).unwrap();
+        let e = load_source(&path, &Options::default()).unwrap_err();
+        assert!(
+            e.to_string().contains(": big: cannot read its data: "),
+            "{e}"
+        );
+        assert_eq!(e.exit_kind(), ExitKind::BadImage);
+
+        let mut gz = compress(&rootfs(), Compression::Gzip);
+        let n = gz.len();
+        gz[n / 2] ^= 0xff;
+        gz[n / 2 + 1] ^= 0xff;
+        std::fs::write(&path, &gz).unwrap();
+        let e = load_source(&path, &Options::default()).unwrap_err();
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        assert_eq!(e.exit_kind(), ExitKind::BadImage);
+    }
+
+    #[test]
+    fn whiteouts_apply_to_lower_layers_only() {
+        let mut tree = Tree::default();
+        let file = |s: &str| Node::File {
+            meta: Meta::with_mode(0o644),
+            size: s.len() as u64,
+            content: Content::Bytes(std::sync::Arc::new(s.as_bytes().to_vec())),
+        };
+        for p in ["a/old", "a/sub/old", "b/gone", "b/kept", "c/x"] {
+            tree.insert(Path::new(p), file("lower")).unwrap();
+        }
+        let mut added = HashSet::new();
+        // This layer added a/new and a/sub/new before the opaque marker.
+        for p in ["a/new", "a/sub/new"] {
+            tree.insert(Path::new(p), file("upper")).unwrap();
+            added.insert(PathBuf::from(p));
+        }
+        assert!(whiteout(&mut tree, Path::new("a/.wh..wh..opq"), &added));
+        assert!(whiteout(&mut tree, Path::new("b/.wh.gone"), &added));
+        assert!(whiteout(&mut tree, Path::new("c/.wh..wh.plnk"), &added));
+        assert!(!whiteout(&mut tree, Path::new("c/x.wh.y"), &added));
+        assert_eq!(
+            paths(&tree),
+            [
+                "",
+                "a",
+                "a/new",
+                "a/sub",
+                "a/sub/new",
+                "b",
+                "b/kept",
+                "c",
+                "c/x"
+            ]
+        );
+    }
+}

@@ -1,0 +1,886 @@
+//! Recipes: a TOML file that says what goes into an image, documented in
+//! `images/recipes/README.md`.
+//!
+//! Sections are applied in a fixed order, whatever their order in the file:
+//! `[image] base`, `[dirs]`, `[files]`, `[inline]`, `[symlinks]`, `[modes]`,
+//! then `[env]`, `[labels]` and the rest of `[image]`; the entries of a
+//! section in the order written, a later one replacing an earlier one at the
+//! same image path. Host paths are relative to the recipe's directory.
+//! Every error names the recipe, the line and the key.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::super::ImageMeta;
+use super::super::tree::{self, Content, Meta, Node, Tree};
+use super::detect::{detect, followed_metadata};
+use super::dir::{Modes, copy};
+use super::{Cx, SourceError, SourceKind, one_line, set_env, shown};
+use crate::exit::ExitKind;
+
+/// The sections a recipe may have, in the order they are applied.
+const SECTIONS: [&str; 8] = [
+    "image", "dirs", "files", "inline", "symlinks", "modes", "env", "labels",
+];
+const IMAGE_KEYS: [&str; 5] = ["base", "runscript", "entrypoint", "cmd", "workdir"];
+/// Recipes whose base is a recipe, at most this deep.
+const MAX_DEPTH: usize = 8;
+
+type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Load the recipe at `path`.
+pub(super) fn load(
+    cx: &mut Cx,
+    path: &Path,
+    tree: &mut Tree,
+    meta: &mut ImageMeta,
+) -> Result<(), SourceError> {
+    let canonical = fs::canonicalize(path).map_err(|e| SourceError::unreadable(path, e))?;
+    let bytes = fs::read(&canonical).map_err(|e| SourceError::unreadable(path, e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| SourceError::invalid(shown(path), "a recipe must be UTF-8 text"))?;
+    let doc = DeTable::parse(&text).map_err(|e| {
+        let (line, column) = position(&text, e.span().map_or(0, |s| s.start));
+        SourceError::RecipeSyntax {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: one_line(e.message().lines().next().unwrap_or("")),
+        }
+    })?;
+    let recipe = Recipe {
+        path,
+        dir: canonical.parent().unwrap_or(Path::new("/")),
+        text: &text,
+    };
+    let sections = recipe.sections(doc.get_ref())?;
+    cx.recipes.push(canonical.clone());
+    let result = recipe.apply(cx, &sections, tree, meta);
+    cx.recipes.pop();
+    result?;
+    meta.definition = Some(text.clone());
+    Ok(())
+}
+
+/// The recipe being loaded, for paths and messages.
+struct Recipe<'r> {
+    /// As given (for messages).
+    path: &'r Path,
+    /// The directory host paths are relative to.
+    dir: &'r Path,
+    text: &'r str,
+}
+
+/// The recipe's sections, by name (`None` when absent).
+type Sections<'a, 'i> = BTreeMap<&'static str, (&'a Key<'i>, &'a DeTable<'i>)>;
+
+impl<'r> Recipe<'r> {
+    fn line(&self, span: std::ops::Range<usize>) -> usize {
+        position(self.text, span.start).0
+    }
+
+    fn error(&self, line: usize, key: String, problem: impl Into<String>) -> SourceError {
+        SourceError::Recipe {
+            path: self.path.to_path_buf(),
+            line,
+            key,
+            problem: problem.into(),
+        }
+    }
+
+    /// Check the top level: known sections, each a table, `[image]` present.
+    fn sections<'a, 'i>(&self, doc: &'a DeTable<'i>) -> Result<Sections<'a, 'i>, SourceError> {
+        let mut out = BTreeMap::new();
+        for (key, value) in in_file_order(doc) {
+            let name = key.get_ref().as_ref();
+            let line = self.line(key.span());
+            let Some(section) = SECTIONS.iter().find(|s| **s == name) else {
+                return Err(self.error(
+                    line,
+                    format!("[{}]", one_line(name)),
+                    format!("unknown section (a recipe has {})", list(&SECTIONS, true)),
+                ));
+            };
+            let DeValue::Table(table) = value.get_ref() else {
+                return Err(self.error(
+                    line,
+                    one_line(name),
+                    format!(
+                        "expected a table [{name}], found {}",
+                        found(value.get_ref())
+                    ),
+                ));
+            };
+            out.insert(*section, (key, table));
+        }
+        if !out.contains_key("image") {
+            return Err(self.error(
+                1,
+                "[image]".into(),
+                "missing: every recipe has an [image] table (it may be empty)",
+            ));
+        }
+        Ok(out)
+    }
+
+    fn apply(
+        &self,
+        cx: &mut Cx,
+        sections: &Sections,
+        tree: &mut Tree,
+        meta: &mut ImageMeta,
+    ) -> Result<(), SourceError> {
+        let image = sections["image"].1;
+        for (key, _) in in_file_order(image) {
+            if !IMAGE_KEYS.contains(&key.get_ref().as_ref()) {
+                return Err(self.error(
+                    self.line(key.span()),
+                    format!("[image] {}", one_line(key.get_ref())),
+                    format!("unknown key (known: {})", list(&IMAGE_KEYS, false)),
+                ));
+            }
+        }
+        if let Some((key, value)) = image.get_key_value("base") {
+            self.base(cx, key, value, tree, meta)?;
+        }
+        let entries = |name: &str| {
+            sections
+                .get(name)
+                .map(|(_, table)| in_file_order(table))
+                .unwrap_or_default()
+        };
+        for (key, value) in entries("dirs") {
+            let at = self.at("dirs", key);
+            let path = self.image_path(&at, key, true)?;
+            let mode = self.mode(&at, value)?;
+            insert(tree, &path, Node::dir(mode.into()), &at, self)?;
+        }
+        for (key, value) in entries("files") {
+            let at = self.at("files", key);
+            let path = self.image_path(&at, key, true)?;
+            let host = self.host_path(&at, self.string(&at, value)?)?;
+            if path.as_os_str().is_empty() && !host.is_dir() {
+                return Err(self.error(at.line, at.key, "only a directory can be copied to /"));
+            }
+            copy(cx, &host, &path, Modes::Normalize, tree)?;
+        }
+        for (key, value) in entries("inline") {
+            let at = self.at("inline", key);
+            let path = self.image_path(&at, key, false)?;
+            let bytes = self.string(&at, value)?.as_bytes().to_vec();
+            let node = Node::File {
+                meta: Meta::with_mode(0o644),
+                size: bytes.len() as u64,
+                content: Content::Bytes(Arc::new(bytes)),
+            };
+            insert(tree, &path, node, &at, self)?;
+        }
+        for (key, value) in entries("symlinks") {
+            let at = self.at("symlinks", key);
+            let path = self.image_path(&at, key, false)?;
+            let target = self.string(&at, value)?;
+            if target.is_empty() || target.contains('\0') {
+                return Err(self.error(at.line, at.key, "the target must be a non-empty path"));
+            }
+            let node = Node::Symlink {
+                meta: Meta::with_mode(0o777),
+                target: PathBuf::from(target),
+            };
+            insert(tree, &path, node, &at, self)?;
+        }
+        for (key, value) in entries("modes") {
+            let at = self.at("modes", key);
+            let path = self.image_path(&at, key, true)?;
+            let mode = self.mode(&at, value)?;
+            self.set_mode(tree, &path, mode, &at)?;
+        }
+        for (key, value) in entries("env") {
+            let at = self.at("env", key);
+            let name = key.get_ref().as_ref();
+            if !is_shell_name(name) {
+                return Err(self.error(
+                    at.line,
+                    at.key,
+                    "not a variable name (letters, digits and _, not starting with a digit)",
+                ));
+            }
+            set_env(&mut meta.env, name, self.string(&at, value)?);
+        }
+        for (key, value) in entries("labels") {
+            let at = self.at("labels", key);
+            if key.get_ref().is_empty() {
+                return Err(self.error(at.line, at.key, "a label needs a name"));
+            }
+            let value = self.string(&at, value)?;
+            meta.labels
+                .insert(key.get_ref().to_string(), value.to_string());
+        }
+        for (key, value) in in_file_order(image) {
+            let at = self.at("image", key);
+            match key.get_ref().as_ref() {
+                "runscript" => meta.runscript = Some(self.string(&at, value)?.to_string()),
+                "entrypoint" => meta.entrypoint = self.strings(&at, value)?,
+                "cmd" => meta.cmd = self.strings(&at, value)?,
+                "workdir" => {
+                    let dir = self.string(&at, value)?;
+                    if !dir.starts_with('/') {
+                        return Err(self.error(at.line, at.key, "must be an absolute path"));
+                    }
+                    meta.workdir = Some(dir.to_string());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `[image] base`: load another source first.
+    fn base(
+        &self,
+        cx: &mut Cx,
+        key: &Key,
+        value: &Value,
+        tree: &mut Tree,
+        meta: &mut ImageMeta,
+    ) -> Result<(), SourceError> {
+        let at = self.at("image", key);
+        let base = self.host_path(&at, self.string(&at, value)?)?;
+        // Name the key too: "recipe:2: [image] base: rootfs.bin: not a build source...".
+        let kind = detect(&base).map_err(|e| {
+            let (path, line, key, problem) = (
+                self.path.to_path_buf(),
+                at.line,
+                at.key.clone(),
+                e.to_string(),
+            );
+            match e.exit_kind() {
+                ExitKind::NoInput => SourceError::RecipeInput {
+                    path,
+                    line,
+                    key,
+                    problem,
+                },
+                _ => SourceError::Recipe {
+                    path,
+                    line,
+                    key,
+                    problem,
+                },
+            }
+        })?;
+        if kind == SourceKind::Recipe {
+            let canonical = fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
+            if cx.recipes.contains(&canonical) {
+                return Err(self.error(
+                    at.line,
+                    at.key,
+                    format!(
+                        "{} is a recipe this one is built on (a cycle)",
+                        shown(&base)
+                    ),
+                ));
+            }
+            if cx.recipes.len() >= MAX_DEPTH {
+                return Err(self.error(
+                    at.line,
+                    at.key,
+                    format!("more than {MAX_DEPTH} recipes built on one another"),
+                ));
+            }
+        }
+        cx.load(&base, kind, tree, meta)
+    }
+
+    fn at(&self, section: &str, key: &Key) -> At {
+        At {
+            line: self.line(key.span()),
+            key: format!("[{section}] {}", quoted_key(key.get_ref())),
+        }
+    }
+
+    /// A host path from the recipe: relative to the recipe's directory; it
+    /// must exist (a symbolic link is followed). Returns it canonical.
+    fn host_path(&self, at: &At, written: &str) -> Result<PathBuf, SourceError> {
+        if written.is_empty() {
+            return Err(self.error(at.line, at.key.clone(), "the host path is empty"));
+        }
+        let path = self.dir.join(written);
+        let missing = |e: SourceError| SourceError::RecipeInput {
+            path: self.path.to_path_buf(),
+            line: at.line,
+            key: at.key.clone(),
+            problem: e.to_string(),
+        };
+        followed_metadata(&path).map_err(missing)?;
+        fs::canonicalize(&path).map_err(|e| missing(SourceError::unreadable(&path, e)))
+    }
+
+    /// An image path key: absolute, no `..`; relative to the root in the
+    /// tree. The root itself only where `root_ok`.
+    fn image_path(&self, at: &At, key: &Key, root_ok: bool) -> Result<PathBuf, SourceError> {
+        let written = key.get_ref().as_ref();
+        if !written.starts_with('/') {
+            return Err(self.error(
+                at.line,
+                at.key.clone(),
+                "an image path must be absolute (start with /)",
+            ));
+        }
+        let names = tree::names(Path::new(written))
+            .map_err(|_| self.error(at.line, at.key.clone(), "an image path cannot contain .."))?;
+        if names.is_empty() && !root_ok {
+            return Err(self.error(at.line, at.key.clone(), "cannot be the image root"));
+        }
+        Ok(names.iter().collect::<PathBuf>())
+    }
+
+    fn string<'v>(&self, at: &At, value: &'v Value) -> Result<&'v str, SourceError> {
+        match value.get_ref() {
+            DeValue::String(s) => Ok(s.as_ref()),
+            other => Err(self.error(
+                self.line(value.span()),
+                at.key.clone(),
+                format!("expected a string, found {}", found(other)),
+            )),
+        }
+    }
+
+    fn strings(&self, at: &At, value: &Value) -> Result<Vec<String>, SourceError> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.error(
+                at.line,
+                at.key.clone(),
+                format!(
+                    "expected an array of strings, found {}",
+                    found(value.get_ref())
+                ),
+            ));
+        };
+        items
+            .iter()
+            .map(|item| self.string(at, item).map(str::to_string))
+            .collect()
+    }
+
+    /// A mode: a string of octal digits ("0755", "1777") or an octal
+    /// integer (0o755); at most 0o7777.
+    fn mode(&self, at: &At, value: &Value) -> Result<u16, SourceError> {
+        let bad = |problem: String| self.error(self.line(value.span()), at.key.clone(), problem);
+        let parsed = match value.get_ref() {
+            DeValue::String(s) => {
+                let digits = s.strip_prefix("0o").unwrap_or(s);
+                if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                    return Err(bad(format!("{s:?} is not an octal mode like \"0755\"")));
+                }
+                u32::from_str_radix(digits, 8).ok()
+            }
+            DeValue::Integer(n) if n.radix() == 8 => u32::from_str_radix(n.as_str(), 8).ok(),
+            DeValue::Integer(n) => {
+                return Err(bad(format!(
+                    "write the mode in octal, as \"0{0}\" or 0o{0}, not as the decimal {0}",
+                    n.as_str()
+                )));
+            }
+            other => {
+                return Err(bad(format!(
+                    "expected a mode like \"0755\", found {}",
+                    found(other)
+                )));
+            }
+        };
+        match parsed {
+            Some(mode) if mode <= 0o7777 => Ok(mode as u16),
+            _ => Err(bad("a mode is at most 7777 (octal)".into())),
+        }
+    }
+
+    fn set_mode(
+        &self,
+        tree: &mut Tree,
+        path: &Path,
+        mode: u16,
+        at: &At,
+    ) -> Result<(), SourceError> {
+        let node = node_mut(tree, path).ok_or_else(|| {
+            self.error(
+                at.line,
+                at.key.clone(),
+                "no such path in the image (add it with [files], [inline], [dirs] or the base)",
+            )
+        })?;
+        match node {
+            Node::Dir { meta, .. } | Node::File { meta, .. } | Node::Symlink { meta, .. } => {
+                meta.mode = mode;
+                Ok(())
+            }
+            Node::HardLink { target } => Err(self.error(
+                at.line,
+                at.key.clone(),
+                format!("a hard link: set the mode of /{} instead", shown(target)),
+            )),
+        }
+    }
+}
+
+/// Where an entry is, for its messages.
+struct At {
+    line: usize,
+    /// `[files] "/usr/bin/x"`.
+    key: String,
+}
+
+fn insert(
+    tree: &mut Tree,
+    path: &Path,
+    node: Node,
+    at: &At,
+    r: &Recipe,
+) -> Result<(), SourceError> {
+    tree.insert(path, node).map_err(|e| {
+        let problem = match e {
+            tree::TreeError::ParentNotDir { parent, .. } => {
+                format!("/{} is not a directory in the image", shown(&parent))
+            }
+            other => other.to_string(),
+        };
+        r.error(at.line, at.key.clone(), problem)
+    })
+}
+
+fn node_mut<'t>(tree: &'t mut Tree, path: &Path) -> Option<&'t mut Node> {
+    let mut node = &mut tree.root;
+    for name in path.iter() {
+        node = match node {
+            Node::Dir { children, .. } => children.get_mut(name)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// A table's entries in the order they are written (the table itself is
+/// sorted by name).
+fn in_file_order<'a, 'i>(table: &'a DeTable<'i>) -> Vec<(&'a Key<'i>, &'a Value<'i>)> {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    entries
+}
+
+/// A key as written in TOML: bare when it can be, else quoted.
+fn quoted_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_string()
+    } else {
+        one_line(&format!("{key:?}"))
+    }
+}
+
+fn is_shell_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn list(items: &[&str], bracketed: bool) -> String {
+    let items: Vec<String> = items
+        .iter()
+        .map(|s| {
+            if bracketed {
+                format!("[{s}]")
+            } else {
+                s.to_string()
+            }
+        })
+        .collect();
+    items.join(", ")
+}
+
+/// "a string", "an integer", ...: the TOML type of `value`.
+fn found(value: &DeValue) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{Compression, Options, detect};
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn recipe_with_every_section() {
+        let d = tempfile::tempdir().unwrap();
+        let base = TarMaker::default()
+            .dir("etc", 0o755)
+            .file("etc/os-release", b"NAME=base\n", 0o644)
+            .file("etc/motd", b"base motd\n", 0o644)
+            .finish();
+        fs::write(
+            d.path().join("rootfs.tar.gz"),
+            compress(&base, Compression::Gzip),
+        )
+        .unwrap();
+        write(&d.path().join("files/hello.sh"), "#!/bin/sh\necho hello\n");
+        fs::set_permissions(
+            d.path().join("files/hello.sh"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        write(&d.path().join("files/tree/a.txt"), "a\n");
+        write(&d.path().join("files/tree/sub/b.txt"), "b\n");
+        let text = r##"# A test recipe.
+[image]
+base = "rootfs.tar.gz"
+runscript = """#!/bin/sh
+exec /usr/local/bin/hello "$@"
+"""
+workdir = "/srv"
+
+[files]
+"/usr/local/bin/hello" = "files/hello.sh"
+"/opt/tree" = "files/tree"
+
+[inline]
+"/etc/motd" = "welcome\n"
+"/etc/secret" = "s"
+
+[symlinks]
+"/usr/bin/hi" = "../local/bin/hello"
+
+[dirs]
+"/tmp" = "1777"
+"/srv" = 0o750
+
+[modes]
+"/etc/secret" = "0600"
+"/opt/tree/sub" = "0700"
+
+[env]
+PATH = "/usr/local/bin:/usr/bin:/bin"
+GREETING = "hello world"
+
+[labels]
+"org.opencontainers.image.title" = "test"
+"##;
+        let recipe = d.path().join("test.toml");
+        write(&recipe, text);
+        assert_eq!(detect(&recipe).unwrap(), SourceKind::Recipe);
+        let l = load_source(&recipe, &Options::default()).unwrap();
+        assert_eq!(
+            paths(&l.tree),
+            [
+                "",
+                "etc",
+                "etc/motd",
+                "etc/os-release",
+                "etc/secret",
+                "opt",
+                "opt/tree",
+                "opt/tree/a.txt",
+                "opt/tree/sub",
+                "opt/tree/sub/b.txt",
+                "srv",
+                "tmp",
+                "usr",
+                "usr/bin",
+                "usr/bin/hi",
+                "usr/local",
+                "usr/local/bin",
+                "usr/local/bin/hello"
+            ]
+        );
+        assert_eq!(l.text("etc/os-release"), "NAME=base\n");
+        assert_eq!(l.text("etc/motd"), "welcome\n");
+        assert_eq!(l.text("usr/local/bin/hello"), "#!/bin/sh\necho hello\n");
+        assert_eq!(l.text("opt/tree/sub/b.txt"), "b\n");
+        let t = &l.tree;
+        assert_eq!(mode_of(t, "usr/local/bin/hello"), 0o755);
+        assert_eq!(mode_of(t, "opt/tree/a.txt"), 0o644);
+        assert_eq!(mode_of(t, "opt/tree/sub"), 0o700);
+        assert_eq!(mode_of(t, "etc/motd"), 0o644);
+        assert_eq!(mode_of(t, "etc/secret"), 0o600);
+        assert_eq!(mode_of(t, "tmp"), 0o1777);
+        assert_eq!(mode_of(t, "srv"), 0o750);
+        assert_eq!(link_of(t, "usr/bin/hi"), "../local/bin/hello");
+        let m = &l.meta;
+        assert_eq!(
+            m.env,
+            [
+                ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+                ("GREETING", "hello world")
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        assert_eq!(m.labels["org.opencontainers.image.title"], "test");
+        assert_eq!(
+            m.runscript.as_deref(),
+            Some("#!/bin/sh\nexec /usr/local/bin/hello \"$@\"\n")
+        );
+        assert_eq!(m.workdir.as_deref(), Some("/srv"));
+        assert_eq!(m.definition.as_deref(), Some(text));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn env_after_an_oci_base_and_nested_recipes() {
+        let d = tempfile::tempdir().unwrap();
+        let oci = OciMaker::new(&d.path().join("layout"));
+        let layer = TarMaker::default().file("bin/app", b"app", 0o755).finish();
+        let config = serde_json::json!({"config": {"Env": ["PATH=/bin", "A=1"], "Cmd": ["app"]}});
+        let manifest = oci.image(&config, &[layer]);
+        oci.index(&[manifest]);
+        write(
+            &d.path().join("base.toml"),
+            "[image]\nbase = \"layout\"\n[env]\nA = \"2\"\nB = \"3\"\n",
+        );
+        write(
+            &d.path().join("sub/top.toml"),
+            "[image]\nbase = \"../base.toml\"\ncmd = [\"app\", \"--top\"]\n[env]\nB = \"4\"\n",
+        );
+        let l = load_source(&d.path().join("sub/top.toml"), &Options::default()).unwrap();
+        assert_eq!(
+            l.meta.env,
+            [("PATH", "/bin"), ("A", "2"), ("B", "4")].map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        assert_eq!(l.meta.cmd, ["app", "--top"]);
+        assert!(l.meta.definition.as_deref().unwrap().contains("--top"));
+        assert_eq!(l.text("bin/app"), "app");
+
+        // A cycle is refused at the base key that closes it.
+        write(&d.path().join("a.toml"), "[image]\nbase = \"b.toml\"\n");
+        write(&d.path().join("b.toml"), "\n[image]\nbase = \"a.toml\"\n");
+        let e = load_source(&d.path().join("a.toml"), &Options::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{0}/b.toml:3: [image] base: {1}/a.toml is a recipe this one is built on (a cycle)",
+                d.path().display(),
+                fs::canonicalize(d.path()).unwrap().display()
+            )
+        );
+    }
+
+    /// Each bad recipe, and the message it must give.
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("r.toml");
+        fs::write(d.path().join("notes.bin"), [0xffu8, 0, 1, 2]).unwrap();
+        let cases: &[(&str, &str, ExitKind)] = &[
+            ("[image]\nbase = \n", "r.toml:2:8: ", ExitKind::BadImage),
+            (
+                "[image]\n[file]\n",
+                "r.toml:2: [file]: unknown section (a recipe has [image], [dirs], [files], \
+                 [inline], [symlinks], [modes], [env], [labels])",
+                ExitKind::BadImage,
+            ),
+            (
+                "[env]\nA = \"1\"\n",
+                "r.toml:1: [image]: missing: every recipe has an [image] table (it may be empty)",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\nbsae = \"x\"\n",
+                "r.toml:2: [image] bsae: unknown key (known: base, runscript, entrypoint, cmd, \
+                 workdir)",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n\n[dirs]\n\"/tmp\" = 1777\n",
+                "r.toml:4: [dirs] \"/tmp\": write the mode in octal, as \"01777\" or 0o1777, \
+                 not as the decimal 1777",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[modes]\n\"/x\" = \"0799\"\n",
+                "r.toml:3: [modes] \"/x\": \"0799\" is not an octal mode like \"0755\"",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[modes]\n\"/nowhere\" = \"0755\"\n",
+                "r.toml:3: [modes] \"/nowhere\": no such path in the image (add it with \
+                 [files], [inline], [dirs] or the base)",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[inline]\n\"etc/x\" = \"\"\n",
+                "r.toml:3: [inline] \"etc/x\": an image path must be absolute (start with /)",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[symlinks]\n\"/a/../../b\" = \"x\"\n",
+                "r.toml:3: [symlinks] \"/a/../../b\": an image path cannot contain ..",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[inline]\n\"/\" = \"x\"\n",
+                "r.toml:3: [inline] \"/\": cannot be the image root",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[env]\n\"1A\" = \"x\"\n",
+                "r.toml:3: [env] 1A: not a variable name (letters, digits and _, \
+                 not starting with a digit)",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[labels]\nx = 1\n",
+                "r.toml:3: [labels] x: expected a string, found an integer",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\ncmd = \"sh\"\n",
+                "r.toml:2: [image] cmd: expected an array of strings, found a string",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[inline]\n\"/f\" = \"x\"\n\"/f/g\" = \"y\"\n",
+                "r.toml:4: [inline] \"/f/g\": /f is not a directory in the image",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[files]\n\"/x\" = \"missing.sh\"\n",
+                "r.toml:3: [files] \"/x\": ",
+                ExitKind::NoInput,
+            ),
+            (
+                "[image]\nbase = \"missing.tar\"\n",
+                "missing.tar: No such file or directory (ENOENT)",
+                ExitKind::NoInput,
+            ),
+            (
+                "[image]\nbase = \"r.toml\"\n",
+                "is a recipe this one is built on (a cycle)",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\nbase = \"notes.bin\"\n",
+                "r.toml:2: [image] base: ",
+                ExitKind::BadImage,
+            ),
+        ];
+        for (text, expected, kind) in cases {
+            write(&r, text);
+            let e = load_source(&r, &Options::default()).unwrap_err();
+            let message = e.to_string();
+            let shown = message.replace(&format!("{}/", d.path().display()), "");
+            assert!(
+                shown.starts_with(expected) || shown.ends_with(expected),
+                "{text:?}:\n  got      {shown}\n  expected {expected}"
+            );
+            assert_eq!(e.exit_kind(), *kind, "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn missing_host_file_names_recipe_line_and_path() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("r.toml");
+        write(&r, "[image]\n[files]\n\"/x\" = \"missing.sh\"\n");
+        let e = load_source(&r, &Options::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{0}/r.toml:3: [files] \"/x\": {1}/missing.sh: No such file or directory (ENOENT)",
+                d.path().display(),
+                fs::canonicalize(d.path()).unwrap().display()
+            )
+        );
+    }
+
+    /// `images/recipes/demo.toml` (compiled in: the tests may run where
+    /// the checkout is not readable) over a stand-in for `images/demo/rootfs`.
+    #[test]
+    fn demo_recipe() {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "/bin/busybox missing (CI=true): install busybox-static"
+            );
+            eprintln!("note: /bin/busybox missing: the demo recipe is not tested");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let recipe = d.path().join("recipes/demo.toml");
+        write(&recipe, include_str!("../../../images/recipes/demo.toml"));
+        let rootfs = d.path().join("demo/rootfs");
+        for (path, text) in [
+            ("etc/rfake-demo.txt", "hello from the demo image\n"),
+            (".singularity.d/runscript", "#!/bin/sh\n"),
+            (
+                ".singularity.d/env/90-environment.sh",
+                "export RFAKE_DEMO=1\n",
+            ),
+            ("bin/not-executable", "#!/bin/sh\n"),
+        ] {
+            write(&rootfs.join(path), text);
+        }
+        let l = load_source(&recipe, &Options::default()).unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let t = &l.tree;
+        assert_eq!(l.text("etc/rfake-demo.txt"), "hello from the demo image\n");
+        for (path, mode) in [
+            ("", 0o755),
+            ("bin/busybox", 0o755),
+            (".singularity.d/runscript", 0o755),
+            (".singularity.d/env/90-environment.sh", 0o644),
+            ("bin/not-executable", 0o644),
+            ("tmp", 0o1777),
+            ("var/tmp", 0o1777),
+            ("dev/shm", 0o1777),
+            ("root", 0o700),
+            ("proc", 0o755),
+            ("scratch", 0o755),
+        ] {
+            assert_eq!(mode_of(t, path), mode, "/{path}");
+        }
+        for (path, target) in [
+            ("bin/sh", "busybox"),
+            ("usr/bin/env", "../../bin/busybox"),
+            ("sbin/init", "../bin/busybox"),
+            ("opt/up", "../../../.."),
+            ("opt/etc-link", "/etc"),
+        ] {
+            assert_eq!(link_of(t, path), target, "/{path}");
+        }
+        assert_eq!(
+            l.meta.labels["org.opencontainers.image.title"],
+            "rfake demo"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! Helpers for the source tests: load a source the way `rfake build` does,
+//! read back what landed in the tree, and make tar archives, compressed
+//! streams and OCI layouts.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::super::ImageMeta;
+use super::super::spool::{Spool, open_content};
+use super::super::tree::{Node, Tree};
+use super::{Compression, Options, SourceError, detect, load};
+
+/// A loaded source.
+#[derive(Debug)]
+pub struct Loaded {
+    pub tree: Tree,
+    pub meta: ImageMeta,
+    pub warnings: Vec<String>,
+    spool: Arc<fs::File>,
+}
+
+impl Loaded {
+    /// The bytes of the regular file at `path` in the image.
+    pub fn bytes(&self, path: &str) -> Vec<u8> {
+        let Some(Node::File { content, size, .. }) = self.tree.get(Path::new(path)) else {
+            panic!("{path}: not a file in {:?}", self.tree)
+        };
+        let mut out = Vec::new();
+        open_content(content, Some(&self.spool))
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out.len() as u64, *size, "{path}: size");
+        out
+    }
+
+    pub fn text(&self, path: &str) -> String {
+        String::from_utf8(self.bytes(path)).unwrap()
+    }
+}
+
+/// Detect and load `path` with a fresh tree, meta and spool.
+pub fn load_source(path: &Path, opts: &Options) -> Result<Loaded, SourceError> {
+    let kind = detect(path)?;
+    let mut spool = Spool::new(tempfile::tempfile().unwrap());
+    let mut tree = Tree::default();
+    let mut meta = ImageMeta::default();
+    let warnings = load(path, kind, opts, &mut spool, &mut tree, &mut meta)?;
+    Ok(Loaded {
+        tree,
+        meta,
+        warnings,
+        spool: spool.finish().unwrap(),
+    })
+}
+
+pub fn mode_of(tree: &Tree, path: &str) -> u16 {
+    match tree.get(Path::new(path)) {
+        Some(Node::Dir { meta, .. } | Node::File { meta, .. } | Node::Symlink { meta, .. }) => {
+            meta.mode
+        }
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+pub fn link_of(tree: &Tree, path: &str) -> String {
+    match tree.get(Path::new(path)) {
+        Some(Node::Symlink { target, .. }) => target.to_string_lossy().into_owned(),
+        other => panic!("{path}: not a symlink: {other:?}"),
+    }
+}
+
+/// The sorted paths of the tree (the root is "").
+pub fn paths(tree: &Tree) -> Vec<String> {
+    let mut out = Vec::new();
+    tree.visit(&mut |p, _| out.push(p.to_string_lossy().into_owned()));
+    out
+}
+
+/// Set a `user.*` attribute; false when the filesystem does not allow it.
+pub fn set_user_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a buffer of `value.len()` bytes.
+    unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        ) == 0
+    }
+}
+
+/// A tar archive made member by member.
+pub struct TarMaker {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Default for TarMaker {
+    fn default() -> Self {
+        TarMaker {
+            builder: tar::Builder::new(Vec::new()),
+        }
+    }
+}
+
+/// A header with `name` (and `link`) written as is: the builder would
+/// rewrite `./x` and refuse `/x` and `..`, which the tests need.
+fn header(name: &str, link: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    let old = h.as_old_mut();
+    old.name[..name.len()].copy_from_slice(name.as_bytes());
+    old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_cksum();
+    h
+}
+
+impl TarMaker {
+    fn add(mut self, h: &tar::Header, data: &[u8]) -> Self {
+        self.builder.append(h, data).unwrap();
+        self
+    }
+
+    pub fn file(self, path: &str, data: &[u8], mode: u32) -> Self {
+        let h = header(path, "", tar::EntryType::Regular, mode, data.len() as u64);
+        self.add(&h, data)
+    }
+
+    pub fn file_owned(self, path: &str, data: &[u8], uid: u64) -> Self {
+        let mut h = header(path, "", tar::EntryType::Regular, 0o644, data.len() as u64);
+        h.set_uid(uid);
+        h.set_cksum();
+        self.add(&h, data)
+    }
+
+    pub fn dir(self, path: &str, mode: u32) -> Self {
+        let h = header(path, "", tar::EntryType::Directory, mode, 0);
+        self.add(&h, &[])
+    }
+
+    pub fn symlink(self, path: &str, target: &str) -> Self {
+        let h = header(path, target, tar::EntryType::Symlink, 0o777, 0);
+        self.add(&h, &[])
+    }
+
+    pub fn hard_link(self, path: &str, target: &str) -> Self {
+        let h = header(path, target, tar::EntryType::Link, 0o644, 0);
+        self.add(&h, &[])
+    }
+
+    pub fn special(self, path: &str, kind: tar::EntryType) -> Self {
+        let h = header(path, "", kind, 0o644, 0);
+        self.add(&h, &[])
+    }
+
+    /// A file with PAX `SCHILY.xattr.*` records.
+    pub fn file_with_xattrs(mut self, path: &str, data: &[u8], xattrs: &[(&str, &[u8])]) -> Self {
+        let records: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+            .collect();
+        self.builder
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .unwrap();
+        self.file(path, data, 0o644)
+    }
+
+    /// A member with PAX records `records` before it.
+    pub fn with_pax(mut self, records: &[(&str, &[u8])], path: &str, data: &[u8]) -> Self {
+        self.builder
+            .append_pax_extensions(records.iter().copied())
+            .unwrap();
+        self.file(path, data, 0o644)
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.builder.into_inner().unwrap()
+    }
+}
+
+pub fn compress(data: &[u8], compression: Compression) -> Vec<u8> {
+    match compression {
+        Compression::None => data.to_vec(),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Compression::Xz => {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Compression::Zstd => zstd::stream::encode_all(data, 1).unwrap(),
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An OCI image layout being written in a directory.
+pub struct OciMaker {
+    pub dir: std::path::PathBuf,
+}
+
+impl OciMaker {
+    pub fn new(dir: &Path) -> OciMaker {
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        OciMaker {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Store `data` as a blob; its descriptor.
+    pub fn blob(&self, media_type: &str, data: &[u8]) -> serde_json::Value {
+        let hex = sha256_hex(data);
+        fs::write(self.dir.join("blobs/sha256").join(&hex), data).unwrap();
+        serde_json::json!({
+            "mediaType": media_type,
+            "digest": format!("sha256:{hex}"),
+            "size": data.len(),
+        })
+    }
+
+    /// Store a config and a manifest for `layers`; the manifest's descriptor.
+    pub fn image(&self, config: &serde_json::Value, layers: &[Vec<u8>]) -> serde_json::Value {
+        let config = self.blob(
+            "application/vnd.oci.image.config.v1+json",
+            config.to_string().as_bytes(),
+        );
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|l| self.blob("application/vnd.oci.image.layer.v1.tar+gzip", l))
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": layers,
+        });
+        self.blob(
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.to_string().as_bytes(),
+        )
+    }
+
+    pub fn index(&self, manifests: &[serde_json::Value]) {
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+        fs::write(self.dir.join("index.json"), index.to_string()).unwrap();
+    }
+}
+
+/// A tar of the directory `dir`'s contents (member names relative to it).
+pub fn tar_of_dir(dir: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", dir).unwrap();
+    b.into_inner().unwrap()
+}
