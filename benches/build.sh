@@ -8,6 +8,7 @@
 # SOURCE_DIR defaults to a Debian 12 root made with debootstrap (minbase plus
 # python3, a few hundred MB) in target/bench/debian-root; making it needs
 # root and the debootstrap package (the script says so otherwise).
+# (The root has device nodes in /dev: rfake leaves them out, --skip-special.)
 # Both tools write gzip, 128 KiB blocks, all files owned by root, using all
 # cores. Target: rfake no slower than 1.2 x mksquashfs and no bigger than
 # 1.05 x its output.
@@ -36,7 +37,7 @@ echo "source: $src ($(du -sh "$src" | cut -f1), $(find "$src" | wc -l) entries)"
 
 a=$out/build-rfake.sqfs b=$out/build-mksquashfs.sqfs
 hyperfine --warmup 1 --runs "$runs" --export-json "$out/build.json" \
-  -n "rfake build" "$rfake build $a $src" \
+  -n "rfake build" "$rfake build --skip-special $a $src" \
   -n "mksquashfs" "mksquashfs $src $b -noappend -all-root -comp gzip -b 131072 -no-progress -quiet"
 
 python3 - "$out/build.json" "$a" "$b" <<'PY'
