@@ -176,8 +176,9 @@ fn host_file(path: &str) -> Bind {
 }
 
 /// The mounts every container gets, then the site's and the user's, in
-/// order; `owner` (ids inside) owns a private home.
-pub fn container_mounts(inputs: &BindInputs, owner: (u32, u32)) -> Vec<Mount> {
+/// order. Private tmpfs mounts belong to root of the outer namespace, which
+/// is the user (also inside an inner namespace).
+pub fn container_mounts(inputs: &BindInputs) -> Vec<Mount> {
     let mut mounts: Vec<Mount> = vec![
         Mount::Bind(system_dir("/proc", false)),
         Mount::Bind(system_dir("/sys", false)),
@@ -191,7 +192,6 @@ pub fn container_mounts(inputs: &BindInputs, owner: (u32, u32)) -> Vec<Mount> {
         mounts.push(Mount::Tmpfs(Tmpfs {
             dst: "/tmp".into(),
             mode: 0o1777,
-            owner: None,
             origin: inputs.private_tmp_origin.clone(),
         }));
     }
@@ -207,7 +207,6 @@ pub fn container_mounts(inputs: &BindInputs, owner: (u32, u32)) -> Vec<Mount> {
         Home::Private { dst } => mounts.push(Mount::Tmpfs(Tmpfs {
             dst: dst.clone(),
             mode: 0o700,
-            owner: Some(owner),
             origin: "--contain".into(),
         })),
         Home::None => {}
@@ -258,11 +257,18 @@ pub fn start_dir(
         .dst()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| "/".into());
-    let why = format!(
-        "the current directory {} is not bound into the container; starting in {}",
-        host_cwd.display(),
-        fallback.display()
-    );
+    let why = if fallback == host_cwd {
+        format!(
+            "starting in {}: the private home directory, not the host's",
+            fallback.display()
+        )
+    } else {
+        format!(
+            "the current directory {} is not bound into the container; starting in {}",
+            host_cwd.display(),
+            fallback.display()
+        )
+    };
     (fallback, Some(why))
 }
 
@@ -347,7 +353,7 @@ mod tests {
 
     #[test]
     fn default_order_and_kinds() {
-        let m = container_mounts(&inputs(), (0, 0));
+        let m = container_mounts(&inputs());
         let dsts: Vec<&str> = m.iter().map(|m| m.dst().to_str().unwrap()).collect();
         assert_eq!(
             dsts,
@@ -378,7 +384,7 @@ mod tests {
             dst: "/home/u".into(),
         };
         i.scratch.clear();
-        let m = container_mounts(&i, (0, 0));
+        let m = container_mounts(&i);
         assert!(matches!(&m[3], Mount::Tmpfs(t) if t.dst == Path::new("/tmp")));
         assert!(
             m.iter()
@@ -389,7 +395,7 @@ mod tests {
     #[test]
     fn start_dir_rules() {
         let i = inputs();
-        let m = container_mounts(&i, (0, 0));
+        let m = container_mounts(&i);
         let home = &i.home;
         assert_eq!(
             start_dir(None, Path::new("/home/u/proj"), &m, home),

@@ -1,10 +1,19 @@
-//! The user namespace: a one-entry map, no subuid ranges, no setuid helper.
+//! The user namespaces: one-entry maps, no subuid ranges, no setuid helper.
 //!
 //! An unprivileged process may create a user namespace and write a map of
 //! exactly one entry for its own uid and gid, after denying `setgroups(2)`
 //! (user_namespaces(7), "Writing "deny" to the /proc/pid/setgroups file").
-//! The mount namespace is created in the same `unshare(2)` call, so it is
-//! owned by the new user namespace and rfake may mount in it.
+//!
+//! rfake always builds the container as root of an *outer* user namespace
+//! (the invoking user mapped to uid 0), created together with the mount
+//! namespace so that it owns it: mounting FUSE, overlays and binds needs
+//! root there. With `--keep-id` (and by default under MPI launchers, whose
+//! PMIx servers refuse a peer claiming uid 0) the payload then runs in an
+//! *inner* user namespace mapping the user's own uid back to the outer 0,
+//! so inside it is the user, while every file the image has as root is the
+//! user's too (as in Charliecloud). Ranks joining one container share both.
+//! A process that only chroot-ed could not create the inner namespace
+//! (EPERM); after `pivot_root` it can.
 
 use std::fmt;
 use std::path::Path;
@@ -44,12 +53,27 @@ impl Identity {
         }
     }
 
-    pub fn uid_map(&self) -> String {
-        format!("{} {} 1\n", self.inside_uid, self.outside_uid)
+    /// The payload needs an inner namespace (it is not root inside).
+    pub fn needs_inner(&self) -> bool {
+        self.inside_uid != 0 || self.inside_gid != 0
     }
 
-    pub fn gid_map(&self) -> String {
-        format!("{} {} 1\n", self.inside_gid, self.outside_gid)
+    /// The outer namespace's maps: the user is root there.
+    pub fn outer_uid_map(&self) -> String {
+        format!("0 {} 1\n", self.outside_uid)
+    }
+
+    pub fn outer_gid_map(&self) -> String {
+        format!("0 {} 1\n", self.outside_gid)
+    }
+
+    /// The inner namespace's maps: the user's ids onto the outer root.
+    pub fn inner_uid_map(&self) -> String {
+        format!("{} 0 1\n", self.inside_uid)
+    }
+
+    pub fn inner_gid_map(&self) -> String {
+        format!("{} 0 1\n", self.inside_gid)
     }
 }
 
@@ -71,7 +95,8 @@ pub enum NamespaceError {
     Map(SysError),
 }
 
-/// Create the user and mount namespaces and map `id` into them.
+/// Create the outer user namespace and the mount namespace, with the user
+/// mapped to root.
 ///
 /// `proc_self` is normally `/proc/self` and `proc_sys` `/proc/sys`; both are
 /// parameters so the map writing can be tested against a temp dir.
@@ -88,12 +113,30 @@ pub fn enter(
             errno: e.errno,
             advice: host::userns_advice(e.errno, proc_sys),
         })?;
+    write_maps(sys, proc_self, &id.outer_uid_map(), &id.outer_gid_map())
+}
+
+/// Enter the inner user namespace (after `pivot_root`): the user's own
+/// ids, mapped onto the outer root. Maps only the writer's own outer ids,
+/// which any process may do for itself.
+pub fn enter_inner(sys: &dyn Sys, id: &Identity, proc_self: &Path) -> Result<(), NamespaceError> {
+    sys.unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(NamespaceError::Map)?;
+    write_maps(sys, proc_self, &id.inner_uid_map(), &id.inner_gid_map())
+}
+
+fn write_maps(
+    sys: &dyn Sys,
+    proc_self: &Path,
+    uid_map: &str,
+    gid_map: &str,
+) -> Result<(), NamespaceError> {
     // "deny" must precede gid_map for an unprivileged writer.
     sys.write_file(&proc_self.join("setgroups"), "deny")
         .map_err(NamespaceError::Map)?;
-    sys.write_file(&proc_self.join("uid_map"), &id.uid_map())
+    sys.write_file(&proc_self.join("uid_map"), uid_map)
         .map_err(NamespaceError::Map)?;
-    sys.write_file(&proc_self.join("gid_map"), &id.gid_map())
+    sys.write_file(&proc_self.join("gid_map"), gid_map)
         .map_err(NamespaceError::Map)?;
     Ok(())
 }
@@ -105,10 +148,13 @@ mod tests {
     #[test]
     fn maps_have_one_entry() {
         let f = Identity::fakeroot(1000, 100);
-        assert_eq!(f.uid_map(), "0 1000 1\n");
-        assert_eq!(f.gid_map(), "0 100 1\n");
+        assert_eq!(f.outer_uid_map(), "0 1000 1\n");
+        assert_eq!(f.outer_gid_map(), "0 100 1\n");
+        assert!(!f.needs_inner());
         let k = Identity::keep_id(1000, 100);
-        assert_eq!(k.uid_map(), "1000 1000 1\n");
-        assert_eq!(k.gid_map(), "100 100 1\n");
+        assert_eq!(k.outer_uid_map(), "0 1000 1\n");
+        assert!(k.needs_inner());
+        assert_eq!(k.inner_uid_map(), "1000 0 1\n");
+        assert_eq!(k.inner_gid_map(), "100 0 1\n");
     }
 }

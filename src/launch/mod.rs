@@ -52,8 +52,9 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
                 PathBuf::from(DEV_FUSE)
             },
             mount: None,
-            uid: plan.identity.inside_uid,
-            gid: plan.identity.inside_gid,
+            // The mount is made by root of the outer namespace.
+            uid: 0,
+            gid: 0,
             server: None,
         }),
         None => None,
@@ -81,6 +82,10 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
         .as_ref()
         .and_then(|m| m.server.as_ref())
         .map(|s| s.pid());
+    if plan.identity.needs_inner() {
+        namespace::enter_inner(&sys, &plan.identity, Path::new("/proc/self"))?;
+        log::info!("inner user namespace: {}", plan.identity);
+    }
     let result = run_inside(&sys, plan);
     process::reap_leftovers(&server_pid.into_iter().collect::<Vec<_>>());
     if let Some(server) = mounter.and_then(|mut m| m.server.take()) {

@@ -262,7 +262,7 @@ pub fn plan(
         scratch,
         extra,
     };
-    let mounts = binds::container_mounts(&inputs, (identity.inside_uid, identity.inside_gid));
+    let mounts = binds::container_mounts(&inputs);
     let (start_dir, start_dir_note) =
         binds::start_dir(req.pwd.as_deref(), &who.cwd, &mounts, &home);
 

@@ -95,8 +95,6 @@ pub struct Tmpfs {
     pub dst: PathBuf,
     /// Octal mode of its root (`1777` for /tmp, `700` for a home).
     pub mode: u32,
-    /// Owner of its root, as ids inside the container.
-    pub owner: Option<(u32, u32)>,
     pub origin: String,
 }
 

@@ -261,10 +261,9 @@ pub(super) fn tmpfs(
     let Some(dst) = destination(sys, &tmpfs.dst, true, false, true, &tmpfs.origin, state)? else {
         unreachable!("a tmpfs destination is never optional");
     };
-    let mut data = format!("mode={:o}", tmpfs.mode);
-    if let Some((uid, gid)) = tmpfs.owner {
-        data.push_str(&format!(",uid={uid},gid={gid}"));
-    }
+    // Owned by root of the outer namespace: the user, also seen from an
+    // inner namespace.
+    let data = format!("mode={:o}", tmpfs.mode);
     sys.mount(
         "rfake-tmpfs",
         &dst,
