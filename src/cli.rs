@@ -125,8 +125,27 @@ pub enum Commands {
 pub struct LaunchArgs {
     /// Keep your own uid and gid inside the container instead of appearing
     /// as root (uid 0).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fakeroot")]
     pub keep_id: bool,
+
+    /// Appear as root inside even under an MPI or PMIx launcher (where
+    /// rfake keeps your uid by default: PMIx servers refuse uid 0).
+    #[arg(long)]
+    pub fakeroot: bool,
+
+    /// Share one container with the other ranks of this job step on this
+    /// node (default under Slurm steps and MPI launchers).
+    #[arg(long, conflicts_with = "no_join")]
+    pub join: bool,
+
+    /// Do not share: a container of its own for this launch.
+    #[arg(long)]
+    pub no_join: bool,
+
+    /// Share the container of every launch with this key (per user, node
+    /// and image) instead of the launcher's job and step.
+    #[arg(long, value_name = "KEY", conflicts_with = "no_join")]
+    pub join_key: Option<String>,
 
     /// Bind a host path into the container: SRC[:DST[:ro|rw]], repeatable,
     /// comma-separated (also from RFAKE_BIND). DST defaults to SRC; a

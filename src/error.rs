@@ -46,6 +46,8 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Build(#[from] crate::build::run::BuildError),
+    #[error(transparent)]
+    Join(#[from] crate::join::JoinError),
 }
 
 impl Error {
@@ -77,6 +79,12 @@ impl Error {
             Error::Env(_) => ExitKind::Usage,
             Error::Config(e) => e.exit_kind(),
             Error::Build(e) => e.exit_kind(),
+            Error::Join(crate::join::JoinError::Foreign { .. }) => ExitKind::Refused,
+            Error::Join(crate::join::JoinError::Keeper { code, .. }) => ExitKind::ALL
+                .into_iter()
+                .find(|k| k.code() == *code)
+                .unwrap_or(ExitKind::OsError),
+            Error::Join(_) => ExitKind::OsError,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod exit;
 pub mod host;
 pub mod image;
 pub mod inspect;
+pub mod join;
 pub mod launch;
 pub mod mount;
 pub mod namespace;
@@ -156,6 +157,15 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
         image,
         action: Some(action),
         keep_id: launch_args.keep_id,
+        fakeroot: launch_args.fakeroot,
+        join: if launch_args.no_join {
+            launch::JoinMode::Off
+        } else if launch_args.join {
+            launch::JoinMode::On
+        } else {
+            launch::JoinMode::Auto
+        },
+        join_key: launch_args.join_key,
         squashfuse: launch_args.squashfuse,
         binds: launch_args.binds,
         home: launch_args.home,

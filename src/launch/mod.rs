@@ -5,6 +5,7 @@
 //! is plain data (`--dry-run` prints it); execution is a short sequence
 //! over it.
 
+mod joined;
 mod plan;
 pub mod settings;
 
@@ -12,7 +13,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use plan::{Action, HostUser, Invoker, Plan, Request, lookup_host_user, plan};
+pub use plan::{
+    Action, HostUser, Invoker, JoinMode, JoinPlan, Plan, Request, lookup_host_user, plan,
+};
 
 use crate::error::Error;
 use crate::mount::squashfuse::Squashfuse;
@@ -31,10 +34,48 @@ pub const SHELL: &str = "/bin/sh";
 
 /// Carry the plan out; returns the exit status (the payload's).
 pub fn execute(plan: &Plan) -> Result<u8, Error> {
+    // Validated before any side effect: the FUSE device is usable.
+    if plan.squashfuse.is_some() {
+        drop(host::open_dev_fuse(Path::new(DEV_FUSE))?);
+    }
+    process::install_forwarding().map_err(|e| SysError::new("sigaction", "", e))?;
+    // No privilege can ever be gained from here on, by us or the payload.
+    nix::sys::prctl::set_no_new_privs()
+        .map_err(|e| SysError::new("prctl(PR_SET_NO_NEW_PRIVS)", "", e))?;
+    match &plan.join {
+        Some(join) => joined::execute(plan, join),
+        None => execute_alone(plan),
+    }
+}
+
+/// One container for this launch only.
+fn execute_alone(plan: &Plan) -> Result<u8, Error> {
     let sys = LinuxSys;
     let t0 = Instant::now();
-    // Tried before the namespace exists, so a missing permission is
-    // reported as what it is, with its fix, before any side effect.
+    let server = build_container(&sys, plan)?;
+    process::become_subreaper()
+        .map_err(|e| SysError::new("prctl(PR_SET_CHILD_SUBREAPER)", "", e))?;
+    if plan.identity.needs_inner() {
+        namespace::enter_inner(&sys, &plan.identity, Path::new("/proc/self"))?;
+        log::info!("inner user namespace: {}", plan.identity);
+    }
+    let result = run_inside(&sys, plan);
+    let keep: Vec<u32> = server.iter().map(|s| s.pid()).collect();
+    process::reap_leftovers(&keep);
+    if let Some(server) = server {
+        server.stop();
+    }
+    log::info!("total {:.1?}", t0.elapsed());
+    result
+}
+
+/// Enter the outer namespaces and build the container's root (everything
+/// up to and including `pivot_root` into it); returns the image's server.
+fn build_container(
+    sys: &dyn Sys,
+    plan: &Plan,
+) -> Result<Option<crate::mount::squashfuse::Server>, Error> {
+    let t0 = Instant::now();
     let mut mounter = match &plan.squashfuse {
         Some(program) => Some(Squashfuse {
             program: program.clone(),
@@ -46,11 +87,8 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
                 ))
             })?,
             offset: plan.image.squashfs_offset.unwrap_or(0),
-            fuse_device: {
-                // Reopened inside the namespace (see mount::squashfuse).
-                drop(host::open_dev_fuse(Path::new(DEV_FUSE))?);
-                PathBuf::from(DEV_FUSE)
-            },
+            // Opened inside the namespace (see mount::squashfuse).
+            fuse_device: PathBuf::from(DEV_FUSE),
             mount: None,
             // The mount is made by root of the outer namespace.
             uid: 0,
@@ -59,40 +97,20 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
         }),
         None => None,
     };
-    process::install_forwarding().map_err(|e| SysError::new("sigaction", "", e))?;
-    // No privilege can ever be gained from here on, by us or the payload.
-    nix::sys::prctl::set_no_new_privs()
-        .map_err(|e| SysError::new("prctl(PR_SET_NO_NEW_PRIVS)", "", e))?;
     namespace::enter(
-        &sys,
+        sys,
         &plan.identity,
         Path::new("/proc/self"),
         Path::new("/proc/sys"),
     )?;
     log::info!("user namespace: {} ({:.1?})", plan.identity, t0.elapsed());
-    process::become_subreaper()
-        .map_err(|e| SysError::new("prctl(PR_SET_CHILD_SUBREAPER)", "", e))?;
     let mut no_mount = NoImageMount;
     let image_mounter: &mut dyn rootfs::ImageMounter = match mounter.as_mut() {
         Some(m) => m,
         None => &mut no_mount,
     };
-    rootfs::execute(&sys, &plan.steps, image_mounter, &mut log_step)?;
-    let server_pid = mounter
-        .as_ref()
-        .and_then(|m| m.server.as_ref())
-        .map(|s| s.pid());
-    if plan.identity.needs_inner() {
-        namespace::enter_inner(&sys, &plan.identity, Path::new("/proc/self"))?;
-        log::info!("inner user namespace: {}", plan.identity);
-    }
-    let result = run_inside(&sys, plan);
-    process::reap_leftovers(&server_pid.into_iter().collect::<Vec<_>>());
-    if let Some(server) = mounter.and_then(|mut m| m.server.take()) {
-        server.stop();
-    }
-    log::info!("total {:.1?}", t0.elapsed());
-    result
+    rootfs::execute(sys, &plan.steps, image_mounter, &mut log_step)?;
+    Ok(mounter.and_then(|mut m| m.server.take()))
 }
 
 fn log_step(step: &Step, took: std::time::Duration, note: Option<&str>) {

@@ -40,12 +40,34 @@ impl fmt::Display for Action {
     }
 }
 
+/// Whether ranks join one container per node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JoinMode {
+    /// When a launcher (Slurm step, PMIx, Open MPI) gives a key.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// How this launch joins a shared container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinPlan {
+    pub key: crate::join::JoinKey,
+    /// The rendezvous socket's (abstract) name.
+    pub socket: String,
+}
+
 /// A launch as requested on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     pub image: PathBuf,
     pub action: Option<Action>,
     pub keep_id: bool,
+    /// Root inside even under an MPI launcher.
+    pub fakeroot: bool,
+    pub join: JoinMode,
+    pub join_key: Option<String>,
     pub squashfuse: Option<PathBuf>,
     pub binds: Vec<String>,
     pub home: Option<String>,
@@ -139,6 +161,8 @@ pub struct Plan {
     pub start_dir: PathBuf,
     /// Why it is not the current directory, when it is not.
     pub start_dir_note: Option<String>,
+    /// Set when ranks share one container on this node.
+    pub join: Option<JoinPlan>,
 }
 
 impl fmt::Display for Plan {
@@ -156,6 +180,13 @@ impl fmt::Display for Plan {
             writeln!(f, "squashfuse: {}", prog.display())?;
         }
         writeln!(f, "identity: {}", self.identity)?;
+        if let Some(j) = &self.join {
+            writeln!(
+                f,
+                "join: {} (from {}), socket @{}",
+                j.key.key, j.key.origin, j.socket
+            )?;
+        }
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "step {}: {step}", i + 1)?;
         }
@@ -205,13 +236,29 @@ pub fn plan(
             settings.allowed_image_paths.origin
         )));
     }
-    let keep_id = req.keep_id || !settings.allow_fakeroot.value;
-    if !req.keep_id && keep_id {
+    let launcher = crate::join::launcher(&who.env);
+    // Under an MPI/PMIx launcher the ranks keep the user's uid: the host's
+    // PMIx server refuses a peer claiming uid 0 ("psec: socket cred
+    // contains invalid uid 0") and MPI_Init fails.
+    let under_launcher = launcher.is_some() && !req.fakeroot;
+    let keep_id = req.keep_id || !settings.allow_fakeroot.value || under_launcher;
+    if !req.keep_id && !settings.allow_fakeroot.value {
         log::info!(
             "fakeroot is disabled by the site (allow_fakeroot = false in {}): keeping your uid",
             settings.allow_fakeroot.origin
         );
+    } else if !req.keep_id && under_launcher {
+        log::info!(
+            "running under a launcher ({} is set): keeping your uid (--fakeroot for root)",
+            launcher.unwrap_or_default()
+        );
+    } else if req.fakeroot && launcher.is_some() {
+        log::warn!(
+            "--fakeroot under a launcher ({} is set): its PMIx server may refuse ranks running as root",
+            launcher.unwrap_or_default()
+        );
     }
+    let join = join_plan(req, who, &image)?;
     let identity = if keep_id {
         Identity::keep_id(who.uid, who.gid)
     } else {
@@ -327,7 +374,37 @@ pub fn plan(
         action: req.action.clone().unwrap_or(Action::Shell),
         start_dir,
         start_dir_note,
+        join,
     })
+}
+
+/// Whether and how to join: `--join-key`, else the launcher's variables.
+fn join_plan(req: &Request, who: &Invoker, image: &Image) -> Result<Option<JoinPlan>, Error> {
+    if req.join == JoinMode::Off {
+        return Ok(None);
+    }
+    let key = match &req.join_key {
+        Some(k) => Some(crate::join::JoinKey {
+            key: format!("user.{k}"),
+            origin: "--join-key".into(),
+        }),
+        None => crate::join::key_from_env(&who.env),
+    };
+    let Some(key) = key else {
+        if req.join == JoinMode::On {
+            return Err(Error::Usage(
+                "--join: no launcher variables (SLURM_STEP_ID, PMIX_NAMESPACE...) to share a \
+                 container by; give --join-key KEY"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let socket = crate::join::socket_name(who.uid, &key.key, image, &host);
+    Ok(Some(JoinPlan { key, socket }))
 }
 
 fn parse_binds(text: &str, origin: &str) -> Result<Vec<(binds::BindSpec, String)>, Error> {

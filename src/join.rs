@@ -1,0 +1,401 @@
+//! One container per node for the ranks of one job step.
+//!
+//! Measured with Open MPI 4.1: when every rank has its own user namespace,
+//! the shared-memory transport's single-copy mechanism (CMA) is refused
+//! between ranks and large messages hang; when all ranks of a node are in
+//! one user namespace it works at full speed. So ranks of the same step on
+//! the same node *join* one container: one user + mount namespace, one
+//! squashfuse mount.
+//!
+//! Rendezvous: an abstract unix socket named from the user and a key (job,
+//! step, node, image). The first rank binds it and starts a *keeper*
+//! process (detached: it must outlive the rank that started it) that builds
+//! the container and then hands every rank that connects the namespace file
+//! descriptors (SCM_RIGHTS); ranks `setns(2)` into them. A rank stays
+//! connected while its payload runs; the kernel closes the connection when
+//! it ends, however it ends, so when the last one is gone the keeper stops
+//! the server and exits and the namespaces die: a crash of any member,
+//! including the first, leaves nothing behind. Every wait is bounded.
+
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use sha2::{Digest, Sha256};
+
+use crate::env;
+use crate::image::Image;
+
+/// How long a rank waits for the keeper to finish building the container.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a keeper waits for its first rank before giving up.
+pub const FIRST_MEMBER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which ranks share a container, and why that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinKey {
+    pub key: String,
+    /// The variables (or option) it came from, for `-v`.
+    pub origin: String,
+}
+
+/// The launcher rfake runs under, by the variables it sets.
+pub fn launcher(env_list: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<&'static str> {
+    const MARKERS: [&str; 6] = [
+        "PMIX_RANK",
+        "PMI_RANK",
+        "OMPI_COMM_WORLD_RANK",
+        "SLURM_STEP_ID",
+        "PMI_SIZE",
+        "PMIX_NAMESPACE",
+    ];
+    MARKERS
+        .into_iter()
+        .find(|m| env::get(env_list, m).is_some())
+}
+
+fn var(env_list: &[(std::ffi::OsString, std::ffi::OsString)], name: &str) -> Option<String> {
+    env::get(env_list, name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// The key for the current job step on this node, if a launcher set one.
+pub fn key_from_env(env_list: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<JoinKey> {
+    if let (Some(job), Some(step)) = (
+        var(env_list, "SLURM_JOB_ID"),
+        var(env_list, "SLURM_STEP_ID"),
+    ) {
+        return Some(JoinKey {
+            key: format!("slurm.{job}.{step}"),
+            origin: "SLURM_JOB_ID, SLURM_STEP_ID".into(),
+        });
+    }
+    if let Some(ns) = var(env_list, "PMIX_NAMESPACE") {
+        return Some(JoinKey {
+            key: format!("pmix.{ns}"),
+            origin: "PMIX_NAMESPACE".into(),
+        });
+    }
+    for name in ["OMPI_MCA_ess_base_jobid", "OMPI_MCA_orte_ess_jobid"] {
+        if let Some(id) = var(env_list, name) {
+            return Some(JoinKey {
+                key: format!("ompi.{id}"),
+                origin: name.into(),
+            });
+        }
+    }
+    None
+}
+
+/// The abstract socket name for `key`: per user, per node (host name: the
+/// emulated nodes of a test cluster share one network namespace), per image
+/// file (device, inode, modification time).
+pub fn socket_name(uid: u32, key: &str, image: &Image, hostname: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = std::fs::metadata(&image.path)
+        .map(|m| format!("{}:{}:{}", m.dev(), m.ino(), m.mtime()))
+        .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{key}\0{hostname}\0{}\0{stamp}",
+        image.path.display()
+    ));
+    let digest = h.finalize();
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("rfake-join-{uid}-{hex}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("joining the container of {key}: {what}: {error}")]
+    Io {
+        key: String,
+        what: &'static str,
+        error: std::io::Error,
+    },
+    #[error(
+        "joining the container of {key}: the rendezvous socket belongs to uid {owner}, not to you"
+    )]
+    Foreign { key: String, owner: u32 },
+    #[error("joining the container of {key}: {message}")]
+    Keeper {
+        key: String,
+        message: String,
+        /// The exit status the keeper's error maps to (its own code).
+        code: u8,
+    },
+    #[error("joining the container of {key}: no answer from its keeper within {} s", SETUP_TIMEOUT.as_secs())]
+    Timeout { key: String },
+}
+
+/// The role this rank got at the rendezvous.
+pub enum Role {
+    /// First: start the keeper with this listener, then join as a member.
+    Leader(UnixListener),
+    /// Another rank's keeper is there.
+    Member(UnixStream),
+}
+
+/// Connect to the keeper of `name`, or become the leader.
+pub fn rendezvous(name: &str, key: &str) -> Result<Role, JoinError> {
+    let io = |what, error| JoinError::Io {
+        key: key.to_string(),
+        what,
+        error,
+    };
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| io("socket name", e))?;
+    for _ in 0..50 {
+        match UnixStream::connect_addr(&addr) {
+            Ok(stream) => {
+                check_peer(&stream, key)?;
+                return Ok(Role::Member(stream));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(io("connecting", e)),
+        }
+        match UnixListener::bind_addr(&addr) {
+            Ok(listener) => return Ok(Role::Leader(listener)),
+            // Another rank bound it between our connect and bind: connect again.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(io("binding", e)),
+        }
+    }
+    Err(JoinError::Timeout {
+        key: key.to_string(),
+    })
+}
+
+fn check_peer(stream: &UnixStream, key: &str) -> Result<(), JoinError> {
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| JoinError::Io {
+            key: key.to_string(),
+            what: "checking the keeper",
+            error: e.into(),
+        })?;
+    let me = nix::unistd::getuid().as_raw();
+    if cred.uid() != me {
+        return Err(JoinError::Foreign {
+            key: key.to_string(),
+            owner: cred.uid(),
+        });
+    }
+    Ok(())
+}
+
+/// The namespaces a member enters, in this order.
+pub struct Namespaces {
+    pub outer_user: OwnedFd,
+    pub mount: OwnedFd,
+    pub inner_user: Option<OwnedFd>,
+}
+
+impl Namespaces {
+    /// Open the calling process's current namespaces (`inner` after it
+    /// entered an inner user namespace: then `outer` was opened before).
+    pub fn open(outer_user: OwnedFd, inner: bool) -> std::io::Result<Namespaces> {
+        let open = |p: &str| std::fs::File::open(p).map(OwnedFd::from);
+        let mount = open("/proc/self/ns/mnt")?;
+        let inner_user = if inner {
+            Some(open("/proc/self/ns/user")?)
+        } else {
+            None
+        };
+        Ok(Namespaces {
+            outer_user,
+            mount,
+            inner_user,
+        })
+    }
+
+    /// Enter them: the outer user namespace (the caller is the user, who
+    /// owns it, so it gets its capabilities there), its mount namespace
+    /// (needs CAP_SYS_ADMIN in the outer one: hence the order), then the
+    /// inner user namespace. The root and working directory become the
+    /// container's root.
+    pub fn enter(&self) -> nix::Result<()> {
+        setns(self.outer_user.as_fd(), CloneFlags::CLONE_NEWUSER)?;
+        setns(self.mount.as_fd(), CloneFlags::CLONE_NEWNS)?;
+        if let Some(inner) = &self.inner_user {
+            setns(inner.as_fd(), CloneFlags::CLONE_NEWUSER)?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeper → member: status byte (0 ok, else the error's exit code), then
+/// the namespace fds, or the error's text.
+pub fn send_ready(stream: &UnixStream, ns: &Namespaces) -> std::io::Result<()> {
+    let mut fds = vec![ns.outer_user.as_raw_fd(), ns.mount.as_raw_fd()];
+    if let Some(inner) = &ns.inner_user {
+        fds.push(inner.as_raw_fd());
+    }
+    let payload = [0u8];
+    let iov = [IoSlice::new(&payload)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// Keeper → member: the container could not be built.
+pub fn send_error(mut stream: &UnixStream, code: u8, message: &str) {
+    let mut bytes = vec![code.max(1)];
+    bytes.extend_from_slice(message.as_bytes());
+    let _ = stream.write_all(&bytes);
+}
+
+/// Member: wait (bounded) for the keeper's answer.
+pub fn receive(stream: &UnixStream, key: &str) -> Result<Namespaces, JoinError> {
+    stream
+        .set_read_timeout(Some(SETUP_TIMEOUT))
+        .map_err(|e| JoinError::Io {
+            key: key.to_string(),
+            what: "waiting",
+            error: e,
+        })?;
+    let mut status = [0u8; 1];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let mut iov = [IoSliceMut::new(&mut status)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::EAGAIN => JoinError::Timeout {
+            key: key.to_string(),
+        },
+        e => JoinError::Io {
+            key: key.to_string(),
+            what: "receiving the namespaces",
+            error: e.into(),
+        },
+    })?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for c in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors for us.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let received = msg.bytes;
+    if received == 0 {
+        return Err(JoinError::Keeper {
+            key: key.to_string(),
+            message: "the keeper ended without an answer".into(),
+            code: crate::exit::ExitKind::OsError.code(),
+        });
+    }
+    if status[0] != 0 {
+        let mut text = String::new();
+        let mut s = stream;
+        let _ = s.read_to_string(&mut text);
+        return Err(JoinError::Keeper {
+            key: key.to_string(),
+            message: text,
+            code: status[0],
+        });
+    }
+    let mut fds = fds.into_iter();
+    match (fds.next(), fds.next(), fds.next()) {
+        (Some(outer_user), Some(mount), inner_user) => Ok(Namespaces {
+            outer_user,
+            mount,
+            inner_user,
+        }),
+        _ => Err(JoinError::Keeper {
+            key: key.to_string(),
+            message: "the keeper sent no namespaces".into(),
+            code: crate::exit::ExitKind::Internal.code(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(k: &str, v: &str) -> (std::ffi::OsString, std::ffi::OsString) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn keys_from_launchers() {
+        let slurm = [
+            e("SLURM_JOB_ID", "42"),
+            e("SLURM_STEP_ID", "0"),
+            e("PMIX_NAMESPACE", "x"),
+        ];
+        assert_eq!(key_from_env(&slurm).unwrap().key, "slurm.42.0");
+        assert_eq!(launcher(&slurm), Some("SLURM_STEP_ID"));
+        let pmix = [
+            e("PMIX_NAMESPACE", "prterun-node-123@1"),
+            e("PMIX_RANK", "0"),
+        ];
+        assert_eq!(key_from_env(&pmix).unwrap().key, "pmix.prterun-node-123@1");
+        assert_eq!(launcher(&pmix), Some("PMIX_RANK"));
+        let ompi = [
+            e("OMPI_MCA_ess_base_jobid", "123"),
+            e("OMPI_COMM_WORLD_RANK", "1"),
+        ];
+        assert_eq!(
+            key_from_env(&ompi).unwrap().origin,
+            "OMPI_MCA_ess_base_jobid"
+        );
+        assert_eq!(key_from_env(&[e("PATH", "/bin")]), None);
+        assert_eq!(
+            launcher(&[e("SLURM_JOB_ID", "1")]),
+            None,
+            "a job script, not a step"
+        );
+    }
+
+    #[test]
+    fn socket_names_differ_by_key_node_and_image() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.sqfs");
+        let b = d.path().join("b.sqfs");
+        std::fs::write(&a, "a").unwrap();
+        std::fs::write(&b, "b").unwrap();
+        let img = |p: &std::path::Path| Image {
+            path: p.to_path_buf(),
+            format: crate::image::ImageFormat::Squashfs,
+            squashfs_offset: Some(0),
+            squashfs: None,
+            arch: None,
+            file: None,
+        };
+        let n1 = socket_name(1000, "slurm.1.0", &img(&a), "node1");
+        assert_eq!(n1, socket_name(1000, "slurm.1.0", &img(&a), "node1"));
+        assert_ne!(n1, socket_name(1000, "slurm.1.0", &img(&a), "node2"));
+        assert_ne!(n1, socket_name(1000, "slurm.1.1", &img(&a), "node1"));
+        assert_ne!(n1, socket_name(1000, "slurm.1.0", &img(&b), "node1"));
+        assert_ne!(n1, socket_name(1001, "slurm.1.0", &img(&a), "node1"));
+        assert!(n1.starts_with("rfake-join-1000-"));
+    }
+
+    #[test]
+    fn rendezvous_leader_then_member() {
+        let name = format!("rfake-join-test-{}", std::process::id());
+        let Role::Leader(listener) = rendezvous(&name, "k").unwrap() else {
+            panic!("first must lead")
+        };
+        let Role::Member(member) = rendezvous(&name, "k").unwrap() else {
+            panic!("second must join")
+        };
+        let (keeper_side, _) = listener.accept().unwrap();
+        send_error(&keeper_side, 66, "image X: bad");
+        drop(keeper_side);
+        let err = receive(&member, "k").err().unwrap();
+        assert_eq!(err.to_string(), "joining the container of k: image X: bad");
+        assert!(matches!(err, JoinError::Keeper { code: 66, .. }));
+    }
+}
