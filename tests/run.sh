@@ -58,6 +58,11 @@ fi
 chmod -R a+rX "$stage/bin" "$stage/images" "$stage/images-src"
 [ -d "$stage/sif" ] && chmod -R a+rX "$stage/sif"
 
+echo "== Slurm test cluster"
+slurm/cluster.sh start --nodes 2 >/dev/null
+trap 'slurm/cluster.sh stop >/dev/null 2>&1 || true' EXIT
+slurm_conf=${RFAKE_SLURM_DIR:-/var/tmp/rfake-slurm}/slurm.conf
+
 echo "== tests as $user"
 home=$(getent passwd "$user" | cut -d: -f6)
 passed=0 failed=0 status=0
@@ -73,6 +78,7 @@ while read -r bin; do
       RFAKE_BIN="$stage/bin/rfake" RFAKE_TEST_IMAGES="$stage/images" \
       RFAKE_TEST_SIF_DIR="$stage/sif" RFAKE_TEST_OCI="$stage/oci" \
       RFAKE_TEST_RECIPES="$stage/images-src/recipes" \
+      RFAKE_SLURM_CONF="$slurm_conf" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e

@@ -16,6 +16,9 @@ PACKAGES=(
   podman uidmap             # OCI fixtures for rfake build (tests/make-oci-fixtures.sh)
   xz-utils zstd             # compressed tarball sources
   libsquashfs-dev libclang-dev pkg-config  # libsquashfs for rfake build/inspect (bindgen)
+  slurmctld slurmd slurm-client munge       # the test Slurm cluster (slurm/cluster.sh)
+  openmpi-bin libopenmpi-dev libpmix2       # MPI launches; mpicc for the MPI test program
+  debootstrap                               # the MPI test image's Debian root
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -287,6 +287,7 @@ pub fn plan(
     for b in &settings.site_binds {
         extra.extend(parse_binds(&b.value, &b.origin)?);
     }
+    extra.extend(launcher_binds(&who.env));
     extra.extend(user_binds);
     let scratch = if req.contain {
         Vec::new()
@@ -412,6 +413,27 @@ fn parse_binds(text: &str, origin: &str) -> Result<Vec<(binds::BindSpec, String)
         .into_iter()
         .map(|s| (s, origin.to_string()))
         .collect())
+}
+
+/// Directories a launcher's ranks need inside: the PMIx server's
+/// rendezvous directory (`PMIX_SERVER_TMPDIR`, under slurmd's spool), so
+/// the ranks find the server's data store.
+fn launcher_binds(env_list: &[(OsString, OsString)]) -> Vec<(binds::BindSpec, String)> {
+    ["PMIX_SERVER_TMPDIR"]
+        .into_iter()
+        .filter_map(|name| {
+            let raw = Path::new(env::get(env_list, name)?);
+            let dir = binds::normalize(raw);
+            (raw.is_absolute() && dir.is_dir() && dir != Path::new("/")).then(|| {
+                let spec = binds::BindSpec {
+                    src: dir.clone(),
+                    dst: dir,
+                    readonly: false,
+                };
+                (spec, name.to_string())
+            })
+        })
+        .collect()
 }
 
 /// The user's binds: user file, `RFAKE_BIND`, `--bind`, in that order.
