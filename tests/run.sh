@@ -21,6 +21,8 @@ user=${RFAKE_TEST_USER:-rfake-test}
 # Everything the test user reads lives in a fresh stage directory: the
 # checkout may sit under a directory the user cannot enter (/root).
 stage=/var/tmp/rfake-tests
+# The MPI image's Debian root is kept between runs (it takes minutes).
+mpi_cache=${RFAKE_MPI_CACHE:-/var/tmp/rfake-mpi-image}
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$stage/work"
 chmod 0755 "$stage" "$stage/bin"
@@ -58,6 +60,10 @@ fi
 chmod -R a+rX "$stage/bin" "$stage/images" "$stage/images-src"
 [ -d "$stage/sif" ] && chmod -R a+rX "$stage/sif"
 
+echo "== MPI test image (debootstrap: cached in $mpi_cache)"
+RFAKE_BIN="$root/target/debug/rfake" images/mpi/build-mpi-image.sh "$mpi_cache" >/dev/null
+install -m 0644 "$mpi_cache/mpi.sqfs" "$stage/mpi.sqfs"
+
 echo "== Slurm test cluster"
 slurm/cluster.sh start --nodes 2 >/dev/null
 trap 'slurm/cluster.sh stop >/dev/null 2>&1 || true' EXIT
@@ -78,7 +84,7 @@ while read -r bin; do
       RFAKE_BIN="$stage/bin/rfake" RFAKE_TEST_IMAGES="$stage/images" \
       RFAKE_TEST_SIF_DIR="$stage/sif" RFAKE_TEST_OCI="$stage/oci" \
       RFAKE_TEST_RECIPES="$stage/images-src/recipes" \
-      RFAKE_SLURM_CONF="$slurm_conf" \
+      RFAKE_SLURM_CONF="$slurm_conf" RFAKE_MPI_IMAGE="$stage/mpi.sqfs" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
