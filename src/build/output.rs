@@ -24,13 +24,13 @@ pub struct Pending {
     done: bool,
 }
 
-/// The named temporary file to remove if a signal ends the build.
-static CLEANUP: Mutex<Option<CString>> = Mutex::new(None);
+/// The named temporary files to remove if a signal ends the build.
+static CLEANUP: Mutex<Vec<CString>> = Mutex::new(Vec::new());
 
 extern "C" fn remove_and_reraise(sig: libc::c_int) {
     // try_lock: never block in a signal handler.
     if let Ok(guard) = CLEANUP.try_lock() {
-        if let Some(path) = guard.as_ref() {
+        for path in guard.iter() {
             // SAFETY: unlink(2) is async-signal-safe; the path is valid.
             unsafe { libc::unlink(path.as_ptr()) };
         }
@@ -90,7 +90,7 @@ impl Pending {
             .open(&path)?;
         if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
             if let Ok(mut g) = CLEANUP.lock() {
-                *g = Some(c);
+                g.push(c);
             }
         }
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -166,8 +166,10 @@ impl Drop for Pending {
             if !self.done {
                 let _ = std::fs::remove_file(tmp);
             }
-            if let Ok(mut g) = CLEANUP.lock() {
-                *g = None;
+            if let Ok(c) = CString::new(tmp.as_os_str().as_bytes()) {
+                if let Ok(mut g) = CLEANUP.lock() {
+                    g.retain(|p| *p != c);
+                }
             }
         }
     }
