@@ -29,6 +29,7 @@ pub mod process;
 pub mod rootfs;
 pub mod sqfs;
 pub mod sys;
+pub mod text;
 
 use clap::Parser;
 

@@ -29,6 +29,11 @@ mod render;
 mod size;
 mod values;
 
+/// TOML helpers shared with the build recipes: positions and type names.
+pub(crate) mod toml_text {
+    pub(crate) use super::values::{found, position};
+}
+
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
@@ -631,24 +636,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-/// `path` for a one-line message: control characters escaped.
-fn shown(path: &Path) -> String {
-    one_line(&path.display().to_string())
-}
-
-/// `text` with control characters escaped (`\n`, `\u{1b}`), so a message
-/// stays on one line and cannot drive the terminal.
-fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+use crate::text::{one_line, shown};
 
 #[cfg(test)]
 mod tests;

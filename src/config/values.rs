@@ -52,7 +52,7 @@ impl At<'_> {
 }
 
 /// The 1-based line and column (in characters) of byte `offset`.
-pub(super) fn position(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (
@@ -62,7 +62,7 @@ pub(super) fn position(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// "a string", "an integer", ...: the TOML type of `value`.
-pub(super) fn found(value: &DeValue) -> &'static str {
+pub(crate) fn found(value: &DeValue) -> &'static str {
     match value {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",

@@ -208,21 +208,7 @@ impl ImageError {
     }
 }
 
-/// A path for a one-line message: control characters (a newline in a file
-/// name) are escaped.
-fn shown(path: &Path) -> String {
-    path.display()
-        .to_string()
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+use crate::text::shown;
 
 /// Detect by content (never by file name), validate, and describe the image
 /// at `path`. A directory is accepted as an unpacked root. Opens the file

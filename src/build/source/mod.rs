@@ -296,24 +296,7 @@ fn set_env(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
-/// A path for a one-line message: control characters (a newline in a file
-/// name) are escaped.
-fn shown(path: &Path) -> String {
-    one_line(&path.to_string_lossy())
-}
-
-/// `text` with control characters escaped, for one-line messages.
-fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+use crate::text::{one_line, shown};
 
 /// An I/O error as "Permission denied (EACCES)", or its own text when it
 /// carries no errno (corrupt compressed data, a truncated archive).

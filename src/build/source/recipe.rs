@@ -507,28 +507,7 @@ fn list(items: &[&str], bracketed: bool) -> String {
     items.join(", ")
 }
 
-/// "a string", "an integer", ...: the TOML type of `value`.
-fn found(value: &DeValue) -> &'static str {
-    match value {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a date-time",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
-}
-
-/// The 1-based line and column (in characters) of byte `offset`.
-fn position(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
-}
+use crate::config::toml_text::{found, position};
 
 #[cfg(test)]
 mod tests {
