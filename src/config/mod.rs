@@ -48,6 +48,7 @@ use values::{
     user_key,
 };
 
+use crate::text::{one_line, shown};
 pub use expand::{ExpandError, expand};
 pub use size::{MAX_SIZE, SizeError, format_size, parse_size};
 
@@ -635,8 +636,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     previous[b.len()]
 }
-
-use crate::text::{one_line, shown};
 
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::exit::ExitKind;
+use crate::text::shown;
 use sif::{Arch, Descriptor, FsType, PartitionInfo, Sif, SifError, SifHeader};
 use squashfs::{SquashfsError, Superblock};
 
@@ -207,8 +208,6 @@ impl ImageError {
         }
     }
 }
-
-use crate::text::shown;
 
 /// Detect by content (never by file name), validate, and describe the image
 /// at `path`. A directory is accepted as an unpacked root. Opens the file

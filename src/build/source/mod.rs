@@ -24,6 +24,7 @@
 //! [`Content::Host`]: super::tree::Content::Host
 
 mod archive;
+use crate::text::{one_line, shown};
 mod detect;
 mod dir;
 mod docker;
@@ -295,8 +296,6 @@ fn set_env(env: &mut Vec<(String, String)>, name: &str, value: &str) {
         None => env.push((name.to_string(), value.to_string())),
     }
 }
-
-use crate::text::{one_line, shown};
 
 /// An I/O error as "Permission denied (EACCES)", or its own text when it
 /// carries no errno (corrupt compressed data, a truncated archive).

@@ -21,6 +21,7 @@ use super::super::tree::{self, Content, Meta, Node, Tree};
 use super::detect::{detect, followed_metadata};
 use super::dir::{Modes, copy};
 use super::{Cx, SourceError, SourceKind, one_line, set_env, shown};
+use crate::config::toml_text::{found, position};
 use crate::exit::ExitKind;
 
 /// The sections a recipe may have, in the order they are applied.
@@ -506,8 +507,6 @@ fn list(items: &[&str], bracketed: bool) -> String {
         .collect();
     items.join(", ")
 }
-
-use crate::config::toml_text::{found, position};
 
 #[cfg(test)]
 mod tests {
