@@ -93,14 +93,16 @@ pub fn key_from_env(env_list: &[(std::ffi::OsString, std::ffi::OsString)]) -> Op
 /// The abstract socket name for `key`: per user, per node (host name: the
 /// emulated nodes of a test cluster share one network namespace), per image
 /// file (device, inode, modification time).
-pub fn socket_name(uid: u32, key: &str, image: &Image, hostname: &str) -> String {
+/// `setup` describes the container (identity, mounts): launches that ask
+/// for a different one get a different container.
+pub fn socket_name(uid: u32, key: &str, image: &Image, hostname: &str, setup: &str) -> String {
     use std::os::unix::fs::MetadataExt;
     let stamp = std::fs::metadata(&image.path)
         .map(|m| format!("{}:{}:{}", m.dev(), m.ino(), m.mtime()))
         .unwrap_or_default();
     let mut h = Sha256::new();
     h.update(format!(
-        "{key}\0{hostname}\0{}\0{stamp}",
+        "{key}\0{hostname}\0{}\0{stamp}\0{setup}",
         image.path.display()
     ));
     let digest = h.finalize();
@@ -185,6 +187,14 @@ fn check_peer(stream: &UnixStream, key: &str) -> Result<(), JoinError> {
         });
     }
     Ok(())
+}
+
+/// Whether the peer of `stream` is the calling user (credentials are seen
+/// through the caller's own user namespace, like its own uid).
+pub fn same_user(stream: &UnixStream) -> bool {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|cred| cred.uid() == nix::unistd::getuid().as_raw())
+        .unwrap_or(false)
 }
 
 /// The namespaces a member enters, in this order.
@@ -373,12 +383,16 @@ mod tests {
             arch: None,
             file: None,
         };
-        let n1 = socket_name(1000, "slurm.1.0", &img(&a), "node1");
-        assert_eq!(n1, socket_name(1000, "slurm.1.0", &img(&a), "node1"));
-        assert_ne!(n1, socket_name(1000, "slurm.1.0", &img(&a), "node2"));
-        assert_ne!(n1, socket_name(1000, "slurm.1.1", &img(&a), "node1"));
-        assert_ne!(n1, socket_name(1000, "slurm.1.0", &img(&b), "node1"));
-        assert_ne!(n1, socket_name(1001, "slurm.1.0", &img(&a), "node1"));
+        let n1 = socket_name(1000, "slurm.1.0", &img(&a), "node1", "s");
+        assert_eq!(n1, socket_name(1000, "slurm.1.0", &img(&a), "node1", "s"));
+        assert_ne!(n1, socket_name(1000, "slurm.1.0", &img(&a), "node2", "s"));
+        assert_ne!(n1, socket_name(1000, "slurm.1.1", &img(&a), "node1", "s"));
+        assert_ne!(n1, socket_name(1000, "slurm.1.0", &img(&b), "node1", "s"));
+        assert_ne!(n1, socket_name(1001, "slurm.1.0", &img(&a), "node1", "s"));
+        assert_ne!(
+            n1,
+            socket_name(1000, "slurm.1.0", &img(&a), "node1", "other binds")
+        );
         assert!(n1.starts_with("rfake-join-1000-"));
     }
 

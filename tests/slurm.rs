@@ -256,7 +256,7 @@ fn sbatch_job_output_and_exit_code() {
 }
 
 #[test]
-fn srun_starts_one_container_per_task() {
+fn srun_runs_every_task_in_a_container() {
     let Some(c) = cluster() else { return };
     let tag = tag("srun_tasks");
     let dir = workdir("srun");

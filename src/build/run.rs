@@ -81,11 +81,11 @@ impl std::fmt::Display for BuildSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "wrote {} ({}): {} entries, {} of file data in {} bytes, {:.1?}",
+            "wrote {} ({}): {} entries, {} bytes of file data in {} bytes, {:.1?}",
             self.out.display(),
             self.format,
             self.entries,
-            crate::config::format_size(self.data_bytes),
+            self.data_bytes,
             self.image_bytes,
             self.took
         )

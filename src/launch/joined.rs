@@ -193,7 +193,9 @@ fn serve(listener: &UnixListener, ns: &Namespaces) {
         });
         if ready[0] {
             if let Ok((stream, _)) = listener.accept() {
-                if join::send_ready(&stream, ns).is_ok() {
+                // Only the user's own processes get the namespaces (another
+                // user could not enter them, but could keep the keeper alive).
+                if join::same_user(&stream) && join::send_ready(&stream, ns).is_ok() {
                     members.push(stream);
                     served = true;
                 }

@@ -103,7 +103,11 @@ fn build_container(
         Path::new("/proc/self"),
         Path::new("/proc/sys"),
     )?;
-    log::info!("user namespace: {} ({:.1?})", plan.identity, t0.elapsed());
+    log::info!(
+        "outer user namespace: uid 0 inside = uid {} outside ({:.1?})",
+        plan.identity.outside_uid,
+        t0.elapsed()
+    );
     let mut no_mount = NoImageMount;
     let image_mounter: &mut dyn rootfs::ImageMounter = match mounter.as_mut() {
         Some(m) => m,

@@ -258,7 +258,7 @@ pub fn plan(
             launcher.unwrap_or_default()
         );
     }
-    let join = join_plan(req, who, &image)?;
+
     let identity = if keep_id {
         Identity::keep_id(who.uid, who.gid)
     } else {
@@ -363,6 +363,17 @@ pub fn plan(
     steps.push(Step::SealRoot);
     steps.push(Step::EnterNewRoot);
 
+    // Ranks asking for a different container (identity, mounts) do not
+    // share one: the socket name covers the setup.
+    let setup = format!(
+        "{identity}\n{}",
+        steps
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let join = join_plan(req, who, &image, &setup)?;
     let base_env = env::base(&who.env, req.cleanenv, Some(&container_home));
     let overrides = overrides(req, who)?;
     Ok(Plan {
@@ -380,7 +391,12 @@ pub fn plan(
 }
 
 /// Whether and how to join: `--join-key`, else the launcher's variables.
-fn join_plan(req: &Request, who: &Invoker, image: &Image) -> Result<Option<JoinPlan>, Error> {
+fn join_plan(
+    req: &Request,
+    who: &Invoker,
+    image: &Image,
+    setup: &str,
+) -> Result<Option<JoinPlan>, Error> {
     if req.join == JoinMode::Off {
         return Ok(None);
     }
@@ -394,8 +410,8 @@ fn join_plan(req: &Request, who: &Invoker, image: &Image) -> Result<Option<JoinP
     let Some(key) = key else {
         if req.join == JoinMode::On {
             return Err(Error::Usage(
-                "--join: no launcher variables (SLURM_STEP_ID, PMIX_NAMESPACE...) to share a \
-                 container by; give --join-key KEY"
+                "--join: no launcher variables (SLURM_JOB_ID with SLURM_STEP_ID, PMIX_NAMESPACE, \
+                 OMPI_MCA_ess_base_jobid) to share a container by; give --join-key KEY"
                     .into(),
             ));
         }
@@ -404,7 +420,7 @@ fn join_plan(req: &Request, who: &Invoker, image: &Image) -> Result<Option<JoinP
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let socket = crate::join::socket_name(who.uid, &key.key, image, &host);
+    let socket = crate::join::socket_name(who.uid, &key.key, image, &host, setup);
     Ok(Some(JoinPlan { key, socket }))
 }
 
