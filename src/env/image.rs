@@ -78,6 +78,18 @@ pub fn apply(env: &mut EnvList, cwd: &Path) -> Result<Option<String>, ImageEnvEr
             "{scripts} scripts in {SINGULARITY_ENV_DIR} ignored: the image has no {SHELL}"
         )));
     }
+    if let Some(settings) = plain_scripts(Path::new(SINGULARITY_ENV_DIR)) {
+        // Only literal assignments: the same result as the shell, without
+        // starting one (a few milliseconds of every launch).
+        for (name, value, exported) in settings {
+            if exported || super::get(env, &name).is_some() {
+                set(env, name, value);
+            }
+        }
+        return Ok(Some(format!(
+            "{scripts} scripts from {SINGULARITY_ENV_DIR} (plain assignments, read directly)"
+        )));
+    }
     let captured = source_scripts(env, cwd)?;
     let before: Vec<OsString> = env.iter().map(|(k, _)| k.clone()).collect();
     *env = captured
@@ -87,6 +99,62 @@ pub fn apply(env: &mut EnvList, cwd: &Path) -> Result<Option<String>, ImageEnvEr
     Ok(Some(format!(
         "{scripts} scripts from {SINGULARITY_ENV_DIR}"
     )))
+}
+
+/// The scripts' settings, in the order the shell would make them, when
+/// every line is a comment, blank, or `[export ]NAME=VALUE` with a literal
+/// value (bare, or quoted without anything the shell would expand); `None`
+/// as soon as one line is anything else.
+pub fn plain_scripts(dir: &Path) -> Option<Vec<(String, String, bool)>> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".sh"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let text = std::fs::read_to_string(dir.join(name)).ok()?;
+        for line in text.lines() {
+            out.extend(plain_line(line)?);
+        }
+    }
+    Some(out)
+}
+
+/// One line: `Some(None)` for nothing to do, `Some(Some(..))` for a
+/// literal assignment, `None` for anything that needs a shell.
+fn plain_line(line: &str) -> Option<Option<(String, String, bool)>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Some(None);
+    }
+    let (exported, rest) = match line.strip_prefix("export ") {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, line),
+    };
+    let (name, value) = rest.split_once('=')?;
+    let mut chars = name.chars();
+    let name_ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !name_ok {
+        return None;
+    }
+    const SPECIAL: &[char] = &[
+        '$', '`', '\\', '"', '\'', ';', '&', '|', '<', '>', '(', ')', '*', '?', '[', ']', '~', '#',
+        '{', '}', ' ', '\t', '!',
+    ];
+    let literal = if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
+        let inner = &value[1..value.len() - 1];
+        (!inner.contains('\'')).then_some(inner)?
+    } else if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+        let inner = &value[1..value.len() - 1];
+        (!inner.contains(['"', '\\', '$', '`'])).then_some(inner)?
+    } else {
+        (!value.contains(SPECIAL)).then_some(value)?
+    };
+    Some(Some((name.to_string(), literal.to_string(), exported)))
 }
 
 fn script_count(dir: &Path) -> usize {
@@ -173,6 +241,57 @@ mod tests {
                 ("C".into(), "".into())
             ]
         );
+    }
+
+    #[test]
+    fn plain_lines() {
+        let ok = |l: &str, n: &str, v: &str, e: bool| {
+            assert_eq!(plain_line(l), Some(Some((n.into(), v.into(), e))), "{l}")
+        };
+        ok("export A=1", "A", "1", true);
+        ok(
+            "  export PATH=\"/opt/bin:/usr/bin\"",
+            "PATH",
+            "/opt/bin:/usr/bin",
+            true,
+        );
+        ok("B='it is'", "B", "it is", false);
+        ok("C=", "C", "", false);
+        assert_eq!(plain_line("# comment"), Some(None));
+        assert_eq!(plain_line(""), Some(None));
+        for needs_shell in [
+            "export PATH=$PATH:/x",
+            "A=\"$HOME/x\"",
+            "A=`date`",
+            "A=1; B=2",
+            "if [ -z \"$X\" ]; then X=1; fi",
+            "export A",
+            "A=x y",
+            "1A=2",
+            ". /etc/profile",
+            "A=~/x",
+        ] {
+            assert_eq!(plain_line(needs_shell), None, "{needs_shell}");
+        }
+    }
+
+    #[test]
+    fn plain_scripts_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("90-b.sh"), "#!/bin/sh\nexport B=2\n").unwrap();
+        std::fs::write(d.path().join("10-a.sh"), "export A=1\nB=0\n").unwrap();
+        std::fs::write(d.path().join("README"), "not a script $X\n").unwrap();
+        let got = plain_scripts(d.path()).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("A".into(), "1".into(), true),
+                ("B".into(), "0".into(), false),
+                ("B".into(), "2".into(), true)
+            ]
+        );
+        std::fs::write(d.path().join("50-c.sh"), "export C=$A\n").unwrap();
+        assert_eq!(plain_scripts(d.path()), None);
     }
 
     #[test]
