@@ -115,6 +115,23 @@ impl SqfsFile {
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
+
+    /// Attach the I/O error behind a library error (an SQFS_ERROR_IO says
+    /// only that a callback failed), if this file saw one.
+    pub(crate) fn explain(&self, e: super::SqfsError) -> super::SqfsError {
+        match e {
+            super::SqfsError::Lib {
+                what,
+                code,
+                detail: None,
+            } => super::SqfsError::Lib {
+                what,
+                code,
+                detail: self.take_error().map(|e| e.to_string()),
+            },
+            e => e,
+        }
+    }
 }
 
 impl Drop for SqfsFile {

@@ -67,18 +67,7 @@ impl Reader {
             source,
         })?;
         let fp = file.as_ptr();
-        let with_io = |e: SqfsError| match e {
-            SqfsError::Lib {
-                what,
-                code,
-                detail: None,
-            } => SqfsError::Lib {
-                what,
-                code,
-                detail: file.take_error().map(|e| e.to_string()),
-            },
-            e => e,
-        };
+        let with_io = |e: SqfsError| file.explain(e);
         // SAFETY: the super block struct is plain integers; all-zero is valid.
         let mut sb: Box<ffi::sqfs_super_t> = Box::new(unsafe { std::mem::zeroed() });
         // SAFETY: `sb` is a valid struct to fill in, `fp` a live file.
@@ -280,18 +269,7 @@ impl Inner {
         &mut self,
         f: impl FnOnce(&mut Inner) -> Result<T, SqfsError>,
     ) -> Result<T, SqfsError> {
-        f(self).map_err(|e| match e {
-            SqfsError::Lib {
-                what,
-                code,
-                detail: None,
-            } => SqfsError::Lib {
-                what,
-                code,
-                detail: self.file.take_error().map(|e| e.to_string()),
-            },
-            e => e,
-        })
+        f(self).map_err(|e| self.file.explain(e))
     }
 
     fn root(&mut self) -> Result<Inode, SqfsError> {

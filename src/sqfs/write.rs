@@ -64,18 +64,7 @@ pub fn write_image(
     let mut writer = Writer::new(&file, opts)?;
     let result = writer.write(&plan, spool, progress);
     // Attach the I/O error behind an SQFS_ERROR_IO, if the file saw one.
-    let result = result.map_err(|e| match e {
-        SqfsError::Lib {
-            what,
-            code,
-            detail: None,
-        } => SqfsError::Lib {
-            what,
-            code,
-            detail: file.take_error().map(|e| e.to_string()),
-        },
-        e => e,
-    });
+    let result = result.map_err(|e| file.explain(e));
     drop(writer);
     let inodes = result?;
     Ok(WriteSummary {
