@@ -456,27 +456,36 @@ fn example_opts(image: &Path) -> (String, String) {
     )
 }
 
+/// Submit an example job script from `dir` with the image exported, as a
+/// user would (rfake from PATH); its job id.
+fn submit_example(
+    c: &Cluster,
+    tag: &str,
+    dir: &Path,
+    image: &Path,
+    name: &str,
+    script: &str,
+) -> String {
+    let (path, export) = example_opts(image);
+    std::fs::write(dir.join(name), script).unwrap();
+    let chdir = format!("--chdir={}", dir.display());
+    let out = c
+        .slurm(tag, "sbatch", &["--parsable", &chdir, &export, name])
+        .env("PATH", path)
+        .current_dir(dir)
+        .output()
+        .expect("sbatch");
+    assert_status(&out, 0);
+    stdout(&out).trim().split(';').next().unwrap().to_string()
+}
+
 #[test]
 fn example_single_sbatch() {
     let Some(c) = cluster() else { return };
     let tag = tag("ex_single");
     let dir = workdir("ex-single");
     let image = c.env.image("demo.sqfs");
-    let (path, export) = example_opts(&image);
-    std::fs::write(dir.path().join("single.sbatch"), SINGLE_SBATCH).unwrap();
-    let chdir = format!("--chdir={}", dir.path().display());
-    let out = c
-        .slurm(
-            &tag,
-            "sbatch",
-            &["--parsable", &chdir, &export, "single.sbatch"],
-        )
-        .env("PATH", path)
-        .current_dir(dir.path())
-        .output()
-        .expect("sbatch");
-    assert_status(&out, 0);
-    let id = stdout(&out).trim().split(';').next().unwrap().to_string();
+    let id = submit_example(&c, &tag, dir.path(), &image, "single.sbatch", SINGLE_SBATCH);
     let job = c.wait_single(&tag, &id);
     // The example's own #SBATCH --output, relative to the submit directory.
     let output = read(&dir.path().join(format!("rfake-single-{id}.out")));
@@ -494,21 +503,7 @@ fn example_array_sbatch() {
     let tag = tag("ex_array");
     let dir = workdir("ex-array");
     let image = c.env.image("demo.sqfs");
-    let (path, export) = example_opts(&image);
-    std::fs::write(dir.path().join("array.sbatch"), ARRAY_SBATCH).unwrap();
-    let chdir = format!("--chdir={}", dir.path().display());
-    let out = c
-        .slurm(
-            &tag,
-            "sbatch",
-            &["--parsable", &chdir, &export, "array.sbatch"],
-        )
-        .env("PATH", path)
-        .current_dir(dir.path())
-        .output()
-        .expect("sbatch");
-    assert_status(&out, 0);
-    let id = stdout(&out).trim().split(';').next().unwrap().to_string();
+    let id = submit_example(&c, &tag, dir.path(), &image, "array.sbatch", ARRAY_SBATCH);
     let records = c.wait_job(&tag, &id, JOB_DEADLINE);
     assert_eq!(records.len(), 4, "array {id}: {records:?}");
     for r in &records {

@@ -33,10 +33,7 @@ pub(super) fn load(
     let archive = Archive::open(path)?;
     let manifest_place = archive.place("manifest.json");
     let Some(bytes) = archive.read_member("manifest.json", JSON_LIMIT)? else {
-        return Err(SourceError::invalid(
-            archive.place("manifest.json"),
-            "missing",
-        ));
+        return Err(SourceError::invalid(&manifest_place, "missing"));
     };
     let manifest = parse_json(&bytes, &manifest_place)?;
     let images = manifest
