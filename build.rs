@@ -1,9 +1,11 @@
-//! Generates the Rust bindings to libsquashfs (squashfs-tools-ng) that
-//! `src/sqfs` uses, and links the library.
+//! Generates the Rust bindings to libsquashfs (squashfs-tools-ng), which
+//! `src/sqfs` uses, and to libfuse3's low-level API, which `src/fuse` uses,
+//! and links both libraries.
 //!
-//! The library is found with the `pkg-config` program (package
-//! `libsquashfs1`, from `libsquashfs-dev`); without it, `-lsquashfs` and the
-//! default include path are assumed. Only `sqfs_*`/`SQFS_*` items are bound.
+//! The libraries are found with the `pkg-config` program (modules
+//! `libsquashfs1` from `libsquashfs-dev`, `fuse3` from `libfuse3-dev`);
+//! without it, `-lsquashfs`/`-lfuse3` and the default include paths are
+//! assumed. Only `sqfs_*`/`SQFS_*` and `fuse_*`/`FUSE_*` items are bound.
 
 use std::env;
 use std::path::PathBuf;
@@ -11,10 +13,12 @@ use std::process::Command;
 
 /// The `pkg-config` module of libsquashfs 1.x.
 const PKG: &str = "libsquashfs1";
+/// The `pkg-config` module of libfuse 3.
+const FUSE_PKG: &str = "fuse3";
 
-fn pkg_config(arg: &str) -> Option<Vec<String>> {
+fn pkg_config(arg: &str, pkg: &str) -> Option<Vec<String>> {
     let out = Command::new(env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into()))
-        .args([arg, PKG])
+        .args([arg, pkg])
         .output()
         .ok()?;
     if !out.status.success() {
@@ -33,18 +37,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PKG_CONFIG");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
-    let libs = pkg_config("--libs").unwrap_or_else(|| {
-        println!("cargo:warning=pkg-config {PKG} not found; assuming -lsquashfs");
-        vec!["-lsquashfs".into()]
-    });
-    for flag in &libs {
-        if let Some(lib) = flag.strip_prefix("-l") {
-            println!("cargo:rustc-link-lib={lib}");
-        } else if let Some(dir) = flag.strip_prefix("-L") {
-            println!("cargo:rustc-link-search=native={dir}");
-        }
-    }
-    let cflags = pkg_config("--cflags").unwrap_or_default();
+    let cflags = link(PKG, "squashfs");
 
     let bindings = bindgen::Builder::default()
         .header_contents(
@@ -87,4 +80,37 @@ fn main() {
     bindings
         .write_to_file(out.join("sqfs_bindings.rs"))
         .expect("writing the libsquashfs bindings");
+
+    let fuse_cflags = link(FUSE_PKG, "fuse3");
+    let fuse = bindgen::Builder::default()
+        .header_contents(
+            "rfake_fuse.h",
+            // 3.12: the loop configuration object (fuse_loop_cfg_*).
+            "#define FUSE_USE_VERSION 312\n#include <fuse_lowlevel.h>\n",
+        )
+        .clang_args(fuse_cflags)
+        .allowlist_item("fuse_.*")
+        .allowlist_item("FUSE_.*")
+        .derive_default(true)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
+        .generate()
+        .expect("generating the libfuse3 bindings (is libfuse3-dev installed?)");
+    fuse.write_to_file(out.join("fuse_bindings.rs"))
+        .expect("writing the libfuse3 bindings");
+}
+
+/// Emit the link flags of `pkg` (or `-l<fallback>`); return its cflags.
+fn link(pkg: &str, fallback: &str) -> Vec<String> {
+    let libs = pkg_config("--libs", pkg).unwrap_or_else(|| {
+        println!("cargo:warning=pkg-config {pkg} not found; assuming -l{fallback}");
+        vec![format!("-l{fallback}")]
+    });
+    for flag in &libs {
+        if let Some(lib) = flag.strip_prefix("-l") {
+            println!("cargo:rustc-link-lib={lib}");
+        } else if let Some(dir) = flag.strip_prefix("-L") {
+            println!("cargo:rustc-link-search=native={dir}");
+        }
+    }
+    pkg_config("--cflags", pkg).unwrap_or_default()
 }

@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod env;
 pub mod error;
 pub mod exit;
+pub mod fuse;
 pub mod host;
 pub mod image;
 pub mod inspect;

@@ -44,8 +44,8 @@ use toml::de::{DeTable, DeValue};
 
 use crate::exit::ExitKind;
 use values::{
-    At, boolean, check_bind, check_image_dir, check_scratch, position, size, string, strings,
-    user_key,
+    At, boolean, check_bind, check_image_dir, check_scratch, position, seconds, size, size_or_zero,
+    string, strings, user_key,
 };
 
 use crate::text::{one_line, shown};
@@ -58,6 +58,30 @@ pub const SITE_CONFIG: &str = "/etc/rfake/rfake.toml";
 pub const USER_CONFIG: &str = "rfake/rfake.toml";
 /// The default size of the writable tmpfs: 64 MiB.
 pub const DEFAULT_WRITABLE_TMPFS_SIZE: u64 = 64 << 20;
+/// The default size of the FUSE server's block cache: 64 MiB.
+pub const DEFAULT_IMAGE_CACHE_SIZE: u64 = 64 << 20;
+/// The default time a warm mount outlives its last launch.
+pub const DEFAULT_WARM_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest `warm_linger` accepted.
+pub const MAX_WARM_LINGER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Which program serves a single-file image's SquashFS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageServer {
+    /// rfake's own FUSE server (libfuse3, a block cache, kernel caching).
+    Builtin,
+    /// An external squashfuse process (`squashfuse_ll`, else `squashfuse`).
+    Squashfuse,
+}
+
+impl ImageServer {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ImageServer::Builtin => "builtin",
+            ImageServer::Squashfuse => "squashfuse",
+        }
+    }
+}
 
 /// A configuration key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,7 +90,10 @@ pub enum Key {
     Scratch,
     MountHome,
     MountTmp,
+    ImageServer,
     Squashfuse,
+    ImageCacheSize,
+    WarmLinger,
     WritableTmpfsSize,
     AllowUserBinds,
     AllowFakeroot,
@@ -76,12 +103,15 @@ pub enum Key {
 
 impl Key {
     /// Every key, in the order `render` prints them.
-    pub const ALL: [Key; 10] = [
+    pub const ALL: [Key; 13] = [
         Key::Binds,
         Key::Scratch,
         Key::MountHome,
         Key::MountTmp,
+        Key::ImageServer,
         Key::Squashfuse,
+        Key::ImageCacheSize,
+        Key::WarmLinger,
         Key::WritableTmpfsSize,
         Key::AllowUserBinds,
         Key::AllowFakeroot,
@@ -96,7 +126,10 @@ impl Key {
             Key::Scratch => "scratch",
             Key::MountHome => "mount_home",
             Key::MountTmp => "mount_tmp",
+            Key::ImageServer => "image_server",
             Key::Squashfuse => "squashfuse",
+            Key::ImageCacheSize => "image_cache_size",
+            Key::WarmLinger => "warm_linger",
             Key::WritableTmpfsSize => "writable_tmpfs_size",
             Key::AllowUserBinds => "allow_user_binds",
             Key::AllowFakeroot => "allow_fakeroot",
@@ -232,6 +265,14 @@ pub struct Config {
     pub mount_home: Setting<bool>,
     /// Bind the host's `/tmp` (default true).
     pub mount_tmp: Setting<bool>,
+    /// Which server serves images (default builtin).
+    pub image_server: Setting<ImageServer>,
+    /// Size of the built-in server's block cache in bytes; 0 turns it off
+    /// (default 64 MiB).
+    pub image_cache_size: Setting<u64>,
+    /// How long a warm mount outlives its last launch; 0 turns warm mounts
+    /// off (default 5 s).
+    pub warm_linger: Setting<std::time::Duration>,
     /// The squashfuse program, a name looked up in PATH or an absolute path;
     /// `None`: squashfuse_ll, else squashfuse (see `host::find_squashfuse`).
     pub squashfuse: Setting<Option<PathBuf>>,
@@ -262,6 +303,9 @@ impl Default for Config {
             scratch: Vec::new(),
             mount_home: Setting::default(true),
             mount_tmp: Setting::default(true),
+            image_server: Setting::default(ImageServer::Builtin),
+            image_cache_size: Setting::default(DEFAULT_IMAGE_CACHE_SIZE),
+            warm_linger: Setting::default(DEFAULT_WARM_LINGER),
             squashfuse: Setting::default(None),
             writable_tmpfs_size: Setting::default(DEFAULT_WRITABLE_TMPFS_SIZE),
             allow_user_binds: Setting::default(true),
@@ -579,6 +623,26 @@ impl Config {
                     )));
                 }
                 self.squashfuse = setting(Some(program.into()), origin);
+            }
+            Key::ImageServer => {
+                let server = match string(value, at, "\"builtin\" or \"squashfuse\"")? {
+                    "builtin" => ImageServer::Builtin,
+                    "squashfuse" => ImageServer::Squashfuse,
+                    other => {
+                        return Err(at.error(format!(
+                            "expected \"builtin\" or \"squashfuse\", found {other:?}"
+                        )));
+                    }
+                };
+                self.image_server = setting(server, origin);
+            }
+            Key::ImageCacheSize => {
+                let bytes = size_or_zero(value, at)?;
+                self.image_cache_size = setting(bytes, origin);
+            }
+            Key::WarmLinger => {
+                let linger = seconds(value, at, MAX_WARM_LINGER)?;
+                self.warm_linger = setting(linger, origin);
             }
             Key::WritableTmpfsSize => {
                 let bytes = size(value, at)?;

@@ -58,6 +58,9 @@ impl Config {
         list(&mut out, Key::Scratch, scratch);
         out.setting(Key::MountHome, &self.mount_home, |v| v.to_string());
         out.setting(Key::MountTmp, &self.mount_tmp, |v| v.to_string());
+        out.setting(Key::ImageServer, &self.image_server, |v| {
+            toml_string(v.name())
+        });
         match &self.squashfuse.value {
             Some(program) => out.line(
                 format!(
@@ -71,6 +74,18 @@ impl Config {
                 self.squashfuse.origin.to_string(),
             ),
         }
+        out.setting(Key::ImageCacheSize, &self.image_cache_size, |v| match v {
+            0 => "0".into(),
+            v => toml_string(&format_size(*v)),
+        });
+        out.setting(Key::WarmLinger, &self.warm_linger, |v| {
+            let secs = v.as_secs_f64();
+            if secs.fract() == 0.0 {
+                format!("{secs:.0}")
+            } else {
+                secs.to_string()
+            }
+        });
         out.setting(Key::WritableTmpfsSize, &self.writable_tmpfs_size, |v| {
             toml_string(&format_size(*v))
         });

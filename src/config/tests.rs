@@ -67,7 +67,10 @@ fn defaults_with_no_files() {
             Key::Scratch,
             Key::MountHome,
             Key::MountTmp,
+            Key::ImageServer,
             Key::Squashfuse,
+            Key::ImageCacheSize,
+            Key::WarmLinger,
             Key::WritableTmpfsSize
         ]
     );
@@ -143,6 +146,21 @@ fn every_key_parsed_with_its_line() {
 }
 
 #[test]
+fn image_server_keys() {
+    let c =
+        site("image_server = \"squashfuse\"\nimage_cache_size = 0\nwarm_linger = 0.5\n").unwrap();
+    assert_eq!(c.image_server.value, ImageServer::Squashfuse);
+    assert_eq!(c.image_cache_size.value, 0);
+    assert_eq!(c.warm_linger.value, std::time::Duration::from_millis(500));
+    let c = site("image_cache_size = \"16M\"\nwarm_linger = 0\n").unwrap();
+    assert_eq!(c.image_cache_size.value, 16 << 20);
+    assert_eq!(c.warm_linger.value, std::time::Duration::ZERO);
+    let d = Config::default();
+    assert_eq!(d.image_server.value, ImageServer::Builtin);
+    assert_eq!(d.warm_linger.value, DEFAULT_WARM_LINGER);
+}
+
+#[test]
 fn value_forms() {
     let c = site("squashfuse = \"squashfuse\"\nwritable_tmpfs_size = 1048576\n").unwrap();
     assert_eq!(c.squashfuse.value, Some("squashfuse".into()));
@@ -188,6 +206,22 @@ fn type_and_value_errors_name_file_line_and_key() {
         (
             "[scratch]\npath = \"/x\"\n",
             "/etc/rfake/rfake.toml:1: scratch: expected an array of strings, found a table",
+        ),
+        (
+            "image_server = \"kernel\"\n",
+            "/etc/rfake/rfake.toml:1: image_server: expected \"builtin\" or \"squashfuse\", found \"kernel\"",
+        ),
+        (
+            "warm_linger = -1\n",
+            "/etc/rfake/rfake.toml:1: warm_linger: expected a number of seconds from 0 to 3600, found -1",
+        ),
+        (
+            "warm_linger = \"5s\"\n",
+            "/etc/rfake/rfake.toml:1: warm_linger: expected a number of seconds, found a string",
+        ),
+        (
+            "image_cache_size = -5\n",
+            "/etc/rfake/rfake.toml:1: image_cache_size: \"-5\" must be larger than 0",
         ),
         (
             "squashfuse = true\n",
@@ -724,13 +758,16 @@ scratch = [
 ]
 mount_home = true                                        # default
 mount_tmp = false                                        # /etc/rfake/rfake.toml:3
+image_server = "builtin"                                 # default
 # squashfuse: squashfuse_ll, else squashfuse, from PATH  # default
+image_cache_size = "64M"                                 # default
+warm_linger = 5                                          # default
 writable_tmpfs_size = "1G"                               # /home/alice/.config/rfake/rfake.toml:2
 # policy: the site file only
 allow_user_binds = true                                  # default
 allow_fakeroot = true                                    # default
 allowed_image_paths = ["/data/images"]                   # /etc/rfake/rfake.toml:4
-user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "squashfuse", "writable_tmpfs_size"]  # default
+user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size"]  # default
 "#;
     assert_eq!(text, expected, "\n{text}");
 }

@@ -160,6 +160,47 @@ pub(super) fn size(value: &Spanned<DeValue>, at: &At) -> Result<u64, ConfigError
     checked.map_err(|e| at.error(e.to_string()))
 }
 
+/// A size as for [`size`], or 0 (written `0` or `"0"`).
+pub(super) fn size_or_zero(value: &Spanned<DeValue>, at: &At) -> Result<u64, ConfigError> {
+    match value.get_ref() {
+        DeValue::Integer(n) if n.as_str() == "0" => Ok(0),
+        DeValue::String(s) if s.trim() == "0" => Ok(0),
+        _ => size(value, at),
+    }
+}
+
+/// A duration in seconds (an integer or a float), 0 to `max`.
+pub(super) fn seconds(
+    value: &Spanned<DeValue>,
+    at: &At,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    let (secs, text) = match value.get_ref() {
+        DeValue::Integer(n) => (
+            i64::from_str_radix(n.as_str(), n.radix())
+                .ok()
+                .map(|n| n as f64),
+            n.as_str().to_string(),
+        ),
+        DeValue::Float(f) => (f.as_str().parse::<f64>().ok(), f.as_str().to_string()),
+        other => {
+            return Err(at.error(format!(
+                "expected a number of seconds, found {}",
+                found(other)
+            )));
+        }
+    };
+    match secs {
+        Some(s) if (0.0..=max.as_secs_f64()).contains(&s) => {
+            Ok(std::time::Duration::from_secs_f64(s))
+        }
+        _ => Err(at.error(format!(
+            "expected a number of seconds from 0 to {}, found {text}",
+            max.as_secs()
+        ))),
+    }
+}
+
 /// Check a `binds` entry and expand it; the error completes "binds: ".
 pub(super) fn check_bind(written: &str, env: &[(OsString, OsString)]) -> Result<String, String> {
     let fields: Vec<&str> = written.split(':').collect();

@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use plan::{
-    Action, HostUser, Invoker, JoinMode, JoinPlan, Plan, Request, lookup_host_user, plan,
+    Action, HostUser, Invoker, JoinMode, JoinPlan, Plan, Request, ServerPlan, lookup_host_user,
+    plan,
 };
 
 use crate::error::Error;
-use crate::mount::squashfuse::Squashfuse;
+use crate::mount::{self, FuseMount, ImageMount, ServerKind};
 use crate::namespace;
 use crate::process::{self, CommandError, Payload};
 use crate::rootfs::{self, BindKind, Step};
@@ -35,7 +36,7 @@ pub const SHELL: &str = "/bin/sh";
 /// Carry the plan out; returns the exit status (the payload's).
 pub fn execute(plan: &Plan) -> Result<u8, Error> {
     // Validated before any side effect: the FUSE device is usable.
-    if plan.squashfuse.is_some() {
+    if plan.server.is_some() {
         drop(host::open_dev_fuse(Path::new(DEV_FUSE))?);
     }
     process::install_forwarding().map_err(|e| SysError::new("sigaction", "", e))?;
@@ -69,34 +70,53 @@ fn execute_alone(plan: &Plan) -> Result<u8, Error> {
     result
 }
 
+/// Worker threads of the built-in server: two serve a payload's parallel
+/// reads without the cross-CPU hand-offs a larger pool adds.
+const SERVER_THREADS: u32 = 2;
+
+/// The mount of `plan`'s image, not yet made.
+fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
+    let Some(server) = &plan.server else {
+        return Ok(None);
+    };
+    let image = plan.image.file.clone().ok_or_else(|| {
+        Error::Internal(format!(
+            "image {} was validated without keeping it open",
+            plan.image.path.display()
+        ))
+    })?;
+    let offset = plan.image.squashfs_offset.unwrap_or(0);
+    let (kind, subtype) = match server {
+        ServerPlan::Builtin { cache_bytes } => (
+            ServerKind::Builtin(mount::builtin::Builtin {
+                image,
+                offset,
+                cache_bytes: *cache_bytes,
+                threads: SERVER_THREADS,
+            }),
+            "rfake",
+        ),
+        ServerPlan::Squashfuse(program) => (
+            ServerKind::Squashfuse(mount::squashfuse::Squashfuse {
+                program: program.clone(),
+                image,
+                offset,
+            }),
+            "squashfuse",
+        ),
+    };
+    Ok(Some(ImageMount {
+        // The device is opened inside the namespace (see crate::mount).
+        fuse: FuseMount::new(plan.image.path.clone(), PathBuf::from(DEV_FUSE), subtype),
+        kind,
+    }))
+}
+
 /// Enter the outer namespaces and build the container's root (everything
 /// up to and including `pivot_root` into it); returns the image's server.
-fn build_container(
-    sys: &dyn Sys,
-    plan: &Plan,
-) -> Result<Option<crate::mount::squashfuse::Server>, Error> {
+fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Option<mount::Server>, Error> {
     let t0 = Instant::now();
-    let mut mounter = match &plan.squashfuse {
-        Some(program) => Some(Squashfuse {
-            program: program.clone(),
-            image_path: plan.image.path.clone(),
-            image: plan.image.file.clone().ok_or_else(|| {
-                Error::Internal(format!(
-                    "image {} was validated without keeping it open",
-                    plan.image.path.display()
-                ))
-            })?,
-            offset: plan.image.squashfs_offset.unwrap_or(0),
-            // Opened inside the namespace (see mount::squashfuse).
-            fuse_device: PathBuf::from(DEV_FUSE),
-            mount: None,
-            // The mount is made by root of the outer namespace.
-            uid: 0,
-            gid: 0,
-            server: None,
-        }),
-        None => None,
-    };
+    let mut mounter = image_mount(plan)?;
     namespace::enter(
         sys,
         &plan.identity,
@@ -114,7 +134,7 @@ fn build_container(
         None => &mut no_mount,
     };
     rootfs::execute(sys, &plan.steps, image_mounter, &mut log_step)?;
-    Ok(mounter.and_then(|mut m| m.server.take()))
+    Ok(mounter.and_then(|mut m| m.take_server()))
 }
 
 fn log_step(step: &Step, took: std::time::Duration, note: Option<&str>) {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::settings::Settings;
 use crate::binds::{self, BindInputs, Home, Mount};
+use crate::config::ImageServer;
 use crate::env::{self, EnvList, Override};
 use crate::error::Error;
 use crate::host;
@@ -145,12 +146,33 @@ pub fn lookup_host_user(uid: u32, gid: u32) -> Option<HostUser> {
     })
 }
 
+/// What serves a single-file image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerPlan {
+    /// rfake's own FUSE server, with a block cache of this many bytes.
+    Builtin { cache_bytes: u64 },
+    /// This squashfuse program.
+    Squashfuse(PathBuf),
+}
+
+impl fmt::Display for ServerPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerPlan::Builtin { cache_bytes } => {
+                write!(f, "builtin, cache {} KiB", cache_bytes >> 10)
+            }
+            ServerPlan::Squashfuse(program) => write!(f, "squashfuse {}", program.display()),
+        }
+    }
+}
+
 /// A validated launch: plain data.
 #[derive(Debug)]
 pub struct Plan {
     pub image: Image,
     pub identity: Identity,
-    pub squashfuse: Option<PathBuf>,
+    /// What serves a single-file image (`None` for a directory).
+    pub server: Option<ServerPlan>,
     pub steps: Vec<Step>,
     /// Environment step 1 (the image's step 2 happens inside).
     pub base_env: EnvList,
@@ -176,8 +198,8 @@ impl fmt::Display for Plan {
         if let Some(offset) = self.image.squashfs_offset {
             writeln!(f, "squashfs offset: {offset}")?;
         }
-        if let Some(prog) = &self.squashfuse {
-            writeln!(f, "squashfuse: {}", prog.display())?;
+        if let Some(server) = &self.server {
+            writeln!(f, "image server: {server}")?;
         }
         writeln!(f, "identity: {}", self.identity)?;
         if let Some(j) = &self.join {
@@ -320,19 +342,14 @@ pub fn plan(
         steps.push(Step::ServeImage);
     }
     steps.extend([Step::Staging, Step::PivotToStaging]);
-    let squashfuse = match image.format {
+    let server = match image.format {
         ImageFormat::Directory => {
             steps.push(Step::BindRootDir(image.path.clone()));
             None
         }
         ImageFormat::Squashfs | ImageFormat::Sif => {
             steps.push(Step::AttachImage);
-            let configured = req
-                .squashfuse
-                .clone()
-                .or_else(|| settings.squashfuse.as_ref().map(|s| s.value.clone()));
-            let path_env = env::get(&who.env, "PATH");
-            Some(host::find_squashfuse(configured.as_deref(), path_env)?)
+            Some(server_plan(req, who, settings)?)
         }
     };
     steps.push(Step::Root(RootLayer {
@@ -379,7 +396,7 @@ pub fn plan(
     Ok(Plan {
         image,
         identity,
-        squashfuse,
+        server,
         steps,
         base_env,
         overrides,
@@ -387,6 +404,28 @@ pub fn plan(
         start_dir,
         start_dir_note,
         join,
+    })
+}
+
+/// What serves the image: squashfuse when `--squashfuse` (or
+/// `RFAKE_SQUASHFUSE`) names one or the configuration picks it, else
+/// rfake's own server.
+fn server_plan(req: &Request, who: &Invoker, settings: &Settings) -> Result<ServerPlan, Error> {
+    let path_env = env::get(&who.env, "PATH");
+    if let Some(program) = &req.squashfuse {
+        return Ok(ServerPlan::Squashfuse(host::find_squashfuse(
+            Some(program),
+            path_env,
+        )?));
+    }
+    Ok(match settings.image_server.value {
+        ImageServer::Squashfuse => {
+            let configured = settings.squashfuse.as_ref().map(|s| s.value.as_path());
+            ServerPlan::Squashfuse(host::find_squashfuse(configured, path_env)?)
+        }
+        ImageServer::Builtin => ServerPlan::Builtin {
+            cache_bytes: settings.image_cache_size.value,
+        },
     })
 }
 
@@ -653,7 +692,7 @@ mod tests {
         req.keep_id = true;
         let p = plan(&req, &who(d.path()), &Settings::default(), &no_lookup).unwrap();
         assert_eq!(p.identity, Identity::keep_id(1000, 1000));
-        assert!(p.squashfuse.is_none());
+        assert!(p.server.is_none());
         assert!(
             p.steps
                 .contains(&Step::BindRootDir(img.canonicalize().unwrap()))

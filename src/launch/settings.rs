@@ -19,7 +19,11 @@ impl<T> Sourced<T> {
     }
 }
 
-use crate::config::DEFAULT_WRITABLE_TMPFS_SIZE;
+use std::time::Duration;
+
+use crate::config::{
+    DEFAULT_IMAGE_CACHE_SIZE, DEFAULT_WARM_LINGER, DEFAULT_WRITABLE_TMPFS_SIZE, ImageServer,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -31,7 +35,10 @@ pub struct Settings {
     pub scratch: Vec<Sourced<PathBuf>>,
     pub mount_home: Sourced<bool>,
     pub mount_tmp: Sourced<bool>,
+    pub image_server: Sourced<ImageServer>,
     pub squashfuse: Option<Sourced<PathBuf>>,
+    pub image_cache_size: Sourced<u64>,
+    pub warm_linger: Sourced<Duration>,
     pub writable_tmpfs_size: Sourced<u64>,
     pub allow_user_binds: Sourced<bool>,
     pub allow_fakeroot: Sourced<bool>,
@@ -47,7 +54,10 @@ impl Default for Settings {
             scratch: Vec::new(),
             mount_home: Sourced::default_value(true),
             mount_tmp: Sourced::default_value(true),
+            image_server: Sourced::default_value(ImageServer::Builtin),
             squashfuse: None,
+            image_cache_size: Sourced::default_value(DEFAULT_IMAGE_CACHE_SIZE),
+            warm_linger: Sourced::default_value(DEFAULT_WARM_LINGER),
             writable_tmpfs_size: Sourced::default_value(DEFAULT_WRITABLE_TMPFS_SIZE),
             allow_user_binds: Sourced::default_value(true),
             allow_fakeroot: Sourced::default_value(true),
@@ -86,6 +96,9 @@ impl Settings {
                 .collect(),
             mount_home: sourced(&config.mount_home),
             mount_tmp: sourced(&config.mount_tmp),
+            image_server: sourced(&config.image_server),
+            image_cache_size: sourced(&config.image_cache_size),
+            warm_linger: sourced(&config.warm_linger),
             squashfuse: config.squashfuse.value.clone().map(|p| Sourced {
                 value: p,
                 origin: config.squashfuse.origin.to_string(),

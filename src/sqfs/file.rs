@@ -83,6 +83,12 @@ impl SqfsFile {
         }
     }
 
+    /// The descriptor of the underlying file.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.inner().file.as_raw_fd()
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut ffi::sqfs_file_t {
         self.ptr.as_ptr().cast()
     }

@@ -16,10 +16,13 @@ mod cmp;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod ffi;
 mod file;
+mod fs;
 mod obj;
 mod read;
 mod write;
 
+#[cfg(test)]
+mod fs_tests;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +30,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+pub use fs::ImageFs;
 pub use read::Reader;
 pub use write::write_image;
 

@@ -58,6 +58,47 @@ fn compression_name(id: u16) -> String {
     }
 }
 
+/// A decompressor for the image whose super block is `sb` in `fp`, with
+/// the image's compressor options read.
+pub(super) fn decompressor(
+    sb: &ffi::sqfs_super_t,
+    fp: *mut ffi::sqfs_file_t,
+) -> Result<Obj<ffi::sqfs_compressor_t>, SqfsError> {
+    let comp = compression_name(sb.compression_id);
+    // SAFETY: plain integers and a union of them; all-zero is valid (and
+    // what compressor.h asks for before filling it in).
+    let mut cfg: ffi::sqfs_compressor_config_t = unsafe { std::mem::zeroed() };
+    let what = || format!("creating the {comp} decompressor");
+    // SAFETY: `cfg` is a valid struct to fill in.
+    let ret = unsafe {
+        ffi::sqfs_compressor_config_init(
+            &mut cfg,
+            u32::from(sb.compression_id),
+            sb.block_size as usize,
+            ffi::SQFS_COMP_FLAG_UNCOMPRESS as u16,
+        )
+    };
+    check(ret, what)?;
+    let mut cmp = std::ptr::null_mut();
+    // SAFETY: `cfg` is initialized; `cmp` receives the new object.
+    check(unsafe { ffi::sqfs_compressor_create(&cfg, &mut cmp) }, what)?;
+    // SAFETY: a fresh object with one owner.
+    let cmp = unsafe { Obj::from_raw(cmp, &what())? };
+    if u32::from(sb.flags) & ffi::SQFS_FLAG_COMPRESSOR_OPTIONS != 0 {
+        // SAFETY: `read_options` is a method of the live compressor; `fp`
+        // is a live file.
+        let ret = unsafe {
+            let c = cmp.as_ptr();
+            match (*c).read_options {
+                Some(read_options) => read_options(c, fp),
+                None => 0,
+            }
+        };
+        check(ret, || "reading the compressor options".into())?;
+    }
+    Ok(cmp)
+}
+
 impl Reader {
     /// Open the SquashFS at `offset` in `file`: read the super block, the
     /// compressor options, the ID, fragment and xattr tables.
@@ -77,37 +118,7 @@ impl Reader {
         })
         .map_err(with_io)?;
         let comp = compression_name(sb.compression_id);
-
-        // SAFETY: plain integers and a union of them; all-zero is valid (and
-        // what compressor.h asks for before filling it in).
-        let mut cfg: ffi::sqfs_compressor_config_t = unsafe { std::mem::zeroed() };
-        let what = || format!("creating the {comp} decompressor");
-        // SAFETY: `cfg` is a valid struct to fill in.
-        let ret = unsafe {
-            ffi::sqfs_compressor_config_init(
-                &mut cfg,
-                u32::from(sb.compression_id),
-                sb.block_size as usize,
-                ffi::SQFS_COMP_FLAG_UNCOMPRESS as u16,
-            )
-        };
-        check(ret, what)?;
-        let mut cmp = std::ptr::null_mut();
-        // SAFETY: `cfg` is initialized; `cmp` receives the new object.
-        check(unsafe { ffi::sqfs_compressor_create(&cfg, &mut cmp) }, what)?;
-        // SAFETY: a fresh object with one owner.
-        let cmp = unsafe { Obj::from_raw(cmp, &what())? };
-        if u32::from(sb.flags) & ffi::SQFS_FLAG_COMPRESSOR_OPTIONS != 0 {
-            // SAFETY: `read_options` is a method of the live compressor.
-            let ret = unsafe {
-                let c = cmp.as_ptr();
-                match (*c).read_options {
-                    Some(read_options) => read_options(c, fp),
-                    None => 0,
-                }
-            };
-            check(ret, || "reading the compressor options".into()).map_err(with_io)?;
-        }
+        let cmp = decompressor(&sb, fp).map_err(with_io)?;
 
         // SAFETY: this and the creations and loads below are constructor
         // calls with live arguments that outlive the results (field order
@@ -239,7 +250,7 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn kind_of(inode: &ffi::sqfs_inode_generic_t) -> Option<EntryKind> {
+pub(super) fn kind_of(inode: &ffi::sqfs_inode_generic_t) -> Option<EntryKind> {
     Some(match u32::from(inode.base.type_) {
         ffi::SQFS_INODE_DIR | ffi::SQFS_INODE_EXT_DIR => EntryKind::Dir,
         ffi::SQFS_INODE_FILE | ffi::SQFS_INODE_EXT_FILE => EntryKind::File,
@@ -253,13 +264,95 @@ fn kind_of(inode: &ffi::sqfs_inode_generic_t) -> Option<EntryKind> {
 }
 
 /// The target of a symlink inode (raw bytes).
-fn symlink_target(inode: &ffi::sqfs_inode_generic_t) -> &[u8] {
+pub(super) fn symlink_target(inode: &ffi::sqfs_inode_generic_t) -> &[u8] {
     // SAFETY: for symlink inodes, `slink` and `slink_ext` share their
     // first fields, and the target (`target_size` bytes, checked against
     // the payload size) follows the struct in `extra` (inode.h).
     unsafe {
         let len = (inode.data.slink.target_size as usize).min(inode.payload_bytes_used as usize);
         std::slice::from_raw_parts(inode.extra.as_ptr().cast::<u8>(), len)
+    }
+}
+
+/// The extended attributes of `inode` (full names, in stored order),
+/// through the xattr reader `xr` (`None`: the image has none).
+pub(super) fn read_xattrs(
+    xr: Option<*mut ffi::sqfs_xattr_reader_t>,
+    inode: &ffi::sqfs_inode_generic_t,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<(String, Vec<u8>)>, SqfsError> {
+    let mut index = u32::MAX;
+    // SAFETY: a complete inode; `index` receives its xattr index.
+    let ret = unsafe { ffi::sqfs_inode_get_xattr_index(inode, &mut index) };
+    check(ret, what)?;
+    let Some(xr) = xr else {
+        return Ok(Vec::new());
+    };
+    if index == u32::MAX {
+        return Ok(Vec::new());
+    }
+    let mut desc = ffi::sqfs_xattr_id_t {
+        xattr: 0,
+        count: 0,
+        size: 0,
+    };
+    // SAFETY: live xattr reader; `desc` receives the descriptor.
+    unsafe {
+        check(ffi::sqfs_xattr_reader_get_desc(xr, index, &mut desc), what)?;
+        check(ffi::sqfs_xattr_reader_seek_kv(xr, &desc), what)?;
+    }
+    let mut out = Vec::with_capacity(desc.count as usize);
+    for _ in 0..desc.count {
+        let mut key = std::ptr::null_mut();
+        // SAFETY: the reader is positioned on a key; `key` receives a
+        // fresh entry that we free.
+        let ret = unsafe { ffi::sqfs_xattr_reader_read_key(xr, &mut key) };
+        check(ret, what)?;
+        // SAFETY: on success `key` is ours.
+        let Some(key) = (unsafe { Malloced::from_raw(key) }) else {
+            break;
+        };
+        let mut value = std::ptr::null_mut();
+        // SAFETY: the value follows the key just read; `value` receives
+        // a fresh value that we free.
+        let ret = unsafe { ffi::sqfs_xattr_reader_read_value(xr, key.as_ptr(), &mut value) };
+        check(ret, what)?;
+        // SAFETY: on success `value` is ours.
+        let Some(value) = (unsafe { Malloced::from_raw(value) }) else {
+            break;
+        };
+        // SAFETY: the decoded key is the full name ("user.foo", the
+        // prefix put back; `size` still counts only the suffix),
+        // NUL-terminated; the value has `size` bytes after its header.
+        let (k, v) = unsafe {
+            (
+                CStr::from_ptr(key.key.as_ptr().cast()),
+                std::slice::from_raw_parts(value.value.as_ptr(), value.size as usize),
+            )
+        };
+        out.push((k.to_string_lossy().into_owned(), v.to_vec()));
+    }
+    Ok(out)
+}
+
+/// The link count and the size `stat` shows of an inode.
+pub(super) fn nlink_and_size(inode: &ffi::sqfs_inode_generic_t) -> (u32, u64) {
+    let d = &inode.data;
+    // SAFETY: each arm reads the union member that the inode type
+    // selects (inode.h).
+    unsafe {
+        match u32::from(inode.base.type_) {
+            ffi::SQFS_INODE_DIR => (d.dir.nlink, u64::from(d.dir.size)),
+            ffi::SQFS_INODE_EXT_DIR => (d.dir_ext.nlink, u64::from(d.dir_ext.size)),
+            ffi::SQFS_INODE_FILE => (1, u64::from(d.file.file_size)),
+            ffi::SQFS_INODE_EXT_FILE => (d.file_ext.nlink, d.file_ext.file_size),
+            ffi::SQFS_INODE_SLINK => (d.slink.nlink, u64::from(d.slink.target_size)),
+            ffi::SQFS_INODE_EXT_SLINK => (d.slink_ext.nlink, u64::from(d.slink_ext.target_size)),
+            ffi::SQFS_INODE_BDEV | ffi::SQFS_INODE_CDEV => (d.dev.nlink, 0),
+            ffi::SQFS_INODE_EXT_BDEV | ffi::SQFS_INODE_EXT_CDEV => (d.dev_ext.nlink, 0),
+            ffi::SQFS_INODE_FIFO | ffi::SQFS_INODE_SOCKET => (d.ipc.nlink, 0),
+            _ => (d.ipc_ext.nlink, 0),
+        }
     }
 }
 
@@ -438,25 +531,7 @@ impl Inner {
             code: ffi::SQFS_ERROR_CORRUPTED,
             detail: Some(format!("unknown inode type {}", inode.base.type_)),
         })?;
-        let d = &inode.data;
-        // SAFETY: each arm reads the union member that the inode type
-        // selects (inode.h).
-        let (nlink, size) = unsafe {
-            match u32::from(inode.base.type_) {
-                ffi::SQFS_INODE_DIR => (d.dir.nlink, u64::from(d.dir.size)),
-                ffi::SQFS_INODE_EXT_DIR => (d.dir_ext.nlink, u64::from(d.dir_ext.size)),
-                ffi::SQFS_INODE_FILE => (1, u64::from(d.file.file_size)),
-                ffi::SQFS_INODE_EXT_FILE => (d.file_ext.nlink, d.file_ext.file_size),
-                ffi::SQFS_INODE_SLINK => (d.slink.nlink, u64::from(d.slink.target_size)),
-                ffi::SQFS_INODE_EXT_SLINK => {
-                    (d.slink_ext.nlink, u64::from(d.slink_ext.target_size))
-                }
-                ffi::SQFS_INODE_BDEV | ffi::SQFS_INODE_CDEV => (d.dev.nlink, 0),
-                ffi::SQFS_INODE_EXT_BDEV | ffi::SQFS_INODE_EXT_CDEV => (d.dev_ext.nlink, 0),
-                ffi::SQFS_INODE_FIFO | ffi::SQFS_INODE_SOCKET => (d.ipc.nlink, 0),
-                _ => (d.ipc_ext.nlink, 0),
-            }
-        };
+        let (nlink, size) = nlink_and_size(inode);
         let symlink_target = (kind == EntryKind::Symlink)
             .then(|| String::from_utf8_lossy(symlink_target(inode)).into_owned());
         Ok(EntryInfo {
@@ -475,60 +550,8 @@ impl Inner {
     }
 
     fn xattrs(&mut self, inode: &Inode, shown: &str) -> Result<Vec<(String, Vec<u8>)>, SqfsError> {
-        let mut index = u32::MAX;
-        // SAFETY: a complete inode; `index` receives its xattr index.
-        let ret = unsafe { ffi::sqfs_inode_get_xattr_index(inode.as_ptr(), &mut index) };
-        let what = || format!("reading the xattrs of {shown}");
-        check(ret, what)?;
-        let Some(xr) = &self.xattrs else {
-            return Ok(Vec::new());
-        };
-        if index == u32::MAX {
-            return Ok(Vec::new());
-        }
-        let xr = xr.as_ptr();
-        let mut desc = ffi::sqfs_xattr_id_t {
-            xattr: 0,
-            count: 0,
-            size: 0,
-        };
-        // SAFETY: live xattr reader; `desc` receives the descriptor.
-        unsafe {
-            check(ffi::sqfs_xattr_reader_get_desc(xr, index, &mut desc), what)?;
-            check(ffi::sqfs_xattr_reader_seek_kv(xr, &desc), what)?;
-        }
-        let mut out = Vec::with_capacity(desc.count as usize);
-        for _ in 0..desc.count {
-            let mut key = std::ptr::null_mut();
-            // SAFETY: the reader is positioned on a key; `key` receives a
-            // fresh entry that we free.
-            let ret = unsafe { ffi::sqfs_xattr_reader_read_key(xr, &mut key) };
-            check(ret, what)?;
-            // SAFETY: on success `key` is ours.
-            let Some(key) = (unsafe { Malloced::from_raw(key) }) else {
-                break;
-            };
-            let mut value = std::ptr::null_mut();
-            // SAFETY: the value follows the key just read; `value` receives
-            // a fresh value that we free.
-            let ret = unsafe { ffi::sqfs_xattr_reader_read_value(xr, key.as_ptr(), &mut value) };
-            check(ret, what)?;
-            // SAFETY: on success `value` is ours.
-            let Some(value) = (unsafe { Malloced::from_raw(value) }) else {
-                break;
-            };
-            // SAFETY: the decoded key is the full name ("user.foo", the
-            // prefix put back; `size` still counts only the suffix),
-            // NUL-terminated; the value has `size` bytes after its header.
-            let (k, v) = unsafe {
-                (
-                    CStr::from_ptr(key.key.as_ptr().cast()),
-                    std::slice::from_raw_parts(value.value.as_ptr(), value.size as usize),
-                )
-            };
-            out.push((k.to_string_lossy().into_owned(), v.to_vec()));
-        }
-        Ok(out)
+        let xr = self.xattrs.as_ref().map(|x| x.as_ptr());
+        read_xattrs(xr, inode, &|| format!("reading the xattrs of {shown}"))
     }
 
     fn read_all(&mut self, inode: &Inode, shown: &str, max: u64) -> Result<Vec<u8>, SqfsError> {

@@ -542,6 +542,9 @@ fn round_trip(compression: Compression, block_size: u32) {
     // (1) our reader
     let r = Reader::open(File::open(&img).unwrap(), 0).unwrap();
     check_reader(&r, &tree, &spool, &o, &summary);
+    // (1b) the same through the FUSE server's view, with and without cache
+    super::fs_tests::check_image_fs(&img, 0, &r, 0);
+    super::fs_tests::check_image_fs(&img, 0, &r, 1 << 20);
 
     // (3) the same bytes again, with any number of threads
     let first = std::fs::read(&img).unwrap();
@@ -569,6 +572,7 @@ fn round_trip(compression: Compression, block_size: u32) {
     drop(f);
     let r = Reader::open(File::open(&embedded).unwrap(), 36864).unwrap();
     check_reader(&r, &tree, &spool, &o, &summary);
+    super::fs_tests::check_image_fs(&embedded, 36864, &r, 1 << 20);
     assert!(Reader::open(File::open(&embedded).unwrap(), 0).is_err());
     assert!(Reader::open(File::open(&embedded).unwrap(), 1 << 40).is_err());
 
@@ -1021,6 +1025,7 @@ fn reads_mksquashfs_images() {
             let mut n = 0;
             r.walk("/", &mut |_, _| n += 1).unwrap();
             assert_eq!(n, 6);
+            super::fs_tests::check_image_fs(path, offset, &r, 1 << 20);
         }
     }
 }

@@ -1,0 +1,476 @@
+//! The libfuse3 session and its low-level callbacks: each turns one FUSE
+//! request into a call of the [`Filesystem`] and exactly one reply.
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use super::{Attr, Dir, Errno, Filesystem, ffi};
+
+/// How long the kernel may trust an answer: an image never changes while
+/// it is mounted, so for as long as it likes (~115 days).
+const FOREVER: f64 = 1.0e7;
+
+/// How requests are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopConfig {
+    /// Worker threads: 1 serves requests one at a time, in the thread that
+    /// reads them; more start libfuse's multi-threaded loop, which adds
+    /// threads (up to this many) while requests wait.
+    pub threads: u32,
+}
+
+/// Serve `fs` on the FUSE device `fuse_fd` (already mounted) until the
+/// filesystem is unmounted everywhere. Returns libfuse's complaint if the
+/// session cannot start.
+pub fn serve(fs: Arc<dyn Filesystem>, fuse_fd: RawFd, config: LoopConfig) -> Result<(), String> {
+    let ops = operations();
+    let progname = c"rfake-fuse";
+    let mut argv = [progname.as_ptr().cast_mut(), std::ptr::null_mut()];
+    let mut args = ffi::fuse_args {
+        argc: 1,
+        argv: argv.as_mut_ptr(),
+        allocated: 0,
+    };
+    // Freed never: the session lives until the process ends.
+    let userdata = Box::into_raw(Box::new(fs)).cast::<c_void>();
+    // SAFETY: `args` and `ops` are valid for the call (libfuse copies the
+    // operations); `userdata` outlives the session (it is leaked).
+    let se = unsafe {
+        ffi::fuse_session_new(
+            &mut args,
+            &ops,
+            std::mem::size_of::<ffi::fuse_lowlevel_ops>(),
+            userdata,
+        )
+    };
+    if se.is_null() {
+        return Err("libfuse could not create a session".into());
+    }
+    let mountpoint =
+        CString::new(format!("/dev/fd/{fuse_fd}")).map_err(|e| format!("fuse fd: {e}"))?;
+    // SAFETY: a live session; with "/dev/fd/N" libfuse only adopts the fd.
+    if unsafe { ffi::fuse_session_mount(se, mountpoint.as_ptr()) } != 0 {
+        return Err(format!("libfuse did not accept /dev/fd/{fuse_fd}"));
+    }
+    let ret = if config.threads <= 1 {
+        // SAFETY: a live, mounted session.
+        unsafe { ffi::fuse_session_loop(se) }
+    } else {
+        // SAFETY: a fresh configuration object for a live session.
+        unsafe {
+            let cfg = ffi::fuse_loop_cfg_create();
+            if cfg.is_null() {
+                return Err("libfuse could not create a loop configuration".into());
+            }
+            ffi::fuse_loop_cfg_set_max_threads(cfg, config.threads);
+            ffi::fuse_loop_cfg_set_idle_threads(cfg, config.threads);
+            let ret = ffi::fuse_session_loop_mt(se, cfg);
+            ffi::fuse_loop_cfg_destroy(cfg);
+            ret
+        }
+    };
+    // The loop ends when the kernel drops the connection (ENODEV: the last
+    // mount is gone), which is the normal end here.
+    if ret < 0 && ret != -libc::ENODEV {
+        return Err(format!(
+            "the FUSE loop failed: {}",
+            std::io::Error::from_raw_os_error(-ret)
+        ));
+    }
+    Ok(())
+}
+
+fn operations() -> ffi::fuse_lowlevel_ops {
+    ffi::fuse_lowlevel_ops {
+        init: Some(init),
+        lookup: Some(lookup),
+        forget: Some(forget),
+        forget_multi: Some(forget_multi),
+        getattr: Some(getattr),
+        readlink: Some(readlink),
+        open: Some(open),
+        read: Some(read),
+        release: Some(release),
+        opendir: Some(opendir),
+        readdir: Some(readdir),
+        readdirplus: Some(readdirplus),
+        releasedir: Some(releasedir),
+        statfs: Some(statfs),
+        getxattr: Some(getxattr),
+        listxattr: Some(listxattr),
+        ..Default::default()
+    }
+}
+
+/// The filesystem of the session `req` came from.
+///
+/// # Safety
+/// `req` is a live request of a session made by [`serve`].
+unsafe fn fs<'a>(req: ffi::fuse_req_t) -> &'a dyn Filesystem {
+    // SAFETY: the userdata is the leaked `Arc` `serve` passed in.
+    unsafe { &**ffi::fuse_req_userdata(req).cast::<Arc<dyn Filesystem>>() }
+}
+
+/// Reply with `errno` (libfuse reports a reply it could not send by its
+/// return value; the kernel has then given up on the request already).
+unsafe fn reply_err(req: ffi::fuse_req_t, errno: Errno) {
+    // SAFETY: a live request, answered once.
+    unsafe { ffi::fuse_reply_err(req, errno) };
+}
+
+fn stat_of(a: &Attr) -> ffi::stat {
+    // SAFETY: plain integers; all-zero is a valid `struct stat`.
+    let mut st: ffi::stat = unsafe { std::mem::zeroed() };
+    st.st_ino = a.ino;
+    st.st_mode = a.mode;
+    st.st_nlink = u64::from(a.nlink);
+    st.st_uid = a.uid;
+    st.st_gid = a.gid;
+    st.st_size = a.size as i64;
+    st.st_blocks = a.size.div_ceil(512) as i64;
+    st.st_blksize = 4096;
+    st.st_rdev = a.rdev;
+    st.st_mtim.tv_sec = a.mtime;
+    st.st_atim.tv_sec = a.mtime;
+    st.st_ctim.tv_sec = a.mtime;
+    st
+}
+
+fn entry_of(node: u64, attr: &Attr) -> ffi::fuse_entry_param {
+    ffi::fuse_entry_param {
+        ino: node,
+        generation: 0,
+        attr: stat_of(attr),
+        attr_timeout: FOREVER,
+        entry_timeout: FOREVER,
+    }
+}
+
+unsafe extern "C" fn init(_userdata: *mut c_void, conn: *mut ffi::fuse_conn_info) {
+    // SAFETY: libfuse passes its live connection info.
+    let conn = unsafe { &mut *conn };
+    let wanted = ffi::FUSE_CAP_CACHE_SYMLINKS
+        | ffi::FUSE_CAP_READDIRPLUS
+        | ffi::FUSE_CAP_PARALLEL_DIROPS
+        | ffi::FUSE_CAP_ASYNC_READ;
+    conn.want |= wanted & conn.capable;
+    // Always readdirplus: a listing is nearly always followed by stats.
+    conn.want &= !(ffi::FUSE_CAP_READDIRPLUS_AUTO);
+}
+
+unsafe extern "C" fn lookup(req: ffi::fuse_req_t, parent: u64, name: *const c_char) {
+    // SAFETY: a live request and the NUL-terminated name libfuse decoded.
+    let (fs, name) = unsafe { (fs(req), CStr::from_ptr(name)) };
+    match fs.lookup(parent, name.to_bytes()) {
+        Ok(found) => {
+            // A miss is a negative entry (node 0) the kernel may cache.
+            let e = match found {
+                Some((node, attr)) => entry_of(node, &attr),
+                None => entry_of(0, &Attr::default()),
+            };
+            // SAFETY: a live request answered once.
+            unsafe { ffi::fuse_reply_entry(req, &e) };
+        }
+        // SAFETY: as above.
+        Err(errno) => unsafe { reply_err(req, errno) },
+    }
+}
+
+unsafe extern "C" fn forget(req: ffi::fuse_req_t, _node: u64, _nlookup: u64) {
+    // Node IDs are stable; nothing is kept per lookup.
+    // SAFETY: a live request; forget is answered with no reply.
+    unsafe { ffi::fuse_reply_none(req) };
+}
+
+unsafe extern "C" fn forget_multi(
+    req: ffi::fuse_req_t,
+    _count: usize,
+    _forgets: *mut ffi::fuse_forget_data,
+) {
+    // SAFETY: as in `forget`.
+    unsafe { ffi::fuse_reply_none(req) };
+}
+
+unsafe extern "C" fn getattr(req: ffi::fuse_req_t, node: u64, _fi: *mut ffi::fuse_file_info) {
+    // SAFETY: a live request answered once.
+    unsafe {
+        match fs(req).getattr(node) {
+            Ok(attr) => {
+                ffi::fuse_reply_attr(req, &stat_of(&attr), FOREVER);
+            }
+            Err(errno) => reply_err(req, errno),
+        }
+    }
+}
+
+unsafe extern "C" fn readlink(req: ffi::fuse_req_t, node: u64) {
+    // SAFETY: a live request answered once.
+    unsafe {
+        match fs(req).readlink(node).map(CString::new) {
+            Ok(Ok(target)) => {
+                ffi::fuse_reply_readlink(req, target.as_ptr());
+            }
+            Ok(Err(_)) => reply_err(req, libc::EIO),
+            Err(errno) => reply_err(req, errno),
+        }
+    }
+}
+
+unsafe extern "C" fn open(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::fuse_file_info) {
+    // SAFETY: libfuse's file info for this request, answered once.
+    unsafe {
+        let fi = &mut *fi;
+        if fi.flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply_err(req, libc::EROFS);
+        }
+        // The image does not change: keep the page cache across opens.
+        fi.set_keep_cache(1);
+        fi.set_noflush(1);
+        ffi::fuse_reply_open(req, fi);
+    }
+}
+
+unsafe extern "C" fn read(
+    req: ffi::fuse_req_t,
+    node: u64,
+    size: usize,
+    offset: i64,
+    _fi: *mut ffi::fuse_file_info,
+) {
+    let mut out = Vec::with_capacity(size);
+    // SAFETY: a live request answered once; `out` outlives the reply call.
+    unsafe {
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply_err(req, libc::EINVAL);
+        };
+        match fs(req).read(node, offset, size, &mut out) {
+            Ok(()) => {
+                ffi::fuse_reply_buf(req, out.as_ptr().cast(), out.len());
+            }
+            Err(errno) => reply_err(req, errno),
+        }
+    }
+}
+
+unsafe extern "C" fn release(req: ffi::fuse_req_t, _node: u64, _fi: *mut ffi::fuse_file_info) {
+    // SAFETY: a live request answered once.
+    unsafe { reply_err(req, 0) };
+}
+
+unsafe extern "C" fn opendir(req: ffi::fuse_req_t, node: u64, fi: *mut ffi::fuse_file_info) {
+    // SAFETY: libfuse's file info for this request, answered once; the
+    // handle is a leaked box that `releasedir` (or a failed reply) frees.
+    unsafe {
+        match fs(req).dir(node) {
+            Ok(dir) => {
+                let fi = &mut *fi;
+                let handle = Box::into_raw(Box::new(dir));
+                fi.fh = handle as u64;
+                fi.set_cache_readdir(1);
+                fi.set_keep_cache(1);
+                if ffi::fuse_reply_open(req, fi) != 0 {
+                    drop(Box::from_raw(handle));
+                }
+            }
+            Err(errno) => reply_err(req, errno),
+        }
+    }
+}
+
+/// The directory behind an `opendir` handle.
+///
+/// # Safety
+/// `fi` is the file info of a directory opened by [`opendir`], not yet
+/// released.
+unsafe fn dir_of<'a>(fi: *mut ffi::fuse_file_info) -> &'a Dir {
+    // SAFETY: per the contract, `fh` is our leaked `Box<Arc<Dir>>`.
+    unsafe { &*((*fi).fh as *const Arc<Dir>) }
+}
+
+/// Fill a reply buffer of `size` bytes with the listing from position
+/// `offset` on (0 `.`, 1 `..`, then the entries); `add` appends one entry
+/// and returns the bytes it needs (more than offered: it did not fit).
+fn fill_listing(
+    dir: &Dir,
+    offset: i64,
+    size: usize,
+    mut add: impl FnMut(&mut [u8], &[u8], Option<&super::DirEntry>, u64, i64) -> usize,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; size];
+    let mut used = 0;
+    let start = usize::try_from(offset).unwrap_or(0);
+    for pos in start..dir.entries.len() + 2 {
+        let next = pos as i64 + 1;
+        let (name, entry, ino): (&[u8], _, _) = match pos {
+            0 => (b".", None, dir.ino),
+            1 => (b"..", None, dir.parent_ino),
+            _ => {
+                let e = &dir.entries[pos - 2];
+                (&e.name, Some(e), e.attr_ino)
+            }
+        };
+        let need = add(&mut buf[used..], name, entry, ino, next);
+        if need > size - used {
+            break;
+        }
+        used += need;
+    }
+    buf.truncate(used);
+    buf
+}
+
+unsafe extern "C" fn readdir(
+    req: ffi::fuse_req_t,
+    _node: u64,
+    size: usize,
+    offset: i64,
+    fi: *mut ffi::fuse_file_info,
+) {
+    // SAFETY: `fi` is an open directory of ours; the request is live and
+    // answered once.
+    unsafe {
+        let dir = dir_of(fi);
+        let buf = fill_listing(dir, offset, size, |out, name, entry, ino, next| {
+            let Ok(cname) = CString::new(name) else {
+                return 0;
+            };
+            let mut st: ffi::stat = std::mem::zeroed();
+            st.st_ino = ino;
+            st.st_mode = entry.map_or(libc::S_IFDIR, |e| e.kind);
+            ffi::fuse_add_direntry(
+                req,
+                out.as_mut_ptr().cast(),
+                out.len(),
+                cname.as_ptr(),
+                &st,
+                next,
+            )
+        });
+        ffi::fuse_reply_buf(req, buf.as_ptr().cast(), buf.len());
+    }
+}
+
+unsafe extern "C" fn readdirplus(
+    req: ffi::fuse_req_t,
+    _node: u64,
+    size: usize,
+    offset: i64,
+    fi: *mut ffi::fuse_file_info,
+) {
+    // SAFETY: as in `readdir`.
+    unsafe {
+        let dir = dir_of(fi);
+        let fs = fs(req);
+        let mut failed = None;
+        let buf = fill_listing(dir, offset, size, |out, name, entry, ino, next| {
+            let Ok(cname) = CString::new(name) else {
+                return 0;
+            };
+            // `.` and `..` carry no entry (node 0: the kernel links none).
+            let e = match entry {
+                Some(ent) => match fs.getattr(ent.node) {
+                    Ok(attr) => entry_of(ent.node, &attr),
+                    Err(errno) => {
+                        failed = Some(errno);
+                        return usize::MAX;
+                    }
+                },
+                None => {
+                    let mut e = entry_of(0, &Attr::default());
+                    e.attr.st_ino = ino;
+                    e.attr.st_mode = libc::S_IFDIR;
+                    e
+                }
+            };
+            ffi::fuse_add_direntry_plus(
+                req,
+                out.as_mut_ptr().cast(),
+                out.len(),
+                cname.as_ptr(),
+                &e,
+                next,
+            )
+        });
+        match failed {
+            Some(errno) if buf.is_empty() => reply_err(req, errno),
+            _ => {
+                ffi::fuse_reply_buf(req, buf.as_ptr().cast(), buf.len());
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn releasedir(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::fuse_file_info) {
+    // SAFETY: the handle `opendir` leaked, released exactly once.
+    unsafe {
+        drop(Box::from_raw((*fi).fh as *mut Arc<Dir>));
+        reply_err(req, 0);
+    }
+}
+
+unsafe extern "C" fn statfs(req: ffi::fuse_req_t, _node: u64) {
+    // SAFETY: a live request answered once; the statvfs is plain integers.
+    unsafe {
+        let s = fs(req).stats();
+        let mut st: ffi::statvfs = std::mem::zeroed();
+        st.f_bsize = u64::from(s.block_size);
+        st.f_frsize = u64::from(s.block_size);
+        st.f_blocks = s.blocks;
+        st.f_files = s.files;
+        st.f_namemax = 255;
+        ffi::fuse_reply_statfs(req, &st);
+    }
+}
+
+/// Reply to a getxattr/listxattr with `value`: its size when the caller
+/// asks for the size (0), ERANGE when it does not fit.
+unsafe fn reply_sized(req: ffi::fuse_req_t, size: usize, value: &[u8]) {
+    // SAFETY: a live request answered once.
+    unsafe {
+        if size == 0 {
+            ffi::fuse_reply_xattr(req, value.len());
+        } else if size < value.len() {
+            reply_err(req, libc::ERANGE);
+        } else {
+            ffi::fuse_reply_buf(req, value.as_ptr().cast(), value.len());
+        }
+    }
+}
+
+unsafe extern "C" fn getxattr(req: ffi::fuse_req_t, node: u64, name: *const c_char, size: usize) {
+    // SAFETY: a live request, the name libfuse decoded; answered once.
+    unsafe {
+        let name = CStr::from_ptr(name).to_bytes();
+        let fs = fs(req);
+        if !fs.has_xattrs() {
+            // The kernel stops asking (no round trip per exec for
+            // security.capability).
+            return reply_err(req, libc::ENOSYS);
+        }
+        match fs.xattrs(node) {
+            Ok(all) => match all.iter().find(|(k, _)| k == name) {
+                Some((_, v)) => reply_sized(req, size, v),
+                None => reply_err(req, libc::ENODATA),
+            },
+            Err(errno) => reply_err(req, errno),
+        }
+    }
+}
+
+unsafe extern "C" fn listxattr(req: ffi::fuse_req_t, node: u64, size: usize) {
+    // SAFETY: a live request answered once.
+    unsafe {
+        match fs(req).xattrs(node) {
+            Ok(all) => {
+                let mut names = Vec::new();
+                for (k, _) in &all {
+                    names.extend_from_slice(k);
+                    names.push(0);
+                }
+                reply_sized(req, size, &names);
+            }
+            Err(errno) => reply_err(req, errno),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! rfake's own FUSE server: [`crate::fuse`] (libfuse3's low-level API,
+//! multi-threaded) over [`crate::sqfs::ImageFs`] (libsquashfs, with caches).
+//!
+//! The image is opened and its root directory read in rfake itself, so a
+//! bad image is reported like any other bad input, before anything runs.
+//! Then rfake forks: the child is the server (no exec, no program to find),
+//! the parent goes on with the launch. The child keeps only the FUSE device,
+//! the image and stderr (for its error messages); it runs until the last
+//! mount of the filesystem is gone, or until rfake dies (parent-death
+//! signal).
+
+use std::fs::File;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::unistd::{ForkResult, Pid, fork};
+
+use super::{MountError, Server};
+use crate::fuse::{self, LoopConfig};
+use crate::sqfs::ImageFs;
+
+/// What names this server in messages.
+pub const NAME: &str = "rfake's FUSE server";
+
+/// The built-in server's settings and the image it serves.
+#[derive(Debug)]
+pub struct Builtin {
+    /// The image, opened once at validation time (close-on-exec).
+    pub image: Arc<File>,
+    pub offset: u64,
+    /// Bound of the decompressed-block cache (0: none).
+    pub cache_bytes: u64,
+    /// Worker threads (see [`LoopConfig`]).
+    pub threads: u32,
+}
+
+impl Builtin {
+    /// Open the image for serving (in rfake, before the fork).
+    pub fn open(&self, image_path: &Path) -> Result<ImageFs, MountError> {
+        let failed = |message: String| MountError::Server {
+            image: image_path.to_path_buf(),
+            server: NAME,
+            message,
+        };
+        let file = self
+            .image
+            .try_clone()
+            .map_err(|e| failed(format!("duplicating its descriptor: {e}")))?;
+        ImageFs::open(
+            file,
+            self.offset,
+            self.cache_bytes,
+            &image_path.display().to_string(),
+        )
+        .map_err(|e| failed(e.to_string()))
+    }
+
+    /// Fork the server for `fs` on the FUSE device `fuse_fd`.
+    pub fn start(&self, fs: ImageFs, fuse_fd: RawFd) -> Result<Server, MountError> {
+        let parent = nix::unistd::getpid();
+        // SAFETY: rfake is single-threaded here (it has just entered its
+        // user namespace, which requires that); the child only calls
+        // async-signal-safe functions until it starts serving, and then
+        // lives in its own world (its own threads, no locks inherited).
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let code = serve_in_child(fs, fuse_fd, parent, self.threads);
+                // SAFETY: leave without running the parent's exit handlers
+                // or flushing its buffers a second time.
+                unsafe { libc::_exit(code) }
+            }
+            Ok(ForkResult::Parent { child }) => Ok(Server::new(child, None)),
+            Err(e) => Err(MountError::Spawn {
+                program: "/proc/self/exe".into(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+/// The server process: detach from rfake's session and signals, keep only
+/// the descriptors it needs, serve. Returns the exit status.
+fn serve_in_child(fs: ImageFs, fuse_fd: RawFd, parent: Pid, threads: u32) -> i32 {
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
+            || libc::getppid() != parent.as_raw()
+        {
+            return 1;
+        }
+        libc::setsid();
+        // Its working directory must not pin a host directory.
+        libc::chdir(c"/".as_ptr());
+    }
+    for sig in crate::process::FORWARDED {
+        let handler = match sig {
+            Signal::SIGUSR1 | Signal::SIGUSR2 => SigHandler::SigDfl,
+            // A job's cancellation must not stop it before the payload.
+            _ => SigHandler::SigIgn,
+        };
+        // SAFETY: installing SIG_IGN/SIG_DFL.
+        let _ = unsafe { signal(sig, handler) };
+    }
+    keep_only_fds(&[fuse_fd, fs.raw_fd()]);
+    let fs: Arc<dyn fuse::Filesystem> = Arc::new(fs);
+    match fuse::serve(fs, fuse_fd, LoopConfig { threads }) {
+        Ok(()) => 0,
+        Err(message) => {
+            log::error!("{NAME}: {message}");
+            1
+        }
+    }
+}
+
+/// Point stdin and stdout at /dev/null and close every descriptor above
+/// stderr except `keep`.
+pub(crate) fn keep_only_fds(keep: &[RawFd]) {
+    // SAFETY: plain system calls on this process's descriptor table.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+        }
+        let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+        keep.sort_unstable();
+        let mut first: u32 = 3;
+        for fd in keep {
+            let fd = fd as u32;
+            if fd > first {
+                libc::close_range(first, fd - 1, 0);
+            }
+            first = fd + 1;
+        }
+        libc::close_range(first, u32::MAX, 0);
+    }
+}
