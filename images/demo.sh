@@ -20,6 +20,8 @@ else
   missing=()
   command -v squashfuse_ll >/dev/null || command -v squashfuse >/dev/null || missing+=(squashfuse fuse3)
   command -v mksquashfs >/dev/null || missing+=(squashfs-tools)
+  pkg-config --exists fuse3 2>/dev/null || missing+=(libfuse3-dev pkg-config)
+  pkg-config --exists libsquashfs1 2>/dev/null || missing+=(libsquashfs-dev libclang-dev)
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v python3 >/dev/null || missing+=(python3)
   if [ "${#missing[@]}" -gt 0 ]; then

@@ -80,7 +80,10 @@ impl Error {
             Error::Config(e) => e.exit_kind(),
             Error::Build(e) => e.exit_kind(),
             Error::Join(crate::join::JoinError::Foreign { .. }) => ExitKind::Refused,
-            Error::Join(crate::join::JoinError::Keeper { code, .. }) => ExitKind::ALL
+            Error::Join(
+                crate::join::JoinError::Keeper { code, .. }
+                | crate::join::JoinError::Relayed { code, .. },
+            ) => ExitKind::ALL
                 .into_iter()
                 .find(|k| k.code() == *code)
                 .unwrap_or(ExitKind::OsError),

@@ -96,18 +96,57 @@ pub fn key_from_env(env_list: &[(std::ffi::OsString, std::ffi::OsString)]) -> Op
 /// `setup` describes the container (identity, mounts): launches that ask
 /// for a different one get a different container.
 pub fn socket_name(uid: u32, key: &str, image: &Image, hostname: &str, setup: &str) -> String {
+    hashed_name(
+        "rfake-join",
+        uid,
+        &format!(
+            "{key}\0{hostname}\0{}\0{}\0{setup}",
+            image.path.display(),
+            image_stamp(image)
+        ),
+    )
+}
+
+/// The rendezvous socket of the warm mount of `image` for user `uid`,
+/// served as `server` says: a replaced image (another inode, size or time)
+/// gets another.
+pub fn warm_socket_name(uid: u32, image: &Image, server: &str) -> String {
+    hashed_name(
+        "rfake-warm",
+        uid,
+        &format!("{}\0{}\0{server}", image.path.display(), image_stamp(image)),
+    )
+}
+
+/// The image file's identity: device, inode, size, modification and
+/// change times (to the nanosecond).
+fn image_stamp(image: &Image) -> String {
     use std::os::unix::fs::MetadataExt;
-    let stamp = std::fs::metadata(&image.path)
-        .map(|m| format!("{}:{}:{}", m.dev(), m.ino(), m.mtime()))
-        .unwrap_or_default();
+    let meta = match &image.file {
+        Some(f) => f.metadata(),
+        None => std::fs::metadata(&image.path),
+    };
+    meta.map(|m| {
+        format!(
+            "{}:{}:{}:{}.{}:{}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        )
+    })
+    .unwrap_or_default()
+}
+
+fn hashed_name(prefix: &str, uid: u32, text: &str) -> String {
     let mut h = Sha256::new();
-    h.update(format!(
-        "{key}\0{hostname}\0{}\0{stamp}\0{setup}",
-        image.path.display()
-    ));
+    h.update(text);
     let digest = h.finalize();
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("rfake-join-{uid}-{hex}")
+    format!("{prefix}-{uid}-{hex}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +168,10 @@ pub enum JoinError {
         /// The exit status the keeper's error maps to (its own code).
         code: u8,
     },
+    /// A keeper's own error, passed on as it is (a warm mount's set-up
+    /// fails exactly as the launch's own would have).
+    #[error("{message}")]
+    Relayed { message: String, code: u8 },
     #[error("joining the container of {key}: no answer from its keeper within {} s", SETUP_TIMEOUT.as_secs())]
     Timeout { key: String },
 }
@@ -244,9 +287,14 @@ pub fn send_ready(stream: &UnixStream, ns: &Namespaces) -> std::io::Result<()> {
     if let Some(inner) = &ns.inner_user {
         fds.push(inner.as_raw_fd());
     }
+    send_fds(stream, &fds)
+}
+
+/// Keeper → member: status 0, then `fds` (at most three).
+pub fn send_fds(stream: &UnixStream, fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
     let payload = [0u8];
     let iov = [IoSlice::new(&payload)];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
     sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
     Ok(())
 }
@@ -258,8 +306,26 @@ pub fn send_error(mut stream: &UnixStream, code: u8, message: &str) {
     let _ = stream.write_all(&bytes);
 }
 
-/// Member: wait (bounded) for the keeper's answer.
+/// Member: wait (bounded) for the keeper's answer: the namespaces.
 pub fn receive(stream: &UnixStream, key: &str) -> Result<Namespaces, JoinError> {
+    let mut fds = receive_fds(stream, key)?.into_iter();
+    match (fds.next(), fds.next(), fds.next()) {
+        (Some(outer_user), Some(mount), inner_user) => Ok(Namespaces {
+            outer_user,
+            mount,
+            inner_user,
+        }),
+        _ => Err(JoinError::Keeper {
+            key: key.to_string(),
+            message: "the keeper sent no namespaces".into(),
+            code: crate::exit::ExitKind::Internal.code(),
+        }),
+    }
+}
+
+/// Member: wait (bounded) for the keeper's answer: the descriptors it sent
+/// (an error if it sent its error instead, or nothing).
+pub fn receive_fds(stream: &UnixStream, key: &str) -> Result<Vec<OwnedFd>, JoinError> {
     stream
         .set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| JoinError::Io {
@@ -314,19 +380,7 @@ pub fn receive(stream: &UnixStream, key: &str) -> Result<Namespaces, JoinError> 
             code: status[0],
         });
     }
-    let mut fds = fds.into_iter();
-    match (fds.next(), fds.next(), fds.next()) {
-        (Some(outer_user), Some(mount), inner_user) => Ok(Namespaces {
-            outer_user,
-            mount,
-            inner_user,
-        }),
-        _ => Err(JoinError::Keeper {
-            key: key.to_string(),
-            message: "the keeper sent no namespaces".into(),
-            code: crate::exit::ExitKind::Internal.code(),
-        }),
-    }
+    Ok(fds)
 }
 
 #[cfg(test)]

@@ -121,6 +121,9 @@ pub trait Sys {
     ) -> SysResult<OwnedFd>;
     /// Attach a detached mount at `target` (`move_mount(2)`).
     fn move_mount(&self, mount: &OwnedFd, target: &Path) -> SysResult;
+    /// A detached copy of the mount at `path` (open_tree with
+    /// OPEN_TREE_CLONE), to attach elsewhere with [`Sys::move_mount`].
+    fn clone_mount(&self, path: &Path) -> Result<OwnedFd, SysError>;
     fn unshare(&self, flags: CloneFlags) -> SysResult;
     /// Write `contents` to an existing file (procfs maps, sysctls).
     fn write_file(&self, path: &Path, contents: &str) -> SysResult;
@@ -249,6 +252,25 @@ impl Sys for LinuxSys {
             return Err(SysError::new("move_mount", target, Errno::last()));
         }
         Ok(())
+    }
+
+    fn clone_mount(&self, path: &Path) -> Result<OwnedFd, SysError> {
+        const OPEN_TREE_CLONE: libc::c_uint = 1;
+        let c_path = cstring("open_tree", path, &path.to_string_lossy())?;
+        // SAFETY: a valid C string; the flags ask for a new descriptor.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                c_path.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(SysError::new("open_tree", path, Errno::last()));
+        }
+        // SAFETY: open_tree returned a fresh descriptor we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
 
     fn unshare(&self, flags: CloneFlags) -> SysResult {

@@ -37,7 +37,7 @@ impl Mpi {
             .args(["-k", "5", "150", "sh", "-c", line])
             .env("SLURM_CONF", &self.conf)
             .env("RFAKE_TEST_TAG", tag)
-            .env("RFAKE_CONFIG", "/dev/null")
+            .env("RFAKE_CONFIG", common::test_site_config())
             .env("RFAKE_USER_CONFIG", "")
             .current_dir(home())
             .output()

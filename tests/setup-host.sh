@@ -15,7 +15,7 @@ PACKAGES=(
   procps util-linux         # ps, runuser, setpriv in scripts
   podman uidmap             # OCI fixtures for rfake build (tests/make-oci-fixtures.sh)
   xz-utils zstd             # compressed tarball sources
-  libsquashfs-dev libclang-dev pkg-config  # libsquashfs for rfake build/inspect (bindgen)
+  libsquashfs-dev libfuse3-dev libclang-dev pkg-config  # libsquashfs (build, inspect, FUSE server), libfuse3 (FUSE server); bindgen
   slurmctld slurmd slurm-client munge       # the test Slurm cluster (slurm/cluster.sh)
   openmpi-bin libopenmpi-dev libpmix2       # MPI launches; mpicc for the MPI test program
   debootstrap                               # the MPI test image's Debian root

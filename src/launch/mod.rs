@@ -6,8 +6,10 @@
 //! over it.
 
 mod joined;
+mod keeper;
 mod plan;
 pub mod settings;
+pub mod warm;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -53,7 +55,7 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
 fn execute_alone(plan: &Plan) -> Result<u8, Error> {
     let sys = LinuxSys;
     let t0 = Instant::now();
-    let server = build_container(&sys, plan)?;
+    let container = build_container(&sys, plan)?;
     process::become_subreaper()
         .map_err(|e| SysError::new("prctl(PR_SET_CHILD_SUBREAPER)", "", e))?;
     if plan.identity.needs_inner() {
@@ -61,13 +63,31 @@ fn execute_alone(plan: &Plan) -> Result<u8, Error> {
         log::info!("inner user namespace: {}", plan.identity);
     }
     let result = run_inside(&sys, plan);
-    let keep: Vec<u32> = server.iter().map(|s| s.pid()).collect();
+    let keep: Vec<u32> = container.server.iter().map(|s| s.pid()).collect();
     process::reap_leftovers(&keep);
-    if let Some(server) = server {
-        server.stop();
-    }
+    container.stop();
     log::info!("total {:.1?}", t0.elapsed());
     result
+}
+
+/// What a built container holds on to: its image's server (a mount of its
+/// own) or its lease of a warm mount.
+#[derive(Debug, Default)]
+pub struct Container {
+    pub server: Option<mount::Server>,
+    pub lease: Option<warm::Lease>,
+}
+
+impl Container {
+    /// Stop the server, or leave the warm mount.
+    pub fn stop(self) {
+        if let Some(server) = self.server {
+            server.stop();
+        }
+        if let Some(lease) = self.lease {
+            lease.release();
+        }
+    }
 }
 
 /// Worker threads of the built-in server: two serve a payload's parallel
@@ -113,28 +133,52 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
 }
 
 /// Enter the outer namespaces and build the container's root (everything
-/// up to and including `pivot_root` into it); returns the image's server.
-fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Option<mount::Server>, Error> {
+/// up to and including `pivot_root` into it), on a warm mount of the image
+/// when the plan says so.
+fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, Error> {
     let t0 = Instant::now();
-    let mut mounter = image_mount(plan)?;
-    namespace::enter(
-        sys,
-        &plan.identity,
-        Path::new("/proc/self"),
-        Path::new("/proc/sys"),
-    )?;
-    log::info!(
-        "outer user namespace: uid 0 inside = uid {} outside ({:.1?})",
-        plan.identity.outside_uid,
-        t0.elapsed()
-    );
+    let mut lease = match &plan.warm {
+        Some(w) => Some(warm::lease(plan, w)?),
+        None => None,
+    };
+    let mut own_mount = None;
+    let mut warm_mount = None;
     let mut no_mount = NoImageMount;
-    let image_mounter: &mut dyn rootfs::ImageMounter = match mounter.as_mut() {
-        Some(m) => m,
-        None => &mut no_mount,
+    let image_mounter: &mut dyn rootfs::ImageMounter = match lease.as_mut() {
+        Some(lease) => {
+            lease.enter()?;
+            log::info!(
+                "on the warm mount: its user namespace, a mount namespace of our own ({:.1?})",
+                t0.elapsed()
+            );
+            warm_mount.insert(warm::WarmMount {
+                mount: lease.take_mount(),
+            })
+        }
+        None => {
+            own_mount = image_mount(plan)?;
+            namespace::enter(
+                sys,
+                &plan.identity,
+                Path::new("/proc/self"),
+                Path::new("/proc/sys"),
+            )?;
+            log::info!(
+                "outer user namespace: uid 0 inside = uid {} outside ({:.1?})",
+                plan.identity.outside_uid,
+                t0.elapsed()
+            );
+            match own_mount.as_mut() {
+                Some(m) => m,
+                None => &mut no_mount,
+            }
+        }
     };
     rootfs::execute(sys, &plan.steps, image_mounter, &mut log_step)?;
-    Ok(mounter.and_then(|mut m| m.take_server()))
+    Ok(Container {
+        server: own_mount.and_then(|mut m| m.take_server()),
+        lease,
+    })
 }
 
 fn log_step(step: &Step, took: std::time::Duration, note: Option<&str>) {

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::settings::Settings;
+use super::warm::WarmPlan;
 use crate::binds::{self, BindInputs, Home, Mount};
 use crate::config::ImageServer;
 use crate::env::{self, EnvList, Override};
@@ -185,6 +186,8 @@ pub struct Plan {
     pub start_dir_note: Option<String>,
     /// Set when ranks share one container on this node.
     pub join: Option<JoinPlan>,
+    /// Set when launches of this image share one mount on this node.
+    pub warm: Option<WarmPlan>,
 }
 
 impl fmt::Display for Plan {
@@ -200,6 +203,9 @@ impl fmt::Display for Plan {
         }
         if let Some(server) = &self.server {
             writeln!(f, "image server: {server}")?;
+        }
+        if let Some(w) = &self.warm {
+            writeln!(f, "warm mount: socket @{}, linger {:?}", w.socket, w.linger)?;
         }
         writeln!(f, "identity: {}", self.identity)?;
         if let Some(j) = &self.join {
@@ -391,6 +397,13 @@ pub fn plan(
             .join("\n")
     );
     let join = join_plan(req, who, &image, &setup)?;
+    let warm = match &server {
+        Some(server) if !settings.warm_linger.value.is_zero() => Some(WarmPlan {
+            socket: crate::join::warm_socket_name(who.uid, &image, &server.to_string()),
+            linger: settings.warm_linger.value,
+        }),
+        _ => None,
+    };
     let base_env = env::base(&who.env, req.cleanenv, Some(&container_home));
     let overrides = overrides(req, who)?;
     Ok(Plan {
@@ -404,6 +417,7 @@ pub fn plan(
         start_dir,
         start_dir_note,
         join,
+        warm,
     })
 }
 

@@ -447,6 +447,16 @@ mod tests {
                 .push(format!("move_mount {}", target.display()));
             Ok(())
         }
+        fn clone_mount(&self, path: &Path) -> Result<std::os::fd::OwnedFd, crate::sys::SysError> {
+            self.calls
+                .borrow_mut()
+                .push(format!("clone_mount {}", path.display()));
+            Err(crate::sys::SysError::new(
+                "open_tree",
+                path,
+                nix::errno::Errno::ENOSYS,
+            ))
+        }
         fn unshare(&self, flags: nix::sched::CloneFlags) -> crate::sys::SysResult {
             self.calls.borrow_mut().push(format!("unshare {flags:?}"));
             Ok(())

@@ -94,9 +94,10 @@ pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Command {
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .env("LANG", "C.UTF-8")
         .env("RFAKE_TEST_TAG", tag)
-        // No site or user configuration unless a test writes one: an empty
-        // site file, and the user file turned off.
-        .env("RFAKE_CONFIG", "/dev/null")
+        // No site or user configuration unless a test writes one: a site
+        // file that only shortens the warm mounts' linger (so they are used,
+        // and gone soon after each test), and the user file turned off.
+        .env("RFAKE_CONFIG", test_site_config())
         .env("RFAKE_USER_CONFIG", "");
     for var in ["HOME", "USER", "LOGNAME"] {
         if let Some(v) = std::env::var_os(var) {
@@ -104,6 +105,24 @@ pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Command {
         }
     }
     cmd
+}
+
+/// How long warm mounts outlive their last launch in tests (seconds).
+pub const TEST_LINGER: &str = "0.3";
+
+/// The site file of every test that writes none: `warm_linger` only.
+pub fn test_site_config() -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "linger-tests-{}.toml",
+        nix::unistd::getuid().as_raw()
+    ));
+    let text = format!("warm_linger = {TEST_LINGER}\n");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &text).expect("write the test site file");
+        std::fs::rename(&tmp, &path).expect("install the test site file");
+    }
+    path
 }
 
 /// A tag unique to one test, inherited by every process rfake starts.
@@ -210,7 +229,9 @@ pub fn rfake_temp_files() -> Vec<PathBuf> {
 /// no process, mount or temporary file of rfake's is left behind.
 #[track_caller]
 pub fn assert_nothing_left(tag: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Warm mounts linger 5 s by default (tests that write their own site
+    // file), then go.
+    let deadline = Instant::now() + Duration::from_secs(8);
     let mut left = processes_tagged(tag);
     while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

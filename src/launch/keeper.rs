@@ -1,0 +1,141 @@
+//! Keepers: detached rfake processes that hold something for launches on a
+//! rendezvous socket ([`crate::join`]): the shared container of a job step
+//! ([`super::joined`]) or a warm image mount ([`super::warm`]). This module
+//! has what both do: start detached, answer the same user only, count the
+//! members (each stays connected while it runs; the kernel closes its end
+//! however it ends) and go when the last one has gone, after a linger.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::unistd::{ForkResult, fork};
+
+use crate::error::Error;
+use crate::join;
+use crate::sys::SysError;
+
+/// Fork `keeper` detached (double fork, own session): it must outlive the
+/// launch that started it. `keeper` returns the exit status.
+pub fn spawn_detached(
+    listener: UnixListener,
+    keeper: impl FnOnce(UnixListener) -> i32,
+) -> Result<(), Error> {
+    // SAFETY: rfake is single-threaded here; the children only run rfake's
+    // own code and exit.
+    match unsafe { fork() }.map_err(|e| SysError::new("fork", "", e))? {
+        ForkResult::Parent { child } => {
+            drop(listener);
+            let _ = nix::sys::wait::waitpid(child, None);
+            Ok(())
+        }
+        ForkResult::Child => {
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    detach_signals_and_stdout();
+                    let code = keeper(listener);
+                    std::process::exit(code);
+                }
+                _ => std::process::exit(0),
+            }
+        }
+    }
+}
+
+/// The job's cancellation signals are for the payloads; a keeper ends when
+/// they have. Nothing of a keeper's may hold the task's stdout open.
+fn detach_signals_and_stdout() {
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        // SAFETY: setting a disposition.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+    redirect_to_null(1);
+}
+
+/// Point descriptor `fd` (1 or 2) at /dev/null. Set-up messages go to the
+/// first launch's stderr; once set up, a keeper must not hold it open (its
+/// reader would wait for the keeper, not for the launch).
+pub fn redirect_to_null(fd: i32) {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto a standard descriptor this process owns.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
+/// Answer the launches already waiting with the error, then go.
+pub fn refuse_pending(listener: &UnixListener, code: u8, message: &str) {
+    let _ = listener.set_nonblocking(true);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match listener.accept() {
+            Ok((stream, _)) => join::send_error(&stream, code, message),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Serve launches: `welcome` answers each one that connects (the same user
+/// only: another could not use what it gets, but could keep the keeper
+/// alive); return when the last member has gone and `linger` has passed
+/// with nobody new, or when nobody came within
+/// [`join::FIRST_MEMBER_TIMEOUT`].
+pub fn serve(
+    listener: &UnixListener,
+    linger: Duration,
+    mut welcome: impl FnMut(&UnixStream) -> std::io::Result<()>,
+) {
+    let mut members: Vec<UnixStream> = Vec::new();
+    let mut served = false;
+    loop {
+        let timeout = match (served, members.is_empty()) {
+            (false, _) => join::FIRST_MEMBER_TIMEOUT,
+            (true, true) if linger.is_zero() => return,
+            (true, true) => linger,
+            (true, false) => Duration::MAX,
+        };
+        let timeout = if timeout == Duration::MAX {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX)
+        };
+        let mut fds: Vec<PollFd> = std::iter::once(listener as &dyn AsFd)
+            .chain(members.iter().map(|m| m as &dyn AsFd))
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, timeout) {
+            Ok(0) => return, // nobody came, or the linger is over
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        // Members only ever close their end: any event means it is gone.
+        let mut i = 0;
+        members.retain(|_| {
+            i += 1;
+            !ready[i]
+        });
+        if ready[0]
+            && let Ok((stream, _)) = listener.accept()
+            && join::same_user(&stream)
+            && welcome(&stream).is_ok()
+        {
+            members.push(stream);
+            served = true;
+        }
+    }
+}

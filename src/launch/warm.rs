@@ -1,0 +1,235 @@
+//! Warm mounts: every launch of the same image file by the same user on a
+//! node uses one mount of it, served by one server with one cache, while
+//! any launch runs and for `warm_linger` after the last one ends.
+//!
+//! The first launch starts a *warm keeper* ([`super::keeper`]): it makes a
+//! user namespace (the user as root, like every launch's outer one) and a
+//! private mount namespace, serves the image there and attaches it at
+//! [`IMAGE_DIR`] on a small tmpfs. Each launch connects to the rendezvous
+//! socket (named from the uid, the image's path, device, inode, size and
+//! times, and the server settings: a replaced image gets a fresh mount) and
+//! receives two descriptors: the keeper's user namespace and a detached
+//! copy of the image mount (open_tree, OPEN_TREE_CLONE). It enters the user
+//! namespace, makes a mount namespace of its own and builds its container
+//! exactly as alone, attaching the copy where it would have attached a
+//! fresh mount. So binds, environment and identity stay per launch; the
+//! FUSE connection, the server's caches and the kernel's page and dentry
+//! caches are shared.
+//!
+//! A launch stays connected while it runs; when the last one has gone and
+//! the linger has passed with nobody new, the keeper stops the server and
+//! exits, and the namespaces and the mount go with it.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::mount::MsFlags;
+use nix::sched::{CloneFlags, setns};
+
+use super::{Plan, image_mount, keeper};
+use crate::error::Error;
+use crate::join::{self, JoinError, Role};
+use crate::rootfs::{self, ImageMounter, Step};
+use crate::sys::{LinuxSys, Sys, SysError};
+
+/// Where the keeper attaches the image, in its own mount namespace.
+pub const IMAGE_DIR: &str = "/tmp/image";
+/// How often a launch retries when a keeper went away as it connected.
+const ATTEMPTS: usize = 3;
+
+/// Where a launch finds the warm mount of its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmPlan {
+    /// The abstract socket name.
+    pub socket: String,
+    /// How long the mount outlives its last launch.
+    pub linger: Duration,
+}
+
+/// A launch's membership of a warm mount; the keeper counts it until this
+/// is dropped (or the process ends).
+#[derive(Debug)]
+pub struct Lease {
+    stream: UnixStream,
+    userns: OwnedFd,
+    mount: Option<OwnedFd>,
+}
+
+/// What names a warm mount in messages.
+fn key(plan: &Plan) -> String {
+    format!("the warm mount of {}", plan.image.path.display())
+}
+
+/// Connect to the warm mount of `plan`'s image, starting its keeper if
+/// there is none.
+pub fn lease(plan: &Plan, warm: &WarmPlan) -> Result<Lease, Error> {
+    let key = key(plan);
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let stream = match join::rendezvous(&warm.socket, &key)? {
+            Role::Member(stream) => stream,
+            Role::Leader(listener) => {
+                log::info!("no warm mount of the image: starting its keeper");
+                keeper::spawn_detached(listener, |l| run_keeper(plan, warm, l))?;
+                match join::rendezvous(&warm.socket, &key)? {
+                    Role::Member(stream) => stream,
+                    Role::Leader(_) => {
+                        return Err(Error::Internal(format!(
+                            "the keeper of {key} did not start"
+                        )));
+                    }
+                }
+            }
+        };
+        match join::receive_fds(&stream, &key) {
+            Ok(fds) if fds.len() == 2 => {
+                let mut fds = fds.into_iter();
+                let (userns, mount) = (fds.next(), fds.next());
+                if let (Some(userns), Some(mount)) = (userns, mount) {
+                    return Ok(Lease {
+                        stream,
+                        userns,
+                        mount: Some(mount),
+                    });
+                }
+            }
+            Ok(fds) => {
+                return Err(Error::Internal(format!(
+                    "{key}: the keeper sent {} descriptors, not 2",
+                    fds.len()
+                )));
+            }
+            // The keeper's linger ended as we connected: start again.
+            Err(e @ JoinError::Keeper { .. }) if e.to_string().ends_with("without an answer") => {
+                last = Some(e);
+            }
+            // Its set-up failed: that is this launch's error too.
+            Err(JoinError::Keeper { message, code, .. }) => {
+                return Err(JoinError::Relayed { message, code }.into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last
+        .map(Error::from)
+        .unwrap_or_else(|| Error::Internal(format!("{key}: no keeper answered"))))
+}
+
+impl Lease {
+    /// Enter the keeper's user namespace (the user owns it, so gets its
+    /// capabilities there) and make a mount namespace of this launch's own.
+    pub fn enter(&self) -> Result<(), Error> {
+        setns(self.userns.as_fd(), CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| SysError::new("setns", "the warm mount's user namespace", e))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|e| SysError::new("unshare(CLONE_NEWNS)", "", e))?;
+        Ok(())
+    }
+
+    /// The image mount, for [`WarmMount`].
+    pub fn take_mount(&mut self) -> Option<OwnedFd> {
+        self.mount.take()
+    }
+
+    /// Leave: the keeper sees the connection close.
+    pub fn release(self) {
+        drop(self.stream);
+    }
+}
+
+/// The image mount received from the keeper: served already, attached
+/// where a fresh mount would be.
+pub struct WarmMount {
+    pub mount: Option<OwnedFd>,
+}
+
+impl ImageMounter for WarmMount {
+    fn prepare(&mut self, _: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+
+    fn attach(
+        &mut self,
+        sys: &dyn Sys,
+        target: &Path,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mount = self
+            .mount
+            .take()
+            .ok_or("internal: the warm mount is attached twice")?;
+        sys.move_mount(&mount, target)?;
+        Ok(())
+    }
+}
+
+/// The keeper: serve the image in namespaces of its own, then hand each
+/// launch the user namespace and a copy of the mount until the last has
+/// gone and the linger has passed. Returns its exit status.
+fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
+    let sys = LinuxSys;
+    let _ = std::env::set_current_dir("/");
+    // The keeper and its server outlive the launch that started them: they
+    // must not hold its stderr open (a set-up error reaches every waiting
+    // launch through the socket instead).
+    keeper::redirect_to_null(2);
+    let set_up = || -> Result<(File, Option<crate::mount::Server>), Error> {
+        crate::namespace::enter(
+            &sys,
+            &plan.identity,
+            Path::new("/proc/self"),
+            Path::new("/proc/sys"),
+        )?;
+        let mut mount = image_mount(plan)?
+            .ok_or_else(|| Error::Internal("a warm mount of a directory image".into()))?;
+        rootfs::execute(
+            &sys,
+            &[Step::MakePrivate, Step::ServeImage],
+            &mut mount,
+            &mut |_, _, _| {},
+        )?;
+        let dir = Path::new(IMAGE_DIR);
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        sys.mount(
+            "rfake-warm",
+            parent,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=64k,mode=700"),
+        )?;
+        sys.mkdir(dir, 0o700)?;
+        mount
+            .attach(&sys, dir)
+            .map_err(|e| Error::Rootfs(rootfs::RootfsError::Image(e)))?;
+        let userns = File::open("/proc/self/ns/user").map_err(|e| {
+            SysError::new(
+                "open",
+                "/proc/self/ns/user",
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+        Ok((userns, mount.take_server()))
+    };
+    match set_up() {
+        Ok((userns, server)) => {
+            keeper::serve(&listener, warm.linger, |stream| {
+                let copy = sys
+                    .clone_mount(Path::new(IMAGE_DIR))
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno as i32))?;
+                join::send_fds(stream, &[userns.as_raw_fd(), copy.as_raw_fd()])
+            });
+            drop(listener);
+            if let Some(server) = server {
+                server.stop();
+            }
+            0
+        }
+        Err(e) => {
+            let code = e.exit_kind().code();
+            keeper::refuse_pending(&listener, code, &e.to_string());
+            i32::from(code)
+        }
+    }
+}
