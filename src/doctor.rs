@@ -16,11 +16,13 @@ pub struct Check {
 }
 
 /// Run every check; squashfuse is looked for exactly as a launch would:
-/// `configured` (RFAKE_SQUASHFUSE) or else in `path_env`.
+/// `configured` (RFAKE_SQUASHFUSE) or else in `path_env`; its absence is a
+/// problem only when it is `needed` (the built-in server is not used).
 pub fn run_checks(
     configured: Option<&Path>,
     path_env: Option<&std::ffi::OsStr>,
     config: Result<String, String>,
+    needed: bool,
 ) -> Vec<Check> {
     vec![
         Check {
@@ -43,9 +45,18 @@ pub fn run_checks(
         },
         Check {
             name: "squashfuse",
-            outcome: host::find_squashfuse(configured, path_env)
-                .map(|p| p.display().to_string())
-                .map_err(|e| e.to_string()),
+            outcome: match host::find_squashfuse(configured, path_env) {
+                Ok(p) if needed => Ok(p.display().to_string()),
+                Ok(p) => Ok(format!(
+                    "{} (not used: images are served by rfake's own server)",
+                    p.display()
+                )),
+                Err(e) if needed => Err(e.to_string()),
+                Err(_) => Ok(
+                    "not installed; not needed: images are served by rfake's own server"
+                        .to_string(),
+                ),
+            },
         },
     ]
 }

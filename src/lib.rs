@@ -95,7 +95,12 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
                 .map(config_summary)
                 .map_err(|e| e.to_string());
             let path = std::env::var_os("PATH");
-            let checks = doctor::run_checks(configured.as_deref(), path.as_deref(), summary);
+            let needed = std::env::var_os("RFAKE_SQUASHFUSE").is_some()
+                || loaded
+                    .as_ref()
+                    .is_ok_and(|c| c.image_server.value == config::ImageServer::Squashfuse);
+            let checks =
+                doctor::run_checks(configured.as_deref(), path.as_deref(), summary, needed);
             return Ok(if doctor::report(&checks) {
                 0
             } else {

@@ -158,8 +158,12 @@ fn missing_squashfuse_says_what_to_install() {
     let Some(env) = setup() else { return };
     let img = env.image("demo.sqfs");
     let t = tag("nosquashfuse");
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site.toml");
+    std::fs::write(&site, "image_server = \"squashfuse\"\nwarm_linger = 0\n").unwrap();
     let out = command(&t)
         .env("PATH", "/nonexistent")
+        .env("RFAKE_CONFIG", &site)
         .args(["exec", img.to_str().unwrap(), "true"])
         .output()
         .unwrap();

@@ -345,7 +345,7 @@ fn an_interrupted_build_leaves_nothing() {
         &[
             "-c",
             &format!(
-                "for i in $(seq 1 40); do head -c 4M /dev/urandom > {}/f$i; done",
+                "for i in $(seq 1 80); do head -c 4M /dev/urandom > {}/f$i; done",
                 src.display()
             ),
         ],

@@ -111,7 +111,9 @@ fn site_binds_mount_home_and_mount_tmp() {
 #[test]
 fn squashfuse_and_writable_tmpfs_size() {
     let Some(env) = setup() else { return };
-    let c = Configs::new("squashfuse = \"squashfuse\"\nwritable_tmpfs_size = \"1M\"\n");
+    let c = Configs::new(
+        "image_server = \"squashfuse\"\nsquashfuse = \"squashfuse\"\nwritable_tmpfs_size = \"1M\"\n",
+    );
     let out = c.run(
         &tag("sqfuse"),
         &[
@@ -124,7 +126,7 @@ fn squashfuse_and_writable_tmpfs_size() {
     );
     assert_status(&out, 0);
     assert!(
-        stdout(&out).contains("squashfuse: /usr/bin/squashfuse\n"),
+        stdout(&out).contains("image server: squashfuse /usr/bin/squashfuse\n"),
         "{}",
         stdout(&out)
     );

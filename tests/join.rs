@@ -16,13 +16,14 @@ fn member_script(release: &str) -> String {
     )
 }
 
+/// Image servers running for `tag`: rfake's own (named rfake-fuse) or
+/// squashfuse.
 fn squashfuse_count(tag: &str) -> usize {
     processes_tagged(tag)
         .into_iter()
         .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe"))
-                .map(|e| e.to_string_lossy().contains("squashfuse"))
-                .unwrap_or(false)
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "rfake-fuse" || comm.starts_with("squashfuse")
         })
         .count()
 }

@@ -72,7 +72,7 @@ pub fn lease(plan: &Plan, warm: &WarmPlan) -> Result<Lease, Error> {
         let stream = match join::rendezvous(&warm.socket, &key)? {
             Role::Member(stream) => stream,
             Role::Leader(listener) => {
-                log::info!("no warm mount of the image: starting its keeper");
+                log::info!("no warm mount of the image yet: making one");
                 keeper::spawn_detached(listener, |l| run_keeper(plan, warm, l))?;
                 match join::rendezvous(&warm.socket, &key)? {
                     Role::Member(stream) => stream,
@@ -171,6 +171,8 @@ impl ImageMounter for WarmMount {
 fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
     let sys = LinuxSys;
     let _ = std::env::set_current_dir("/");
+    // SAFETY: naming this process (what ps and top show).
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"rfake-warm".as_ptr()) };
     // The keeper and its server outlive the launch that started them: they
     // must not hold its stderr open (a set-up error reaches every waiting
     // launch through the socket instead).

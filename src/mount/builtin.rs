@@ -85,6 +85,8 @@ impl Builtin {
 fn serve_in_child(fs: ImageFs, fuse_fd: RawFd, parent: Pid, threads: u32) -> i32 {
     // SAFETY: plain system calls on this process.
     unsafe {
+        // What ps and top show: the server, not another rfake.
+        libc::prctl(libc::PR_SET_NAME, c"rfake-fuse".as_ptr());
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
             || libc::getppid() != parent.as_raw()
         {

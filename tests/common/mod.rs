@@ -95,8 +95,8 @@ pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Command {
         .env("LANG", "C.UTF-8")
         .env("RFAKE_TEST_TAG", tag)
         // No site or user configuration unless a test writes one: a site
-        // file that only shortens the warm mounts' linger (so they are used,
-        // and gone soon after each test), and the user file turned off.
+        // file that only sets the warm mounts' linger, and the user file
+        // turned off.
         .env("RFAKE_CONFIG", test_site_config())
         .env("RFAKE_USER_CONFIG", "");
     for var in ["HOME", "USER", "LOGNAME"] {
@@ -107,8 +107,11 @@ pub fn scrubbed(program: impl AsRef<std::ffi::OsStr>, tag: &str) -> Command {
     cmd
 }
 
-/// How long warm mounts outlive their last launch in tests (seconds).
-pub const TEST_LINGER: &str = "0.3";
+/// How long warm mounts outlive their last launch in tests (seconds): not
+/// at all, except in tests/warm.rs, which uses images of its own. (A warm
+/// mount is shared by every launch of an image, whatever test it is in,
+/// and the tests account for processes per test.)
+pub const TEST_LINGER: &str = "0";
 
 /// The site file of every test that writes none: `warm_linger` only.
 pub fn test_site_config() -> PathBuf {
