@@ -777,6 +777,12 @@ cleanup() {
         wait "$sampler" 2>/dev/null || true
     fi
     [[ $own_work -eq 0 ]] || rm -rf "$work"
+    # ch-run leaves its (empty) mount point directory behind in /var/tmp.
+    local chdir
+    chdir="/var/tmp/$(id -un).ch"
+    if [[ -O $chdir ]]; then
+        rmdir "$chdir/mnt" "$chdir" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 if [[ -n $user_part ]]; then

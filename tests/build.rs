@@ -345,7 +345,7 @@ fn an_interrupted_build_leaves_nothing() {
         &[
             "-c",
             &format!(
-                "for i in $(seq 1 80); do head -c 4M /dev/urandom > {}/f$i; done",
+                "for i in $(seq 1 40); do head -c 4M /dev/urandom > {}/f$i; done",
                 src.display()
             ),
         ],
@@ -354,10 +354,19 @@ fn an_interrupted_build_leaves_nothing() {
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("big.sif");
     let t = tag("interrupt");
-    let mut child = command(&t)
-        .args(["build", out.to_str().unwrap(), src.to_str().unwrap()])
-        .spawn()
-        .unwrap();
+    let mut cmd = command(&t);
+    cmd.args(["build", out.to_str().unwrap(), src.to_str().unwrap()]);
+    // A test run started in the background (no job control) inherits
+    // SIGINT ignored, and rfake respects that, like any program: give the
+    // build the default disposition a terminal's ^C would meet.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(400));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

@@ -38,7 +38,7 @@ impl Site {
 
     fn exec(&self, tag: &str, image: &Path, script: &str) -> Output {
         self.command(tag)
-            .arg("exec")
+            .args(["exec", "--no-home"])
             .arg(image)
             .args(["sh", "-c", script])
             .output()
@@ -56,6 +56,14 @@ impl Site {
         std::os::unix::fs::symlink("busybox", src.join("bin/sh")).unwrap();
         for tool in ["cat", "stat"] {
             std::os::unix::fs::symlink("busybox", src.join("bin").join(tool)).unwrap();
+        }
+        // Every default mount point, so the root needs no overlay and a
+        // file's device is the image mount's own.
+        for dir in ["proc", "sys", "dev", "tmp", "etc"] {
+            std::fs::create_dir_all(src.join(dir)).unwrap();
+        }
+        for file in ["etc/passwd", "etc/group", "etc/resolv.conf", "etc/hosts"] {
+            std::fs::write(src.join(file), "").unwrap();
         }
         let out = self.path(name);
         let built = self
