@@ -199,10 +199,7 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
 
 fn write_man_pages(dir: &std::path::Path) -> Result<u8, Error> {
     use clap::CommandFactory;
-    let io_err = |e: std::io::Error| {
-        let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-        Error::Sys(sys::SysError::new("write man pages", dir, errno))
-    };
+    let io_err = |e: std::io::Error| Error::Sys(sys::SysError::from_io("write man pages", dir, &e));
     std::fs::create_dir_all(dir).map_err(io_err)?;
     clap_mangen::generate_to(Cli::command(), dir).map_err(io_err)?;
     Ok(0)

@@ -33,6 +33,11 @@ impl SysError {
             errno,
         }
     }
+
+    /// The same from a failed `std` call (EIO if it carries no errno).
+    pub fn from_io(op: &'static str, path: impl Into<PathBuf>, err: &std::io::Error) -> Self {
+        SysError::new(op, path, errno_of(err))
+    }
 }
 
 impl fmt::Display for SysError {

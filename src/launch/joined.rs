@@ -63,13 +63,8 @@ fn start_keeper(plan: &Plan, listener: UnixListener) -> Result<(), Error> {
 fn run_keeper(plan: &Plan, listener: UnixListener) -> i32 {
     let sys = LinuxSys;
     let built = build_container(&sys, plan).and_then(|container| {
-        let open_err = |e: std::io::Error| {
-            Error::Sys(SysError::new(
-                "open",
-                "/proc/self/ns",
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            ))
-        };
+        let open_err =
+            |e: std::io::Error| Error::Sys(SysError::from_io("open", "/proc/self/ns", &e));
         let outer = std::fs::File::open("/proc/self/ns/user").map_err(open_err)?;
         let inner = plan.identity.needs_inner();
         if inner {

@@ -205,13 +205,8 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
         mount
             .attach(&sys, dir)
             .map_err(|e| Error::Rootfs(rootfs::RootfsError::Image(e)))?;
-        let userns = File::open("/proc/self/ns/user").map_err(|e| {
-            SysError::new(
-                "open",
-                "/proc/self/ns/user",
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            )
-        })?;
+        let userns = File::open("/proc/self/ns/user")
+            .map_err(|e| SysError::from_io("open", "/proc/self/ns/user", &e))?;
         Ok((userns, mount.take_server()))
     };
     match set_up() {

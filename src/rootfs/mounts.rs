@@ -157,13 +157,9 @@ fn create_destination(
 }
 
 fn dev_of(path: &Path) -> Result<u64, RootfsError> {
-    std::fs::metadata(path).map(|m| m.dev()).map_err(|e| {
-        RootfsError::Sys(crate::sys::SysError::new(
-            "stat",
-            path,
-            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        ))
-    })
+    std::fs::metadata(path)
+        .map(|m| m.dev())
+        .map_err(|e| RootfsError::Sys(crate::sys::SysError::from_io("stat", path, &e)))
 }
 
 /// Find or create the destination; `Ok(None)` when an optional one is skipped.
