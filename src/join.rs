@@ -168,6 +168,9 @@ pub enum JoinError {
         /// The exit status the keeper's error maps to (its own code).
         code: u8,
     },
+    /// The keeper closed the connection without a word (it was leaving).
+    #[error("joining the container of {key}: the keeper ended without an answer")]
+    NoAnswer { key: String },
     /// A keeper's own error, passed on as it is (a warm mount's set-up
     /// fails exactly as the launch's own would have).
     #[error("{message}")]
@@ -364,10 +367,8 @@ pub fn receive_fds(stream: &UnixStream, key: &str) -> Result<Vec<OwnedFd>, JoinE
     }
     let received = msg.bytes;
     if received == 0 {
-        return Err(JoinError::Keeper {
+        return Err(JoinError::NoAnswer {
             key: key.to_string(),
-            message: "the keeper ended without an answer".into(),
-            code: crate::exit::ExitKind::OsError.code(),
         });
     }
     if status[0] != 0 {

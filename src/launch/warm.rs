@@ -84,28 +84,22 @@ pub fn lease(plan: &Plan, warm: &WarmPlan) -> Result<Lease, Error> {
                 }
             }
         };
-        match join::receive_fds(&stream, &key) {
-            Ok(fds) if fds.len() == 2 => {
-                let mut fds = fds.into_iter();
-                let (userns, mount) = (fds.next(), fds.next());
-                if let (Some(userns), Some(mount)) = (userns, mount) {
-                    return Ok(Lease {
-                        stream,
-                        userns,
-                        mount: Some(mount),
-                    });
-                }
+        match join::receive_fds(&stream, &key).map(<[OwnedFd; 2]>::try_from) {
+            Ok(Ok([userns, mount])) => {
+                return Ok(Lease {
+                    stream,
+                    userns,
+                    mount: Some(mount),
+                });
             }
-            Ok(fds) => {
+            Ok(Err(fds)) => {
                 return Err(Error::Internal(format!(
                     "{key}: the keeper sent {} descriptors, not 2",
                     fds.len()
                 )));
             }
             // The keeper's linger ended as we connected: start again.
-            Err(e @ JoinError::Keeper { .. }) if e.to_string().ends_with("without an answer") => {
-                last = Some(e);
-            }
+            Err(e @ JoinError::NoAnswer { .. }) => last = Some(e),
             // Its set-up failed: that is this launch's error too.
             Err(JoinError::Keeper { message, code, .. }) => {
                 return Err(JoinError::Relayed { message, code }.into());
