@@ -96,18 +96,17 @@ pub fn serve(
     let mut members: Vec<UnixStream> = Vec::new();
     let mut served = false;
     loop {
-        let timeout = match (served, members.is_empty()) {
-            (false, _) => join::FIRST_MEMBER_TIMEOUT,
+        // How long to wait for the next event; `None`: for as long as it takes.
+        let wait = match (served, members.is_empty()) {
+            (false, _) => Some(join::FIRST_MEMBER_TIMEOUT),
             (true, true) if linger.is_zero() => return,
-            (true, true) => linger,
-            (true, false) => Duration::MAX,
+            (true, true) => Some(linger),
+            (true, false) => None,
         };
-        let timeout = if timeout == Duration::MAX {
-            PollTimeout::NONE
-        } else {
-            PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+        let timeout = wait.map_or(PollTimeout::NONE, |d| {
+            PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
                 .unwrap_or(PollTimeout::MAX)
-        };
+        });
         let mut fds: Vec<PollFd> = std::iter::once(listener as &dyn AsFd)
             .chain(members.iter().map(|m| m as &dyn AsFd))
             .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
