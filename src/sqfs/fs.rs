@@ -25,7 +25,7 @@ use lru::LruCache;
 
 use super::file::SqfsFile;
 use super::obj::{Malloced, Obj, check};
-use super::read::{decompressor, kind_of, nlink_and_size, read_xattrs, symlink_target};
+use super::read::{decompressor, kind_of, nlink_and_size, open_super, read_xattrs, symlink_target};
 use super::{EntryKind, SqfsError, ffi};
 use crate::fuse::{self, Attr, Dir, DirEntry, Errno, FsStats};
 
@@ -105,20 +105,8 @@ impl ImageFs {
     /// directory can be read. `cache_bytes` bounds the block cache (0: no
     /// cache). `name` is used in log messages.
     pub fn open(file: File, offset: u64, cache_bytes: u64, name: &str) -> Result<Self, SqfsError> {
-        let file = SqfsFile::reader(file, offset).map_err(|source| SqfsError::Io {
-            what: format!("opening the SquashFS at offset {offset}"),
-            source,
-        })?;
-        let fp = file.as_ptr();
-        // SAFETY: the super block struct is plain integers; all-zero is valid.
-        let mut sb: Box<ffi::sqfs_super_t> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: `sb` is a valid struct to fill in, `fp` a live file.
-        let ret = unsafe { ffi::sqfs_super_read(&mut *sb, fp) };
-        check(ret, || {
-            format!("reading the super block at offset {offset}")
-        })
-        .map_err(|e| file.explain(e))?;
-        let ids = read_ids(&sb, fp).map_err(|e| file.explain(e))?;
+        let (file, sb) = open_super(file, offset)?;
+        let ids = read_ids(&sb, file.as_ptr()).map_err(|e| file.explain(e))?;
         let block_size = u64::from(sb.block_size.max(1));
         let blocks = NonZeroUsize::new((cache_bytes / block_size) as usize)
             .map(|n| Mutex::new(LruCache::new(n)));

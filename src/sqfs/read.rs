@@ -99,24 +99,34 @@ pub(super) fn decompressor(
     Ok(cmp)
 }
 
+/// The file object for the SquashFS at `offset` in `file`, and its super
+/// block (boxed: readers keep a pointer to it).
+pub(super) fn open_super(
+    file: File,
+    offset: u64,
+) -> Result<(SqfsFile, Box<ffi::sqfs_super_t>), SqfsError> {
+    let file = SqfsFile::reader(file, offset).map_err(|source| SqfsError::Io {
+        what: format!("opening the SquashFS at offset {offset}"),
+        source,
+    })?;
+    // SAFETY: the super block struct is plain integers; all-zero is valid.
+    let mut sb: Box<ffi::sqfs_super_t> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: `sb` is a valid struct to fill in, the file a live one.
+    let ret = unsafe { ffi::sqfs_super_read(&mut *sb, file.as_ptr()) };
+    check(ret, || {
+        format!("reading the super block at offset {offset}")
+    })
+    .map_err(|e| file.explain(e))?;
+    Ok((file, sb))
+}
+
 impl Reader {
     /// Open the SquashFS at `offset` in `file`: read the super block, the
     /// compressor options, the ID, fragment and xattr tables.
     pub fn open(file: File, offset: u64) -> Result<Reader, SqfsError> {
-        let file = SqfsFile::reader(file, offset).map_err(|source| SqfsError::Io {
-            what: format!("opening the SquashFS at offset {offset}"),
-            source,
-        })?;
+        let (file, sb) = open_super(file, offset)?;
         let fp = file.as_ptr();
         let with_io = |e: SqfsError| file.explain(e);
-        // SAFETY: the super block struct is plain integers; all-zero is valid.
-        let mut sb: Box<ffi::sqfs_super_t> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: `sb` is a valid struct to fill in, `fp` a live file.
-        let ret = unsafe { ffi::sqfs_super_read(&mut *sb, fp) };
-        check(ret, || {
-            format!("reading the super block at offset {offset}")
-        })
-        .map_err(with_io)?;
         let comp = compression_name(sb.compression_id);
         let cmp = decompressor(&sb, fp).map_err(with_io)?;
 
