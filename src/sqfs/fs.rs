@@ -25,7 +25,10 @@ use lru::LruCache;
 
 use super::file::SqfsFile;
 use super::obj::{Malloced, Obj, check};
-use super::read::{decompressor, kind_of, nlink_and_size, open_super, read_xattrs, symlink_target};
+use super::read::{
+    data_and_xattr_readers, decompressor, kind_of, nlink_and_size, open_super, read_xattrs,
+    symlink_target,
+};
 use super::{EntryKind, SqfsError, ffi};
 use crate::fuse::{self, Attr, Dir, DirEntry, Errno, FsStats};
 
@@ -161,25 +164,7 @@ impl ImageFs {
                 ),
                 "creating the directory table reader",
             )?;
-            let data = Obj::from_raw(
-                ffi::sqfs_data_reader_create(fp, sb.block_size as usize, cmp.as_ptr(), 0),
-                "creating the data reader",
-            )?;
-            let ret = ffi::sqfs_data_reader_load_fragment_table(data.as_ptr(), sb);
-            check(ret, || "reading the fragment table".into())?;
-            let xattrs = if u32::from(sb.flags) & ffi::SQFS_FLAG_NO_XATTRS == 0
-                && sb.xattr_id_table_start != u64::MAX
-            {
-                let xr = Obj::from_raw(
-                    ffi::sqfs_xattr_reader_create(0),
-                    "creating the xattr reader",
-                )?;
-                let ret = ffi::sqfs_xattr_reader_load(xr.as_ptr(), sb, fp, cmp.as_ptr());
-                check(ret, || "reading the xattr tables".into())?;
-                Some(xr)
-            } else {
-                None
-            };
+            let (data, xattrs) = data_and_xattr_readers(sb, fp, &cmp)?;
             Ok(Readers {
                 inodes,
                 dirs,

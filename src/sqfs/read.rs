@@ -120,6 +120,47 @@ pub(super) fn open_super(
     Ok((file, sb))
 }
 
+/// The data reader (its fragment table loaded) and, if the image has
+/// xattrs, the xattr reader (its tables loaded) of the image `sb` in `fp`,
+/// decompressing with `cmp`. The caller keeps `sb`, `fp` and `cmp` alive
+/// for as long as the readers.
+pub(super) fn data_and_xattr_readers(
+    sb: &ffi::sqfs_super_t,
+    fp: *mut ffi::sqfs_file_t,
+    cmp: &Obj<ffi::sqfs_compressor_t>,
+) -> Result<
+    (
+        Obj<ffi::sqfs_data_reader_t>,
+        Option<Obj<ffi::sqfs_xattr_reader_t>>,
+    ),
+    SqfsError,
+> {
+    // SAFETY: constructor and loader calls with live arguments; each result
+    // gets one owner.
+    unsafe {
+        let data = Obj::from_raw(
+            ffi::sqfs_data_reader_create(fp, sb.block_size as usize, cmp.as_ptr(), 0),
+            "creating the data reader",
+        )?;
+        let ret = ffi::sqfs_data_reader_load_fragment_table(data.as_ptr(), sb);
+        check(ret, || "reading the fragment table".into())?;
+        let xattrs = if u32::from(sb.flags) & ffi::SQFS_FLAG_NO_XATTRS == 0
+            && sb.xattr_id_table_start != u64::MAX
+        {
+            let xr = Obj::from_raw(
+                ffi::sqfs_xattr_reader_create(0),
+                "creating the xattr reader",
+            )?;
+            let ret = ffi::sqfs_xattr_reader_load(xr.as_ptr(), sb, fp, cmp.as_ptr());
+            check(ret, || "reading the xattr tables".into())?;
+            Some(xr)
+        } else {
+            None
+        };
+        Ok((data, xattrs))
+    }
+}
+
 impl Reader {
     /// Open the SquashFS at `offset` in `file`: read the super block, the
     /// compressor options, the ID, fragment and xattr tables.
@@ -144,33 +185,7 @@ impl Reader {
                 "creating the directory reader",
             )?
         };
-        // SAFETY: see above.
-        let data = unsafe {
-            Obj::from_raw(
-                ffi::sqfs_data_reader_create(fp, sb.block_size as usize, cmp.as_ptr(), 0),
-                "creating the data reader",
-            )?
-        };
-        // SAFETY: see above.
-        let ret = unsafe { ffi::sqfs_data_reader_load_fragment_table(data.as_ptr(), &*sb) };
-        check(ret, || "reading the fragment table".into()).map_err(with_io)?;
-        let xattrs = if u32::from(sb.flags) & ffi::SQFS_FLAG_NO_XATTRS == 0
-            && sb.xattr_id_table_start != u64::MAX
-        {
-            // SAFETY: see above.
-            let xr = unsafe {
-                Obj::from_raw(
-                    ffi::sqfs_xattr_reader_create(0),
-                    "creating the xattr reader",
-                )?
-            };
-            // SAFETY: see above.
-            let ret = unsafe { ffi::sqfs_xattr_reader_load(xr.as_ptr(), &*sb, fp, cmp.as_ptr()) };
-            check(ret, || "reading the xattr tables".into()).map_err(with_io)?;
-            Some(xr)
-        } else {
-            None
-        };
+        let (data, xattrs) = data_and_xattr_readers(&sb, fp, &cmp).map_err(with_io)?;
         let info = SuperInfo {
             compression: comp,
             block_size: sb.block_size,
