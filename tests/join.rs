@@ -18,7 +18,7 @@ fn member_script(release: &str) -> String {
 
 /// Image servers running for `tag`: rfake's own (named rfake-fuse) or
 /// squashfuse.
-fn squashfuse_count(tag: &str) -> usize {
+fn server_count(tag: &str) -> usize {
     processes_tagged(tag)
         .into_iter()
         .filter(|pid| {
@@ -76,7 +76,7 @@ fn ranks_with_one_key_share_one_container_and_one_server() {
         lines[0].starts_with("0 "),
         "fakeroot without a launcher: {lines:?}"
     );
-    assert_eq!(squashfuse_count(&t), 1, "one server for all ranks");
+    assert_eq!(server_count(&t), 1, "one server for all ranks");
     std::fs::write(&release, "").unwrap();
     for r in ranks {
         let (status, _, err) = r.wait();
