@@ -233,3 +233,38 @@ fn a_killed_launch_on_a_warm_mount_leaves_nothing() {
     let _ = child.wait();
     assert_nothing_left(&t);
 }
+
+#[test]
+fn the_image_superblock_is_read_only() {
+    // Read-only as a superblock, not only as a mount: on a writable
+    // superblock every read marks the kernel's cached atime stale, and the
+    // next stat of the file is a round trip to the server.
+    if !require() {
+        return;
+    }
+    let t = tag("warm-ro-super");
+    for config in [
+        "image_server = \"builtin\"\nwarm_linger = 0\n",
+        "image_server = \"squashfuse\"\nwarm_linger = 0\n",
+        "image_server = \"builtin\"\nwarm_linger = 1\n",
+    ] {
+        let site = Site::new(config);
+        let image = site.image(&t, "a.sqfs", "x\n");
+        let out = site.exec(&t, &image, "cat /v >/dev/null; cat /proc/self/mountinfo");
+        assert_status(&out, 0);
+        let text = stdout(&out);
+        // "ID PARENT DEV ROOT MOUNTPOINT OPTIONS ... - TYPE SOURCE SUPER-OPTIONS"
+        let root = text
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("{config}: no root mount in\n{text}"));
+        let (_, fs_part) = root.split_once(" - ").unwrap();
+        let fields: Vec<&str> = fs_part.split(' ').collect();
+        assert!(fields[0].starts_with("fuse."), "{config}: {root}");
+        assert!(
+            fields[2].split(',').any(|o| o == "ro"),
+            "{config}: a writable superblock: {root}"
+        );
+    }
+    assert_nothing_left(&t);
+}

@@ -7,8 +7,14 @@
 //! image allows:
 //! - entries (negative ones too) and attributes never expire: nothing
 //!   changes under the kernel's feet;
-//! - files keep their page cache across opens (`keep_cache`), directories
-//!   their listings (`cache_readdir`), symlink targets are cached;
+//! - the kernel opens files and directories without asking the server
+//!   (`open`/`opendir` answer ENOSYS once, where the kernel allows it), so
+//!   a warm read of a file or a listing is no round trip at all; files keep
+//!   their page cache across opens, directories their listings, and
+//!   symlink targets are cached (older kernels: `keep_cache` and
+//!   `cache_readdir` in each open's reply);
+//! - the superblock is read-only (the mount's `ro`), so reads never mark
+//!   the cached atime stale;
 //! - `readdirplus` answers a listing's lookups in the same round trip;
 //! - node IDs are stable and hard links share theirs, so the kernel sees
 //!   one inode per file, as the image stores it.

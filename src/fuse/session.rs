@@ -4,6 +4,7 @@
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Attr, Dir, Errno, Filesystem, ffi};
 
@@ -33,7 +34,11 @@ pub fn serve(fs: Arc<dyn Filesystem>, fuse_fd: RawFd, config: LoopConfig) -> Res
         allocated: 0,
     };
     // Freed never: the session lives until the process ends.
-    let userdata = Box::into_raw(Box::new(fs)).cast::<c_void>();
+    let userdata = Box::into_raw(Box::new(Session {
+        fs,
+        kernel_opens: AtomicBool::new(false),
+    }))
+    .cast::<c_void>();
     // SAFETY: `args` and `ops` are valid for the call (libfuse copies the
     // operations); `userdata` outlives the session (it is leaked).
     let se = unsafe {
@@ -103,13 +108,33 @@ fn operations() -> ffi::fuse_lowlevel_ops {
     }
 }
 
-/// The filesystem of the session `req` came from.
+/// What the callbacks share.
+struct Session {
+    fs: Arc<dyn Filesystem>,
+    /// Set in `init` when the kernel can open files and directories without
+    /// asking: `open` and `opendir` then answer ENOSYS once, and the kernel
+    /// stops sending OPEN, RELEASE, OPENDIR and RELEASEDIR (two round trips
+    /// per file a payload opens) and caches as if they had answered
+    /// `keep_cache` and `cache_readdir`.
+    kernel_opens: AtomicBool,
+}
+
+/// The session `req` came from.
 ///
 /// # Safety
 /// `req` is a live request of a session made by [`serve`].
+unsafe fn session<'a>(req: ffi::fuse_req_t) -> &'a Session {
+    // SAFETY: the userdata is the leaked `Session` `serve` passed in.
+    unsafe { &*ffi::fuse_req_userdata(req).cast::<Session>() }
+}
+
+/// The filesystem of the session `req` came from.
+///
+/// # Safety
+/// As for [`session`].
 unsafe fn fs<'a>(req: ffi::fuse_req_t) -> &'a dyn Filesystem {
-    // SAFETY: the userdata is the leaked `Arc` `serve` passed in.
-    unsafe { &**ffi::fuse_req_userdata(req).cast::<Arc<dyn Filesystem>>() }
+    // SAFETY: per the contract.
+    unsafe { &*session(req).fs }
 }
 
 /// Reply with `errno` (libfuse reports a reply it could not send by its
@@ -147,9 +172,14 @@ fn entry_of(node: u64, attr: &Attr) -> ffi::fuse_entry_param {
     }
 }
 
-unsafe extern "C" fn init(_userdata: *mut c_void, conn: *mut ffi::fuse_conn_info) {
-    // SAFETY: libfuse passes its live connection info.
-    let conn = unsafe { &mut *conn };
+unsafe extern "C" fn init(userdata: *mut c_void, conn: *mut ffi::fuse_conn_info) {
+    // SAFETY: libfuse passes its live connection info and our userdata.
+    let (conn, session) = unsafe { (&mut *conn, &*userdata.cast::<Session>()) };
+    let no_open = ffi::FUSE_CAP_NO_OPEN_SUPPORT | ffi::FUSE_CAP_NO_OPENDIR_SUPPORT;
+    if conn.capable & no_open == no_open {
+        conn.want |= no_open;
+        session.kernel_opens.store(true, Ordering::Relaxed);
+    }
     let wanted = ffi::FUSE_CAP_CACHE_SYMLINKS
         | ffi::FUSE_CAP_READDIRPLUS
         | ffi::FUSE_CAP_PARALLEL_DIROPS
@@ -224,6 +254,9 @@ unsafe extern "C" fn open(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::fuse_f
         if fi.flags & libc::O_ACCMODE != libc::O_RDONLY {
             return reply_err(req, libc::EROFS);
         }
+        if session(req).kernel_opens.load(Ordering::Relaxed) {
+            return reply_err(req, libc::ENOSYS);
+        }
         // The image does not change: keep the page cache across opens.
         fi.set_keep_cache(1);
         fi.set_noflush(1);
@@ -262,6 +295,9 @@ unsafe extern "C" fn opendir(req: ffi::fuse_req_t, node: u64, fi: *mut ffi::fuse
     // SAFETY: libfuse's file info for this request, answered once; the
     // handle is a leaked box that `releasedir` (or a failed reply) frees.
     unsafe {
+        if session(req).kernel_opens.load(Ordering::Relaxed) {
+            return reply_err(req, libc::ENOSYS);
+        }
         match fs(req).dir(node) {
             Ok(dir) => {
                 let fi = &mut *fi;
@@ -278,14 +314,24 @@ unsafe extern "C" fn opendir(req: ffi::fuse_req_t, node: u64, fi: *mut ffi::fuse
     }
 }
 
-/// The directory behind an `opendir` handle.
+/// The listing of directory `node`: the one behind its `opendir` handle, or
+/// (no handle: the kernel opened it without asking) the filesystem's.
 ///
 /// # Safety
-/// `fi` is the file info of a directory opened by [`opendir`], not yet
-/// released.
-unsafe fn dir_of<'a>(fi: *mut ffi::fuse_file_info) -> &'a Dir {
-    // SAFETY: per the contract, `fh` is our leaked `Box<Arc<Dir>>`.
-    unsafe { &*((*fi).fh as *const Arc<Dir>) }
+/// `req` is a live request; `fi` is the file info of a directory opened by
+/// [`opendir`] and not yet released, or one with no handle (`fh` 0).
+unsafe fn dir_of(
+    req: ffi::fuse_req_t,
+    node: u64,
+    fi: *mut ffi::fuse_file_info,
+) -> Result<Arc<Dir>, Errno> {
+    // SAFETY: per the contract, a non-zero `fh` is our leaked `Box<Arc<Dir>>`.
+    unsafe {
+        match (*fi).fh {
+            0 => fs(req).dir(node),
+            fh => Ok(Arc::clone(&*(fh as *const Arc<Dir>))),
+        }
+    }
 }
 
 /// Fill a reply buffer of `size` bytes with the listing from position
@@ -322,7 +368,7 @@ fn fill_listing(
 
 unsafe extern "C" fn readdir(
     req: ffi::fuse_req_t,
-    _node: u64,
+    node: u64,
     size: usize,
     offset: i64,
     fi: *mut ffi::fuse_file_info,
@@ -330,8 +376,11 @@ unsafe extern "C" fn readdir(
     // SAFETY: `fi` is an open directory of ours; the request is live and
     // answered once.
     unsafe {
-        let dir = dir_of(fi);
-        let buf = fill_listing(dir, offset, size, |out, name, entry, ino, next| {
+        let dir = match dir_of(req, node, fi) {
+            Ok(dir) => dir,
+            Err(errno) => return reply_err(req, errno),
+        };
+        let buf = fill_listing(&dir, offset, size, |out, name, entry, ino, next| {
             let Ok(cname) = CString::new(name) else {
                 return 0;
             };
@@ -353,17 +402,20 @@ unsafe extern "C" fn readdir(
 
 unsafe extern "C" fn readdirplus(
     req: ffi::fuse_req_t,
-    _node: u64,
+    node: u64,
     size: usize,
     offset: i64,
     fi: *mut ffi::fuse_file_info,
 ) {
     // SAFETY: as in `readdir`.
     unsafe {
-        let dir = dir_of(fi);
+        let dir = match dir_of(req, node, fi) {
+            Ok(dir) => dir,
+            Err(errno) => return reply_err(req, errno),
+        };
         let fs = fs(req);
         let mut failed = None;
-        let buf = fill_listing(dir, offset, size, |out, name, entry, ino, next| {
+        let buf = fill_listing(&dir, offset, size, |out, name, entry, ino, next| {
             let Ok(cname) = CString::new(name) else {
                 return 0;
             };
@@ -402,9 +454,11 @@ unsafe extern "C" fn readdirplus(
 }
 
 unsafe extern "C" fn releasedir(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::fuse_file_info) {
-    // SAFETY: the handle `opendir` leaked, released exactly once.
+    // SAFETY: the handle `opendir` leaked (if any), released exactly once.
     unsafe {
-        drop(Box::from_raw((*fi).fh as *mut Arc<Dir>));
+        if (*fi).fh != 0 {
+            drop(Box::from_raw((*fi).fh as *mut Arc<Dir>));
+        }
         reply_err(req, 0);
     }
 }

@@ -179,7 +179,9 @@ impl FuseMount {
     fn params(&self, fuse_fd: RawFd) -> Vec<FsParam> {
         // rootmode: the root is a directory; allow_other: a payload with
         // another uid (nested namespaces) may read it; default_permissions:
-        // the kernel checks the image's modes.
+        // the kernel checks the image's modes; ro: a read-only superblock
+        // (not only a read-only mount), so that reads do not invalidate the
+        // cached atime and make the next stat a round trip.
         vec![
             FsParam::Value("source", self.image_path.to_string_lossy().into_owned()),
             FsParam::Value("subtype", self.subtype.into()),
@@ -189,6 +191,7 @@ impl FuseMount {
             FsParam::Value("group_id", self.gid.to_string()),
             FsParam::Flag("allow_other"),
             FsParam::Flag("default_permissions"),
+            FsParam::Flag("ro"),
         ]
     }
 
