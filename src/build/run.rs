@@ -92,12 +92,19 @@ impl std::fmt::Display for BuildSummary {
     }
 }
 
-/// The build's fixed timestamp: `SOURCE_DATE_EPOCH`, else 0.
-pub fn build_time(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> u32 {
+/// `SOURCE_DATE_EPOCH` (reproducible-builds.org), when it is set to a
+/// number of seconds; clamped to SquashFS's u32.
+pub fn source_date_epoch(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<u32> {
     crate::env::get(env, "SOURCE_DATE_EPOCH")
         .and_then(|v| v.to_str()?.trim().parse::<u64>().ok())
         .map(|t| t.min(u32::MAX as u64) as u32)
-        .unwrap_or(0)
+}
+
+/// The build's own time, for the super block, a SIF's header and the
+/// entries rfake makes itself: `SOURCE_DATE_EPOCH`, else 0 (so that it does
+/// not make two builds differ).
+pub fn build_time(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> u32 {
+    source_date_epoch(env).unwrap_or(0)
 }
 
 fn out_dir(out: &Path) -> PathBuf {
@@ -138,6 +145,12 @@ pub fn run(
     };
     meta_files::add(&mut tree, &meta).map_err(tree_err)?;
     tree.check_hard_links().map_err(tree_err)?;
+    // Entries keep their source's times; under SOURCE_DATE_EPOCH none is
+    // later than it (`tar --clamp-mtime`), so a checkout's times do not make
+    // two builds of the same commit differ.
+    if let Some(limit) = source_date_epoch(env) {
+        tree.clamp_mtimes(limit);
+    }
     let spool = spool
         .finish()
         .map_err(|e| out_err("writing the spool", e))?;
@@ -266,6 +279,7 @@ fn progress_bar(entries: u64, bytes: u64) -> Option<indicatif::ProgressBar> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::source::testutil::set_mtime;
     use super::*;
 
     #[test]
@@ -276,6 +290,135 @@ mod tests {
         assert!(parse_block_size("3000").is_err());
         assert!(parse_block_size("2M").is_err());
         assert!(parse_block_size("100K").is_err());
+    }
+
+    /// Build `source` into `out` (SquashFS) with `SOURCE_DATE_EPOCH` set to
+    /// `epoch` if given; the image's bytes and a reader on it.
+    fn build(source: &Path, out: &Path, epoch: Option<&str>) -> (Vec<u8>, sqfs::Reader) {
+        let req = BuildRequest {
+            out: out.to_path_buf(),
+            source: source.to_path_buf(),
+            compression: Compression::Gzip,
+            block_size: sqfs::DEFAULT_BLOCK_SIZE,
+            skip_special: false,
+            random_uuid: false,
+            arch: Arch::host(),
+        };
+        let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = epoch
+            .map(|t| ("SOURCE_DATE_EPOCH".into(), t.into()))
+            .into_iter()
+            .collect();
+        run(&req, &env).unwrap();
+        let reader = sqfs::Reader::open(std::fs::File::open(out).unwrap(), 0).unwrap();
+        (std::fs::read(out).unwrap(), reader)
+    }
+
+    /// The modification times at `paths` in the image, and the super block's.
+    fn times(r: &sqfs::Reader, paths: &[&str]) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = paths
+            .iter()
+            .map(|p| (p.to_string(), r.stat(p).unwrap().mtime))
+            .collect();
+        out.push(("super block".into(), r.info().mtime));
+        out
+    }
+
+    /// Entries keep their source's modification times (Python's `.pyc`
+    /// files record their `.py`'s and are stale otherwise); what rfake
+    /// writes itself has the build's time; `SOURCE_DATE_EPOCH` caps the
+    /// first and is the second; the same source gives the same bytes.
+    #[test]
+    fn entries_keep_their_source_times() {
+        let d = tempfile::tempdir().unwrap();
+        let files = d.path().join("files");
+        std::fs::create_dir_all(files.join("sub")).unwrap();
+        std::fs::write(files.join("old.py"), "print('old')\n").unwrap();
+        std::fs::write(files.join("sub/new.py"), "print('new')\n").unwrap();
+        std::os::unix::fs::symlink("old.py", files.join("link")).unwrap();
+        std::fs::hard_link(files.join("old.py"), files.join("again.py")).unwrap();
+        set_mtime(&files.join("old.py"), 1_000_000_000);
+        set_mtime(&files.join("sub/new.py"), 1_800_000_000);
+        set_mtime(&files.join("link"), 1_200_000_000);
+        set_mtime(&files.join("sub"), 1_100_000_000);
+        set_mtime(&files, 1_300_000_000);
+
+        // A directory source: every entry, the root too, has its own time.
+        let (_, r) = build(&files, &d.path().join("dir.sqfs"), None);
+        assert_eq!(
+            times(
+                &r,
+                &["/", "/old.py", "/again.py", "/link", "/sub", "/sub/new.py"]
+            ),
+            [
+                ("/", 1_300_000_000),
+                ("/old.py", 1_000_000_000),
+                ("/again.py", 1_000_000_000),
+                ("/link", 1_200_000_000),
+                ("/sub", 1_100_000_000),
+                ("/sub/new.py", 1_800_000_000),
+                ("super block", 0),
+            ]
+            .map(|(p, t)| (p.to_string(), t))
+        );
+
+        // A recipe: what it copies keeps its times; the root, the parents it
+        // implies and the files rfake writes have the build's.
+        let recipe = d.path().join("app.toml");
+        std::fs::write(
+            &recipe,
+            r##"[image]
+runscript = "#!/bin/sh\nexec python3 /opt/app/old.py\n"
+[files]
+"/opt/app" = "files"
+[inline]
+"/etc/note" = "x"
+[env]
+A = "1"
+"##,
+        )
+        .unwrap();
+        let paths = [
+            "/",
+            "/opt",
+            "/opt/app",
+            "/opt/app/old.py",
+            "/opt/app/sub/new.py",
+            "/etc/note",
+            "/.rfake",
+            "/.rfake/environment",
+            "/.singularity.d/runscript",
+        ];
+        let expect = |opt, app, new, generated| {
+            [
+                ("/", generated),
+                ("/opt", generated),
+                ("/opt/app", app),
+                ("/opt/app/old.py", 1_000_000_000),
+                ("/opt/app/sub/new.py", new),
+                ("/etc/note", generated),
+                ("/.rfake", generated),
+                ("/.rfake/environment", generated),
+                ("/.singularity.d/runscript", generated),
+                ("super block", opt),
+            ]
+            .map(|(p, t)| (p.to_string(), t))
+        };
+        let (a, r) = build(&recipe, &d.path().join("a.sqfs"), None);
+        assert_eq!(
+            times(&r, &paths),
+            expect(0, 1_300_000_000, 1_800_000_000, 0)
+        );
+        let (b, _) = build(&recipe, &d.path().join("b.sqfs"), None);
+        assert!(a == b, "two builds of the same source differ");
+
+        // SOURCE_DATE_EPOCH: later times clamped, earlier ones kept.
+        let (c, r) = build(&recipe, &d.path().join("c.sqfs"), Some("1500000000"));
+        assert_eq!(
+            times(&r, &paths),
+            expect(1_500_000_000, 1_300_000_000, 1_500_000_000, 1_500_000_000)
+        );
+        let (c2, _) = build(&recipe, &d.path().join("c2.sqfs"), Some("1500000000"));
+        assert!(c == c2, "two builds with SOURCE_DATE_EPOCH differ");
     }
 
     #[test]
@@ -289,5 +432,14 @@ mod tests {
             build_time(&[("SOURCE_DATE_EPOCH".into(), "junk".into())]),
             0
         );
+        assert_eq!(
+            source_date_epoch(&[("SOURCE_DATE_EPOCH".into(), "junk".into())]),
+            None
+        );
+        assert_eq!(
+            source_date_epoch(&[("SOURCE_DATE_EPOCH".into(), "99999999999".into())]),
+            Some(u32::MAX)
+        );
+        assert_eq!(source_date_epoch(&[]), None);
     }
 }

@@ -3,8 +3,12 @@
 //!
 //! Sources (a directory, tarballs, OCI layers, recipes) fill it; the
 //! SquashFS writer reads it. Every entry is owned by root inside the image
-//! (an unprivileged build cannot represent other owners) and carries the
-//! build's one fixed timestamp, so the same source gives the same bytes.
+//! (an unprivileged build cannot represent other owners). An entry keeps
+//! its source's modification time (a host file's, a tar header's); one that
+//! rfake makes itself (a generated file, a directory a tarball implies) has
+//! none and gets the build's time when written. Those times are part of the
+//! source, so the same source still gives the same bytes; `SOURCE_DATE_EPOCH`
+//! caps them ([`Tree::clamp_mtimes`]).
 //! Children are kept sorted by name (bytes), the order SquashFS directories
 //! need and the one that makes output reproducible.
 
@@ -24,22 +28,36 @@ pub enum Content {
     Bytes(Arc<Vec<u8>>),
 }
 
-/// Mode bits (permissions, setuid/setgid/sticky) and extended attributes.
+/// Mode bits (permissions, setuid/setgid/sticky), modification time and
+/// extended attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
     /// The low 12 bits of `st_mode`.
     pub mode: u16,
+    /// Seconds since the epoch, from the source (see [`mtime_from_secs`]);
+    /// `None` for what rfake makes itself, which gets the build's time.
+    pub mtime: Option<u32>,
     /// Extended attributes by name ("user.foo", "security.capability"...).
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Meta {
+    /// `mode` (its low 12 bits), no time of its own, no xattrs.
     pub fn with_mode(mode: u32) -> Meta {
         Meta {
             mode: (mode & 0o7777) as u16,
+            mtime: None,
             xattrs: BTreeMap::new(),
         }
     }
+}
+
+/// A source's modification time (seconds since the epoch, as `stat` or a
+/// tar header gives it) as SquashFS stores it, unsigned 32-bit seconds:
+/// times before 1970 become 0 and times after 2106-02-07 become
+/// `u32::MAX`.
+pub fn mtime_from_secs(secs: i64) -> u32 {
+    secs.clamp(0, i64::from(u32::MAX)) as u32
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +149,8 @@ impl Tree {
     }
 
     /// The directory that will hold `path`'s last name, creating missing
-    /// parents as 0755 directories (tar archives may omit them).
+    /// parents as 0755 directories without a time of their own (tar
+    /// archives may omit them; they get the build's time).
     fn parent_mut(
         &mut self,
         path: &Path,
@@ -266,6 +285,29 @@ impl Tree {
         walk(&mut PathBuf::new(), &self.root, f);
     }
 
+    /// Cap every entry's own modification time at `limit`, as
+    /// `tar --clamp-mtime` does: `SOURCE_DATE_EPOCH` (reproducible-builds.org)
+    /// is the newest time a reproducible build may show. Entries without a
+    /// time of their own already get the build's time.
+    pub fn clamp_mtimes(&mut self, limit: u32) {
+        fn walk(node: &mut Node, limit: u32) {
+            let meta = match node {
+                Node::Dir { meta, children } => {
+                    for child in children.values_mut() {
+                        walk(child, limit);
+                    }
+                    meta
+                }
+                Node::File { meta, .. } | Node::Symlink { meta, .. } => meta,
+                Node::HardLink { .. } => return,
+            };
+            if let Some(t) = &mut meta.mtime {
+                *t = (*t).min(limit);
+            }
+        }
+        walk(&mut self.root, limit);
+    }
+
     /// Counts for progress and summaries: (entries, bytes of file data).
     pub fn totals(&self) -> (u64, u64) {
         let (mut entries, mut bytes) = (0, 0);
@@ -353,6 +395,60 @@ mod tests {
         t.visit(&mut |p, _| seen.push(p.display().to_string()));
         assert_eq!(seen, ["", "a", "a/l", "a/z", "b"]);
         assert_eq!(t.totals(), (5, 3));
+    }
+
+    fn mtime_of(t: &Tree, path: &str) -> Option<u32> {
+        match t.get(Path::new(path)) {
+            Some(Node::Dir { meta, .. } | Node::File { meta, .. } | Node::Symlink { meta, .. }) => {
+                meta.mtime
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn source_times_are_clamped_and_missing_ones_stay_missing() {
+        assert_eq!(mtime_from_secs(-1), 0);
+        assert_eq!(mtime_from_secs(i64::MIN), 0);
+        assert_eq!(mtime_from_secs(1_700_000_000), 1_700_000_000);
+        assert_eq!(mtime_from_secs(1 << 32), u32::MAX);
+        assert_eq!(mtime_from_secs(i64::MAX), u32::MAX);
+
+        let mut t = Tree::default();
+        let at = |mut node: Node, mtime: u32| {
+            if let Node::Dir { meta, .. } | Node::File { meta, .. } | Node::Symlink { meta, .. } =
+                &mut node
+            {
+                meta.mtime = Some(mtime);
+            }
+            node
+        };
+        t.insert(Path::new("old"), at(file(b"o"), 100)).unwrap();
+        t.insert(Path::new("d/new"), at(file(b"n"), 3000)).unwrap();
+        let link = Node::Symlink {
+            meta: Meta::with_mode(0o777),
+            target: "old".into(),
+        };
+        t.insert(Path::new("d/link"), at(link, 2000)).unwrap();
+        t.insert(
+            Path::new("hl"),
+            Node::HardLink {
+                target: "old".into(),
+            },
+        )
+        .unwrap();
+        // "d" was implied by "d/new": rfake made it, it has no time.
+        assert_eq!(mtime_of(&t, "d"), None);
+        t.clamp_mtimes(2000);
+        assert_eq!(mtime_of(&t, "old"), Some(100));
+        assert_eq!(mtime_of(&t, "d/new"), Some(2000));
+        assert_eq!(mtime_of(&t, "d/link"), Some(2000));
+        assert_eq!(mtime_of(&t, "d"), None);
+        assert_eq!(mtime_of(&t, ""), None);
+        // A directory listed again (a later layer) brings its own time.
+        t.insert(Path::new("d"), at(Node::dir(0o755), 50)).unwrap();
+        assert_eq!(mtime_of(&t, "d"), Some(50));
+        assert_eq!(mtime_of(&t, "d/new"), Some(2000));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! multi-threaded block processor, deduplicated), inode table, directory
 //! table, fragment table, ID table, xattr tables, padded to 4 KiB. The
 //! output depends only on the tree and the options: every entry is owned
-//! by 0:0 and stamped with `opts.mtime`, as is the super block.
+//! by 0:0 and has its own modification time from the tree, or `opts.mtime`
+//! when it has none; the super block has `opts.mtime`.
 //! [`Reader`] gives read-only access: super block facts, `stat`, listing,
 //! walking and reading files.
 
@@ -93,7 +94,8 @@ pub struct WriteOptions {
     pub compression: Compression,
     /// Data block size: a power of two from 4 KiB to 1 MiB.
     pub block_size: u32,
-    /// Seconds since the epoch, for the super block and every inode.
+    /// Seconds since the epoch: the super block's time, and the time of
+    /// every entry without one of its own (`Meta::mtime` is `None`).
     pub mtime: u32,
     /// Compression threads of the block processor (0 counts as 1).
     pub workers: usize,

@@ -15,6 +15,7 @@ use super::*;
 use crate::build::spool::{Spool, open_content};
 use crate::build::tree::{Content, Meta, Node, Tree};
 
+/// The options' time: the super block's, and the entries' without their own.
 const MTIME: u32 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
 
 fn file(mode: u32, data: &[u8]) -> Node {
@@ -39,6 +40,28 @@ fn symlink(target: &str) -> Node {
     Node::Symlink {
         meta: Meta::with_mode(0o777),
         target: target.into(),
+    }
+}
+
+/// `node` with a modification time of its own.
+fn at(mut node: Node, mtime: u32) -> Node {
+    match &mut node {
+        Node::File { meta, .. } | Node::Dir { meta, .. } | Node::Symlink { meta, .. } => {
+            meta.mtime = Some(mtime);
+        }
+        Node::HardLink { .. } => panic!("hard links have no metadata"),
+    }
+    node
+}
+
+/// The time an entry should have in the image: its own, else `MTIME`; a
+/// hard link has its target's.
+fn expected_mtime(tree: &Tree, node: &Node) -> u32 {
+    match node {
+        Node::File { meta, .. } | Node::Dir { meta, .. } | Node::Symlink { meta, .. } => {
+            meta.mtime.unwrap_or(MTIME)
+        }
+        Node::HardLink { target } => expected_mtime(tree, tree.get(target).unwrap()),
     }
 }
 
@@ -68,12 +91,21 @@ fn sample_tree(block_size: u32) -> (Tree, Arc<File>) {
     ins("empty", file(0o644, b""));
     ins(
         "small.txt",
-        with_xattr(file(0o644, b"hello\n"), "user.test", b"value"),
+        at(
+            with_xattr(file(0o644, b"hello\n"), "user.test", b"value"),
+            1_000_000_000,
+        ),
     );
     ins("big.bin", file(0o644, &pseudo_random(3 * bs + 1234, 1)));
     let dup = pseudo_random(bs + 5000, 2);
     ins("dup1", file(0o644, &dup));
-    ins("dir", with_xattr(Node::dir(0o755), "user.dir", b"d"));
+    ins(
+        "dir",
+        at(
+            with_xattr(Node::dir(0o755), "user.dir", b"d"),
+            1_600_000_000,
+        ),
+    );
     ins("dir/dup2", file(0o600, &dup));
     ins(
         "dir/hard",
@@ -95,13 +127,17 @@ fn sample_tree(block_size: u32) -> (Tree, Arc<File>) {
             target: "/z/target".into(),
         },
     );
-    ins("z/target", file(0o640, b"target content"));
-    ins("link", symlink("small.txt"));
+    // Before and after the options' time, and the last one SquashFS holds.
+    ins(
+        "z/target",
+        at(file(0o640, b"target content"), 1_800_000_000),
+    );
+    ins("link", at(symlink("small.txt"), u32::MAX));
     ins("abs", symlink("/a/b/c/d/file"));
     ins("dirlink", symlink("a/b"));
     ins("loop1", symlink("loop2"));
     ins("loop2", symlink("loop1"));
-    ins("sticky", Node::dir(0o1777));
+    ins("sticky", at(Node::dir(0o1777), 0));
     // More entries than one directory header (256) and one meta data
     // block (8 KiB) hold.
     for i in 0..1000 {
@@ -216,7 +252,11 @@ fn check_reader(
             expected_walk.push(p.clone());
         }
         let e = r.stat(&p).unwrap_or_else(|e| panic!("stat {p}: {e}"));
-        assert_eq!((e.uid, e.gid, e.mtime), (0, 0, MTIME), "{p}");
+        assert_eq!(
+            (e.uid, e.gid, e.mtime),
+            (0, 0, expected_mtime(tree, node)),
+            "{p}"
+        );
         let want_name = path
             .file_name()
             .map_or("/".into(), |n| n.to_string_lossy().into_owned());
@@ -409,6 +449,18 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     })
 }
 
+/// `secs` as `unsquashfs -lln` shows it under TZ=UTC ("2023-11-14 22:13"),
+/// from date(1).
+fn utc_minute(secs: u32) -> String {
+    run(Command::new("date")
+        .env("TZ", "UTC")
+        .arg("-d")
+        .arg(format!("@{secs}"))
+        .arg("+%Y-%m-%d %H:%M"))
+    .trim()
+    .to_owned()
+}
+
 /// `unsquashfs -lln`, `-stat` and a full extraction agree with the tree.
 fn check_unsquashfs(img: &Path, tree: &Tree, spool: &Arc<File>, o: &WriteOptions, scratch: &Path) {
     if !have("unsquashfs") {
@@ -433,14 +485,19 @@ fn check_unsquashfs(img: &Path, tree: &Tree, spool: &Arc<File>, o: &WriteOptions
     for line in listing.lines().filter(|l| l.contains("squashfs-root")) {
         let f: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(f[1], "0/0", "{line}");
-        assert_eq!((f[3], f[4]), ("2023-11-14", "22:13"), "{line}");
         let path = f[5].strip_prefix("squashfs-root").unwrap().to_owned();
         let target = (f.len() == 8 && f[6] == "->").then(|| f[7].to_owned());
         listed.insert(
             if path.is_empty() { "/".into() } else { path },
-            (f[0].to_owned(), f[2].to_owned(), target),
+            (
+                f[0].to_owned(),
+                f[2].to_owned(),
+                target,
+                format!("{} {}", f[3], f[4]),
+            ),
         );
     }
+    let mut shown_times = HashMap::new();
     let mut expected = 0;
     tree.visit(&mut |path, node| {
         expected += 1;
@@ -449,9 +506,14 @@ fn check_unsquashfs(img: &Path, tree: &Tree, spool: &Arc<File>, o: &WriteOptions
         } else {
             abs(path)
         };
-        let (mode, size, target) = listed
+        let (mode, size, target, time) = listed
             .get(&p)
             .unwrap_or_else(|| panic!("{p} not listed:\n{listing}"));
+        let mtime = expected_mtime(tree, node);
+        let want = shown_times
+            .entry(mtime)
+            .or_insert_with(|| utc_minute(mtime));
+        assert_eq!(time, want, "{p}");
         match node {
             Node::Dir { meta, .. } => assert_eq!(mode, &mode_string('d', meta.mode), "{p}"),
             Node::File { meta, size: s, .. } => {
@@ -485,6 +547,14 @@ fn check_unsquashfs(img: &Path, tree: &Tree, spool: &Arc<File>, o: &WriteOptions
     tree.visit(&mut |path, node| {
         let p = out.join(path);
         let md = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        if !matches!(node, Node::Symlink { .. }) {
+            assert_eq!(
+                md.mtime(),
+                i64::from(expected_mtime(tree, node)),
+                "{}",
+                p.display()
+            );
+        }
         match node {
             Node::Dir { meta, .. } => {
                 assert!(md.is_dir());

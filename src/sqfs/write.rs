@@ -33,7 +33,9 @@ use crate::build::tree::{Content, Meta, Node, Tree, names};
 const PROGRESS_BYTES: u64 = 16 << 20;
 
 /// Write `tree` as a SquashFS image into `out` (an already-created, empty,
-/// writable file), all entries uid 0 / gid 0, every timestamp `opts.mtime`.
+/// writable file), all entries uid 0 / gid 0, each with its own
+/// modification time ([`Meta::mtime`]) or, lacking one, `opts.mtime`, which
+/// is also the super block's time.
 ///
 /// `spool` is needed when the tree has [`Content::Spool`] files.
 /// `progress` is called as file data goes in. The output is a function of
@@ -345,14 +347,22 @@ impl InodeBuf {
     }
 }
 
+/// The metadata of an item (a hard-linked file's is its first name's).
+fn item_meta<'a>(plan: &Plan<'a>, item: &Item<'a>) -> &'a Meta {
+    match item {
+        Item::Dir { meta, .. } | Item::Symlink { meta, .. } => meta,
+        Item::File(f) => plan.files[*f].meta,
+    }
+}
+
 /// The `st_mode` of an item: type bits and permissions.
 fn item_mode(plan: &Plan<'_>, item: &Item<'_>) -> u16 {
-    let (kind, meta) = match item {
-        Item::Dir { meta, .. } => (ffi::SQFS_INODE_MODE_DIR, *meta),
-        Item::File(f) => (ffi::SQFS_INODE_MODE_REG, plan.files[*f].meta),
-        Item::Symlink { meta, .. } => (ffi::SQFS_INODE_MODE_LNK, *meta),
+    let kind = match item {
+        Item::Dir { .. } => ffi::SQFS_INODE_MODE_DIR,
+        Item::File(_) => ffi::SQFS_INODE_MODE_REG,
+        Item::Symlink { .. } => ffi::SQFS_INODE_MODE_LNK,
     };
-    (kind as u16) | (meta.mode & 0o7777)
+    (kind as u16) | (item_meta(plan, item).mode & 0o7777)
 }
 
 /// The libsquashfs objects of one image being written. Fields drop in
@@ -723,6 +733,7 @@ impl<'f> Writer<'f> {
                 }
             };
             let p = inode.as_ptr();
+            let mtime = item_meta(plan, item).mtime.unwrap_or(self.opts.mtime);
             let (mut block, mut offset) = (0u64, 0u32);
             // SAFETY: `p` is a complete generic inode (ours or the
             // library's); `im` is the live inode table writer.
@@ -730,7 +741,7 @@ impl<'f> Writer<'f> {
                 (*p).base.mode = item_mode(plan, item);
                 (*p).base.uid_idx = self.root_id;
                 (*p).base.gid_idx = self.root_id;
-                (*p).base.mod_time = self.opts.mtime;
+                (*p).base.mod_time = mtime;
                 (*p).base.inode_number = i as u32 + 1;
                 ffi::sqfs_meta_writer_get_position(im, &mut block, &mut offset);
                 ffi::sqfs_meta_writer_write_inode(im, p)

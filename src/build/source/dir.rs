@@ -7,6 +7,8 @@
 //! opened once here, so an unreadable file fails the build now, naming it,
 //! rather than halfway through writing. Files met again under another name
 //! (the same device and inode) become hard links to the first name.
+//! Every entry keeps its modification time (`lstat`'s, so a symbolic link's
+//! own), with either [`Modes`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
@@ -16,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::super::tree::{Content, Meta, Node, Tree};
+use super::super::tree::{Content, Meta, Node, Tree, mtime_from_secs};
 use super::detect::file_type_name;
 use super::{Cx, SourceError, keep_xattr, shown};
 
@@ -29,7 +31,9 @@ pub(super) enum Modes {
     /// 0644, no extended attributes, owners not reported (a recipe's files:
     /// the recipe says what goes in, and the image does not depend on the
     /// umask, on how a checkout set modes or on the host's SELinux labels;
-    /// a recipe's `[modes]` sets other modes).
+    /// a recipe's `[modes]` sets other modes). Modification times are kept
+    /// all the same: Python's bytecode caches and make compare them, and
+    /// `SOURCE_DATE_EPOCH` caps the times a checkout gave.
     Normalize,
 }
 
@@ -135,8 +139,8 @@ impl Walk<'_, '_> {
         insert(tree, host, dest, node)
     }
 
-    /// The mode (kept or normalized) and the extended attributes to keep
-    /// (none for [`Modes::Normalize`]).
+    /// The mode (kept or normalized), the modification time and the
+    /// extended attributes to keep (none for [`Modes::Normalize`]).
     fn meta(&mut self, host: &Path, meta: &Metadata) -> Result<Meta, SourceError> {
         let file_type = meta.file_type();
         let mode = match self.modes {
@@ -146,6 +150,7 @@ impl Walk<'_, '_> {
             Modes::Normalize => 0o644,
         };
         let mut out = Meta::with_mode(mode);
+        out.mtime = Some(mtime_from_secs(meta.mtime()));
         if self.modes == Modes::Normalize {
             return Ok(out);
         }
@@ -317,6 +322,44 @@ mod tests {
         assert_eq!(link_of(tree, "self"), ".");
         assert_eq!(loaded.text("etc/hosts"), "h\n");
         tree.check_hard_links().unwrap();
+    }
+
+    #[test]
+    fn modification_times_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        fs::create_dir_all(root.join("dir")).unwrap();
+        fs::write(root.join("dir/f"), "f").unwrap();
+        std::os::unix::fs::symlink("dir/f", root.join("link")).unwrap();
+        fs::write(root.join("before-1970"), "").unwrap();
+        fs::write(root.join("after-2106"), "").unwrap();
+        set_mtime(&root.join("dir/f"), 1_000_000_001);
+        set_mtime(&root.join("link"), 1_000_000_002);
+        let early = set_mtime(&root.join("before-1970"), -100);
+        let late = set_mtime(&root.join("after-2106"), 1 << 33);
+        // Directories last: adding entries changed their times.
+        set_mtime(&root.join("dir"), 1_000_000_003);
+        set_mtime(&root, 1_000_000_004);
+
+        let tree = load_source(&root, &Options::default()).unwrap().tree;
+        assert_eq!(mtime_of(&tree, "dir/f"), Some(1_000_000_001));
+        assert_eq!(mtime_of(&tree, "link"), Some(1_000_000_002));
+        assert_eq!(mtime_of(&tree, "dir"), Some(1_000_000_003));
+        assert_eq!(mtime_of(&tree, ""), Some(1_000_000_004));
+        // Out of SquashFS's range (unsigned 32-bit seconds): clamped, where
+        // the host filesystem could hold the time at all.
+        if early < 0 {
+            assert_eq!(mtime_of(&tree, "before-1970"), Some(0));
+        }
+        if late > i64::from(u32::MAX) {
+            assert_eq!(mtime_of(&tree, "after-2106"), Some(u32::MAX));
+        }
+        if early >= 0 || late <= i64::from(u32::MAX) {
+            eprintln!(
+                "note: {} kept {early} and {late}: clamping not fully checked",
+                d.path().display()
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! Member names lose a leading `/` or `./`; one that climbs (`..`) is
 //! refused. File bytes are copied to the spool once. Owners are dropped
 //! (counted for the summary warning); PAX `SCHILY.xattr.*` records become
-//! extended attributes.
+//! extended attributes. Each member keeps its modification time (a PAX
+//! `mtime` record's whole seconds, else the header's), clamped into
+//! SquashFS's unsigned 32-bit range; parent directories an archive leaves
+//! out have none (they get the build's time).
 //!
 //! In a layer (OCI image spec, "Representing Changes"), `DIR/.wh.NAME`
 //! deletes `DIR/NAME` from the layers below, and `DIR/.wh..wh..opq` (opaque)
@@ -22,7 +25,7 @@ use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::super::tree::{Content, Meta, Node, Tree, TreeError};
+use super::super::tree::{Content, Meta, Node, Tree, TreeError, mtime_from_secs};
 use super::detect::{decoder, sniff};
 use super::{Compression, Cx, SourceError, io_text, keep_xattr, one_line, shown};
 
@@ -124,8 +127,13 @@ fn apply(
         let mode = header
             .mode()
             .map_err(|e| origin.corrupt(Some(&member), &e))?;
+        let mtime = match pax.mtime {
+            Some(t) => t,
+            None => header_mtime(header).map_err(|e| origin.corrupt(Some(&member), &e))?,
+        };
         let kind = header.entry_type();
         let mut meta = Meta::with_mode(mode);
+        meta.mtime = Some(mtime);
         meta.xattrs = pax.xattrs;
         cx.dropped_xattrs += pax.dropped_xattrs;
         use tar::EntryType as T;
@@ -211,9 +219,46 @@ fn apply(
     Ok(())
 }
 
+/// The modification time in a member's header, clamped as
+/// [`mtime_from_secs`] does. The field is octal, or GNU base-256 binary for
+/// times octal cannot hold; a negative one (first byte 0xff), which the tar
+/// crate reads as a large unsigned number, is before 1970.
+fn header_mtime(header: &tar::Header) -> io::Result<u32> {
+    if header.as_old().mtime[0] == 0xff {
+        return Ok(0);
+    }
+    Ok(mtime_from_secs(
+        i64::try_from(header.mtime()?).unwrap_or(i64::MAX),
+    ))
+}
+
+/// A PAX `mtime` record ("1700000000.123456789", "-5.5": decimal seconds,
+/// maybe negative, maybe with a fraction) as whole seconds clamped as
+/// [`mtime_from_secs`] does; `None` when it is not such a number.
+fn pax_mtime(value: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let (negative, digits) = match whole.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, whole),
+    };
+    let decimal = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if digits.is_empty() || !decimal(digits) || !decimal(fraction) {
+        return None;
+    }
+    if negative {
+        // Before 1970, whatever the fraction.
+        return Some(0);
+    }
+    // Only digits: an error here is an overflow.
+    Some(mtime_from_secs(digits.parse().unwrap_or(i64::MAX)))
+}
+
 /// What a member's PAX records say that rfake keeps.
 #[derive(Default)]
 struct Pax {
+    /// The `mtime` record ([`pax_mtime`]), which overrides the header's.
+    mtime: Option<u32>,
     /// `SCHILY.xattr.*` records that [`keep_xattr`] keeps.
     xattrs: BTreeMap<String, Vec<u8>>,
     /// Those it does not.
@@ -239,6 +284,9 @@ impl Pax {
                 }
             } else if let Some(key) = key.strip_prefix(b"GNU.sparse.") {
                 pax.sparse.record(key, value);
+            } else if key == b"mtime" {
+                // A malformed record is ignored, as if absent.
+                pax.mtime = pax_mtime(value).or(pax.mtime);
             }
         }
         Ok(pax)
@@ -632,6 +680,66 @@ mod tests {
             );
             t.check_hard_links().unwrap();
         }
+    }
+
+    #[test]
+    fn modification_times_from_headers_and_pax_records() {
+        let tar = TarMaker::default()
+            .at(1_000_000_000)
+            .dir("./", 0o755)
+            .at(1_000_000_001)
+            .dir("etc", 0o755)
+            .at(1_000_000_002)
+            .file("etc/hosts", b"h", 0o644)
+            .at(1_000_000_003)
+            .symlink("etc/link", "hosts")
+            .hard_link("etc/hosts2", "etc/hosts")
+            .at(1_000_000_004)
+            .file("opt/implied/f", b"", 0o644)
+            // 2^33 needs more than 11 octal digits: GNU base-256.
+            .at(1 << 33)
+            .file("far", b"", 0o644)
+            // -1 in base-256.
+            .file_with_header("before-1970", b"", |h| h.as_old_mut().mtime.fill(0xff))
+            .at(7)
+            .with_pax(&[("mtime", b"1500000000.75")], "pax", b"")
+            .with_pax(&[("mtime", b"-12.5")], "pax-negative", b"")
+            .with_pax(&[("mtime", b"99999999999")], "pax-far", b"")
+            .with_pax(&[("mtime", b"12e3")], "pax-junk", b"")
+            .finish();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("times.tar");
+        std::fs::write(&path, tar).unwrap();
+        let t = load_source(&path, &Options::default()).unwrap().tree;
+        for (path, mtime) in [
+            ("", Some(1_000_000_000)),
+            ("etc", Some(1_000_000_001)),
+            ("etc/hosts", Some(1_000_000_002)),
+            ("etc/link", Some(1_000_000_003)),
+            ("opt", None),
+            ("opt/implied", None),
+            ("opt/implied/f", Some(1_000_000_004)),
+            ("far", Some(u32::MAX)),
+            ("before-1970", Some(0)),
+            ("pax", Some(1_500_000_000)),
+            ("pax-negative", Some(0)),
+            ("pax-far", Some(u32::MAX)),
+            ("pax-junk", Some(7)),
+        ] {
+            assert_eq!(mtime_of(&t, path), mtime, "{path}");
+        }
+        assert_eq!(
+            t.get(Path::new("etc/hosts2")),
+            Some(&Node::HardLink {
+                target: "etc/hosts".into()
+            })
+        );
+        assert_eq!(pax_mtime(b""), None);
+        assert_eq!(pax_mtime(b"-"), None);
+        assert_eq!(pax_mtime(b"1."), Some(1));
+        assert_eq!(pax_mtime(b"1.5x"), None);
+        assert_eq!(pax_mtime(b"4294967295"), Some(u32::MAX));
+        assert_eq!(pax_mtime(b"99999999999999999999999"), Some(u32::MAX));
     }
 
     /// GNU tar's PAX sparse formats 1.0 (map in the data), 0.1 (map in

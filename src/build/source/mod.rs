@@ -32,7 +32,7 @@ mod layer;
 mod oci;
 mod recipe;
 #[cfg(test)]
-mod testutil;
+pub(super) mod testutil;
 
 use std::fmt;
 use std::io;

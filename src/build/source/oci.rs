@@ -540,10 +540,12 @@ mod tests {
     use serde_json::json;
 
     /// A two-layer image: layer 2 deletes `etc/old` and makes `var/cache`
-    /// opaque (its `var/cache/new` is kept, the lower `var/cache/*` is not).
+    /// opaque (its `var/cache/new` is kept, the lower `var/cache/*` is not),
+    /// and lists `etc` again, with a later time.
     fn two_layer_image(dir: &Path) -> OciMaker {
         let oci = OciMaker::new(dir);
         let layer1 = TarMaker::default()
+            .at(1_000_000_001)
             .dir("etc", 0o755)
             .file("etc/old", b"old", 0o644)
             .file("etc/keep", b"keep", 0o644)
@@ -552,6 +554,8 @@ mod tests {
             .file("bin/sh", b"shell", 0o755)
             .finish();
         let layer2 = TarMaker::default()
+            .at(1_000_000_002)
+            .dir("etc", 0o755)
             .file("var/cache/new", b"new", 0o644)
             .file("etc/.wh.old", b"", 0o644)
             .file("var/cache/.wh..wh..opq", b"", 0o644)
@@ -597,6 +601,16 @@ mod tests {
         assert_eq!(l.text("var/cache/new"), "new");
         assert_eq!(l.text("bin/sh"), "shell");
         assert_eq!(mode_of(&l.tree, "etc/added"), 0o600);
+        // Each entry has its layer's time; `var` was only implied.
+        for (path, mtime) in [
+            ("etc", Some(1_000_000_002)),
+            ("etc/keep", Some(1_000_000_001)),
+            ("etc/added", Some(1_000_000_002)),
+            ("var", None),
+            ("var/cache/new", Some(1_000_000_002)),
+        ] {
+            assert_eq!(mtime_of(&l.tree, path), mtime, "{path}");
+        }
         let m = &l.meta;
         assert_eq!(
             m.env,

@@ -523,6 +523,7 @@ mod tests {
     fn recipe_with_every_section() {
         let d = tempfile::tempdir().unwrap();
         let base = TarMaker::default()
+            .at(1_000_000_001)
             .dir("etc", 0o755)
             .file("etc/os-release", b"NAME=base\n", 0o644)
             .file("etc/motd", b"base motd\n", 0o644)
@@ -540,6 +541,10 @@ mod tests {
         .unwrap();
         write(&d.path().join("files/tree/a.txt"), "a\n");
         write(&d.path().join("files/tree/sub/b.txt"), "b\n");
+        set_mtime(&d.path().join("files/hello.sh"), 1_000_000_002);
+        set_mtime(&d.path().join("files/tree/a.txt"), 1_000_000_003);
+        set_mtime(&d.path().join("files/tree/sub"), 1_000_000_004);
+        set_mtime(&d.path().join("files/tree"), 1_000_000_005);
         let text = r##"# A test recipe.
 [image]
 base = "rootfs.tar.gz"
@@ -614,6 +619,25 @@ GREETING = "hello world"
         assert_eq!(mode_of(t, "tmp"), 0o1777);
         assert_eq!(mode_of(t, "srv"), 0o750);
         assert_eq!(link_of(t, "usr/bin/hi"), "../local/bin/hello");
+        // What the base and [files] bring keeps its time ([modes] too);
+        // what the recipe makes, and the parents it implies, have none.
+        for (path, mtime) in [
+            ("etc", Some(1_000_000_001)),
+            ("etc/os-release", Some(1_000_000_001)),
+            ("usr/local/bin/hello", Some(1_000_000_002)),
+            ("opt/tree/a.txt", Some(1_000_000_003)),
+            ("opt/tree/sub", Some(1_000_000_004)),
+            ("opt/tree", Some(1_000_000_005)),
+            ("etc/motd", None),
+            ("etc/secret", None),
+            ("usr/bin/hi", None),
+            ("tmp", None),
+            ("usr/local", None),
+            ("opt", None),
+            ("", None),
+        ] {
+            assert_eq!(mtime_of(t, path), mtime, "{path}");
+        }
         let m = &l.meta;
         assert_eq!(
             m.env,

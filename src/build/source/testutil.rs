@@ -67,6 +67,52 @@ pub fn mode_of(tree: &Tree, path: &str) -> u16 {
     }
 }
 
+/// The entry's own modification time (`None`: it gets the build's).
+pub fn mtime_of(tree: &Tree, path: &str) -> Option<u32> {
+    match tree.get(Path::new(path)) {
+        Some(Node::Dir { meta, .. } | Node::File { meta, .. } | Node::Symlink { meta, .. }) => {
+            meta.mtime
+        }
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+/// Set the modification time of `path` itself (a symbolic link is not
+/// followed) to `secs`; the time the filesystem kept, which for times out
+/// of its range differs.
+pub fn set_mtime(path: &Path, secs: i64) -> i64 {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: a NUL-terminated path and an array of two timespecs.
+    let ret = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        ret,
+        0,
+        "utimensat {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    fs::symlink_metadata(path).unwrap().mtime()
+}
+
 pub fn link_of(tree: &Tree, path: &str) -> String {
     match tree.get(Path::new(path)) {
         Some(Node::Symlink { target, .. }) => target.to_string_lossy().into_owned(),
@@ -98,29 +144,39 @@ pub fn set_user_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
     }
 }
 
-/// A tar archive made member by member.
+/// A tar archive made member by member, each with modification time 0
+/// unless [`TarMaker::at`] says otherwise.
 pub struct TarMaker {
     builder: tar::Builder<Vec<u8>>,
+    mtime: u64,
 }
 
 impl Default for TarMaker {
     fn default() -> Self {
         TarMaker {
             builder: tar::Builder::new(Vec::new()),
+            mtime: 0,
         }
     }
 }
 
 /// A header with `name` (and `link`) written as is: the builder would
 /// rewrite `./x` and refuse `/x` and `..`, which the tests need.
-fn header(name: &str, link: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+fn header(
+    name: &str,
+    link: &str,
+    kind: tar::EntryType,
+    mode: u32,
+    size: u64,
+    mtime: u64,
+) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
     h.set_size(size);
     h.set_uid(0);
     h.set_gid(0);
-    h.set_mtime(0);
+    h.set_mtime(mtime);
     let old = h.as_old_mut();
     old.name[..name.len()].copy_from_slice(name.as_bytes());
     old.linkname[..link.len()].copy_from_slice(link.as_bytes());
@@ -134,35 +190,76 @@ impl TarMaker {
         self
     }
 
+    /// The members after this have modification time `mtime`.
+    pub fn at(mut self, mtime: u64) -> Self {
+        self.mtime = mtime;
+        self
+    }
+
+    /// A regular file whose header `edit` changes last (the checksum is
+    /// set after it).
+    pub fn file_with_header(
+        self,
+        path: &str,
+        data: &[u8],
+        edit: impl Fn(&mut tar::Header),
+    ) -> Self {
+        let mut h = header(
+            path,
+            "",
+            tar::EntryType::Regular,
+            0o644,
+            data.len() as u64,
+            self.mtime,
+        );
+        edit(&mut h);
+        h.set_cksum();
+        self.add(&h, data)
+    }
+
     pub fn file(self, path: &str, data: &[u8], mode: u32) -> Self {
-        let h = header(path, "", tar::EntryType::Regular, mode, data.len() as u64);
+        let h = header(
+            path,
+            "",
+            tar::EntryType::Regular,
+            mode,
+            data.len() as u64,
+            self.mtime,
+        );
         self.add(&h, data)
     }
 
     pub fn file_owned(self, path: &str, data: &[u8], uid: u64) -> Self {
-        let mut h = header(path, "", tar::EntryType::Regular, 0o644, data.len() as u64);
+        let mut h = header(
+            path,
+            "",
+            tar::EntryType::Regular,
+            0o644,
+            data.len() as u64,
+            self.mtime,
+        );
         h.set_uid(uid);
         h.set_cksum();
         self.add(&h, data)
     }
 
     pub fn dir(self, path: &str, mode: u32) -> Self {
-        let h = header(path, "", tar::EntryType::Directory, mode, 0);
+        let h = header(path, "", tar::EntryType::Directory, mode, 0, self.mtime);
         self.add(&h, &[])
     }
 
     pub fn symlink(self, path: &str, target: &str) -> Self {
-        let h = header(path, target, tar::EntryType::Symlink, 0o777, 0);
+        let h = header(path, target, tar::EntryType::Symlink, 0o777, 0, self.mtime);
         self.add(&h, &[])
     }
 
     pub fn hard_link(self, path: &str, target: &str) -> Self {
-        let h = header(path, target, tar::EntryType::Link, 0o644, 0);
+        let h = header(path, target, tar::EntryType::Link, 0o644, 0, self.mtime);
         self.add(&h, &[])
     }
 
     pub fn special(self, path: &str, kind: tar::EntryType) -> Self {
-        let h = header(path, "", kind, 0o644, 0);
+        let h = header(path, "", kind, 0o644, 0, self.mtime);
         self.add(&h, &[])
     }
 
