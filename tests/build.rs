@@ -113,7 +113,8 @@ fn builds_are_reproducible() {
             "{x} and {y} differ"
         );
     }
-    // A different SOURCE_DATE_EPOCH changes the timestamps, nothing else.
+    // A different SOURCE_DATE_EPOCH changes the timestamps, nothing else:
+    // it is the image's time, and no entry is later.
     let out = command(&t)
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .args([
@@ -128,6 +129,39 @@ fn builds_are_reproducible() {
     assert_eq!(
         u32::from_le_bytes(c[8..12].try_into().unwrap()),
         1_700_000_000
+    );
+
+    // Entries keep their source's modification times (Python's .pyc files
+    // record their .py's); SOURCE_DATE_EPOCH caps them, and is the image's
+    // own time.
+    let src = d.path().join("times");
+    std::fs::create_dir(&src).unwrap();
+    let at = |name: &str, secs: u64| {
+        let f = std::fs::File::create(src.join(name)).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .unwrap();
+    };
+    at("old.py", 1_000_000_000);
+    at("new.py", 1_800_000_000);
+    let times = |name: &str, epoch: Option<&str>| {
+        let image = d.path().join(name);
+        let mut cmd = command(&t);
+        if let Some(epoch) = epoch {
+            cmd.env("SOURCE_DATE_EPOCH", epoch);
+        }
+        let out = cmd
+            .args(["build", image.to_str().unwrap(), src.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_status(&out, 0);
+        let r = rfake::sqfs::Reader::open(std::fs::File::open(&image).unwrap(), 0).unwrap();
+        let mtime = |p: &str| r.stat(p).unwrap().mtime;
+        (mtime("/old.py"), mtime("/new.py"), r.info().mtime)
+    };
+    assert_eq!(times("t.sqfs", None), (1_000_000_000, 1_800_000_000, 0));
+    assert_eq!(
+        times("u.sqfs", Some("1700000000")),
+        (1_000_000_000, 1_700_000_000, 1_700_000_000)
     );
 }
 
