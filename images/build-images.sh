@@ -13,7 +13,8 @@
 # Needs: an rfake binary (RFAKE_BIN, else target/release/rfake or
 # target/debug/rfake), busybox-static (/bin/busybox), squashfs-tools
 # (unsquashfs, the independent check and the unpacking). No root needed.
-# Reproducible: two runs give byte-identical images (times: SOURCE_DATE_EPOCH or 0).
+# Reproducible: two runs give byte-identical images (files keep their times,
+# clamped to SOURCE_DATE_EPOCH when it is set; what rfake adds: it, or 0).
 set -euo pipefail
 
 [[ $# -eq 1 && -n $1 && $1 != -* ]] || { echo "usage: $0 OUTDIR" >&2; exit 2; }

@@ -72,8 +72,10 @@ pub enum Commands {
                       filesystem), a root filesystem tarball (.tar, .tar.gz, .tar.xz, .tar.zst), \
                       an OCI image (layout directory, OCI archive, or docker-archive as written by \
                       podman/docker save), or a recipe (TOML, see images/recipes/README.md). \
-                      Everything is owned by root in the image. The output is reproducible: the \
-                      same SOURCE gives the same bytes (timestamps from SOURCE_DATE_EPOCH, else 0)."
+                      Everything is owned by root in the image. Entries keep their source's \
+                      modification times, clamped to SOURCE_DATE_EPOCH when it is set; the files \
+                      rfake generates and the image's own time are SOURCE_DATE_EPOCH, else 0. The \
+                      output is reproducible: the same SOURCE gives the same bytes."
     )]
     Build {
         /// Compression: gzip (read by every squashfuse), zstd, xz or lz4.
