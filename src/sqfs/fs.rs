@@ -8,9 +8,11 @@
 //! - **Decoding happens once**: inodes and whole directory listings are
 //!   kept after their first use (bounded counts), so a lookup is a binary
 //!   search in memory.
-//! - **Decompressed data blocks and fragment tails are cached** in a
+//! - **Decompressed data blocks and fragment blocks are cached** in a
 //!   bounded LRU shared by all threads (squashfuse decompresses a block
-//!   again for every read that touches it).
+//!   again for every read that touches it). A fragment block holds the
+//!   tails of many small files, so it is cached whole, by its index in the
+//!   fragment table, and decompressed once for all of them.
 //! - **Threads**: libsquashfs readers have state (the current metadata
 //!   block, a decompressor stream), so each request borrows a private set
 //!   from a pool; the image file is only read with `pread`.
@@ -38,11 +40,22 @@ const MAX_NODES: usize = 1 << 18;
 const MAX_DIRS: usize = 1 << 14;
 /// Errors written to the log; later ones are only counted.
 const MAX_LOGGED_ERRORS: u32 = 20;
-/// The block index under which a file's fragment tail is cached.
-const TAIL: u32 = u32::MAX;
+/// The "inode reference" under which fragment blocks are cached, by their
+/// index (no inode has it: references are 48 bits).
+const FRAGMENT_BLOCKS: u64 = u64::MAX;
+/// Bit 24 of a block's on-disk size: stored uncompressed.
+const UNCOMPRESSED: u32 = 1 << 24;
 
-/// Decompressed blocks by (inode reference, block index).
+/// Decompressed blocks by (inode reference, block index), and fragment
+/// blocks by ([`FRAGMENT_BLOCKS`], fragment index).
 type BlockCache = LruCache<(u64, u32), Arc<[u8]>>;
+
+/// Where a file's tail lives: fragment block `index`, from byte `offset`.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    index: u32,
+    offset: u32,
+}
 
 /// A decoded inode, shared between threads.
 struct Node {
@@ -50,7 +63,7 @@ struct Node {
     attr: Attr,
     /// Full data blocks (a fragment tail follows them if `tail`).
     blocks: u32,
-    tail: bool,
+    tail: Option<Tail>,
 }
 
 // SAFETY: the inode memory is written once by libsquashfs when decoded and
@@ -66,7 +79,7 @@ struct Readers {
     dirs: Obj<ffi::sqfs_meta_reader_t>,
     data: Obj<ffi::sqfs_data_reader_t>,
     xattrs: Option<Obj<ffi::sqfs_xattr_reader_t>>,
-    _cmp: Obj<ffi::sqfs_compressor_t>,
+    cmp: Obj<ffi::sqfs_compressor_t>,
 }
 
 // SAFETY: libsquashfs objects hold no thread-affine state; a `Readers` is
@@ -88,6 +101,8 @@ pub struct ImageFs {
     /// Decompressed blocks by (inode reference, block index).
     blocks: Option<Mutex<BlockCache>>,
     ids: Vec<u32>,
+    /// The fragment table: where each fragment block is, and its size.
+    fragments: Vec<ffi::sqfs_fragment_t>,
     root_ref: u64,
     sb: Box<ffi::sqfs_super_t>,
     file: SqfsFile,
@@ -109,7 +124,7 @@ impl ImageFs {
     /// cache). `name` is used in log messages.
     pub fn open(file: File, offset: u64, cache_bytes: u64, name: &str) -> Result<Self, SqfsError> {
         let (file, sb) = open_super(file, offset)?;
-        let ids = read_ids(&sb, file.as_ptr()).map_err(|e| file.explain(e))?;
+        let (ids, fragments) = read_tables(&sb, file.as_ptr()).map_err(|e| file.explain(e))?;
         let block_size = u64::from(sb.block_size.max(1));
         let blocks = NonZeroUsize::new((cache_bytes / block_size) as usize)
             .map(|n| Mutex::new(LruCache::new(n)));
@@ -119,6 +134,7 @@ impl ImageFs {
             dirs: Mutex::new(HashMap::new()),
             blocks,
             ids,
+            fragments,
             root_ref: sb.root_inode_ref,
             sb,
             file,
@@ -170,7 +186,7 @@ impl ImageFs {
                 dirs,
                 data,
                 xattrs,
-                _cmp: cmp,
+                cmp,
             })
         }
     }
@@ -293,10 +309,14 @@ impl ImageFs {
                 ffi::sqfs_inode_get_frag_location(&*inode, &mut frag_index, &mut frag_offset)
             };
             check(ret, || format!("reading the inode at {iref:#x}"))?;
-            let tail = frag_index != u32::MAX && size % u64::from(self.sb.block_size) != 0;
+            let tail = (frag_index != u32::MAX && size % u64::from(self.sb.block_size) != 0)
+                .then_some(Tail {
+                    index: frag_index,
+                    offset: frag_offset,
+                });
             (inode.payload_bytes_used / 4, tail)
         } else {
-            (0, false)
+            (0, None)
         };
         let attr = Attr {
             ino: u64::from(inode.base.inode_number),
@@ -396,28 +416,33 @@ impl ImageFs {
         Ok(dir)
     }
 
-    /// Block `index` of a file (`TAIL`: its fragment tail), decompressed.
-    fn block(&self, iref: u64, node: &Node, index: u32) -> Result<Arc<[u8]>, SqfsError> {
-        let key = (iref, index);
+    /// The cached block under `key`, or `load`'s, which is then cached.
+    fn cached(
+        &self,
+        key: (u64, u32),
+        load: impl FnOnce() -> Result<Arc<[u8]>, SqfsError>,
+    ) -> Result<Arc<[u8]>, SqfsError> {
         if let Some(cache) = &self.blocks
             && let Some(b) = lock(cache).get(&key)
         {
             return Ok(b.clone());
         }
-        let data: Arc<[u8]> = self.with_readers(|r| {
-            let mut size = 0;
-            let mut out = std::ptr::null_mut();
-            // SAFETY: a live data reader and a file inode; `out` receives
-            // `size` fresh bytes that we free.
-            let ret = unsafe {
-                if index == TAIL {
-                    ffi::sqfs_data_reader_get_fragment(
-                        r.data.as_ptr(),
-                        &*node.inode,
-                        &mut size,
-                        &mut out,
-                    )
-                } else {
+        let data = load()?;
+        if let Some(cache) = &self.blocks {
+            lock(cache).put(key, data.clone());
+        }
+        Ok(data)
+    }
+
+    /// Full data block `index` of a file, decompressed.
+    fn block(&self, iref: u64, node: &Node, index: u32) -> Result<Arc<[u8]>, SqfsError> {
+        self.cached((iref, index), || {
+            self.with_readers(|r| {
+                let mut size = 0;
+                let mut out = std::ptr::null_mut();
+                // SAFETY: a live data reader and a file inode; `out`
+                // receives `size` fresh bytes that we free.
+                let ret = unsafe {
                     ffi::sqfs_data_reader_get_block(
                         r.data.as_ptr(),
                         &*node.inode,
@@ -425,24 +450,76 @@ impl ImageFs {
                         &mut size,
                         &mut out,
                     )
-                }
-            };
-            check(ret, || {
-                format!("reading block {index} of inode {}", node.attr.ino)
-            })?;
-            // SAFETY: on success `out` holds `size` bytes that are ours.
-            Ok(match unsafe { Malloced::from_raw(out) } {
-                Some(bytes) => {
-                    // SAFETY: as above.
-                    Arc::from(unsafe { std::slice::from_raw_parts(bytes.as_ptr(), size) })
-                }
-                None => Arc::from(vec![0u8; size]),
+                };
+                check(ret, || {
+                    format!("reading block {index} of inode {}", node.attr.ino)
+                })?;
+                // SAFETY: on success `out` holds `size` bytes that are ours.
+                Ok(match unsafe { Malloced::from_raw(out) } {
+                    Some(bytes) => {
+                        // SAFETY: as above.
+                        Arc::from(unsafe { std::slice::from_raw_parts(bytes.as_ptr(), size) })
+                    }
+                    None => Arc::from(vec![0u8; size]),
+                })
             })
-        })?;
-        if let Some(cache) = &self.blocks {
-            lock(cache).put(key, data.clone());
-        }
-        Ok(data)
+        })
+    }
+
+    /// Fragment block `index`, decompressed: the tails of the files in it.
+    fn fragment_block(&self, index: u32) -> Result<Arc<[u8]>, SqfsError> {
+        self.cached((FRAGMENT_BLOCKS, index), || {
+            let what = || format!("reading fragment block {index}");
+            let corrupt = |detail: String| SqfsError::Lib {
+                what: what(),
+                code: ffi::SQFS_ERROR_CORRUPTED,
+                detail: Some(detail),
+            };
+            let entry = self.fragments.get(index as usize).ok_or_else(|| {
+                corrupt(format!("the table has {} entries", self.fragments.len()))
+            })?;
+            let stored = entry.size & (UNCOMPRESSED - 1);
+            if stored > self.sb.block_size {
+                return Err(corrupt(format!("{stored} bytes on disk")));
+            }
+            let mut raw = vec![0u8; stored as usize];
+            let fp = self.file.as_ptr();
+            // SAFETY: the file object's own read callback, with a buffer of
+            // `stored` writable bytes.
+            let ret = unsafe {
+                let read_at = (*fp).read_at.expect("the file object reads");
+                read_at(fp, entry.start_offset, raw.as_mut_ptr().cast(), raw.len())
+            };
+            check(ret, what).map_err(|e| self.file.explain(e))?;
+            if entry.size & UNCOMPRESSED != 0 {
+                return Ok(Arc::from(raw));
+            }
+            self.with_readers(|r| {
+                let mut out = vec![0u8; self.sb.block_size as usize];
+                let cmp = r.cmp.as_ptr();
+                // SAFETY: the thread's own decompressor; `raw` and `out` are
+                // valid for the lengths given.
+                let n = unsafe {
+                    let do_block = (*cmp).do_block.expect("a compressor decompresses");
+                    do_block(
+                        cmp,
+                        raw.as_ptr(),
+                        stored,
+                        out.as_mut_ptr(),
+                        out.len() as u32,
+                    )
+                };
+                if n <= 0 {
+                    return Err(SqfsError::Lib {
+                        what: what(),
+                        code: if n < 0 { n } else { ffi::SQFS_ERROR_CORRUPTED },
+                        detail: None,
+                    });
+                }
+                out.truncate(n as usize);
+                Ok(Arc::from(out))
+            })
+        })
     }
 
     fn lookup_node(&self, node: u64) -> Result<(u64, Arc<Node>), Errno> {
@@ -453,22 +530,43 @@ impl ImageFs {
 }
 
 /// The ID table: index → uid/gid.
-fn read_ids(sb: &ffi::sqfs_super_t, fp: *mut ffi::sqfs_file_t) -> Result<Vec<u32>, SqfsError> {
+/// The ID table (index → uid/gid) and the fragment table.
+fn read_tables(
+    sb: &ffi::sqfs_super_t,
+    fp: *mut ffi::sqfs_file_t,
+) -> Result<(Vec<u32>, Vec<ffi::sqfs_fragment_t>), SqfsError> {
     let cmp = decompressor(sb, fp)?;
-    // SAFETY: constructor and loader calls with live arguments; the table
-    // is dropped before the decompressor.
+    // SAFETY: constructor and loader calls with live arguments; the tables
+    // are dropped before the decompressor; the outputs are plain integers.
     unsafe {
         let ids = Obj::from_raw(ffi::sqfs_id_table_create(0), "creating the ID table")?;
         let ret = ffi::sqfs_id_table_read(ids.as_ptr(), fp, sb, cmp.as_ptr());
         check(ret, || "reading the ID table".into())?;
-        let mut out = Vec::with_capacity(usize::from(sb.id_count));
+        let mut id_list = Vec::with_capacity(usize::from(sb.id_count));
         for i in 0..sb.id_count {
             let mut id = 0;
             let ret = ffi::sqfs_id_table_index_to_id(ids.as_ptr(), i, &mut id);
             check(ret, || format!("reading ID {i}"))?;
-            out.push(id);
+            id_list.push(id);
         }
-        Ok(out)
+        let mut fragments = Vec::new();
+        if sb.fragment_entry_count > 0 {
+            let table = Obj::from_raw(
+                ffi::sqfs_frag_table_create(0),
+                "creating the fragment table",
+            )?;
+            let ret = ffi::sqfs_frag_table_read(table.as_ptr(), fp, sb, cmp.as_ptr());
+            check(ret, || "reading the fragment table".into())?;
+            let count = ffi::sqfs_frag_table_get_size(table.as_ptr());
+            fragments.reserve(count);
+            for i in 0..count as u32 {
+                let mut entry = std::mem::zeroed();
+                let ret = ffi::sqfs_frag_table_lookup(table.as_ptr(), i, &mut entry);
+                check(ret, || format!("reading fragment table entry {i}"))?;
+                fragments.push(entry);
+            }
+        }
+        Ok((id_list, fragments))
     }
 }
 
@@ -504,28 +602,48 @@ impl fuse::Filesystem for ImageFs {
         let block_size = u64::from(self.sb.block_size);
         let end = n.attr.size.min(offset.saturating_add(size as u64));
         let mut pos = offset;
+        let corrupt = |pos: u64, detail: String| SqfsError::Lib {
+            what: format!("reading inode {} at {pos}", n.attr.ino),
+            code: ffi::SQFS_ERROR_CORRUPTED,
+            detail: Some(detail),
+        };
         while pos < end {
             let index = pos / block_size;
-            let (data, start) = if index < u64::from(n.blocks) {
-                (self.block(iref, &n, index as u32), index * block_size)
-            } else if n.tail {
-                (self.block(iref, &n, TAIL), u64::from(n.blocks) * block_size)
+            // The bytes from file offset `start` are `data[skip..limit]`.
+            let (data, start, skip, limit) = if index < u64::from(n.blocks) {
+                let data = self
+                    .block(iref, &n, index as u32)
+                    .map_err(|e| self.failed(e))?;
+                let limit = data.len();
+                (data, index * block_size, 0, limit)
+            } else if let Some(tail) = n.tail {
+                let data = self
+                    .fragment_block(tail.index)
+                    .map_err(|e| self.failed(e))?;
+                let start = u64::from(n.blocks) * block_size;
+                let skip = tail.offset as usize;
+                let limit = skip.saturating_add((n.attr.size - start) as usize);
+                if limit > data.len() {
+                    return Err(self.failed(corrupt(
+                        pos,
+                        format!(
+                            "fragment block {} is short ({} bytes)",
+                            tail.index,
+                            data.len()
+                        ),
+                    )));
+                }
+                (data, start, skip, limit)
             } else {
-                return Err(self.failed(SqfsError::Lib {
-                    what: format!("reading inode {} at {pos}", n.attr.ino),
-                    code: ffi::SQFS_ERROR_CORRUPTED,
-                    detail: Some("no block holds this offset".into()),
-                }));
+                return Err(self.failed(corrupt(pos, "no block holds this offset".into())));
             };
-            let data = data.map_err(|e| self.failed(e))?;
-            let within = (pos - start) as usize;
-            let take = ((end - pos) as usize).min(data.len().saturating_sub(within));
+            let within = skip + (pos - start) as usize;
+            let take = ((end - pos) as usize).min(limit.saturating_sub(within));
             if take == 0 {
-                return Err(self.failed(SqfsError::Lib {
-                    what: format!("reading inode {} at {pos}", n.attr.ino),
-                    code: ffi::SQFS_ERROR_CORRUPTED,
-                    detail: Some(format!("block {index} is short ({} bytes)", data.len())),
-                }));
+                return Err(self.failed(corrupt(
+                    pos,
+                    format!("block {index} is short ({} bytes)", data.len()),
+                )));
             }
             out.extend_from_slice(&data[within..within + take]);
             pos += take as u64;
