@@ -120,22 +120,14 @@ pub(super) fn open_super(
     Ok((file, sb))
 }
 
-/// The data reader (its fragment table loaded) and, if the image has
-/// xattrs, the xattr reader (its tables loaded) of the image `sb` in `fp`,
-/// decompressing with `cmp`. The caller keeps `sb`, `fp` and `cmp` alive
-/// for as long as the readers.
-pub(super) fn data_and_xattr_readers(
+/// A data reader (file blocks and fragments), with the fragment table read.
+/// The caller keeps `sb`, `fp` and `cmp` alive for as long as the reader.
+pub(super) fn data_reader(
     sb: &ffi::sqfs_super_t,
     fp: *mut ffi::sqfs_file_t,
     cmp: &Obj<ffi::sqfs_compressor_t>,
-) -> Result<
-    (
-        Obj<ffi::sqfs_data_reader_t>,
-        Option<Obj<ffi::sqfs_xattr_reader_t>>,
-    ),
-    SqfsError,
-> {
-    // SAFETY: constructor and loader calls with live arguments; each result
+) -> Result<Obj<ffi::sqfs_data_reader_t>, SqfsError> {
+    // SAFETY: constructor and loader calls with live arguments; the result
     // gets one owner.
     unsafe {
         let data = Obj::from_raw(
@@ -144,20 +136,30 @@ pub(super) fn data_and_xattr_readers(
         )?;
         let ret = ffi::sqfs_data_reader_load_fragment_table(data.as_ptr(), sb);
         check(ret, || "reading the fragment table".into())?;
-        let xattrs = if u32::from(sb.flags) & ffi::SQFS_FLAG_NO_XATTRS == 0
-            && sb.xattr_id_table_start != u64::MAX
-        {
-            let xr = Obj::from_raw(
-                ffi::sqfs_xattr_reader_create(0),
-                "creating the xattr reader",
-            )?;
-            let ret = ffi::sqfs_xattr_reader_load(xr.as_ptr(), sb, fp, cmp.as_ptr());
-            check(ret, || "reading the xattr tables".into())?;
-            Some(xr)
-        } else {
-            None
-        };
-        Ok((data, xattrs))
+        Ok(data)
+    }
+}
+
+/// An xattr reader with its tables read; `None` if the image has none.
+/// The caller keeps `sb`, `fp` and `cmp` alive for as long as the reader.
+pub(super) fn xattr_reader(
+    sb: &ffi::sqfs_super_t,
+    fp: *mut ffi::sqfs_file_t,
+    cmp: &Obj<ffi::sqfs_compressor_t>,
+) -> Result<Option<Obj<ffi::sqfs_xattr_reader_t>>, SqfsError> {
+    if u32::from(sb.flags) & ffi::SQFS_FLAG_NO_XATTRS != 0 || sb.xattr_id_table_start == u64::MAX {
+        return Ok(None);
+    }
+    // SAFETY: constructor and loader calls with live arguments; the result
+    // gets one owner.
+    unsafe {
+        let xr = Obj::from_raw(
+            ffi::sqfs_xattr_reader_create(0),
+            "creating the xattr reader",
+        )?;
+        let ret = ffi::sqfs_xattr_reader_load(xr.as_ptr(), sb, fp, cmp.as_ptr());
+        check(ret, || "reading the xattr tables".into())?;
+        Ok(Some(xr))
     }
 }
 
@@ -185,7 +187,8 @@ impl Reader {
                 "creating the directory reader",
             )?
         };
-        let (data, xattrs) = data_and_xattr_readers(&sb, fp, &cmp).map_err(with_io)?;
+        let data = data_reader(&sb, fp, &cmp).map_err(with_io)?;
+        let xattrs = xattr_reader(&sb, fp, &cmp).map_err(with_io)?;
         let info = SuperInfo {
             compression: comp,
             block_size: sb.block_size,
