@@ -230,17 +230,7 @@ impl TarMaker {
     }
 
     pub fn file_owned(self, path: &str, data: &[u8], uid: u64) -> Self {
-        let mut h = header(
-            path,
-            "",
-            tar::EntryType::Regular,
-            0o644,
-            data.len() as u64,
-            self.mtime,
-        );
-        h.set_uid(uid);
-        h.set_cksum();
-        self.add(&h, data)
+        self.file_with_header(path, data, |h| h.set_uid(uid))
     }
 
     pub fn dir(self, path: &str, mode: u32) -> Self {
