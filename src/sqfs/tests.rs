@@ -650,6 +650,59 @@ fn round_trip(compression: Compression, block_size: u32) {
     check_unsquashfs(&img, &tree, &spool, &o, scratch.path());
 }
 
+/// A damaged data area: every read of a damaged compressed block (data or
+/// fragment) is EIO, nothing panics, and names and attributes, which live
+/// in the metadata, are still served.
+#[test]
+fn image_fs_reports_damaged_blocks_as_eio() {
+    use crate::fuse::{Filesystem, ROOT};
+    for compression in [Compression::Gzip, Compression::Zstd] {
+        let scratch = tempfile::tempdir().unwrap();
+        let (tree, spool) = sample_tree(DEFAULT_BLOCK_SIZE);
+        let o = opts(compression, DEFAULT_BLOCK_SIZE, 1);
+        let (img, _) = write(scratch.path(), "a.sqfs", &tree, &spool, &o);
+        let mut bytes = std::fs::read(&img).unwrap();
+        let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+        let inode_table = u64::from_le_bytes(bytes[64..72].try_into().unwrap()) as usize;
+        // The data area: after the super block (96 bytes) and, when the
+        // flags say so, the compressor's options (a metadata block).
+        let mut start = 96;
+        if u16_at(&bytes, 24) & ffi::SQFS_FLAG_COMPRESSOR_OPTIONS as usize != 0 {
+            start += 2 + (u16_at(&bytes, 96) & 0x7fff);
+        }
+        for (i, b) in bytes[start..inode_table].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(151) ^ 0xa5;
+        }
+        let damaged = scratch.path().join("damaged.sqfs");
+        std::fs::write(&damaged, &bytes).unwrap();
+        for cache in [0, 1 << 20] {
+            let fs = ImageFs::open(File::open(&damaged).unwrap(), 0, cache, "damaged").unwrap();
+            let (node, attr) = fs.lookup(ROOT, b"small.txt").unwrap().unwrap();
+            assert_eq!(attr.size, 6, "{compression}");
+            let mut out = Vec::new();
+            // In a fragment block.
+            assert_eq!(
+                fs.read(node, 0, 4096, &mut out),
+                Err(libc::EIO),
+                "{compression}"
+            );
+            // Holes read as zeros; the tail after them is in a fragment.
+            let (sparse, _) = fs.lookup(ROOT, b"sparse").unwrap().unwrap();
+            out.clear();
+            fs.read(sparse, 0, 4096, &mut out).unwrap();
+            assert!(out.iter().all(|&b| b == 0), "{compression}");
+            let tail = 3 * u64::from(DEFAULT_BLOCK_SIZE);
+            assert_eq!(fs.read(sparse, tail, 4096, &mut out), Err(libc::EIO));
+            // Every other file: an answer, never a panic.
+            let (many, _) = fs.lookup(ROOT, b"many").unwrap().unwrap();
+            for e in fs.dir(many).unwrap().entries.iter().take(20) {
+                out.clear();
+                assert_eq!(fs.read(e.node, 0, 4096, &mut out), Err(libc::EIO));
+            }
+        }
+    }
+}
+
 #[test]
 fn round_trip_gzip() {
     round_trip(Compression::Gzip, DEFAULT_BLOCK_SIZE);
