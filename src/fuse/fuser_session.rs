@@ -97,6 +97,15 @@ impl Adapter {
     fn listing(&self, node: u64) -> Result<Arc<Dir>, Errno> {
         self.fs.dir(node).map_err(errno)
     }
+
+    /// Answer an open (of a file or a directory): ENOSYS when the kernel
+    /// can open without asking, else no handle, `keep_cache` and `extra`.
+    fn opened(&self, reply: ReplyOpen, extra: FopenFlags) {
+        if self.kernel_opens.load(Ordering::Relaxed) {
+            return reply.error(Errno::ENOSYS);
+        }
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | extra);
+    }
 }
 
 impl fuser::Filesystem for Adapter {
@@ -137,13 +146,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.kernel_opens.load(Ordering::Relaxed) {
-            return reply.error(Errno::ENOSYS);
-        }
-        reply.opened(
-            FileHandle(0),
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-        );
+        self.opened(reply, FopenFlags::FOPEN_NOFLUSH);
     }
 
     fn flush(
@@ -177,13 +180,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.kernel_opens.load(Ordering::Relaxed) {
-            return reply.error(Errno::ENOSYS);
-        }
-        reply.opened(
-            FileHandle(0),
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-        );
+        self.opened(reply, FopenFlags::FOPEN_CACHE_DIR);
     }
 
     fn readdir(
