@@ -113,6 +113,34 @@ impl SqfsFile {
         Ok(())
     }
 
+    /// Tell the kernel that `len` bytes at `pos` (in the SquashFS) will be
+    /// read soon (`POSIX_FADV_WILLNEED`): it starts reading them into the
+    /// page cache in the background. A hint: failures are ignored.
+    pub(crate) fn will_need(&self, pos: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let inner = self.inner();
+        let size = inner.size.load(Ordering::SeqCst);
+        let len = len.min(size.saturating_sub(pos));
+        if len == 0 {
+            return;
+        }
+        let (Ok(start), Ok(len)) = (
+            libc::off_t::try_from(inner.offset + pos),
+            libc::off_t::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: plain integers and our own open descriptor.
+        unsafe {
+            libc::posix_fadvise(
+                inner.file.as_raw_fd(),
+                start,
+                len,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+
     /// Take the I/O error that made a callback fail, if one did.
     pub(crate) fn take_error(&self) -> Option<io::Error> {
         self.inner()

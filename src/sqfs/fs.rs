@@ -44,6 +44,10 @@ const MAX_LOGGED_ERRORS: u32 = 20;
 const FRAGMENT_BLOCKS: u64 = u64::MAX;
 /// Bit 24 of a block's on-disk size: stored uncompressed.
 const UNCOMPRESSED: u32 = 1 << 24;
+/// When a file's block is read, the kernel is told that this many of its
+/// next blocks will be needed too (read-ahead of the image, which may sit
+/// on a slow or distributed file system).
+const READ_AHEAD_BLOCKS: usize = 8;
 
 /// Decompressed blocks by (inode reference, block index), and fragment
 /// blocks by ([`FRAGMENT_BLOCKS`], fragment index).
@@ -145,6 +149,12 @@ impl ImageFs {
             name: name.to_owned(),
             errors: AtomicU32::new(0),
         };
+        // The metadata (inode, directory, fragment, ID and xattr tables)
+        // follows the data; every lookup reads it.
+        fs.file.will_need(
+            fs.sb.inode_table_start,
+            fs.sb.bytes_used.saturating_sub(fs.sb.inode_table_start),
+        );
         let root = fs.node(fs.root_ref)?;
         if root.attr.mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(SqfsError::NotDir { path: "/".into() });
@@ -461,6 +471,14 @@ impl ImageFs {
     fn block(&self, iref: u64, node: &Node, index: u32) -> Result<Arc<[u8]>, SqfsError> {
         self.cached((iref, index), || {
             let (at, word) = node.blocks[index as usize];
+            // A file's blocks are stored one after the other: the next
+            // ones are likely wanted soon.
+            let ahead = &node.blocks[index as usize + 1..];
+            let ahead = &ahead[..ahead.len().min(READ_AHEAD_BLOCKS)];
+            if let (Some(&(first, _)), Some(&(last, last_word))) = (ahead.first(), ahead.last()) {
+                let end = last.saturating_add(u64::from(last_word & (UNCOMPRESSED - 1)));
+                self.file.will_need(first, end.saturating_sub(first));
+            }
             let block_size = u64::from(self.sb.block_size);
             // Only the last block of a file without a tail is short.
             let len =
