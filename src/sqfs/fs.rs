@@ -33,10 +33,14 @@ use super::read::{
 use super::{EntryKind, SqfsError, ffi};
 use crate::fuse::{self, Attr, Dir, DirEntry, Errno, FsStats};
 
-/// Inodes kept decoded; past this the cache starts over.
-const MAX_NODES: usize = 1 << 18;
-/// Directory listings kept decoded; past this the cache starts over.
-const MAX_DIRS: usize = 1 << 14;
+/// Inodes kept decoded (about 200 bytes each); past this the cache starts
+/// over. The kernel keeps what it was told for the life of the mount, so
+/// these caches serve first accesses only, and they stay out of the memory
+/// budget's way (16 MiB besides `image_cache_size`).
+const MAX_NODES: usize = 1 << 15;
+/// Directory entries kept decoded, over all cached listings (about 80 bytes
+/// each); past this the cache starts over.
+const MAX_DIR_ENTRIES: usize = 1 << 16;
 /// Errors written to the log; later ones are only counted.
 const MAX_LOGGED_ERRORS: u32 = 20;
 /// The "inode reference" under which fragment blocks are cached, by their
@@ -105,7 +109,8 @@ pub struct ImageFs {
     /// Drops first: the readers use the super block and the file.
     pool: Mutex<Vec<Readers>>,
     nodes: Mutex<HashMap<u64, Arc<Node>>>,
-    dirs: Mutex<HashMap<u64, Arc<Dir>>>,
+    /// Decoded listings, and how many entries they hold in all.
+    dirs: Mutex<(HashMap<u64, Arc<Dir>>, usize)>,
     /// Decompressed blocks by (inode reference, block index).
     blocks: Option<Mutex<BlockCache>>,
     ids: Vec<u32>,
@@ -139,7 +144,7 @@ impl ImageFs {
         let fs = ImageFs {
             pool: Mutex::new(Vec::new()),
             nodes: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
+            dirs: Mutex::new((HashMap::new(), 0)),
             blocks,
             ids,
             fragments,
@@ -371,7 +376,7 @@ impl ImageFs {
 
     /// The listing of the directory `node` (at reference `iref`).
     fn dir_of(&self, iref: u64, node: &Node) -> Result<Arc<Dir>, SqfsError> {
-        if let Some(d) = lock(&self.dirs).get(&iref) {
+        if let Some(d) = lock(&self.dirs).0.get(&iref) {
             return Ok(d.clone());
         }
         let inode = &*node.inode;
@@ -441,11 +446,15 @@ impl ImageFs {
             parent_ino: u64::from(parent_ino),
             entries,
         });
-        let mut dirs = lock(&self.dirs);
-        if dirs.len() >= MAX_DIRS {
+        let mut cache = lock(&self.dirs);
+        let (dirs, entries) = &mut *cache;
+        if *entries + dir.entries.len() > MAX_DIR_ENTRIES {
             dirs.clear();
+            *entries = 0;
         }
-        dirs.insert(iref, dir.clone());
+        if dirs.insert(iref, dir.clone()).is_none() {
+            *entries += dir.entries.len();
+        }
         Ok(dir)
     }
 
