@@ -28,7 +28,8 @@ use lru::LruCache;
 use super::file::SqfsFile;
 use super::obj::{Malloced, Obj, check};
 use super::read::{
-    decompressor, kind_of, nlink_and_size, open_super, read_xattrs, symlink_target, xattr_reader,
+    decompressor, kind_of, nlink_and_size, open_super, read_ids, read_xattrs, symlink_target,
+    xattr_reader,
 };
 use super::{EntryKind, SqfsError, ffi};
 use crate::fuse::{self, Attr, Dir, DirEntry, Errno, FsStats};
@@ -137,7 +138,10 @@ impl ImageFs {
     /// cache). `name` is used in log messages.
     pub fn open(file: File, offset: u64, cache_bytes: u64, name: &str) -> Result<Self, SqfsError> {
         let (file, sb) = open_super(file, offset)?;
-        let (ids, fragments) = read_tables(&sb, file.as_ptr()).map_err(|e| file.explain(e))?;
+        let (fp, with_io) = (file.as_ptr(), |e| file.explain(e));
+        let cmp = decompressor(&sb, fp).map_err(with_io)?;
+        let ids = read_ids(&sb, fp, &cmp).map_err(with_io)?;
+        let fragments = read_fragment_table(&sb, fp, &cmp).map_err(with_io)?;
         let block_size = u64::from(sb.block_size.max(1));
         let blocks = NonZeroUsize::new((cache_bytes / block_size) as usize)
             .map(|n| Mutex::new(LruCache::new(n)));
@@ -596,44 +600,35 @@ impl ImageFs {
 }
 
 /// The ID table: index → uid/gid.
-/// The ID table (index → uid/gid) and the fragment table.
-fn read_tables(
+/// The fragment table: where each fragment block is, and its size.
+fn read_fragment_table(
     sb: &ffi::sqfs_super_t,
     fp: *mut ffi::sqfs_file_t,
-) -> Result<(Vec<u32>, Vec<ffi::sqfs_fragment_t>), SqfsError> {
-    let cmp = decompressor(sb, fp)?;
-    // SAFETY: constructor and loader calls with live arguments; the tables
-    // are dropped before the decompressor; the outputs are plain integers.
-    unsafe {
-        let ids = Obj::from_raw(ffi::sqfs_id_table_create(0), "creating the ID table")?;
-        let ret = ffi::sqfs_id_table_read(ids.as_ptr(), fp, sb, cmp.as_ptr());
-        check(ret, || "reading the ID table".into())?;
-        let mut id_list = Vec::with_capacity(usize::from(sb.id_count));
-        for i in 0..sb.id_count {
-            let mut id = 0;
-            let ret = ffi::sqfs_id_table_index_to_id(ids.as_ptr(), i, &mut id);
-            check(ret, || format!("reading ID {i}"))?;
-            id_list.push(id);
-        }
-        let mut fragments = Vec::new();
-        if sb.fragment_entry_count > 0 {
-            let table = Obj::from_raw(
-                ffi::sqfs_frag_table_create(0),
-                "creating the fragment table",
-            )?;
-            let ret = ffi::sqfs_frag_table_read(table.as_ptr(), fp, sb, cmp.as_ptr());
-            check(ret, || "reading the fragment table".into())?;
-            let count = ffi::sqfs_frag_table_get_size(table.as_ptr());
-            fragments.reserve(count);
-            for i in 0..count as u32 {
-                let mut entry = std::mem::zeroed();
-                let ret = ffi::sqfs_frag_table_lookup(table.as_ptr(), i, &mut entry);
-                check(ret, || format!("reading fragment table entry {i}"))?;
-                fragments.push(entry);
-            }
-        }
-        Ok((id_list, fragments))
+    cmp: &Obj<ffi::sqfs_compressor_t>,
+) -> Result<Vec<ffi::sqfs_fragment_t>, SqfsError> {
+    let mut fragments = Vec::new();
+    if sb.fragment_entry_count == 0 {
+        return Ok(fragments);
     }
+    // SAFETY: constructor and loader calls with live arguments; the table
+    // is dropped before `cmp`; the entries are plain integers.
+    unsafe {
+        let table = Obj::from_raw(
+            ffi::sqfs_frag_table_create(0),
+            "creating the fragment table",
+        )?;
+        let ret = ffi::sqfs_frag_table_read(table.as_ptr(), fp, sb, cmp.as_ptr());
+        check(ret, || "reading the fragment table".into())?;
+        let count = ffi::sqfs_frag_table_get_size(table.as_ptr());
+        fragments.reserve(count);
+        for i in 0..count as u32 {
+            let mut entry = std::mem::zeroed();
+            let ret = ffi::sqfs_frag_table_lookup(table.as_ptr(), i, &mut entry);
+            check(ret, || format!("reading fragment table entry {i}"))?;
+            fragments.push(entry);
+        }
+    }
+    Ok(fragments)
 }
 
 impl fuse::Filesystem for ImageFs {

@@ -32,7 +32,8 @@ struct Inner {
     xattrs: Option<Obj<ffi::sqfs_xattr_reader_t>>,
     data: Obj<ffi::sqfs_data_reader_t>,
     dirs: Obj<ffi::sqfs_dir_reader_t>,
-    ids: Obj<ffi::sqfs_id_table_t>,
+    /// The ID table: index → uid/gid.
+    ids: Vec<u32>,
     /// Used by the readers above.
     _cmp: Obj<ffi::sqfs_compressor_t>,
     /// Boxed: the directory reader keeps a pointer to it.
@@ -140,6 +141,29 @@ pub(super) fn data_reader(
     }
 }
 
+/// The ID table: index → uid/gid.
+pub(super) fn read_ids(
+    sb: &ffi::sqfs_super_t,
+    fp: *mut ffi::sqfs_file_t,
+    cmp: &Obj<ffi::sqfs_compressor_t>,
+) -> Result<Vec<u32>, SqfsError> {
+    // SAFETY: constructor and loader calls with live arguments; the table
+    // is dropped before `cmp`; `id` receives a plain integer.
+    unsafe {
+        let ids = Obj::from_raw(ffi::sqfs_id_table_create(0), "creating the ID table")?;
+        let ret = ffi::sqfs_id_table_read(ids.as_ptr(), fp, sb, cmp.as_ptr());
+        check(ret, || "reading the ID table".into())?;
+        let mut out = Vec::with_capacity(usize::from(sb.id_count));
+        for i in 0..sb.id_count {
+            let mut id = 0;
+            let ret = ffi::sqfs_id_table_index_to_id(ids.as_ptr(), i, &mut id);
+            check(ret, || format!("reading ID {i}"))?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+}
+
 /// An xattr reader with its tables read; `None` if the image has none.
 /// The caller keeps `sb`, `fp` and `cmp` alive for as long as the reader.
 pub(super) fn xattr_reader(
@@ -173,14 +197,9 @@ impl Reader {
         let comp = compression_name(sb.compression_id);
         let cmp = decompressor(&sb, fp).map_err(with_io)?;
 
-        // SAFETY: this and the creations and loads below are constructor
-        // calls with live arguments that outlive the results (field order
-        // of `Inner`); each result gets exactly one owner.
-        let ids = unsafe { Obj::from_raw(ffi::sqfs_id_table_create(0), "creating the ID table")? };
-        // SAFETY: see above.
-        let ret = unsafe { ffi::sqfs_id_table_read(ids.as_ptr(), fp, &*sb, cmp.as_ptr()) };
-        check(ret, || "reading the ID table".into()).map_err(with_io)?;
-        // SAFETY: see above.
+        let ids = read_ids(&sb, fp, &cmp).map_err(with_io)?;
+        // SAFETY: a constructor call with live arguments that outlive the
+        // result (field order of `Inner`); the result gets one owner.
         let dirs = unsafe {
             Obj::from_raw(
                 ffi::sqfs_dir_reader_create(&*sb, cmp.as_ptr(), fp, 0),
@@ -541,11 +560,14 @@ impl Inner {
     }
 
     fn id(&self, index: u16, shown: &str) -> Result<u32, SqfsError> {
-        let mut id = 0;
-        // SAFETY: live ID table; `id` receives the value.
-        let ret = unsafe { ffi::sqfs_id_table_index_to_id(self.ids.as_ptr(), index, &mut id) };
-        check(ret, || format!("looking up the owner of {shown}"))?;
-        Ok(id)
+        self.ids
+            .get(usize::from(index))
+            .copied()
+            .ok_or_else(|| SqfsError::Lib {
+                what: format!("looking up the owner of {shown}"),
+                code: ffi::SQFS_ERROR_OUT_OF_BOUNDS,
+                detail: None,
+            })
     }
 
     fn entry_info(
