@@ -195,22 +195,13 @@ impl fuser::Filesystem for Adapter {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
         };
-        for pos in offset as usize..dir.entries.len() + 2 {
-            let next = pos as u64 + 1;
-            let full = match pos {
-                0 => reply.add(INodeNo(dir.ino), next, FileType::Directory, "."),
-                1 => reply.add(INodeNo(dir.parent_ino), next, FileType::Directory, ".."),
-                _ => {
-                    let e = &dir.entries[pos - 2];
-                    reply.add(
-                        INodeNo(e.node),
-                        next,
-                        kind_of(e.kind),
-                        OsStr::from_bytes(&e.name),
-                    )
-                }
+        for listed in dir.from_offset(offset) {
+            let (node, kind) = match listed.entry {
+                Some(e) => (e.node, kind_of(e.kind)),
+                None => (listed.ino, FileType::Directory),
             };
-            if full {
+            let name = OsStr::from_bytes(listed.name);
+            if reply.add(INodeNo(node), listed.next, kind, name) {
                 break;
             }
         }
@@ -229,36 +220,24 @@ impl fuser::Filesystem for Adapter {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
         };
-        for pos in offset as usize..dir.entries.len() + 2 {
-            let next = pos as u64 + 1;
-            let full = match pos {
+        for listed in dir.from_offset(offset) {
+            let name = OsStr::from_bytes(listed.name);
+            let (node, attr) = match listed.entry {
+                Some(e) => match self.fs.getattr(e.node) {
+                    Ok(attr) => (INodeNo(e.node), file_attr(e.node, &attr)),
+                    Err(err) => return reply.error(errno(err)),
+                },
                 // fuser shows the node ID as the inode number, and one of 0
-                // would hide the entry: `..` shows the directory's own (the
-                // kernel links neither name).
-                0 | 1 => {
-                    let name = if pos == 0 { "." } else { ".." };
+                // would hide the entry: `.` and `..` show the directory's
+                // own (the kernel links neither name).
+                None => {
                     let mut a = negative();
                     a.ino = ino;
                     a.kind = FileType::Directory;
-                    reply.add(ino, next, name, &FOREVER, &a, Generation(0))
-                }
-                _ => {
-                    let e = &dir.entries[pos - 2];
-                    let attr = match self.fs.getattr(e.node) {
-                        Ok(attr) => attr,
-                        Err(err) => return reply.error(errno(err)),
-                    };
-                    reply.add(
-                        INodeNo(e.node),
-                        next,
-                        OsStr::from_bytes(&e.name),
-                        &FOREVER,
-                        &file_attr(e.node, &attr),
-                        Generation(0),
-                    )
+                    (ino, a)
                 }
             };
-            if full {
+            if reply.add(node, listed.next, name, &FOREVER, &attr, Generation(0)) {
                 break;
             }
         }

@@ -74,7 +74,51 @@ pub struct Dir {
     pub entries: Vec<DirEntry>,
 }
 
+/// One position of a listing as `readdir` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed<'a> {
+    pub name: &'a [u8],
+    /// The inode number shown (`d_ino`).
+    pub ino: u64,
+    /// `None` for `.` and `..`.
+    pub entry: Option<&'a DirEntry>,
+    /// The position after this one (the offset that resumes the listing).
+    pub next: u64,
+}
+
 impl Dir {
+    /// The listing from position `offset` on: 0 is `.`, 1 is `..`, then
+    /// the entries in order.
+    pub fn from_offset(&self, offset: u64) -> impl Iterator<Item = Listed<'_>> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        (start..self.entries.len().saturating_add(2)).map(move |pos| {
+            let next = pos as u64 + 1;
+            match pos {
+                0 => Listed {
+                    name: b".",
+                    ino: self.ino,
+                    entry: None,
+                    next,
+                },
+                1 => Listed {
+                    name: b"..",
+                    ino: self.parent_ino,
+                    entry: None,
+                    next,
+                },
+                _ => {
+                    let e = &self.entries[pos - 2];
+                    Listed {
+                        name: &e.name,
+                        ino: e.attr_ino,
+                        entry: Some(e),
+                        next,
+                    }
+                }
+            }
+        })
+    }
+
     /// The entry called `name`.
     pub fn find(&self, name: &[u8]) -> Option<&DirEntry> {
         self.entries

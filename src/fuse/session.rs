@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Attr, Dir, Errno, Filesystem, ffi};
+use super::{Attr, Dir, Errno, Filesystem, Listed, ffi};
 
 /// How long the kernel may trust an answer: an image never changes while
 /// it is mounted, so for as long as it likes (~115 days).
@@ -336,28 +336,18 @@ unsafe fn dir_of(
 }
 
 /// Fill a reply buffer of `size` bytes with the listing from position
-/// `offset` on (0 `.`, 1 `..`, then the entries); `add` appends one entry
-/// and returns the bytes it needs (more than offered: it did not fit).
+/// `offset` on ([`Dir::from_offset`]); `add` appends one position and
+/// returns the bytes it needs (more than offered: it did not fit).
 fn fill_listing(
     dir: &Dir,
     offset: i64,
     size: usize,
-    mut add: impl FnMut(&mut [u8], &[u8], Option<&super::DirEntry>, u64, i64) -> usize,
+    mut add: impl FnMut(&mut [u8], Listed<'_>) -> usize,
 ) -> Vec<u8> {
     let mut buf = vec![0u8; size];
     let mut used = 0;
-    let start = usize::try_from(offset).unwrap_or(0);
-    for pos in start..dir.entries.len() + 2 {
-        let next = pos as i64 + 1;
-        let (name, entry, ino): (&[u8], _, _) = match pos {
-            0 => (b".", None, dir.ino),
-            1 => (b"..", None, dir.parent_ino),
-            _ => {
-                let e = &dir.entries[pos - 2];
-                (&e.name, Some(e), e.attr_ino)
-            }
-        };
-        let need = add(&mut buf[used..], name, entry, ino, next);
+    for listed in dir.from_offset(u64::try_from(offset).unwrap_or(0)) {
+        let need = add(&mut buf[used..], listed);
         if need > size - used {
             break;
         }
@@ -381,20 +371,20 @@ unsafe extern "C" fn readdir(
             Ok(dir) => dir,
             Err(errno) => return reply_err(req, errno),
         };
-        let buf = fill_listing(&dir, offset, size, |out, name, entry, ino, next| {
-            let Ok(cname) = CString::new(name) else {
+        let buf = fill_listing(&dir, offset, size, |out, listed| {
+            let Ok(cname) = CString::new(listed.name) else {
                 return 0;
             };
             let mut st: ffi::stat = std::mem::zeroed();
-            st.st_ino = ino;
-            st.st_mode = entry.map_or(libc::S_IFDIR, |e| e.kind);
+            st.st_ino = listed.ino;
+            st.st_mode = listed.entry.map_or(libc::S_IFDIR, |e| e.kind);
             ffi::fuse_add_direntry(
                 req,
                 out.as_mut_ptr().cast(),
                 out.len(),
                 cname.as_ptr(),
                 &st,
-                next,
+                listed.next as i64,
             )
         });
         ffi::fuse_reply_buf(req, buf.as_ptr().cast(), buf.len());
@@ -416,12 +406,12 @@ unsafe extern "C" fn readdirplus(
         };
         let fs = fs(req);
         let mut failed = None;
-        let buf = fill_listing(&dir, offset, size, |out, name, entry, ino, next| {
-            let Ok(cname) = CString::new(name) else {
+        let buf = fill_listing(&dir, offset, size, |out, listed| {
+            let Ok(cname) = CString::new(listed.name) else {
                 return 0;
             };
             // `.` and `..` carry no entry (node 0: the kernel links none).
-            let e = match entry {
+            let e = match listed.entry {
                 Some(ent) => match fs.getattr(ent.node) {
                     Ok(attr) => entry_of(ent.node, &attr),
                     Err(errno) => {
@@ -431,7 +421,7 @@ unsafe extern "C" fn readdirplus(
                 },
                 None => {
                     let mut e = entry_of(0, &Attr::default());
-                    e.attr.st_ino = ino;
+                    e.attr.st_ino = listed.ino;
                     e.attr.st_mode = libc::S_IFDIR;
                     e
                 }
@@ -442,7 +432,7 @@ unsafe extern "C" fn readdirplus(
                 out.len(),
                 cname.as_ptr(),
                 &e,
-                next,
+                listed.next as i64,
             )
         });
         match failed {
