@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
+use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 /// `sh -c` printing the namespaces, waiting for `release` to exist.
 fn member_script(release: &str) -> String {
@@ -28,6 +28,22 @@ fn server_count(tag: &str) -> usize {
         .count()
 }
 
+/// One rank: `rfake exec --join-key KEY IMAGE sh -c SCRIPT`.
+fn rank(t: &str, key: &str, img: &Path, script: &str) -> Running {
+    spawn(
+        t,
+        &[
+            "exec",
+            "--join-key",
+            key,
+            img.to_str().unwrap(),
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+}
+
 #[test]
 fn ranks_with_one_key_share_one_container_and_one_server() {
     let Some(env) = setup() else { return };
@@ -40,34 +56,8 @@ fn ranks_with_one_key_share_one_container_and_one_server() {
     let t = tag("join");
     let key = format!("test-{}", std::process::id());
     let script = member_script(release.to_str().unwrap());
-    let ranks: Vec<Running> = (0..3)
-        .map(|_| {
-            spawn(
-                &t,
-                &[
-                    "exec",
-                    "--join-key",
-                    &key,
-                    img.to_str().unwrap(),
-                    "sh",
-                    "-c",
-                    &script,
-                ],
-            )
-        })
-        .collect();
-    let lines: Vec<String> = ranks
-        .iter()
-        .map(|r| {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(l) = r.lines.recv_timeout(Duration::from_millis(100)) {
-                    break l;
-                }
-                assert!(Instant::now() < deadline, "a rank printed nothing");
-            }
-        })
-        .collect();
+    let ranks: Vec<Running> = (0..3).map(|_| rank(&t, &key, &img, &script)).collect();
+    let lines: Vec<String> = ranks.iter().map(|r| r.next_line("a rank")).collect();
     assert!(
         lines.iter().all(|l| l == &lines[0]),
         "one container: {lines:?}"
@@ -100,38 +90,10 @@ fn the_first_rank_crashing_does_not_take_the_others_down() {
         "{}; cat /etc/rfake-demo.txt",
         member_script(release.to_str().unwrap())
     );
-    let first = spawn(
-        &t,
-        &[
-            "exec",
-            "--join-key",
-            &key,
-            img.to_str().unwrap(),
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    first
-        .lines
-        .recv_timeout(Duration::from_secs(20))
-        .expect("first rank up");
-    let second = spawn(
-        &t,
-        &[
-            "exec",
-            "--join-key",
-            &key,
-            img.to_str().unwrap(),
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    second
-        .lines
-        .recv_timeout(Duration::from_secs(20))
-        .expect("second rank up");
+    let first = rank(&t, &key, &img, &script);
+    first.next_line("first rank up");
+    let second = rank(&t, &key, &img, &script);
+    second.next_line("second rank up");
     first.signal(Signal::SIGKILL);
     let (status, _, _) = first.wait();
     assert_eq!(status.code(), None);
@@ -149,20 +111,7 @@ fn every_rank_killed_leaves_nothing() {
     let t = tag("joinkill");
     let key = format!("kill-{}", std::process::id());
     let ranks: Vec<Running> = (0..2)
-        .map(|_| {
-            spawn(
-                &t,
-                &[
-                    "exec",
-                    "--join-key",
-                    &key,
-                    img.to_str().unwrap(),
-                    "sh",
-                    "-c",
-                    "echo up; sleep 60",
-                ],
-            )
-        })
+        .map(|_| rank(&t, &key, &img, "echo up; sleep 60"))
         .collect();
     for r in &ranks {
         r.expect_line("up");

@@ -294,6 +294,15 @@ impl Running {
         panic!("did not see line {want:?}; saw {seen:?}");
     }
 
+    /// Wait (bounded) for the next line, whatever it is; panics naming
+    /// `what` on timeout.
+    #[track_caller]
+    pub fn next_line(&self, what: &str) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{what}: no line ({e})"))
+    }
+
     /// Wait (bounded) for rfake to exit; returns its status and stderr.
     #[track_caller]
     pub fn wait(mut self) -> (std::process::ExitStatus, Vec<String>, String) {
