@@ -7,6 +7,7 @@ use common::*;
 use nix::sys::signal::Signal;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 /// `sh -c` printing the namespaces, waiting for `release` to exist.
 fn member_script(release: &str) -> String {
@@ -95,8 +96,16 @@ fn the_first_rank_crashing_does_not_take_the_others_down() {
     let second = rank(&t, &key, &img, &script);
     second.next_line("second rank up");
     first.signal(Signal::SIGKILL);
+    let killed = Instant::now();
     let (status, _, _) = first.wait();
     assert_eq!(status.code(), None);
+    // Its stderr ends with it: nothing the keeper started (the image
+    // server) holds it open while the second rank still runs.
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "the first rank's stderr stayed open for {:.1?} after it was killed",
+        killed.elapsed()
+    );
     std::fs::write(&release, "").unwrap();
     let (status, rest, err) = second.wait();
     assert_eq!(status.code(), Some(0), "{err}");

@@ -113,6 +113,9 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
                 offset,
                 cache_bytes: *cache_bytes,
                 threads: SERVER_THREADS,
+                // Made by a joined or warm keeper, which outlives the launch
+                // that started it.
+                quiet: plan.join.is_some() || plan.warm.is_some(),
             }),
             "rfake",
         ),

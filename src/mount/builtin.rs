@@ -34,6 +34,10 @@ pub struct Builtin {
     pub cache_bytes: u64,
     /// Worker threads (see [`LoopConfig`]).
     pub threads: u32,
+    /// Point the server's stderr at /dev/null: a server started by a keeper
+    /// outlives the launch whose stderr it would otherwise hold open (the
+    /// reader of that stderr, srun say, would wait for the keeper).
+    pub quiet: bool,
 }
 
 impl Builtin {
@@ -66,7 +70,7 @@ impl Builtin {
         // lives in its own world (its own threads, no locks inherited).
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
-                let code = serve_in_child(fs, fuse_fd, parent, self.threads);
+                let code = self.serve_in_child(fs, fuse_fd, parent);
                 // SAFETY: leave without running the parent's exit handlers
                 // or flushing its buffers a second time.
                 unsafe { libc::_exit(code) }
@@ -78,53 +82,62 @@ impl Builtin {
             }),
         }
     }
+
+    /// The server process: detach from rfake's session and signals, keep only
+    /// the descriptors it needs, serve. Returns the exit status.
+    fn serve_in_child(&self, fs: ImageFs, fuse_fd: RawFd, parent: Pid) -> i32 {
+        // SAFETY: plain system calls on this process.
+        unsafe {
+            // What ps and top show: the server, not another rfake.
+            libc::prctl(libc::PR_SET_NAME, c"rfake-fuse".as_ptr());
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
+                || libc::getppid() != parent.as_raw()
+            {
+                return 1;
+            }
+            libc::setsid();
+            // Its working directory must not pin a host directory.
+            libc::chdir(c"/".as_ptr());
+        }
+        for sig in crate::process::FORWARDED {
+            let handler = match sig {
+                Signal::SIGUSR1 | Signal::SIGUSR2 => SigHandler::SigDfl,
+                // A job's cancellation must not stop it before the payload.
+                _ => SigHandler::SigIgn,
+            };
+            // SAFETY: installing SIG_IGN/SIG_DFL.
+            let _ = unsafe { signal(sig, handler) };
+        }
+        keep_only_fds(&[fuse_fd, fs.raw_fd()], self.quiet);
+        let fs: Arc<dyn fuse::Filesystem> = Arc::new(fs);
+        match fuse::serve(
+            fs,
+            fuse_fd,
+            LoopConfig {
+                threads: self.threads,
+            },
+        ) {
+            Ok(()) => 0,
+            Err(message) => {
+                log::error!("{NAME}: {message}");
+                1
+            }
+        }
+    }
 }
 
-/// The server process: detach from rfake's session and signals, keep only
-/// the descriptors it needs, serve. Returns the exit status.
-fn serve_in_child(fs: ImageFs, fuse_fd: RawFd, parent: Pid, threads: u32) -> i32 {
-    // SAFETY: plain system calls on this process.
-    unsafe {
-        // What ps and top show: the server, not another rfake.
-        libc::prctl(libc::PR_SET_NAME, c"rfake-fuse".as_ptr());
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
-            || libc::getppid() != parent.as_raw()
-        {
-            return 1;
-        }
-        libc::setsid();
-        // Its working directory must not pin a host directory.
-        libc::chdir(c"/".as_ptr());
-    }
-    for sig in crate::process::FORWARDED {
-        let handler = match sig {
-            Signal::SIGUSR1 | Signal::SIGUSR2 => SigHandler::SigDfl,
-            // A job's cancellation must not stop it before the payload.
-            _ => SigHandler::SigIgn,
-        };
-        // SAFETY: installing SIG_IGN/SIG_DFL.
-        let _ = unsafe { signal(sig, handler) };
-    }
-    keep_only_fds(&[fuse_fd, fs.raw_fd()]);
-    let fs: Arc<dyn fuse::Filesystem> = Arc::new(fs);
-    match fuse::serve(fs, fuse_fd, LoopConfig { threads }) {
-        Ok(()) => 0,
-        Err(message) => {
-            log::error!("{NAME}: {message}");
-            1
-        }
-    }
-}
-
-/// Point stdin and stdout at /dev/null and close every descriptor above
-/// stderr except `keep`.
-pub(crate) fn keep_only_fds(keep: &[RawFd]) {
+/// Point stdin and stdout (and stderr too when `quiet`) at /dev/null and
+/// close every descriptor above stderr except `keep`.
+pub(crate) fn keep_only_fds(keep: &[RawFd], quiet: bool) {
     // SAFETY: plain system calls on this process's descriptor table.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
         if null >= 0 {
             libc::dup2(null, 0);
             libc::dup2(null, 1);
+            if quiet {
+                libc::dup2(null, 2);
+            }
         }
         let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
         keep.sort_unstable();
