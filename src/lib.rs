@@ -17,6 +17,8 @@ pub mod env;
 pub mod error;
 pub mod exit;
 pub mod fuse;
+#[cfg(test)]
+mod fuzz;
 pub mod host;
 pub mod image;
 pub mod inspect;
