@@ -5,11 +5,11 @@
 //! unit tests pass a recorder and assert the exact sequence of operations
 //! without any privilege.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -132,13 +132,15 @@ pub trait Sys {
     fn unshare(&self, flags: CloneFlags) -> SysResult;
     /// Write `contents` to an existing file (procfs maps, sysctls).
     fn write_file(&self, path: &Path, contents: &str) -> SysResult;
+    /// `mount(2)`: the propagation change, the staging and overlay mounts
+    /// and moves of rfake's own places (never a path inside the image).
     fn mount(
         &self,
-        source: &str,
+        source: &Path,
         target: &Path,
         fstype: Option<&str>,
         flags: MsFlags,
-        data: Option<&str>,
+        data: Option<&OsStr>,
     ) -> SysResult;
     /// Add `attrs` to the mount at `target` (and all mounts below it when
     /// `recursive`), never clearing anything.
@@ -149,6 +151,37 @@ pub trait Sys {
     /// Create (or truncate) a regular file holding `contents`.
     fn create_file(&self, path: &Path, mode: u32, contents: &str) -> SysResult;
     fn chdir(&self, path: &Path) -> SysResult;
+
+    // Operations on descriptors from a confined resolution (crate::paths):
+    // nothing below is resolved by name again. `what` names the object in
+    // errors.
+
+    /// Create the directory `name` in `dir` (`mkdirat(2)`).
+    fn mkdir_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32, what: &Path) -> SysResult;
+    /// Create the new empty file `name` in `dir` (`O_CREAT | O_EXCL |
+    /// O_NOFOLLOW`).
+    fn create_file_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        mode: u32,
+        what: &Path,
+    ) -> SysResult;
+    /// A detached copy of the mount tree at `src` (`open_tree(2)` with
+    /// `OPEN_TREE_CLONE`, and `AT_RECURSIVE` when `recursive`): a bind
+    /// mount not yet attached anywhere.
+    fn clone_tree(&self, src: BorrowedFd<'_>, recursive: bool, what: &Path) -> SysResult<OwnedFd>;
+    /// Add `attrs` to a (detached) mount, never clearing anything.
+    fn add_attrs(
+        &self,
+        mount: BorrowedFd<'_>,
+        attrs: MountAttrs,
+        recursive: bool,
+        what: &Path,
+    ) -> SysResult;
+    /// Attach a detached mount onto the object `target` refers to
+    /// (`move_mount(2)` with `MOVE_MOUNT_T_EMPTY_PATH`).
+    fn attach(&self, mount: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &Path) -> SysResult;
 }
 
 /// The real kernel.
@@ -293,50 +326,22 @@ impl Sys for LinuxSys {
 
     fn mount(
         &self,
-        source: &str,
+        source: &Path,
         target: &Path,
         fstype: Option<&str>,
         flags: MsFlags,
-        data: Option<&str>,
+        data: Option<&OsStr>,
     ) -> SysResult {
         nix::mount::mount(Some(source), target, fstype, flags, data)
             .map_err(|e| SysError::new("mount", target, e))
     }
 
     fn mount_add_attrs(&self, target: &Path, attrs: MountAttrs, recursive: bool) -> SysResult {
-        // struct mount_attr from <linux/mount.h>; attr_set only adds flags.
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        let attr = MountAttr {
-            attr_set: attrs.bits(),
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        let c_target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        let c_target = CString::new(target.as_os_str().as_encoded_bytes())
             .map_err(|_| SysError::new("mount_setattr", target, Errno::EINVAL))?;
         let flags = libc::AT_SYMLINK_NOFOLLOW | if recursive { libc::AT_RECURSIVE } else { 0 };
-        // SAFETY: valid NUL-terminated path and a correctly sized struct.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                c_target.as_ptr(),
-                flags as libc::c_uint,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(SysError::new("mount_setattr", target, Errno::last()))
-        }
+        mount_setattr(libc::AT_FDCWD, &c_target, flags, attrs)
+            .map_err(|e| SysError::new("mount_setattr", target, e))
     }
 
     fn umount_detach(&self, target: &Path) -> SysResult {
@@ -372,4 +377,104 @@ impl Sys for LinuxSys {
     fn chdir(&self, path: &Path) -> SysResult {
         nix::unistd::chdir(path).map_err(|e| SysError::new("chdir", path, e))
     }
+
+    fn mkdir_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32, what: &Path) -> SysResult {
+        rustix::fs::mkdirat(dir, name, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| SysError::new("mkdir", what, errno(e)))
+    }
+
+    fn create_file_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        mode: u32,
+        what: &Path,
+    ) -> SysResult {
+        use rustix::fs::OFlags;
+        rustix::fs::openat(
+            dir,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(mode),
+        )
+        .map(drop)
+        .map_err(|e| SysError::new("create", what, errno(e)))
+    }
+
+    fn clone_tree(&self, src: BorrowedFd<'_>, recursive: bool, what: &Path) -> SysResult<OwnedFd> {
+        use rustix::mount::OpenTreeFlags;
+        let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH;
+        if recursive {
+            flags |= OpenTreeFlags::AT_RECURSIVE;
+        }
+        rustix::mount::open_tree(src, "", flags)
+            .map_err(|e| SysError::new("open_tree", what, errno(e)))
+    }
+
+    fn add_attrs(
+        &self,
+        mount: BorrowedFd<'_>,
+        attrs: MountAttrs,
+        recursive: bool,
+        what: &Path,
+    ) -> SysResult {
+        let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
+        mount_setattr(mount.as_raw_fd(), c"", flags, attrs)
+            .map_err(|e| SysError::new("mount_setattr", what, e))
+    }
+
+    fn attach(&self, mount: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &Path) -> SysResult {
+        use rustix::mount::MoveMountFlags;
+        rustix::mount::move_mount(
+            mount,
+            "",
+            target,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(|e| SysError::new("move_mount", what, errno(e)))
+    }
+}
+
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
+}
+
+/// `mount_setattr(2)` adding `attrs` (`attr_set` only: flags inherited
+/// from the host are locked, and clearing one would fail with EPERM).
+fn mount_setattr(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    attrs: MountAttrs,
+) -> Result<(), Errno> {
+    // struct mount_attr from <linux/mount.h>.
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: attrs.bits(),
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid NUL-terminated path and a correctly sized struct that
+    // outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }

@@ -2,6 +2,7 @@
 //! unprivileged user: what an HPC user expects to find inside.
 
 mod common;
+use rfake::exit::ExitKind;
 
 use common::*;
 
@@ -185,6 +186,76 @@ fn escaping_destinations_are_refused() {
         stdout(&out),
         std::fs::read_to_string("/etc/hostname").unwrap()
     );
+}
+
+/// Issue 19, defect 1: an image (or a `-B` destination) leading through a
+/// procfs magic link (`/proc/self/root` and the like) made rfake bind the
+/// host directory over the container root and create `etc/passwd` in it,
+/// on the host. Every such path is refused before anything is mounted, for
+/// single-file and directory images alike.
+#[test]
+fn procfs_links_in_images_and_binds_cannot_reach_the_host() {
+    let Some(_env) = setup() else { return };
+    let work = tempfile::Builder::new()
+        .prefix("proclink-")
+        .tempdir_in(home())
+        .unwrap();
+    let src = work.path().join("bind-src");
+    std::fs::create_dir(&src).unwrap();
+    let targets = [
+        "/proc/self/root",
+        "/proc/1/root",
+        "/proc/self/cwd",
+        "/proc/self/fd/3",
+        "/proc/thread-self/root",
+        "/dev/fd/3",
+    ];
+    let mut images = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let root = work.path().join(format!("root{i}"));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(target, root.join("x")).unwrap();
+        let sqfs = work.path().join(format!("img{i}.sqfs"));
+        let t = tag("proclink-build");
+        let out = rfake(
+            &t,
+            &["build", sqfs.to_str().unwrap(), root.to_str().unwrap()],
+        );
+        assert_status(&out, 0);
+        images.push((target.to_string(), sqfs));
+        images.push((target.to_string(), root));
+    }
+    let bind = format!("{}:/x", src.display());
+    for (target, img) in &images {
+        let t = tag("proclink");
+        let out = rfake(&t, &["exec", "-B", &bind, img.to_str().unwrap(), "true"]);
+        assert_status(&out, ExitKind::Refused.code() as i32);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{target}: {err}");
+        assert!(err.contains("symbolic link in /proc"), "{target}: {err}");
+        assert!(err.contains("--bind"), "{target}: {err}");
+        assert!(
+            std::fs::read_dir(&src).unwrap().next().is_none(),
+            "{target}: rfake created files in the bind source on the host"
+        );
+        assert_nothing_left(&t);
+    }
+    // The same paths as `-B` destinations, on the demo image.
+    let demo = _env.image("demo.sqfs");
+    for target in targets {
+        let t = tag("proclink-dst");
+        let spec = format!("{}:{target}", src.display());
+        let out = rfake(&t, &["exec", "-B", &spec, demo.to_str().unwrap(), "true"]);
+        assert_status(&out, ExitKind::Refused.code() as i32);
+        let err = stderr(&out);
+        assert!(err.contains("symbolic link in /proc"), "{target}: {err}");
+        assert!(
+            std::fs::read_dir(&src).unwrap().next().is_none(),
+            "{target}: rfake created files in the bind source on the host"
+        );
+        assert_nothing_left(&t);
+    }
 }
 
 #[test]

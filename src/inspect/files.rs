@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::paths::{self, Resolved};
+use std::io::Read;
+use std::os::fd::AsFd;
+
+use crate::paths;
 use crate::sqfs::{EntryKind, Reader};
 
 /// One entry of a listing.
@@ -48,17 +51,17 @@ impl ImageFiles {
         match self {
             ImageFiles::Squashfs(r) => r.read_file(path, max).map_err(|e| e.to_string()),
             ImageFiles::Directory(root) => {
-                let p = match paths::resolve_in_root(root, Path::new(path)) {
-                    Ok(Resolved::Exists(p)) => p,
-                    Ok(Resolved::Missing(_)) => return Err("no such file in the image".into()),
-                    Err(e) => return Err(e.to_string()),
-                };
-                let meta = std::fs::metadata(&p).map_err(|e| e.to_string())?;
-                if !meta.is_file() {
-                    return Err("not a regular file".into());
+                let root = paths::open_root(root).map_err(|e| e.to_string())?;
+                let walk = paths::walk(root.as_fd(), Path::new(path)).map_err(|e| e.to_string())?;
+                if !walk.exists() {
+                    return Err("no such file in the image".into());
                 }
-                let bytes = std::fs::read(&p).map_err(|e| e.to_string())?;
-                Ok(bytes.into_iter().take(max as usize).collect())
+                let file = walk.open_regular().ok_or("not a regular file")?;
+                let mut bytes = Vec::new();
+                file.take(max)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| e.to_string())?;
+                Ok(bytes)
             }
             ImageFiles::None => Err("the image has no readable root filesystem".into()),
         }

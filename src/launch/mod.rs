@@ -177,7 +177,13 @@ fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, Error> {
             }
         }
     };
-    rootfs::execute(sys, &plan.steps, image_mounter, &mut log_step)?;
+    rootfs::execute(
+        sys,
+        &rootfs::Layout::container(),
+        &plan.steps,
+        image_mounter,
+        &mut log_step,
+    )?;
     Ok(Container {
         server: own_mount.and_then(|mut m| m.take_server()),
         lease,

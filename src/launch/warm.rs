@@ -182,6 +182,7 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
             .ok_or_else(|| Error::Internal("a warm mount of a directory image".into()))?;
         rootfs::execute(
             &sys,
+            &rootfs::Layout::container(),
             &[Step::MakePrivate, Step::ServeImage],
             &mut mount,
             &mut |_, _, _| {},
@@ -189,11 +190,11 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
         let dir = Path::new(IMAGE_DIR);
         let parent = dir.parent().unwrap_or(Path::new("/"));
         sys.mount(
-            "rfake-warm",
+            Path::new("rfake-warm"),
             parent,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some("size=64k,mode=700"),
+            Some(std::ffi::OsStr::new("size=64k,mode=700")),
         )?;
         sys.mkdir(dir, 0o700)?;
         mount

@@ -24,18 +24,19 @@
 mod mounts;
 
 use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
 use crate::passwd::UserEntry;
-use crate::paths::{self, PathError, Resolved};
+use crate::paths::{self, PathError, Walk};
 use crate::sys::{MountAttrs, Sys, SysError};
+use crate::text::shown;
 
 /// Where the staging tmpfs is mounted in the new mount namespace.
 pub const STAGING: &str = "/tmp";
-/// The image root, as created in the staging tmpfs, and after the first pivot.
-pub const NEWROOT_IN_STAGING: &str = "/tmp/newroot";
+/// The image root after the first pivot.
 pub const NEWROOT: &str = "/newroot";
 /// Where the image itself is mounted (the overlay's lower layer).
 pub const LOWER: &str = "/lower";
@@ -47,6 +48,52 @@ pub const FILES: &str = "/files";
 pub const OLDROOT: &str = "/oldroot";
 /// Size of the overlay tmpfs when it only holds mount points.
 pub const MOUNT_POINT_OVERLAY_SIZE: u64 = 1 << 20;
+
+/// Where the steps work: the staging tmpfs and, after the first pivot, the
+/// places inside it. [`Layout::container`] is what a launch uses; tests
+/// point every place at a temporary directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Where the staging tmpfs is mounted (before the first pivot).
+    pub staging: PathBuf,
+    /// The container root being built.
+    pub newroot: PathBuf,
+    /// Where the image itself is attached (the overlay's lower layer).
+    pub lower: PathBuf,
+    /// The tmpfs holding the overlay's upper and work directories.
+    pub overlay: PathBuf,
+    /// Generated files (identity files).
+    pub files: PathBuf,
+    /// The host root after the first pivot.
+    pub oldroot: PathBuf,
+}
+
+impl Layout {
+    /// The places a launch uses, in its own mount namespace.
+    pub fn container() -> Layout {
+        Layout {
+            staging: STAGING.into(),
+            newroot: NEWROOT.into(),
+            lower: LOWER.into(),
+            overlay: OVERLAY.into(),
+            files: FILES.into(),
+            oldroot: OLDROOT.into(),
+        }
+    }
+
+    /// Every place below `base` (for tests: nothing outside it is touched
+    /// by the file operations).
+    pub fn under(base: &Path) -> Layout {
+        Layout {
+            staging: base.join("staging"),
+            newroot: base.join("newroot"),
+            lower: base.join("lower"),
+            overlay: base.join("overlay"),
+            files: base.join("files"),
+            oldroot: base.join("oldroot"),
+        }
+    }
+}
 
 /// What a bind destination must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,16 +192,17 @@ pub struct Wanted<'a> {
 impl Step {
     /// The destinations this step may need created when the image lacks
     /// them. Called after the first pivot: a bind taking its kind from its
-    /// source looks at the source under [`OLDROOT`].
-    fn wanted(&self) -> Vec<Wanted<'_>> {
+    /// source asks `source_is_dir` (`None`: missing, reported by the bind
+    /// itself).
+    fn wanted(&self, source_is_dir: &mut dyn FnMut(&Path) -> Option<bool>) -> Vec<Wanted<'_>> {
         match self {
             Step::Bind(b) if b.create => {
                 let dir = match b.kind {
                     BindKind::Dir => true,
                     BindKind::File => false,
-                    BindKind::AsSource => match host_path(&b.src) {
-                        Some(src) => src.is_dir(),
-                        None => return vec![], // reported by the bind itself
+                    BindKind::AsSource => match source_is_dir(&b.src) {
+                        Some(dir) => dir,
+                        None => return vec![],
                     },
                 };
                 vec![Wanted {
@@ -235,27 +283,39 @@ impl fmt::Display for Step {
 pub enum RootfsError {
     #[error("{0}")]
     Sys(#[from] SysError),
-    #[error("bind destination {dst} (from {origin}): {source}", dst = dst.display())]
+    #[error("bind destination {} (from {origin}): {source}", shown(dst))]
     Destination {
         dst: PathBuf,
         origin: String,
         source: PathError,
     },
-    #[error("bind source {} (from {origin}) does not exist on the host", src.display())]
+    #[error(
+        "bind source {} (from {origin}) does not exist on the host",
+        shown(src)
+    )]
     MissingSource { src: PathBuf, origin: String },
-    #[error("bind destination {} (from {origin}) does not exist in the image", dst.display())]
+    #[error("bind source {} (from {origin}): {source}", shown(src))]
+    Source {
+        src: PathBuf,
+        origin: String,
+        source: PathError,
+    },
+    #[error(
+        "bind destination {} (from {origin}) does not exist in the image",
+        shown(dst)
+    )]
     MissingDestination { dst: PathBuf, origin: String },
     #[error(
         "bind destination {} (from {origin}) is missing inside another bind ({}); rfake does not create it on the host",
-        dst.display(),
-        inside.display()
+        shown(dst),
+        shown(inside)
     )]
     WouldCreateOnHost {
         dst: PathBuf,
         origin: String,
         inside: PathBuf,
     },
-    #[error("bind {} -> {} (from {origin}): {what}", src.display(), dst.display())]
+    #[error("bind {} -> {} (from {origin}): {what}", shown(src), shown(dst))]
     KindMismatch {
         src: PathBuf,
         dst: PathBuf,
@@ -281,26 +341,75 @@ pub trait ImageMounter {
 /// What earlier steps decided, for later ones.
 #[derive(Debug, Default)]
 struct State {
+    /// The container root, opened once it is complete ([`Step::Root`]):
+    /// every destination is resolved below this descriptor, so nothing
+    /// mounted over the root's path later changes what it means.
+    root: Option<OwnedFd>,
+    /// The device of that root (the overlay when there is one).
+    root_dev: Option<u64>,
+    /// The host root (the old root after the first pivot), opened when
+    /// first needed.
+    host: Option<OwnedFd>,
+    host_path: PathBuf,
     /// The root is an overlay (missing destinations may be created).
     overlay: bool,
     /// The overlay exists only for mount points: seal it afterwards.
     seal: bool,
-    /// Private tmpfs mounts made so far (under [`NEWROOT`]): destinations
-    /// may be created inside them too.
-    private: Vec<PathBuf>,
+    /// Devices of the private tmpfs mounts made so far: destinations may be
+    /// created inside them too.
+    private: Vec<u64>,
 }
 
-/// Carry out `steps` in order. `on_step` is told each step and its duration.
+impl State {
+    /// Open the completed container root at `path`.
+    fn enter_root(&mut self, path: &Path) -> Result<(), RootfsError> {
+        let fd = open_root(path)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| {
+            SysError::new("stat", path, nix::errno::Errno::from_raw(e.raw_os_error()))
+        })?;
+        self.root_dev = Some(st.st_dev);
+        self.root = Some(fd);
+        Ok(())
+    }
+
+    fn root(&self) -> Result<BorrowedFd<'_>, RootfsError> {
+        self.root.as_ref().map(|fd| fd.as_fd()).ok_or_else(|| {
+            RootfsError::Sys(SysError::new(
+                "resolve",
+                "the container root",
+                nix::errno::Errno::ENOENT,
+            ))
+        })
+    }
+
+    /// Resolve a host path under the old root, on components: the host's
+    /// own absolute symlinks (`/etc/resolv.conf -> /run/...`) point into
+    /// the host, not the staging root.
+    fn host_walk(&mut self, path: &Path) -> Result<Walk, PathError> {
+        if self.host.is_none() {
+            self.host = Some(paths::open_root(&self.host_path)?);
+        }
+        let host = self.host.as_ref().expect("opened above").as_fd();
+        paths::walk(host, path)
+    }
+}
+
+/// Carry out `steps` in order, in the places of `layout`. `on_step` is told
+/// each step and its duration.
 pub fn execute(
     sys: &dyn Sys,
+    layout: &Layout,
     steps: &[Step],
     mounter: &mut dyn ImageMounter,
     on_step: &mut dyn FnMut(&Step, std::time::Duration, Option<&str>),
 ) -> Result<(), RootfsError> {
-    let mut state = State::default();
+    let mut state = State {
+        host_path: layout.oldroot.clone(),
+        ..State::default()
+    };
     for step in steps {
         let start = std::time::Instant::now();
-        let note = run_step(sys, step, mounter, &mut state, steps)?;
+        let note = run_step(sys, layout, step, mounter, &mut state, steps)?;
         on_step(step, start.elapsed(), note.as_deref());
     }
     Ok(())
@@ -308,20 +417,22 @@ pub fn execute(
 
 fn run_step(
     sys: &dyn Sys,
+    layout: &Layout,
     step: &Step,
     mounter: &mut dyn ImageMounter,
     state: &mut State,
     all_steps: &[Step],
 ) -> Result<Option<String>, RootfsError> {
-    let newroot = Path::new(NEWROOT);
-    let lower = Path::new(LOWER);
+    let newroot = layout.newroot.as_path();
+    let lower = layout.lower.as_path();
+    let staging = layout.staging.as_path();
     match step {
         Step::MakePrivate => {
             // mount_namespaces(7): a new mount namespace starts as a copy of the
             // parent's, with shared peer groups; make every mount private so no
             // mount or unmount of ours reaches the host.
             sys.mount(
-                "none",
+                Path::new("none"),
                 Path::new("/"),
                 None,
                 MsFlags::MS_REC | MsFlags::MS_PRIVATE,
@@ -329,48 +440,66 @@ fn run_step(
             )?;
         }
         Step::Staging => {
-            let staging = Path::new(STAGING);
             sys.mount(
-                "rfake-staging",
+                Path::new("rfake-staging"),
                 staging,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some("mode=0755,size=16m"),
+                Some(std::ffi::OsStr::new("mode=0755,size=16m")),
             )?;
-            for dir in ["newroot", "lower", "oldroot"] {
-                sys.mkdir(&staging.join(dir), 0o755)?;
+            for place in [newroot, lower, layout.oldroot.as_path()] {
+                let name = place.file_name().unwrap_or(place.as_os_str());
+                sys.mkdir(&staging.join(name), 0o755)?;
             }
         }
         Step::PivotToStaging => {
-            let staging = Path::new(STAGING);
-            sys.pivot_root(staging, &staging.join("oldroot"))?;
+            let old = layout.oldroot.file_name().unwrap_or_default();
+            sys.pivot_root(staging, &staging.join(old))?;
             sys.chdir(Path::new("/"))?;
         }
         Step::ServeImage => mounter.prepare(sys).map_err(RootfsError::Image)?,
         Step::AttachImage => mounter.attach(sys, lower).map_err(RootfsError::Image)?,
         Step::BindRootDir(dir) => {
-            let src = paths::under(Path::new(OLDROOT), dir);
-            sys.mount(
-                &src.to_string_lossy(),
-                lower,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
+            let src = state.host_walk(dir).map_err(|source| RootfsError::Source {
+                src: dir.clone(),
+                origin: "the image directory".into(),
+                source,
+            })?;
+            let Some(src_fd) = src.fd() else {
+                return Err(RootfsError::MissingSource {
+                    src: dir.clone(),
+                    origin: "the image directory".into(),
+                });
+            };
+            let tree = sys.clone_tree(src_fd, true, dir)?;
             let attrs = MountAttrs {
                 rdonly: true,
                 nosuid: true,
                 nodev: true,
             };
-            sys.mount_add_attrs(lower, attrs, true)?;
+            sys.add_attrs(tree.as_fd(), attrs, true, dir)?;
+            let target = open_root(lower)?;
+            sys.attach(tree.as_fd(), target.as_fd(), lower)?;
         }
         Step::Root(layer) => {
-            let wanted: Vec<Wanted> = all_steps.iter().flat_map(Step::wanted).collect();
-            return mounts::root(sys, layer, state, &wanted);
+            let mut source_is_dir = |src: &Path| {
+                let walk = state.host_walk(src).ok()?;
+                let fd = walk.fd()?;
+                let st = rustix::fs::fstat(fd).ok()?;
+                Some(
+                    rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::Directory,
+                )
+            };
+            let wanted: Vec<Wanted> = all_steps
+                .iter()
+                .flat_map(|s| s.wanted(&mut source_is_dir))
+                .collect();
+            return mounts::root(sys, layout, layer, state, &wanted);
         }
         Step::Bind(bind) => return mounts::bind(sys, bind, state),
         Step::Tmpfs(tmpfs) => return mounts::tmpfs(sys, tmpfs, state),
-        Step::IdentityFiles(spec) => return mounts::identity_files(sys, spec, state),
+        Step::IdentityFiles(spec) => return mounts::identity_files(sys, layout, spec, state),
         Step::SealRoot => {
             if state.seal {
                 let ro = MountAttrs {
@@ -395,20 +524,38 @@ fn run_step(
     Ok(None)
 }
 
-/// Where a host path is, after the first pivot: resolved under
-/// [`OLDROOT`] on components, so the host's own absolute symlinks
-/// (`/etc/resolv.conf -> /run/...`) point into the host, not the staging
-/// root. `None` when it does not exist.
-pub fn host_path(path: &Path) -> Option<PathBuf> {
-    match paths::resolve_in_root(Path::new(OLDROOT), path) {
-        Ok(Resolved::Exists(p)) => Some(p),
-        _ => None,
-    }
+/// Open a directory of ours (the staging places) as a resolution root.
+fn open_root(path: &Path) -> Result<OwnedFd, RootfsError> {
+    paths::open_root(path).map_err(|e| match e {
+        PathError::Io { path, errno } => RootfsError::Sys(SysError::new("open", path, errno)),
+        other => RootfsError::Destination {
+            dst: path.to_path_buf(),
+            origin: "rfake".into(),
+            source: other,
+        },
+    })
 }
 
-/// Resolve a bind destination inside `root`, with the step's origin in errors.
-fn resolve(root: &Path, dst: &Path, origin: &str) -> Result<Resolved, RootfsError> {
-    paths::resolve_in_root(root, dst).map_err(|source| RootfsError::Destination {
+/// Open a file of ours (`O_PATH`), to bind it.
+fn open_root_any(path: &Path) -> Result<OwnedFd, RootfsError> {
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        RootfsError::Sys(SysError::new(
+            "open",
+            path,
+            nix::errno::Errno::from_raw(e.raw_os_error()),
+        ))
+    })
+}
+
+/// Resolve a destination below `root` (confined: [`paths::walk`]), with the
+/// step's origin in errors.
+fn resolve(root: BorrowedFd<'_>, dst: &Path, origin: &str) -> Result<Walk, RootfsError> {
+    paths::walk(root, dst).map_err(|source| RootfsError::Destination {
         dst: dst.to_path_buf(),
         origin: origin.to_string(),
         source,
@@ -416,242 +563,4 @@ fn resolve(root: &Path, dst: &Path, origin: &str) -> Result<Resolved, RootfsErro
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::RefCell;
-
-    #[derive(Default)]
-    struct Recorder {
-        calls: RefCell<Vec<String>>,
-    }
-
-    impl Sys for Recorder {
-        fn mount_detached(
-            &self,
-            fstype: &str,
-            params: &[crate::sys::FsParam],
-            attrs: MountAttrs,
-        ) -> crate::sys::SysResult<std::os::fd::OwnedFd> {
-            self.calls
-                .borrow_mut()
-                .push(format!("fsmount {fstype} {params:?} +{attrs}"));
-            Ok(std::fs::File::open("/dev/null").unwrap().into())
-        }
-        fn move_mount(
-            &self,
-            _mount: &std::os::fd::OwnedFd,
-            target: &Path,
-        ) -> crate::sys::SysResult {
-            self.calls
-                .borrow_mut()
-                .push(format!("move_mount {}", target.display()));
-            Ok(())
-        }
-        fn clone_mount(&self, path: &Path) -> Result<std::os::fd::OwnedFd, crate::sys::SysError> {
-            self.calls
-                .borrow_mut()
-                .push(format!("clone_mount {}", path.display()));
-            Err(crate::sys::SysError::new(
-                "open_tree",
-                path,
-                nix::errno::Errno::ENOSYS,
-            ))
-        }
-        fn unshare(&self, flags: nix::sched::CloneFlags) -> crate::sys::SysResult {
-            self.calls.borrow_mut().push(format!("unshare {flags:?}"));
-            Ok(())
-        }
-        fn write_file(&self, path: &Path, contents: &str) -> crate::sys::SysResult {
-            self.calls
-                .borrow_mut()
-                .push(format!("write {} {contents:?}", path.display()));
-            Ok(())
-        }
-        fn mount(
-            &self,
-            source: &str,
-            target: &Path,
-            fstype: Option<&str>,
-            flags: MsFlags,
-            data: Option<&str>,
-        ) -> crate::sys::SysResult {
-            self.calls.borrow_mut().push(format!(
-                "mount {source} {} {fstype:?} {flags:?} {data:?}",
-                target.display()
-            ));
-            Ok(())
-        }
-        fn mount_add_attrs(
-            &self,
-            target: &Path,
-            attrs: MountAttrs,
-            recursive: bool,
-        ) -> crate::sys::SysResult {
-            self.calls.borrow_mut().push(format!(
-                "setattr {} +{attrs} rec={recursive}",
-                target.display()
-            ));
-            Ok(())
-        }
-        fn umount_detach(&self, target: &Path) -> crate::sys::SysResult {
-            self.calls
-                .borrow_mut()
-                .push(format!("umount {}", target.display()));
-            Ok(())
-        }
-        fn pivot_root(&self, new_root: &Path, put_old: &Path) -> crate::sys::SysResult {
-            self.calls.borrow_mut().push(format!(
-                "pivot_root {} {}",
-                new_root.display(),
-                put_old.display()
-            ));
-            Ok(())
-        }
-        fn mkdir(&self, path: &Path, mode: u32) -> crate::sys::SysResult {
-            self.calls
-                .borrow_mut()
-                .push(format!("mkdir {} {mode:o}", path.display()));
-            Ok(())
-        }
-        fn create_file(&self, path: &Path, mode: u32, contents: &str) -> crate::sys::SysResult {
-            self.calls
-                .borrow_mut()
-                .push(format!("create {} {mode:o} {contents:?}", path.display()));
-            Ok(())
-        }
-        fn chdir(&self, path: &Path) -> crate::sys::SysResult {
-            self.calls
-                .borrow_mut()
-                .push(format!("chdir {}", path.display()));
-            Ok(())
-        }
-    }
-
-    struct FakeMounter;
-    impl ImageMounter for FakeMounter {
-        fn prepare(
-            &mut self,
-            sys: &dyn Sys,
-        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            sys.mount_detached("fuse", &[], MountAttrs::default())?;
-            Ok(())
-        }
-        fn attach(
-            &mut self,
-            sys: &dyn Sys,
-            target: &Path,
-        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            let fd = std::fs::File::open("/dev/null").unwrap().into();
-            sys.move_mount(&fd, target)?;
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn setup_order_for_a_single_file_image() {
-        let rec = Recorder::default();
-        let steps = [
-            Step::MakePrivate,
-            Step::ServeImage,
-            Step::Staging,
-            Step::PivotToStaging,
-            Step::AttachImage,
-            Step::SealRoot,
-            Step::EnterNewRoot,
-        ];
-        execute(&rec, &steps, &mut FakeMounter, &mut |_, _, _| {}).unwrap();
-        let calls = rec.calls.into_inner();
-        assert_eq!(
-            calls,
-            vec![
-                "mount none / None MsFlags(MS_REC | MS_PRIVATE) None",
-                "fsmount fuse [] +",
-                "mount rfake-staging /tmp Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=0755,size=16m\")",
-                "mkdir /tmp/newroot 755",
-                "mkdir /tmp/lower 755",
-                "mkdir /tmp/oldroot 755",
-                "pivot_root /tmp /tmp/oldroot",
-                "chdir /",
-                "move_mount /lower",
-                "chdir /newroot",
-                "pivot_root . .",
-                "umount .",
-                "chdir /",
-            ]
-        );
-    }
-
-    #[test]
-    fn directory_root_is_a_recursive_bind_made_read_only() {
-        let rec = Recorder::default();
-        let steps = [Step::BindRootDir(PathBuf::from("/data/img"))];
-        execute(&rec, &steps, &mut FakeMounter, &mut |_, _, _| {}).unwrap();
-        assert_eq!(
-            rec.calls.into_inner(),
-            vec![
-                "mount /oldroot/data/img /lower None MsFlags(MS_BIND | MS_REC) None",
-                "setattr /lower +ro,nosuid,nodev rec=true",
-            ]
-        );
-    }
-
-    #[test]
-    fn steps_that_may_need_destinations() {
-        let bind = |create: bool, kind| Bind {
-            src: "/a".into(),
-            dst: "/b".into(),
-            kind,
-            readonly: false,
-            allow_devices: false,
-            optional: !create,
-            create,
-            origin: "t".into(),
-        };
-        assert_eq!(
-            Step::Bind(bind(true, BindKind::File)).wanted(),
-            vec![Wanted {
-                dst: Path::new("/b"),
-                dir: false,
-                origin: "t"
-            }]
-        );
-        assert!(Step::Bind(bind(false, BindKind::Dir)).wanted().is_empty());
-        // The source decides, and a missing source is left to the bind step.
-        assert!(
-            Step::Bind(bind(true, BindKind::AsSource))
-                .wanted()
-                .is_empty()
-        );
-        let files = Step::IdentityFiles(IdentitySpec {
-            user: UserEntry {
-                name: "root".into(),
-                uid: 0,
-                gid: 0,
-                gecos: "root".into(),
-                home: "/root".into(),
-                shell: "/bin/sh".into(),
-            },
-            group_name: "root".into(),
-        });
-        let dsts: Vec<&Path> = files.wanted().iter().map(|w| w.dst).collect();
-        assert_eq!(dsts, [Path::new("/etc/passwd"), Path::new("/etc/group")]);
-    }
-
-    #[test]
-    fn bind_attrs_always_nosuid() {
-        let mut b = Bind {
-            src: "/dev".into(),
-            dst: "/dev".into(),
-            kind: BindKind::Dir,
-            readonly: false,
-            allow_devices: true,
-            optional: true,
-            create: false,
-            origin: "default".into(),
-        };
-        assert_eq!(b.attrs().to_string(), "nosuid");
-        b.allow_devices = false;
-        b.readonly = true;
-        assert_eq!(b.attrs().to_string(), "ro,nosuid,nodev");
-    }
-}
+mod tests;

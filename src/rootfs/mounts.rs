@@ -1,184 +1,227 @@
 //! The root layer, binds, private tmpfs mounts and identity files.
 
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
 use super::{
-    Bind, BindKind, FILES, IdentitySpec, LOWER, MOUNT_POINT_OVERLAY_SIZE, NEWROOT, OVERLAY,
-    RootLayer, RootfsError, State, Tmpfs, Wanted, resolve,
+    Bind, BindKind, IdentitySpec, Layout, MOUNT_POINT_OVERLAY_SIZE, RootLayer, RootfsError, State,
+    Tmpfs, Wanted, open_root, open_root_any, resolve,
 };
 use crate::passwd;
-use crate::paths::{self, Resolved};
-use crate::sys::{MountAttrs, Sys};
+use crate::paths::{self, PathError, Walk};
+use crate::sys::{FsParam, MountAttrs, Sys, SysError};
+use crate::text::shown;
 
-/// Which of `wanted` the image at `root` lacks: where each would be (no
-/// symlink in it) and whether it is a directory. Escapes are refused here,
-/// before anything is mounted over the image.
+/// Which of `wanted` the image at `lower` lacks: where each would be (a
+/// container path without symlinks) and whether it is a directory. Escapes
+/// are refused here, before anything is mounted over the image.
 fn missing_destinations(
-    root: &Path,
+    lower: BorrowedFd<'_>,
     wanted: &[Wanted],
 ) -> Result<Vec<(PathBuf, bool)>, RootfsError> {
     let mut missing = Vec::new();
     for w in wanted {
-        if let Resolved::Missing(p) = resolve(root, w.dst, w.origin)? {
-            let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
-            missing.push((rel, w.dir));
+        let walk = resolve(lower, w.dst, w.origin)?;
+        if !walk.exists() {
+            missing.push((walk.container_path(), w.dir));
         }
     }
     Ok(missing)
 }
 
-/// Create `rel` (relative to `base`): directories, and a file at the end
-/// unless `dir`; components that exist are kept.
-fn create_path(sys: &dyn Sys, base: &Path, rel: &Path, dir: bool) -> Result<(), RootfsError> {
-    let parts: Vec<_> = rel.components().collect();
-    let mut path = base.to_path_buf();
-    for (i, c) in parts.iter().enumerate() {
-        path.push(c);
-        if path.exists() {
-            continue;
-        }
-        if i + 1 == parts.len() && !dir {
-            sys.create_file(&path, 0o644, "")?;
+/// Create the missing components of `walk` one by one below its deepest
+/// existing directory (directories, and an empty file at the end unless
+/// `dir`), each relative to its parent's descriptor; returns the walk of
+/// the created path.
+fn create_missing(
+    sys: &dyn Sys,
+    mut walk: Walk,
+    dir: bool,
+    origin: &str,
+) -> Result<Walk, RootfsError> {
+    while let Some(name) = walk.missing().first().cloned() {
+        let last = walk.missing().len() == 1;
+        let what = walk.existing_path().join(&name);
+        let made = if last && !dir {
+            sys.create_file_at(walk.deepest_dir(), &name, 0o644, &what)
         } else {
-            sys.mkdir(&path, 0o755)?;
+            sys.mkdir_at(walk.deepest_dir(), &name, 0o755, &what)
+        };
+        match made {
+            Ok(()) => {}
+            Err(e) if e.errno == nix::errno::Errno::EEXIST => {}
+            Err(e) => return Err(e.into()),
         }
+        walk.descend(dir || !last)
+            .map_err(|source| RootfsError::Destination {
+                dst: what.clone(),
+                origin: origin.to_string(),
+                source,
+            })?;
     }
-    Ok(())
+    Ok(walk)
 }
 
-/// `/lower` becomes `/newroot`: moved as it is, or under an overlay.
+/// `lower` becomes `newroot`: moved as it is, or under an overlay.
 pub(super) fn root(
     sys: &dyn Sys,
+    layout: &Layout,
     layer: &RootLayer,
     state: &mut State,
     wanted: &[Wanted],
 ) -> Result<Option<String>, RootfsError> {
-    let (lower, newroot) = (Path::new(LOWER), Path::new(NEWROOT));
-    let missing = missing_destinations(lower, wanted)?;
+    let (lower, newroot) = (layout.lower.as_path(), layout.newroot.as_path());
+    let lower_fd = open_root(lower)?;
+    let missing = missing_destinations(lower_fd.as_fd(), wanted)?;
+    drop(lower_fd);
     if layer.writable_size.is_none() && missing.is_empty() {
-        sys.mount(
-            &lower.to_string_lossy(),
-            newroot,
-            None,
-            MsFlags::MS_MOVE,
-            None,
-        )?;
+        sys.mount(lower, newroot, None, MsFlags::MS_MOVE, None)?;
+        state.enter_root(newroot)?;
         return Ok(Some("the image as it is".into()));
     }
     // overlayfs(5) with a tmpfs upper layer: writes (and mount points) land
     // in memory owned by this namespace; the image is never modified.
     // Unprivileged overlay mounts in a user namespace: Linux 5.11+.
     let size = layer.writable_size.unwrap_or(MOUNT_POINT_OVERLAY_SIZE);
-    let overlay = Path::new(OVERLAY);
+    let overlay = layout.overlay.as_path();
     sys.mkdir(overlay, 0o755)?;
     sys.mount(
-        "rfake-overlay",
+        Path::new("rfake-overlay"),
         overlay,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&format!("mode=0755,size={size}")),
+        Some(std::ffi::OsStr::new(&format!("mode=0755,size={size}"))),
     )?;
     let upper = overlay.join("upper");
+    let work = overlay.join("work");
     sys.mkdir(&upper, 0o755)?;
-    sys.mkdir(&overlay.join("work"), 0o755)?;
+    sys.mkdir(&work, 0o755)?;
     // Mount points are made in the upper layer *before* the overlay exists:
     // through the overlay, creating them would need write permission on the
     // image's directories, which rfake may not have (an image directory
-    // owned by an id outside the one-entry map).
-    for (rel, dir) in &missing {
-        create_path(sys, &upper, rel, *dir)?;
+    // owned by an id outside the one-entry map). The upper layer is a new
+    // tmpfs of ours: the walk meets no symlink there.
+    let upper_fd = open_root(&upper)?;
+    for (path, dir) in &missing {
+        let walk = resolve(upper_fd.as_fd(), path, "overlay")?;
+        create_missing(sys, walk, *dir, "overlay")?;
     }
+    drop(upper_fd);
+    let mut data = std::ffi::OsString::from("lowerdir=");
+    data.push(lower);
+    data.push(",upperdir=");
+    data.push(&upper);
+    data.push(",workdir=");
+    data.push(&work);
     sys.mount(
-        "rfake-root",
+        Path::new("rfake-root"),
         newroot,
         Some("overlay"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&format!(
-            "lowerdir={LOWER},upperdir={OVERLAY}/upper,workdir={OVERLAY}/work"
-        )),
+        Some(&data),
     )?;
+    state.enter_root(newroot)?;
     state.overlay = true;
     state.seal = layer.writable_size.is_none();
     let why = if layer.writable_size.is_some() {
         "writable overlay".to_string()
     } else {
-        let names: Vec<String> = missing
-            .iter()
-            .map(|(p, _)| format!("/{}", p.display()))
-            .collect();
+        let names: Vec<String> = missing.iter().map(|(p, _)| shown(p)).collect();
         format!("overlay for missing mount points: {}", names.join(", "))
     };
     Ok(Some(why))
 }
 
-/// Create the missing destination `dst` in the overlay, as a directory or
-/// an empty file; never on the host or in the image.
+/// Create the missing destination of `walk` in the overlay (or in a
+/// private tmpfs), as a directory or an empty file; never on the host or
+/// in the image.
 fn create_destination(
     sys: &dyn Sys,
     dst: &Path,
+    walk: Walk,
     dir: bool,
     origin: &str,
     state: &State,
-) -> Result<PathBuf, RootfsError> {
-    let newroot = Path::new(NEWROOT);
-    let Resolved::Missing(target) = resolve(newroot, dst, origin)? else {
-        unreachable!("create_destination is called for missing paths only");
-    };
+) -> Result<Walk, RootfsError> {
     if !state.overlay {
         return Err(RootfsError::MissingDestination {
             dst: dst.to_path_buf(),
             origin: origin.to_string(),
         });
     }
-    // The deepest existing ancestor must be in the overlay itself: below
-    // another bind it would be the host's directory.
-    let root_dev = dev_of(newroot)?;
-    let mut existing = target.as_path();
-    while !existing.exists() {
-        existing = existing.parent().unwrap_or(newroot);
-    }
-    let in_private_tmpfs = state.private.iter().any(|m| existing.starts_with(m));
-    if dev_of(existing)? != root_dev && !in_private_tmpfs {
+    // The deepest existing directory must be in the overlay itself or a
+    // private tmpfs of ours: below another bind it would be the host's.
+    let dev = dev_of(walk.deepest_dir(), &walk.existing_path())?;
+    if Some(dev) != state.root_dev && !state.private.contains(&dev) {
         return Err(RootfsError::WouldCreateOnHost {
             dst: dst.to_path_buf(),
             origin: origin.to_string(),
-            inside: existing
-                .strip_prefix(newroot)
-                .map(|p| Path::new("/").join(p))
-                .unwrap_or_else(|_| existing.to_path_buf()),
+            inside: walk.existing_path(),
         });
     }
-    let rel = target.strip_prefix(existing).unwrap_or(Path::new(""));
-    create_path(sys, existing, rel, dir)?;
-    Ok(target)
+    create_missing(sys, walk, dir, origin)
 }
 
-fn dev_of(path: &Path) -> Result<u64, RootfsError> {
-    std::fs::metadata(path)
-        .map(|m| m.dev())
-        .map_err(|e| RootfsError::Sys(crate::sys::SysError::from_io("stat", path, &e)))
+fn dev_of(fd: BorrowedFd<'_>, what: &Path) -> Result<u64, RootfsError> {
+    rustix::fs::fstat(fd).map(|st| st.st_dev).map_err(|e| {
+        RootfsError::Sys(SysError::new(
+            "stat",
+            what,
+            nix::errno::Errno::from_raw(e.raw_os_error()),
+        ))
+    })
 }
 
-/// Find or create the destination; `Ok(None)` when an optional one is skipped.
+fn is_dir(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fstat(fd)
+        .map(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+        })
+        .unwrap_or(false)
+}
+
+/// What to do when a destination is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IfMissing {
+    /// Skip the step quietly.
+    Skip,
+    /// Create it in the overlay (or a private tmpfs).
+    Create,
+    /// Refuse.
+    Fail,
+}
+
+/// Find or create the destination `dst` inside the container root (a
+/// directory when `dir`); `Ok(None)` when a missing one is skipped. The
+/// container root itself is never a destination.
 fn destination(
     sys: &dyn Sys,
     dst: &Path,
     dir: bool,
-    optional: bool,
-    create: bool,
+    if_missing: IfMissing,
     origin: &str,
     state: &State,
-) -> Result<Option<PathBuf>, RootfsError> {
-    match resolve(Path::new(NEWROOT), dst, origin)? {
-        Resolved::Exists(p) => Ok(Some(p)),
-        Resolved::Missing(_) if optional => Ok(None),
-        Resolved::Missing(_) if create => {
-            create_destination(sys, dst, dir, origin, state).map(Some)
-        }
-        Resolved::Missing(_) => Err(RootfsError::MissingDestination {
+) -> Result<Option<Walk>, RootfsError> {
+    let walk = resolve(state.root()?, dst, origin)?;
+    if walk.is_root() {
+        return Err(RootfsError::Destination {
+            dst: dst.to_path_buf(),
+            origin: origin.to_string(),
+            source: PathError::IsRoot {
+                path: dst.to_path_buf(),
+            },
+        });
+    }
+    if walk.exists() {
+        return Ok(Some(walk));
+    }
+    match if_missing {
+        IfMissing::Skip => Ok(None),
+        IfMissing::Create => create_destination(sys, dst, walk, dir, origin, state).map(Some),
+        IfMissing::Fail => Err(RootfsError::MissingDestination {
             dst: dst.to_path_buf(),
             origin: origin.to_string(),
         }),
@@ -188,38 +231,47 @@ fn destination(
 pub(super) fn bind(
     sys: &dyn Sys,
     bind: &Bind,
-    state: &State,
+    state: &mut State,
 ) -> Result<Option<String>, RootfsError> {
-    let src = match super::host_path(&bind.src) {
-        Some(src) => src,
-        None if bind.optional => return Ok(Some("skipped: no such source on the host".into())),
-        None => {
+    let src = match state.host_walk(&bind.src) {
+        Ok(walk) if walk.exists() => walk,
+        Ok(_) if bind.optional => return Ok(Some("skipped: no such source on the host".into())),
+        Ok(_) => {
             return Err(RootfsError::MissingSource {
                 src: bind.src.clone(),
                 origin: bind.origin.clone(),
             });
         }
+        Err(_) if bind.optional => {
+            return Ok(Some("skipped: the source cannot be resolved".into()));
+        }
+        Err(source) => {
+            return Err(RootfsError::Source {
+                src: bind.src.clone(),
+                origin: bind.origin.clone(),
+                source,
+            });
+        }
     };
-    let src_is_dir = src.is_dir();
+    let src_fd = src.fd().expect("an existing walk has a descriptor");
+    let src_is_dir = is_dir(src_fd);
     let want_dir = match bind.kind {
         BindKind::Dir => true,
         BindKind::File => false,
         BindKind::AsSource => src_is_dir,
     };
-    let Some(dst) = destination(
-        sys,
-        &bind.dst,
-        want_dir,
-        bind.optional,
-        bind.create,
-        &bind.origin,
-        state,
-    )?
-    else {
+    let if_missing = if bind.optional {
+        IfMissing::Skip
+    } else if bind.create {
+        IfMissing::Create
+    } else {
+        IfMissing::Fail
+    };
+    let Some(dst) = destination(sys, &bind.dst, want_dir, if_missing, &bind.origin, state)? else {
         return Ok(Some("skipped: the image has no such destination".into()));
     };
-    let dst_is_dir = std::fs::metadata(&dst).map(|m| m.is_dir()).unwrap_or(false);
-    if src_is_dir != want_dir || dst_is_dir != want_dir {
+    let dst_fd = dst.fd().expect("an existing walk has a descriptor");
+    if src_is_dir != want_dir || is_dir(dst_fd) != want_dir {
         if bind.optional {
             return Ok(Some("skipped: file/directory mismatch".into()));
         }
@@ -236,16 +288,14 @@ pub(super) fn bind(
     }
     // Recursive, so submounts (/dev/shm, /dev/pts, /sys/fs/cgroup...) come
     // along; a non-recursive bind of a tree with locked submounts is refused.
-    sys.mount(
-        &src.to_string_lossy(),
-        &dst,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    // Only add flags, recursively: flags inherited from the host are locked
-    // and clearing one would fail (mount_setattr(2), EPERM).
-    sys.mount_add_attrs(&dst, bind.attrs(), true)?;
+    let tree = sys.clone_tree(src_fd, true, &bind.src)?;
+    // Only add flags, recursively, before it is attached: flags inherited
+    // from the host are locked and clearing one would fail
+    // (mount_setattr(2), EPERM).
+    sys.add_attrs(tree.as_fd(), bind.attrs(), true, &bind.dst)?;
+    // Onto the descriptor the confined resolution ended on: the destination
+    // is never looked up by name again.
+    sys.attach(tree.as_fd(), dst_fd, &bind.dst)?;
     Ok(None)
 }
 
@@ -254,39 +304,67 @@ pub(super) fn tmpfs(
     tmpfs: &Tmpfs,
     state: &mut State,
 ) -> Result<Option<String>, RootfsError> {
-    let Some(dst) = destination(sys, &tmpfs.dst, true, false, true, &tmpfs.origin, state)? else {
-        unreachable!("a tmpfs destination is never optional");
+    let Some(dst) = destination(
+        sys,
+        &tmpfs.dst,
+        true,
+        IfMissing::Create,
+        &tmpfs.origin,
+        state,
+    )?
+    else {
+        unreachable!("a missing tmpfs destination is created, never skipped");
     };
     // Owned by root of the outer namespace: the user, also seen from an
     // inner namespace.
-    let data = format!("mode={:o}", tmpfs.mode);
-    sys.mount(
-        "rfake-tmpfs",
-        &dst,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&data),
+    let attrs = MountAttrs {
+        rdonly: false,
+        nosuid: true,
+        nodev: true,
+    };
+    let mount = sys.mount_detached(
+        "tmpfs",
+        &[
+            FsParam::Value("source", "rfake-tmpfs".into()),
+            FsParam::Value("mode", format!("{:o}", tmpfs.mode)),
+        ],
+        attrs,
     )?;
-    state.private.push(dst);
+    sys.attach(
+        mount.as_fd(),
+        dst.fd().expect("an existing walk has a descriptor"),
+        &tmpfs.dst,
+    )?;
+    state.private.push(dev_of(mount.as_fd(), &tmpfs.dst)?);
     Ok(None)
+}
+
+/// The image's own file at `path`, read through the confined resolution
+/// (at most 1 MiB: identity files, not data).
+fn image_text(state: &State, path: &str) -> Option<String> {
+    let root = state.root().ok()?;
+    let file = paths::walk(root, Path::new(path)).ok()?.open_regular()?;
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 pub(super) fn identity_files(
     sys: &dyn Sys,
+    layout: &Layout,
     spec: &IdentitySpec,
     state: &State,
 ) -> Result<Option<String>, RootfsError> {
-    let newroot = Path::new(NEWROOT);
-    let read = |name: &str| -> Option<String> {
-        match resolve(newroot, Path::new(name), "identity files") {
-            Ok(Resolved::Exists(p)) => std::fs::read_to_string(p).ok(),
-            _ => None,
-        }
-    };
-    let image_passwd = read("/etc/passwd");
-    let image_group = read("/etc/group");
+    let image_passwd = image_text(state, "/etc/passwd");
+    let image_group = image_text(state, "/etc/group");
     let mut user = spec.user.clone();
-    let exists = |p: &Path| matches!(paths::resolve_in_root(newroot, p), Ok(Resolved::Exists(_)));
+    let exists = |p: &Path| {
+        state
+            .root()
+            .ok()
+            .and_then(|root| paths::walk(root, p).ok())
+            .is_some_and(|w| w.exists())
+    };
     if !exists(&user.shell) {
         user.shell = image_passwd
             .as_deref()
@@ -300,29 +378,36 @@ pub(super) fn identity_files(
         &user,
         &spec.group_name,
     );
-    let files = Path::new(FILES);
+    let files = layout.files.as_path();
     sys.mkdir(files, 0o755)?;
     for (name, text) in [("passwd", &passwd_text), ("group", &group_text)] {
         let staged = files.join(name);
         sys.create_file(&staged, 0o644, text)?;
         let dst_name = PathBuf::from("/etc").join(name);
-        let Some(dst) = destination(sys, &dst_name, false, false, true, "identity files", state)?
+        let Some(dst) = destination(
+            sys,
+            &dst_name,
+            false,
+            IfMissing::Create,
+            "identity files",
+            state,
+        )?
         else {
-            unreachable!("identity files are never optional");
+            unreachable!("a missing identity file is created, never skipped");
         };
-        sys.mount(
-            &staged.to_string_lossy(),
-            &dst,
-            None,
-            MsFlags::MS_BIND,
-            None,
-        )?;
+        let staged_fd = open_root_any(&staged)?;
+        let file = sys.clone_tree(staged_fd.as_fd(), false, &staged)?;
         let attrs = MountAttrs {
             rdonly: false,
             nosuid: true,
             nodev: true,
         };
-        sys.mount_add_attrs(&dst, attrs, false)?;
+        sys.add_attrs(file.as_fd(), attrs, false, &dst_name)?;
+        sys.attach(
+            file.as_fd(),
+            dst.fd().expect("an existing walk has a descriptor"),
+            &dst_name,
+        )?;
     }
     Ok(None)
 }

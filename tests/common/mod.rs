@@ -121,7 +121,11 @@ pub fn test_site_config() -> PathBuf {
     ));
     let text = format!("warm_linger = {TEST_LINGER}\n");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        // Unique per call: the tests of one binary are threads of one
+        // process, and two of them may install the file at once.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}.{n}.tmp", std::process::id()));
         std::fs::write(&tmp, &text).expect("write the test site file");
         std::fs::rename(&tmp, &path).expect("install the test site file");
     }

@@ -1,0 +1,624 @@
+//! The mount sequences, recorded: file operations happen for real in a
+//! temporary [`Layout`], mounts are only written down, so the tests run
+//! without privileges (the way youki tests its mount calls).
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use super::*;
+use crate::sys::{FsParam, LinuxSys, SysResult};
+
+/// Records every call; performs directory and file creation for real (in
+/// the temporary layout) so later steps see them. Paths in the record are
+/// shown relative to the layout's base directory.
+struct Recorder {
+    base: PathBuf,
+    calls: RefCell<Vec<String>>,
+}
+
+impl Recorder {
+    fn new(base: &Path) -> Recorder {
+        Recorder {
+            base: base.to_path_buf(),
+            calls: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn rel(&self, path: &Path) -> String {
+        match path.strip_prefix(&self.base) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => path.display().to_string(),
+        }
+    }
+
+    /// Where a descriptor points (`/proc/self/fd/N`).
+    fn fd_path(&self, fd: BorrowedFd<'_>) -> String {
+        match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+            Ok(p) if p.starts_with(&self.base) => self.rel(&p),
+            // A detached mount of ours: name it by its kind.
+            _ => "<mount>".to_string(),
+        }
+    }
+
+    fn push(&self, call: String) {
+        self.calls.borrow_mut().push(call);
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.calls.borrow_mut().drain(..).collect()
+    }
+}
+
+fn dev_null() -> OwnedFd {
+    std::fs::File::open("/dev/null").unwrap().into()
+}
+
+impl Sys for Recorder {
+    fn mount_detached(
+        &self,
+        fstype: &str,
+        params: &[FsParam],
+        attrs: MountAttrs,
+    ) -> SysResult<OwnedFd> {
+        self.push(format!("fsmount {fstype} {params:?} +{attrs}"));
+        Ok(dev_null())
+    }
+    fn move_mount(&self, _mount: &OwnedFd, target: &Path) -> SysResult {
+        self.push(format!("move_mount {}", self.rel(target)));
+        Ok(())
+    }
+    fn clone_mount(&self, path: &Path) -> SysResult<OwnedFd> {
+        self.push(format!("clone_mount {}", self.rel(path)));
+        Err(SysError::new("open_tree", path, nix::errno::Errno::ENOSYS))
+    }
+    fn unshare(&self, flags: nix::sched::CloneFlags) -> SysResult {
+        self.push(format!("unshare {flags:?}"));
+        Ok(())
+    }
+    fn write_file(&self, path: &Path, contents: &str) -> SysResult {
+        self.push(format!("write {} {contents:?}", self.rel(path)));
+        Ok(())
+    }
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&OsStr>,
+    ) -> SysResult {
+        let data = data.map(|d| {
+            self.rel(Path::new(d))
+                .replace(&*self.base.to_string_lossy(), "")
+        });
+        self.push(format!(
+            "mount {} {} {fstype:?} {flags:?} {data:?}",
+            self.rel(source),
+            self.rel(target)
+        ));
+        Ok(())
+    }
+    fn mount_add_attrs(&self, target: &Path, attrs: MountAttrs, recursive: bool) -> SysResult {
+        self.push(format!(
+            "setattr {} +{attrs} rec={recursive}",
+            self.rel(target)
+        ));
+        Ok(())
+    }
+    fn umount_detach(&self, target: &Path) -> SysResult {
+        self.push(format!("umount {}", self.rel(target)));
+        Ok(())
+    }
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
+        self.push(format!(
+            "pivot_root {} {}",
+            self.rel(new_root),
+            self.rel(put_old)
+        ));
+        Ok(())
+    }
+    fn mkdir(&self, path: &Path, mode: u32) -> SysResult {
+        self.push(format!("mkdir {} {mode:o}", self.rel(path)));
+        if path.starts_with(&self.base) {
+            LinuxSys.mkdir(path, mode)?;
+        }
+        Ok(())
+    }
+    fn create_file(&self, path: &Path, mode: u32, contents: &str) -> SysResult {
+        self.push(format!("create {} {mode:o}", self.rel(path)));
+        LinuxSys.create_file(path, mode, contents)
+    }
+    fn chdir(&self, path: &Path) -> SysResult {
+        self.push(format!("chdir {}", self.rel(path)));
+        Ok(())
+    }
+    fn mkdir_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32, what: &Path) -> SysResult {
+        self.push(format!(
+            "mkdirat {}/{} {mode:o}",
+            self.fd_path(dir),
+            name.display()
+        ));
+        LinuxSys.mkdir_at(dir, name, mode, what)
+    }
+    fn create_file_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        mode: u32,
+        what: &Path,
+    ) -> SysResult {
+        self.push(format!(
+            "createat {}/{} {mode:o}",
+            self.fd_path(dir),
+            name.display()
+        ));
+        LinuxSys.create_file_at(dir, name, mode, what)
+    }
+    fn clone_tree(&self, src: BorrowedFd<'_>, recursive: bool, _what: &Path) -> SysResult<OwnedFd> {
+        self.push(format!("open_tree {} rec={recursive}", self.fd_path(src)));
+        Ok(dev_null())
+    }
+    fn add_attrs(
+        &self,
+        _mount: BorrowedFd<'_>,
+        attrs: MountAttrs,
+        recursive: bool,
+        _what: &Path,
+    ) -> SysResult {
+        self.push(format!("setattr <mount> +{attrs} rec={recursive}"));
+        Ok(())
+    }
+    fn attach(&self, _mount: BorrowedFd<'_>, target: BorrowedFd<'_>, _what: &Path) -> SysResult {
+        self.push(format!("attach -> {}", self.fd_path(target)));
+        Ok(())
+    }
+}
+
+struct FakeMounter;
+impl ImageMounter for FakeMounter {
+    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        sys.mount_detached("fuse", &[], MountAttrs::default())?;
+        Ok(())
+    }
+    fn attach(
+        &mut self,
+        sys: &dyn Sys,
+        target: &Path,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        sys.move_mount(&dev_null(), target)?;
+        Ok(())
+    }
+}
+
+/// A temporary layout: the staging places exist, `image` files are in
+/// `lower`, `host` files in `oldroot`. Directories end in `/`; `a -> b`
+/// is a symlink.
+struct Fixture {
+    dir: tempfile::TempDir,
+    layout: Layout,
+}
+
+fn fixture(image: &[&str], host: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    for place in [
+        &layout.staging,
+        &layout.newroot,
+        &layout.lower,
+        &layout.oldroot,
+    ] {
+        std::fs::create_dir_all(place).unwrap();
+    }
+    let make = |root: &Path, entries: &[&str]| {
+        for entry in entries {
+            let entry = entry.trim_start_matches('/');
+            if let Some((link, target)) = entry.split_once(" -> ") {
+                let link = root.join(link);
+                std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+                symlink(target, link).unwrap();
+            } else if let Some(d) = entry.strip_suffix('/') {
+                std::fs::create_dir_all(root.join(d)).unwrap();
+            } else {
+                let f = root.join(entry);
+                std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+                std::fs::write(f, "x\n").unwrap();
+            }
+        }
+    };
+    make(&layout.lower, image);
+    make(&layout.oldroot, host);
+    Fixture { dir, layout }
+}
+
+impl Fixture {
+    fn run(&self, steps: &[Step]) -> (Vec<String>, Result<(), RootfsError>) {
+        let rec = Recorder::new(self.dir.path());
+        let result = execute(
+            &rec,
+            &self.layout,
+            steps,
+            &mut FakeMounter,
+            &mut |_, _, _| {},
+        );
+        (rec.take(), result)
+    }
+
+    /// What `lower` holds becomes the root: the recorder does not mount,
+    /// so a test that needs the image inside the root copies it there.
+    fn image_is_root(&self) {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", self.layout.lower.display()))
+            .arg(&self.layout.newroot)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn bind(src: &str, dst: &str) -> Bind {
+    Bind {
+        src: src.into(),
+        dst: dst.into(),
+        kind: BindKind::AsSource,
+        readonly: false,
+        allow_devices: false,
+        optional: false,
+        create: true,
+        origin: "test".into(),
+    }
+}
+
+const AS_IT_IS: Step = Step::Root(RootLayer {
+    writable_size: None,
+});
+
+#[test]
+fn setup_order_for_a_single_file_image() {
+    let f = fixture(&[], &[]);
+    let steps = [
+        Step::MakePrivate,
+        Step::ServeImage,
+        Step::Staging,
+        Step::PivotToStaging,
+        Step::AttachImage,
+        Step::SealRoot,
+        Step::EnterNewRoot,
+    ];
+    let (calls, result) = f.run(&steps);
+    result.unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            "mount none / None MsFlags(MS_REC | MS_PRIVATE) None",
+            "fsmount fuse [] +",
+            "mount rfake-staging /staging Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=0755,size=16m\")",
+            "mkdir /staging/newroot 755",
+            "mkdir /staging/lower 755",
+            "mkdir /staging/oldroot 755",
+            "pivot_root /staging /staging/oldroot",
+            "chdir /",
+            "move_mount /lower",
+            "chdir /newroot",
+            "pivot_root . .",
+            "umount .",
+            "chdir /",
+        ]
+    );
+}
+
+#[test]
+fn directory_root_is_a_recursive_clone_made_read_only_before_it_is_attached() {
+    let f = fixture(&[], &["data/img/etc/"]);
+    let (calls, result) = f.run(&[Step::BindRootDir(PathBuf::from("/data/img"))]);
+    result.unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            "open_tree /oldroot/data/img rec=true",
+            "setattr <mount> +ro,nosuid,nodev rec=true",
+            "attach -> /lower",
+        ]
+    );
+}
+
+#[test]
+fn the_image_as_it_is_when_every_destination_exists() {
+    let f = fixture(&["proc/", "home/u/"], &["proc/", "home/u/"]);
+    f.image_is_root();
+    let steps = [
+        AS_IT_IS,
+        Step::Bind(bind("/proc", "/proc")),
+        Step::Bind(bind("/home/u", "/home/u")),
+        Step::SealRoot,
+    ];
+    let (calls, result) = f.run(&steps);
+    result.unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            "mount /lower /newroot None MsFlags(MS_MOVE) None",
+            "open_tree /oldroot/proc rec=true",
+            "setattr <mount> +nosuid,nodev rec=true",
+            "attach -> /newroot/proc",
+            "open_tree /oldroot/home/u rec=true",
+            "setattr <mount> +nosuid,nodev rec=true",
+            "attach -> /newroot/home/u",
+        ]
+    );
+}
+
+#[test]
+fn missing_destinations_are_made_in_the_overlay_before_it_exists_then_sealed() {
+    let f = fixture(&["etc/"], &["scratch/job/", "proc/"]);
+    let steps = [
+        AS_IT_IS,
+        Step::Bind(bind("/scratch/job", "/scratch/job")),
+        Step::SealRoot,
+    ];
+    let (calls, result) = f.run(&steps);
+    result.unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            "mkdir /overlay 755",
+            "mount rfake-overlay /overlay Some(\"tmpfs\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"mode=0755,size=1048576\")",
+            "mkdir /overlay/upper 755",
+            "mkdir /overlay/work 755",
+            "mkdirat /overlay/upper/scratch 755",
+            "mkdirat /overlay/upper/scratch/job 755",
+            "mount rfake-root /newroot Some(\"overlay\") MsFlags(MS_NOSUID | MS_NODEV) Some(\"lowerdir=/lower,upperdir=/overlay/upper,workdir=/overlay/work\")",
+            // The recorder mounts nothing: the destination is made again
+            // in the (unmounted) root, below its descriptor.
+            "mkdirat /newroot/scratch 755",
+            "mkdirat /newroot/scratch/job 755",
+            "open_tree /oldroot/scratch/job rec=true",
+            "setattr <mount> +nosuid,nodev rec=true",
+            "attach -> /newroot/scratch/job",
+            "setattr /newroot +ro rec=false",
+        ]
+    );
+}
+
+#[test]
+fn a_destination_missing_from_an_image_without_overlay_is_refused() {
+    let f = fixture(&["etc/"], &["data/"]);
+    f.image_is_root();
+    let mut b = bind("/data", "/data");
+    b.create = false;
+    let (calls, result) = f.run(&[AS_IT_IS, Step::Bind(b)]);
+    assert!(
+        matches!(result, Err(RootfsError::MissingDestination { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        calls,
+        vec!["mount /lower /newroot None MsFlags(MS_MOVE) None"]
+    );
+}
+
+#[test]
+fn an_optional_bind_without_source_or_destination_is_skipped() {
+    let f = fixture(&["etc/"], &["data/"]);
+    f.image_is_root();
+    let mut no_src = bind("/nothing", "/etc");
+    no_src.optional = true;
+    let mut no_dst = bind("/data", "/data");
+    no_dst.optional = true;
+    no_dst.create = false;
+    let (calls, result) = f.run(&[AS_IT_IS, Step::Bind(no_src), Step::Bind(no_dst)]);
+    result.unwrap();
+    assert_eq!(
+        calls,
+        vec!["mount /lower /newroot None MsFlags(MS_MOVE) None"]
+    );
+}
+
+#[test]
+fn tmpfs_is_a_detached_mount_attached_to_its_destination() {
+    let f = fixture(&["tmp/"], &[]);
+    f.image_is_root();
+    let steps = [
+        AS_IT_IS,
+        Step::Tmpfs(Tmpfs {
+            dst: "/tmp".into(),
+            mode: 0o1777,
+            origin: "--contain".into(),
+        }),
+    ];
+    let (calls, result) = f.run(&steps);
+    result.unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            "mount /lower /newroot None MsFlags(MS_MOVE) None",
+            "fsmount tmpfs [Value(\"source\", \"rfake-tmpfs\"), Value(\"mode\", \"1777\")] +nosuid,nodev",
+            "attach -> /newroot/tmp",
+        ]
+    );
+}
+
+fn identity() -> Step {
+    Step::IdentityFiles(IdentitySpec {
+        user: UserEntry {
+            name: "u".into(),
+            uid: 1000,
+            gid: 1000,
+            gecos: "U".into(),
+            home: "/home/u".into(),
+            shell: "/bin/bash".into(),
+        },
+        group_name: "g".into(),
+    })
+}
+
+#[test]
+fn identity_files_are_staged_then_bound_onto_the_image_files() {
+    let f = fixture(&["etc/passwd", "etc/group", "bin/sh"], &[]);
+    f.image_is_root();
+    let (calls, result) = f.run(&[AS_IT_IS, identity()]);
+    result.unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            "mount /lower /newroot None MsFlags(MS_MOVE) None",
+            "mkdir /files 755",
+            "create /files/passwd 644",
+            "open_tree /files/passwd rec=false",
+            "setattr <mount> +nosuid,nodev rec=false",
+            "attach -> /newroot/etc/passwd",
+            "create /files/group 644",
+            "open_tree /files/group rec=false",
+            "setattr <mount> +nosuid,nodev rec=false",
+            "attach -> /newroot/etc/group",
+        ]
+    );
+    let passwd = std::fs::read_to_string(f.layout.files.join("passwd")).unwrap();
+    assert!(
+        passwd.contains("u:x:1000:1000:U:/home/u:/bin/sh"),
+        "{passwd}"
+    );
+}
+
+/// Issue 19, defect 1: an image whose `/tmp` (or `/etc`) leads to the
+/// container root through a symlink must not let a bind cover the root, and
+/// nothing may be created outside the overlay.
+#[test]
+fn a_destination_that_is_the_root_itself_is_refused() {
+    for link in ["tmp -> /", "tmp -> .", "tmp -> ../..", "tmp -> /etc/.."] {
+        let f = fixture(&[link, "etc/"], &["tmp/"]);
+        f.image_is_root();
+        let (calls, result) = f.run(&[AS_IT_IS, Step::Bind(bind("/tmp", "/tmp"))]);
+        match result {
+            Err(RootfsError::Destination {
+                source: PathError::IsRoot { .. } | PathError::Escapes { .. },
+                ..
+            }) => {}
+            other => panic!("{link}: {other:?}"),
+        }
+        // Nothing attached or created (`../..` is refused before the root
+        // is even moved into place).
+        assert!(
+            calls
+                .iter()
+                .all(|c| c == "mount /lower /newroot None MsFlags(MS_MOVE) None"),
+            "{link}: {calls:?}"
+        );
+    }
+}
+
+#[test]
+fn procfs_links_as_bind_destinations_are_refused() {
+    // The host's real procfs stands in for the container's /proc: the
+    // layout's root *is* a directory whose `proc` is a bind of it in a real
+    // launch; here the fixture's root links to the real one lexically, so
+    // the test uses the resolver's own refusal of procfs symlinks through
+    // a host source instead.
+    let f = fixture(&["etc/"], &[]);
+    f.image_is_root();
+    for src in [
+        "/proc/self/root",
+        "/proc/1/root",
+        "/proc/self/cwd",
+        "/dev/fd/0",
+    ] {
+        let mut state = State {
+            host_path: "/".into(),
+            ..State::default()
+        };
+        match state.host_walk(Path::new(src)) {
+            Err(PathError::ProcLink { .. }) => {}
+            other => panic!("{src}: {other:?}"),
+        }
+    }
+}
+
+/// A missing destination whose deepest existing directory is on another
+/// device than the overlay root (a bind of a host directory) is not made:
+/// it would be made on the host. The recorder mounts nothing, so the
+/// other device is simulated by recording a different root device.
+#[test]
+fn a_missing_destination_inside_another_bind_is_not_created_on_the_host() {
+    let f = fixture(&["home/u/", "etc/"], &["new/"]);
+    f.image_is_root();
+    let rec = Recorder::new(f.dir.path());
+    let mut state = State {
+        host_path: f.layout.oldroot.clone(),
+        overlay: true,
+        ..State::default()
+    };
+    state.enter_root(&f.layout.newroot).unwrap();
+    state.root_dev = Some(u64::MAX);
+    let err = mounts::bind(&rec, &bind("/new", "/home/u/new"), &mut state).unwrap_err();
+    match err {
+        RootfsError::WouldCreateOnHost { inside, .. } => assert_eq!(inside, Path::new("/home/u")),
+        other => panic!("{other:?}"),
+    }
+    assert!(!f.layout.newroot.join("home/u/new").exists());
+    assert!(rec.take().is_empty());
+}
+
+#[test]
+fn steps_that_may_need_destinations() {
+    let b = |create: bool, kind| Bind {
+        src: "/a".into(),
+        dst: "/b".into(),
+        kind,
+        readonly: false,
+        allow_devices: false,
+        optional: !create,
+        create,
+        origin: "t".into(),
+    };
+    let mut missing = |_: &Path| None;
+    assert_eq!(
+        Step::Bind(b(true, BindKind::File)).wanted(&mut missing),
+        vec![Wanted {
+            dst: Path::new("/b"),
+            dir: false,
+            origin: "t"
+        }]
+    );
+    assert!(
+        Step::Bind(b(false, BindKind::Dir))
+            .wanted(&mut missing)
+            .is_empty()
+    );
+    // The source decides, and a missing source is left to the bind step.
+    assert!(
+        Step::Bind(b(true, BindKind::AsSource))
+            .wanted(&mut missing)
+            .is_empty()
+    );
+    let mut a_dir = |_: &Path| Some(true);
+    assert!(Step::Bind(b(true, BindKind::AsSource)).wanted(&mut a_dir)[0].dir);
+    let dsts: Vec<PathBuf> = identity()
+        .wanted(&mut missing)
+        .iter()
+        .map(|w| w.dst.to_path_buf())
+        .collect();
+    assert_eq!(dsts, [Path::new("/etc/passwd"), Path::new("/etc/group")]);
+}
+
+#[test]
+fn bind_attrs_always_nosuid() {
+    let mut b = Bind {
+        src: "/dev".into(),
+        dst: "/dev".into(),
+        kind: BindKind::Dir,
+        readonly: false,
+        allow_devices: true,
+        optional: true,
+        create: false,
+        origin: "default".into(),
+    };
+    assert_eq!(b.attrs().to_string(), "nosuid");
+    b.allow_devices = false;
+    b.readonly = true;
+    assert_eq!(b.attrs().to_string(), "ro,nosuid,nodev");
+}
