@@ -21,15 +21,9 @@
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod ffi;
-#[cfg(feature = "fuser-bench")]
-mod fuser_session;
 mod session;
 
-#[cfg(feature = "fuser-bench")]
-pub use fuser_session::serve;
-pub use session::LoopConfig;
-#[cfg(not(feature = "fuser-bench"))]
-pub use session::serve;
+pub use session::{LoopConfig, serve};
 
 /// An extended attribute: full name ("user.x") and value.
 pub type Xattr = (Vec<u8>, Vec<u8>);

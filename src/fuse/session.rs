@@ -21,7 +21,6 @@ pub struct LoopConfig {
     pub threads: u32,
 }
 
-#[cfg_attr(feature = "fuser-bench", allow(dead_code))]
 /// Serve `fs` on the FUSE device `fuse_fd` (already mounted) until the
 /// filesystem is unmounted everywhere. Returns libfuse's complaint if the
 /// session cannot start.
