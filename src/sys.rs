@@ -9,7 +9,7 @@ use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -192,10 +192,6 @@ fn errno_of(err: &std::io::Error) -> Errno {
     Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))
 }
 
-fn cstring(op: &'static str, path: &Path, text: &str) -> SysResult<CString> {
-    CString::new(text).map_err(|_| SysError::new(op, path, Errno::EINVAL))
-}
-
 impl Sys for LinuxSys {
     fn mount_detached(
         &self,
@@ -203,112 +199,49 @@ impl Sys for LinuxSys {
         params: &[FsParam],
         attrs: MountAttrs,
     ) -> SysResult<OwnedFd> {
-        // <linux/mount.h>
-        const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
-        const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-        const FSCONFIG_SET_STRING: libc::c_uint = 1;
-        const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-        const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+        use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
         let what = Path::new(fstype);
-        let c_type = cstring("fsopen", what, fstype)?;
-        // SAFETY: valid C string; returns a new fd or -1.
-        let fs = unsafe { libc::syscall(libc::SYS_fsopen, c_type.as_ptr(), FSOPEN_CLOEXEC) };
-        if fs < 0 {
-            return Err(SysError::new("fsopen", what, Errno::last()));
-        }
-        // SAFETY: fsopen returned a fresh descriptor we now own.
-        let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+        let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
+            .map_err(|e| SysError::new("fsopen", what, errno(e)))?;
         for param in params {
-            let (cmd, key, value) = match param {
-                FsParam::Flag(k) => (FSCONFIG_SET_FLAG, *k, None),
-                FsParam::Value(k, v) => (FSCONFIG_SET_STRING, *k, Some(v.as_str())),
+            let (key, done) = match param {
+                FsParam::Flag(k) => (*k, rustix::mount::fsconfig_set_flag(&fs, *k)),
+                FsParam::Value(k, v) => {
+                    (*k, rustix::mount::fsconfig_set_string(&fs, *k, v.as_str()))
+                }
             };
-            let c_key = cstring("fsconfig", what, key)?;
-            let c_value = value.map(|v| cstring("fsconfig", what, v)).transpose()?;
-            let value_ptr = c_value.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
-            // SAFETY: valid fd and C strings (value NULL for a flag).
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_fsconfig,
-                    fs.as_raw_fd(),
-                    cmd,
-                    c_key.as_ptr(),
-                    value_ptr,
-                    0,
-                )
-            };
-            if rc < 0 {
-                return Err(SysError::new("fsconfig", Path::new(key), Errno::last()));
-            }
+            done.map_err(|e| SysError::new("fsconfig", Path::new(key), errno(e)))?;
         }
-        // SAFETY: valid fd; CMD_CREATE takes no key or value.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_void>(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(SysError::new("fsconfig(create)", what, Errno::last()));
-        }
-        // SAFETY: valid fd; returns a new mount fd or -1.
-        let mnt = unsafe {
-            libc::syscall(
-                libc::SYS_fsmount,
-                fs.as_raw_fd(),
-                FSMOUNT_CLOEXEC,
-                attrs.bits(),
-            )
-        };
-        if mnt < 0 {
-            return Err(SysError::new("fsmount", what, Errno::last()));
-        }
-        // SAFETY: fsmount returned a fresh descriptor we now own.
-        Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+        rustix::mount::fsconfig_create(&fs)
+            .map_err(|e| SysError::new("fsconfig(create)", what, errno(e)))?;
+        rustix::mount::fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::from_bits_retain(attrs.bits() as _),
+        )
+        .map_err(|e| SysError::new("fsmount", what, errno(e)))
     }
 
     fn move_mount(&self, mount: &OwnedFd, target: &Path) -> SysResult {
-        const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-        let empty = c"";
-        let c_target = cstring("move_mount", target, &target.to_string_lossy())?;
-        // SAFETY: valid fds and C strings.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                mount.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_FDCWD,
-                c_target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        if rc < 0 {
-            return Err(SysError::new("move_mount", target, Errno::last()));
-        }
-        Ok(())
+        use rustix::mount::MoveMountFlags;
+        rustix::mount::move_mount(
+            mount,
+            "",
+            rustix::fs::CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| SysError::new("move_mount", target, errno(e)))
     }
 
     fn clone_mount(&self, path: &Path) -> Result<OwnedFd, SysError> {
-        const OPEN_TREE_CLONE: libc::c_uint = 1;
-        let c_path = cstring("open_tree", path, &path.to_string_lossy())?;
-        // SAFETY: a valid C string; the flags ask for a new descriptor.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                c_path.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(SysError::new("open_tree", path, Errno::last()));
-        }
-        // SAFETY: open_tree returned a fresh descriptor we now own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        use rustix::mount::OpenTreeFlags;
+        rustix::mount::open_tree(
+            rustix::fs::CWD,
+            path,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(|e| SysError::new("open_tree", path, errno(e)))
     }
 
     fn unshare(&self, flags: CloneFlags) -> SysResult {
