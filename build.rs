@@ -2,40 +2,21 @@
 //! `src/sqfs` uses, and to libfuse3's low-level API, which `src/fuse` uses,
 //! and links both libraries.
 //!
-//! The libraries are found with the `pkg-config` program (modules
+//! The libraries are found with pkg-config (the `pkg-config` crate; modules
 //! `libsquashfs1` from `libsquashfs-dev`, `fuse3` from `libfuse3-dev`);
 //! without it, `-lsquashfs`/`-lfuse3` and the default include paths are
 //! assumed. Only `sqfs_*`/`SQFS_*` and `fuse_*`/`FUSE_*` items are bound.
 
 use std::env;
 use std::path::PathBuf;
-use std::process::Command;
 
 /// The `pkg-config` module of libsquashfs 1.x.
 const PKG: &str = "libsquashfs1";
 /// The `pkg-config` module of libfuse 3.
 const FUSE_PKG: &str = "fuse3";
 
-fn pkg_config(arg: &str, pkg: &str) -> Option<Vec<String>> {
-    let out = Command::new(env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into()))
-        .args([arg, pkg])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-    )
-}
-
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=PKG_CONFIG");
-    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
     let cflags = link(PKG, "squashfs");
 
@@ -99,18 +80,28 @@ fn main() {
         .expect("writing the libfuse3 bindings");
 }
 
-/// Emit the link flags of `pkg` (or `-l<fallback>`); return its cflags.
+/// Emit the link flags of `pkg` (or `-l<fallback>`); return its cflags
+/// (include paths and defines) for bindgen.
 fn link(pkg: &str, fallback: &str) -> Vec<String> {
-    let libs = pkg_config("--libs", pkg).unwrap_or_else(|| {
-        println!("cargo:warning=pkg-config {pkg} not found; assuming -l{fallback}");
-        vec![format!("-l{fallback}")]
-    });
-    for flag in &libs {
-        if let Some(lib) = flag.strip_prefix("-l") {
-            println!("cargo:rustc-link-lib={lib}");
-        } else if let Some(dir) = flag.strip_prefix("-L") {
-            println!("cargo:rustc-link-search=native={dir}");
+    match pkg_config::Config::new().probe(pkg) {
+        Ok(lib) => {
+            let mut cflags: Vec<String> = lib
+                .include_paths
+                .iter()
+                .map(|p| format!("-I{}", p.display()))
+                .collect();
+            for (name, value) in &lib.defines {
+                cflags.push(match value {
+                    Some(v) => format!("-D{name}={v}"),
+                    None => format!("-D{name}"),
+                });
+            }
+            cflags
+        }
+        Err(e) => {
+            println!("cargo:warning=pkg-config {pkg} not found ({e}); assuming -l{fallback}");
+            println!("cargo:rustc-link-lib={fallback}");
+            Vec::new()
         }
     }
-    pkg_config("--cflags", pkg).unwrap_or_default()
 }
