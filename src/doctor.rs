@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
-use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
 use crate::host;
+use crate::namespace::{self, Identity, NamespaceError};
+use crate::sys::LinuxSys;
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,16 +96,19 @@ fn check_userns() -> Result<String, String> {
     // syscalls and file writes, then _exits.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let code =
-                match nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
-                    Err(errno) => errno as i32,
-                    Ok(()) => {
-                        let ok = std::fs::write("/proc/self/setgroups", "deny").is_ok()
-                            && std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).is_ok()
-                            && std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")).is_ok();
-                        if ok { 0 } else { 255 }
-                    }
-                };
+            // The launch's own code: the same unshare and the same maps.
+            let code = match namespace::enter(
+                &LinuxSys,
+                &Identity::fakeroot(uid, gid),
+                Path::new("/proc/self"),
+                Path::new("/proc/sys"),
+            ) {
+                Ok(()) => 0,
+                Err(NamespaceError::Unavailable(host::HostError::UserNamespace {
+                    errno, ..
+                })) => errno as i32,
+                Err(_) => 255,
+            };
             // SAFETY: leave the forked child without running destructors.
             unsafe { libc::_exit(code) }
         }

@@ -157,4 +157,35 @@ mod tests {
         assert_eq!(k.inner_uid_map(), "1000 0 1\n");
         assert_eq!(k.inner_gid_map(), "100 0 1\n");
     }
+
+    /// user_namespaces(7): an unprivileged writer must deny setgroups
+    /// before writing gid_map; uid_map comes between. The files are under
+    /// an injected proc directory.
+    #[test]
+    fn setgroups_is_denied_before_the_maps_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = crate::sys::recorder::Recorder::new(dir.path());
+        let proc_self = dir.path().join("self");
+        enter(
+            &rec,
+            &Identity::keep_id(1000, 100),
+            &proc_self,
+            &dir.path().join("sys"),
+        )
+        .unwrap();
+        enter_inner(&rec, &Identity::keep_id(1000, 100), &proc_self).unwrap();
+        assert_eq!(
+            rec.take(),
+            vec![
+                "unshare CloneFlags(CLONE_NEWNS | CLONE_NEWUSER)",
+                "write /self/setgroups \"deny\"",
+                "write /self/uid_map \"0 1000 1\\n\"",
+                "write /self/gid_map \"0 100 1\\n\"",
+                "unshare CloneFlags(CLONE_NEWUSER)",
+                "write /self/setgroups \"deny\"",
+                "write /self/uid_map \"1000 0 1\\n\"",
+                "write /self/gid_map \"100 0 1\\n\"",
+            ]
+        );
+    }
 }

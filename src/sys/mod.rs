@@ -14,6 +14,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+
+#[cfg(test)]
+pub mod recorder;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
