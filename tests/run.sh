@@ -6,6 +6,9 @@
 # then runs every test binary as the unprivileged user $RFAKE_TEST_USER
 # (default rfake-test) in a scrubbed environment: tests run as root would
 # prove nothing about rootless operation. Under CI=true a skipped test fails.
+# The fuzz harnesses (unit tests named fuzz_*, see src/fuzz.rs) run for
+# RFAKE_FUZZ_SECONDS each (default 20); a crasher's input is kept in
+# $stage/work/fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -85,6 +88,7 @@ while read -r bin; do
       RFAKE_TEST_SIF_DIR="$stage/sif" RFAKE_TEST_OCI="$stage/oci" \
       RFAKE_TEST_RECIPES="$stage/images-src/recipes" \
       RFAKE_SLURM_CONF="$slurm_conf" RFAKE_MPI_IMAGE="$stage/mpi.sqfs" \
+      RFAKE_FUZZ_SECONDS="${RFAKE_FUZZ_SECONDS:-20}" RFAKE_FUZZ_DIR="$stage/work/fuzz" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
