@@ -35,7 +35,7 @@ pub fn serve(fs: Arc<dyn Filesystem>, fuse_fd: RawFd, config: LoopConfig) -> Res
     };
     // Freed never: the session lives until the process ends.
     let userdata = Box::into_raw(Box::new(Session {
-        fs,
+        fs: Arc::new(Guarded(fs)),
         kernel_opens: AtomicBool::new(false),
     }))
     .cast::<c_void>();
@@ -119,6 +119,48 @@ struct Session {
     kernel_opens: AtomicBool,
 }
 
+/// The file system as the callbacks see it. A panic must not unwind into
+/// libfuse's C frames (Rust would abort the server, and every container
+/// using the image would lose its files): a panicking call answers EIO,
+/// with one log line.
+struct Guarded(Arc<dyn Filesystem>);
+
+fn guarded<T>(op: &'static str, fallback: T, call: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        log::error!("image server: {op} panicked; answered EIO");
+        fallback
+    })
+}
+
+impl Filesystem for Guarded {
+    fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<(u64, Attr)>, Errno> {
+        guarded("lookup", Err(libc::EIO), || self.0.lookup(parent, name))
+    }
+    fn getattr(&self, node: u64) -> Result<Attr, Errno> {
+        guarded("getattr", Err(libc::EIO), || self.0.getattr(node))
+    }
+    fn readlink(&self, node: u64) -> Result<Vec<u8>, Errno> {
+        guarded("readlink", Err(libc::EIO), || self.0.readlink(node))
+    }
+    fn read(&self, node: u64, offset: u64, size: usize, out: &mut Vec<u8>) -> Result<(), Errno> {
+        guarded("read", Err(libc::EIO), || {
+            self.0.read(node, offset, size, out)
+        })
+    }
+    fn dir(&self, node: u64) -> Result<Arc<Dir>, Errno> {
+        guarded("readdir", Err(libc::EIO), || self.0.dir(node))
+    }
+    fn xattrs(&self, node: u64) -> Result<Vec<super::Xattr>, Errno> {
+        guarded("getxattr", Err(libc::EIO), || self.0.xattrs(node))
+    }
+    fn has_xattrs(&self) -> bool {
+        guarded("getxattr", false, || self.0.has_xattrs())
+    }
+    fn stats(&self) -> super::FsStats {
+        guarded("statfs", super::FsStats::default(), || self.0.stats())
+    }
+}
+
 /// The session `req` came from.
 ///
 /// # Safety
@@ -172,6 +214,9 @@ fn entry_of(node: u64, attr: &Attr) -> ffi::fuse_entry_param {
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn init(userdata: *mut c_void, conn: *mut ffi::fuse_conn_info) {
     // SAFETY: libfuse passes its live connection info and our userdata.
     let (conn, session) = unsafe { (&mut *conn, &*userdata.cast::<Session>()) };
@@ -189,6 +234,9 @@ unsafe extern "C" fn init(userdata: *mut c_void, conn: *mut ffi::fuse_conn_info)
     conn.want &= !(ffi::FUSE_CAP_READDIRPLUS_AUTO);
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn lookup(req: ffi::fuse_req_t, parent: u64, name: *const c_char) {
     // SAFETY: a live request and the NUL-terminated name libfuse decoded.
     let (fs, name) = unsafe { (fs(req), CStr::from_ptr(name)) };
@@ -207,12 +255,18 @@ unsafe extern "C" fn lookup(req: ffi::fuse_req_t, parent: u64, name: *const c_ch
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn forget(req: ffi::fuse_req_t, _node: u64, _nlookup: u64) {
     // Node IDs are stable; nothing is kept per lookup.
     // SAFETY: a live request; forget is answered with no reply.
     unsafe { ffi::fuse_reply_none(req) };
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn forget_multi(
     req: ffi::fuse_req_t,
     _count: usize,
@@ -222,6 +276,9 @@ unsafe extern "C" fn forget_multi(
     unsafe { ffi::fuse_reply_none(req) };
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn getattr(req: ffi::fuse_req_t, node: u64, _fi: *mut ffi::fuse_file_info) {
     // SAFETY: a live request answered once.
     unsafe {
@@ -234,6 +291,9 @@ unsafe extern "C" fn getattr(req: ffi::fuse_req_t, node: u64, _fi: *mut ffi::fus
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn readlink(req: ffi::fuse_req_t, node: u64) {
     // SAFETY: a live request answered once.
     unsafe {
@@ -247,6 +307,9 @@ unsafe extern "C" fn readlink(req: ffi::fuse_req_t, node: u64) {
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn open(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::fuse_file_info) {
     // SAFETY: libfuse's file info for this request, answered once.
     unsafe {
@@ -264,6 +327,9 @@ unsafe extern "C" fn open(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::fuse_f
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn read(
     req: ffi::fuse_req_t,
     node: u64,
@@ -286,11 +352,17 @@ unsafe extern "C" fn read(
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn release(req: ffi::fuse_req_t, _node: u64, _fi: *mut ffi::fuse_file_info) {
     // SAFETY: a live request answered once.
     unsafe { reply_err(req, 0) };
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn opendir(req: ffi::fuse_req_t, node: u64, fi: *mut ffi::fuse_file_info) {
     // SAFETY: libfuse's file info for this request, answered once; the
     // handle is a leaked box that `releasedir` (or a failed reply) frees.
@@ -356,6 +428,9 @@ fn fill_listing(
     buf
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn readdir(
     req: ffi::fuse_req_t,
     node: u64,
@@ -390,6 +465,9 @@ unsafe extern "C" fn readdir(
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn readdirplus(
     req: ffi::fuse_req_t,
     node: u64,
@@ -443,6 +521,9 @@ unsafe extern "C" fn readdirplus(
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn releasedir(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::fuse_file_info) {
     // SAFETY: the handle `opendir` leaked (if any), released exactly once.
     unsafe {
@@ -453,6 +534,9 @@ unsafe extern "C" fn releasedir(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn statfs(req: ffi::fuse_req_t, _node: u64) {
     // SAFETY: a live request answered once; the statvfs is plain integers.
     unsafe {
@@ -482,6 +566,9 @@ unsafe fn reply_sized(req: ffi::fuse_req_t, size: usize, value: &[u8]) {
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn getxattr(req: ffi::fuse_req_t, node: u64, name: *const c_char, size: usize) {
     // SAFETY: a live request, the name libfuse decoded; answered once.
     unsafe {
@@ -502,6 +589,9 @@ unsafe extern "C" fn getxattr(req: ffi::fuse_req_t, node: u64, name: *const c_ch
     }
 }
 
+/// # Safety
+/// Called by libfuse only, with a live request (or, for `init`, the
+/// connection) of a session made by [`serve`]; answers it exactly once.
 unsafe extern "C" fn listxattr(req: ffi::fuse_req_t, node: u64, size: usize) {
     // SAFETY: a live request answered once.
     unsafe {
@@ -516,5 +606,52 @@ unsafe extern "C" fn listxattr(req: ffi::fuse_req_t, node: u64, size: usize) {
             }
             Err(errno) => reply_err(req, errno),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panics;
+    impl Filesystem for Panics {
+        fn lookup(&self, _: u64, _: &[u8]) -> Result<Option<(u64, Attr)>, Errno> {
+            panic!("corrupt table")
+        }
+        fn getattr(&self, _: u64) -> Result<Attr, Errno> {
+            panic!("corrupt table")
+        }
+        fn readlink(&self, _: u64) -> Result<Vec<u8>, Errno> {
+            panic!("corrupt table")
+        }
+        fn read(&self, _: u64, _: u64, _: usize, _: &mut Vec<u8>) -> Result<(), Errno> {
+            panic!("corrupt table")
+        }
+        fn dir(&self, _: u64) -> Result<Arc<Dir>, Errno> {
+            panic!("corrupt table")
+        }
+        fn xattrs(&self, _: u64) -> Result<Vec<crate::fuse::Xattr>, Errno> {
+            panic!("corrupt table")
+        }
+        fn has_xattrs(&self) -> bool {
+            panic!("corrupt table")
+        }
+        fn stats(&self) -> crate::fuse::FsStats {
+            panic!("corrupt table")
+        }
+    }
+
+    /// STYLE.md 15: no panic unwinds into C; the callbacks see EIO.
+    #[test]
+    fn a_panicking_file_system_answers_eio() {
+        let fs = Guarded(Arc::new(Panics));
+        assert_eq!(fs.lookup(1, b"x"), Err(libc::EIO));
+        assert_eq!(fs.getattr(1), Err(libc::EIO));
+        assert_eq!(fs.readlink(1), Err(libc::EIO));
+        assert_eq!(fs.read(1, 0, 10, &mut Vec::new()), Err(libc::EIO));
+        assert!(matches!(fs.dir(1), Err(libc::EIO)));
+        assert_eq!(fs.xattrs(1), Err(libc::EIO));
+        assert!(!fs.has_xattrs());
+        assert_eq!(fs.stats(), crate::fuse::FsStats::default());
     }
 }
