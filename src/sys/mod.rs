@@ -51,7 +51,7 @@ impl fmt::Display for SysError {
             f,
             "{} {}: {} ({:?})",
             self.op,
-            self.path.display(),
+            crate::text::shown(&self.path),
             self.errno.desc(),
             self.errno
         )
