@@ -78,22 +78,8 @@ pub enum Commands {
                       output is reproducible: the same SOURCE gives the same bytes."
     )]
     Build {
-        /// Compression: gzip (read by every squashfuse), zstd, xz or lz4.
-        #[arg(long, value_name = "ALGORITHM", default_value = "gzip")]
-        compress: String,
-        /// SquashFS block size, a power of two from 4K to 1M.
-        #[arg(long, value_name = "SIZE", default_value = "128K")]
-        block_size: String,
-        /// Leave out device nodes, FIFOs and sockets with a warning
-        /// instead of failing.
-        #[arg(long)]
-        skip_special: bool,
-        /// Give a SIF a random UUID (default: all zeros, reproducible).
-        #[arg(long)]
-        random_uuid: bool,
-        /// The architecture a SIF says it is for (default: this host's).
-        #[arg(long, value_name = "ARCH")]
-        arch: Option<String>,
+        #[command(flatten)]
+        args: BuildArgs,
         /// The image to write.
         out: PathBuf,
         /// What to build it from.
@@ -120,6 +106,27 @@ pub enum Commands {
         /// Output directory.
         dir: PathBuf,
     },
+}
+
+/// Options of `rfake build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Compression: gzip (read by every squashfuse), zstd, xz or lz4.
+    #[arg(long, value_name = "ALGORITHM", default_value = "gzip")]
+    pub compress: String,
+    /// SquashFS block size, a power of two from 4K to 1M.
+    #[arg(long, value_name = "SIZE", default_value = "128K")]
+    pub block_size: String,
+    /// Leave out device nodes, FIFOs and sockets with a warning
+    /// instead of failing.
+    #[arg(long)]
+    pub skip_special: bool,
+    /// Give a SIF a random UUID (default: all zeros, reproducible).
+    #[arg(long)]
+    pub random_uuid: bool,
+    /// The architecture a SIF says it is for (default: this host's).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
 }
 
 /// Options shared by exec, run and shell.

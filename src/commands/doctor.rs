@@ -1,0 +1,55 @@
+//! `rfake doctor`: check this host's prerequisites; a broken configuration
+//! file is one of the findings, not a reason to stop.
+
+use std::path::PathBuf;
+
+use super::Loaded;
+use crate::config::{self, Config};
+use crate::doctor;
+use crate::env;
+use crate::exit::ExitKind;
+use crate::launch::Invoker;
+
+pub fn run(invoker: &Invoker, loaded: Loaded) -> u8 {
+    let from_env = env::get(&invoker.env, "RFAKE_SQUASHFUSE").map(PathBuf::from);
+    let configured = from_env.clone().or_else(|| {
+        loaded
+            .as_ref()
+            .ok()
+            .and_then(|c| c.squashfuse.value.clone())
+    });
+    let summary = loaded
+        .as_ref()
+        .map(files_summary)
+        .map_err(|e| e.to_string());
+    // squashfuse matters only when it serves the images.
+    let needed = from_env.is_some()
+        || loaded
+            .as_ref()
+            .is_ok_and(|c| c.image_server.value == config::ImageServer::Squashfuse);
+    let checks = doctor::run_checks(
+        configured.as_deref(),
+        env::get(&invoker.env, "PATH"),
+        summary,
+        needed,
+    );
+    if doctor::report(&checks) {
+        0
+    } else {
+        ExitKind::HostUnavailable.code()
+    }
+}
+
+/// One line about which configuration files apply.
+fn files_summary(config: &Config) -> String {
+    let describe = |f: &Option<config::FileStatus>, what: &str| match f {
+        Some(f) if f.found => format!("{what} {}", f.path.display()),
+        Some(f) => format!("no {what} ({} absent)", f.path.display()),
+        None => format!("no {what}"),
+    };
+    format!(
+        "{}; {}",
+        describe(&config.site_file, "site file"),
+        describe(&config.user_file, "user file")
+    )
+}

@@ -1,0 +1,56 @@
+//! `rfake exec`, `run` and `shell`: the options become a launch request,
+//! which is planned, then printed (`--dry-run`) or carried out.
+
+use std::path::PathBuf;
+
+use crate::cli::LaunchArgs;
+use crate::config::Config;
+use crate::error::Error;
+use crate::launch::{self, Action, Invoker, JoinMode, Request, settings::Settings};
+
+pub fn run(
+    args: LaunchArgs,
+    image: PathBuf,
+    action: Action,
+    invoker: &Invoker,
+    config: Config,
+) -> Result<u8, Error> {
+    let dry_run = args.dry_run;
+    let request = request(args, image, action);
+    let settings = Settings::from_config(&config);
+    let plan = launch::plan(&request, invoker, &settings, &launch::lookup_host_user)?;
+    if dry_run {
+        use std::io::Write;
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{plan}");
+        return Ok(0);
+    }
+    launch::execute(&plan)
+}
+
+fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Request {
+    Request {
+        image,
+        action: Some(action),
+        keep_id: args.keep_id,
+        fakeroot: args.fakeroot,
+        join: if args.no_join {
+            JoinMode::Off
+        } else if args.join {
+            JoinMode::On
+        } else {
+            JoinMode::Auto
+        },
+        join_key: args.join_key,
+        squashfuse: args.squashfuse,
+        binds: args.binds,
+        home: args.home,
+        no_home: args.no_home,
+        contain: args.contain,
+        pwd: args.pwd,
+        writable_tmpfs: args.writable_tmpfs,
+        cleanenv: args.cleanenv,
+        env: args.env,
+        env_files: args.env_files,
+    }
+}

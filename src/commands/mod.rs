@@ -1,0 +1,69 @@
+//! One module per subcommand: each takes the parsed arguments, validates
+//! them into its request and runs it. [`run`] is the table of contents.
+
+mod build;
+mod config;
+mod doctor;
+mod inspect;
+mod launch;
+mod man;
+
+use crate::cli::Commands;
+use crate::config::{Config, ConfigError, ConfigSources};
+use crate::error::Error;
+use crate::launch::Invoker;
+
+/// Run one subcommand; returns the process exit status.
+pub fn run(command: Commands) -> Result<u8, Error> {
+    let invoker = Invoker::current();
+    // Before anything else: rfake is never setuid or setgid.
+    invoker.refuse_setid()?;
+    // The configuration is read once, from the environment captured above;
+    // a command that needs it decides what a broken file means.
+    let load = || Config::load(&ConfigSources::from_env(&invoker.env), &invoker.env);
+    match command {
+        Commands::Exec {
+            launch,
+            image,
+            command,
+        } => launch::run(
+            launch,
+            image,
+            crate::launch::Action::Exec(command),
+            &invoker,
+            load()?,
+        ),
+        Commands::Run {
+            launch,
+            image,
+            args,
+        } => launch::run(
+            launch,
+            image,
+            crate::launch::Action::Run(args),
+            &invoker,
+            load()?,
+        ),
+        Commands::Shell { launch, image } => launch::run(
+            launch,
+            image,
+            crate::launch::Action::Shell,
+            &invoker,
+            load()?,
+        ),
+        Commands::Build { args, out, source } => build::run(args, out, source, &invoker),
+        Commands::Inspect {
+            json,
+            list,
+            cat,
+            image,
+        } => inspect::run(image, json, list, cat),
+        Commands::Doctor => Ok(doctor::run(&invoker, load())),
+        Commands::Config => config::run(load()?),
+        Commands::Man { dir } => man::run(&dir),
+    }
+}
+
+/// The configuration as loaded: `rfake doctor` reports a broken file
+/// instead of stopping at it.
+pub type Loaded = Result<Config, ConfigError>;
