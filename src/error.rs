@@ -64,7 +64,9 @@ impl Error {
                 .unwrap_or(ExitKind::OsError),
             Error::Rootfs(RootfsError::MissingSource { .. }) => ExitKind::NoInput,
             Error::Rootfs(
-                RootfsError::Destination { .. } | RootfsError::WouldCreateOnHost { .. },
+                RootfsError::Destination { .. }
+                | RootfsError::Source { .. }
+                | RootfsError::WouldCreateOnHost { .. },
             ) => ExitKind::Refused,
             Error::Rootfs(RootfsError::KindMismatch { .. }) => ExitKind::Usage,
             Error::Rootfs(_) => ExitKind::OsError,
