@@ -7,8 +7,9 @@
 //! the same node *join* one container: one user + mount namespace, one
 //! squashfuse mount.
 //!
-//! Rendezvous: an abstract unix socket named from the user and a key (job,
-//! step, node, image). The first rank binds it and starts a *keeper*
+//! Rendezvous: an abstract unix socket named from the user, a key (job,
+//! step, node, image) and the user's secret ([`secret`]: other users cannot
+//! compute the name). The first rank binds it and starts a *keeper*
 //! process (detached: it must outlive the rank that started it) that builds
 //! the container and then hands every rank that connects the namespace file
 //! descriptors (SCM_RIGHTS); ranks `setns(2)` into them. A rank stays
@@ -16,6 +17,12 @@
 //! it ends, however it ends, so when the last one is gone the keeper stops
 //! the server and exits and the namespaces die: a crash of any member,
 //! including the first, leaves nothing behind. Every wait is bounded.
+//!
+//! The protocol, keeper → member: a status byte (0, or the exit code of
+//! the keeper's failure followed by its message, or [`GONE`] when its image
+//! server has ended), on success the server's pid (4 bytes) with the
+//! descriptors attached; later, at most one line, when the server ends
+//! under the running members.
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -29,6 +36,9 @@ use sha2::{Digest, Sha256};
 
 use crate::env;
 use crate::image::Image;
+
+mod secret;
+pub use secret::SecretError;
 
 /// How long a rank waits for the keeper to finish building the container.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -90,16 +100,24 @@ pub fn key_from_env(env_list: &[(std::ffi::OsString, std::ffi::OsString)]) -> Op
     None
 }
 
-/// The abstract socket name for `key`: per user, per node (host name: the
-/// emulated nodes of a test cluster share one network namespace), per image
-/// file (device, inode, modification time).
+/// The rendezvous socket of the joined container for `key`: per user, per
+/// node (host name: the emulated nodes of a test cluster share one network
+/// namespace), per image file (device, inode, size, times).
 /// `setup` describes the container (identity, mounts): launches that ask
 /// for a different one get a different container.
-pub fn socket_name(uid: u32, key: &str, image: &Image, hostname: &str, setup: &str) -> String {
-    hashed_name(
+pub fn socket_name(
+    uid: u32,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    key: &str,
+    image: &Image,
+    hostname: &str,
+    setup: &str,
+) -> SocketName {
+    SocketName::plan(
         "rfake-join",
         uid,
-        &format!(
+        env,
+        format!(
             "{key}\0{hostname}\0{}\0{}\0{setup}",
             image.path.display(),
             image_stamp(image)
@@ -110,11 +128,17 @@ pub fn socket_name(uid: u32, key: &str, image: &Image, hostname: &str, setup: &s
 /// The rendezvous socket of the warm mount of `image` for user `uid`,
 /// served as `server` says: a replaced image (another inode, size or time)
 /// gets another.
-pub fn warm_socket_name(uid: u32, image: &Image, server: &str) -> String {
-    hashed_name(
+pub fn warm_socket_name(
+    uid: u32,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    image: &Image,
+    server: &str,
+) -> SocketName {
+    SocketName::plan(
         "rfake-warm",
         uid,
-        &format!("{}\0{}\0{server}", image.path.display(), image_stamp(image)),
+        env,
+        format!("{}\0{}\0{server}", image.path.display(), image_stamp(image)),
     )
 }
 
@@ -141,12 +165,101 @@ fn image_stamp(image: &Image) -> String {
     .unwrap_or_default()
 }
 
-fn hashed_name(prefix: &str, uid: u32, text: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(text);
-    let digest = h.finalize();
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}-{uid}-{hex}")
+/// An abstract socket's name, `PREFIX-UID-HASH`, where the hash covers what
+/// the socket is for and the user's secret ([`secret`]): other users
+/// cannot compute it. Planned without side effects: the secret is read if
+/// it is there, and made when the name is first needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketName {
+    prefix: &'static str,
+    uid: u32,
+    /// What the name is for (hashed).
+    material: String,
+    secret: PlannedSecret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PlannedSecret {
+    Known(secret::Secret),
+    /// Not made yet: made there by [`SocketName::resolve`].
+    Later(secret::SecretDir),
+    Unusable(SecretError),
+}
+
+impl SocketName {
+    pub fn plan(
+        prefix: &'static str,
+        uid: u32,
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
+        material: String,
+    ) -> SocketName {
+        let secret = match secret::locate(env, uid) {
+            Ok(dir) => match dir.read() {
+                Ok(Some(s)) => PlannedSecret::Known(s),
+                Ok(None) => PlannedSecret::Later(dir),
+                Err(e) => PlannedSecret::Unusable(e),
+            },
+            Err(e) => PlannedSecret::Unusable(e),
+        };
+        SocketName {
+            prefix,
+            uid,
+            material,
+            secret,
+        }
+    }
+
+    /// The name, with the user's secret (made now if there is none yet).
+    pub fn resolve(&self) -> Result<String, SecretError> {
+        match &self.secret {
+            PlannedSecret::Known(s) => Ok(self.hashed(Some(s))),
+            PlannedSecret::Later(dir) => dir.get().map(|s| self.hashed(Some(&s))),
+            PlannedSecret::Unusable(e) => Err(e.clone()),
+        }
+    }
+
+    /// Why the secret cannot be used, known at planning time.
+    pub fn unusable(&self) -> Option<&SecretError> {
+        match &self.secret {
+            PlannedSecret::Unusable(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The name without the secret: anyone can compute it.
+    pub fn without_secret(&self) -> String {
+        self.hashed(None)
+    }
+
+    fn hashed(&self, secret: Option<&secret::Secret>) -> String {
+        let mut h = Sha256::new();
+        if let Some(s) = secret {
+            h.update(s.bytes());
+            h.update([0u8]);
+        }
+        h.update(&self.material);
+        let digest = h.finalize();
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{}-{hex}", self.prefix, self.uid)
+    }
+}
+
+impl std::fmt::Display for SocketName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.secret {
+            PlannedSecret::Known(s) => write!(f, "@{}", self.hashed(Some(s))),
+            PlannedSecret::Later(dir) => write!(
+                f,
+                "@{}-{}-… (hashed with your secret, made at the first launch in {})",
+                self.prefix,
+                self.uid,
+                dir.file().display()
+            ),
+            PlannedSecret::Unusable(e) => {
+                write!(f, "@{} (without your secret: {e})", self.without_secret())
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +284,10 @@ pub enum JoinError {
     /// The keeper closed the connection without a word (it was leaving).
     #[error("joining the container of {key}: the keeper ended without an answer")]
     NoAnswer { key: String },
+    /// The keeper's image server has ended: it serves nobody any more and
+    /// is leaving (the next rendezvous starts a fresh keeper).
+    #[error("joining the container of {key}: {message}")]
+    Gone { key: String, message: String },
     /// A keeper's own error, passed on as it is (a warm mount's set-up
     /// fails exactly as the launch's own would have).
     #[error("{message}")]
@@ -283,23 +400,78 @@ impl Namespaces {
     }
 }
 
-/// Keeper → member: status byte (0 ok, else the error's exit code), then
-/// the namespace fds, or the error's text.
-pub fn send_ready(stream: &UnixStream, ns: &Namespaces) -> std::io::Result<()> {
+/// The status byte of a keeper whose image server has ended (not an exit
+/// code: rfake's own are below 128).
+const GONE: u8 = 255;
+
+/// What a member gets from its keeper: descriptors, and the pid of the
+/// image server the container's files depend on (none for a directory
+/// image), so that the member can tell when it ends.
+#[derive(Debug)]
+pub struct Handover {
+    pub fds: Vec<OwnedFd>,
+    pub server: Option<u32>,
+}
+
+/// Keeper → member: status 0, the server's pid, then the namespace fds.
+pub fn send_ready(
+    stream: &UnixStream,
+    ns: &Namespaces,
+    server: Option<u32>,
+) -> std::io::Result<()> {
     let mut fds = vec![ns.outer_user.as_raw_fd(), ns.mount.as_raw_fd()];
     if let Some(inner) = &ns.inner_user {
         fds.push(inner.as_raw_fd());
     }
-    send_fds(stream, &fds)
+    send_fds(stream, &fds, server)
 }
 
-/// Keeper → member: status 0, then `fds` (at most three).
-pub fn send_fds(stream: &UnixStream, fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
-    let payload = [0u8];
+/// Keeper → member: status 0 and the server's pid (4 bytes, little-endian,
+/// 0 for none), with `fds` (at most three) attached.
+pub fn send_fds(
+    stream: &UnixStream,
+    fds: &[std::os::fd::RawFd],
+    server: Option<u32>,
+) -> std::io::Result<()> {
+    let mut payload = [0u8; 5];
+    payload[1..].copy_from_slice(&server.unwrap_or(0).to_le_bytes());
     let iov = [IoSlice::new(&payload)];
     let cmsg = [ControlMessage::ScmRights(fds)];
-    sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    if sent < payload.len() {
+        (&*stream).write_all(&payload[sent..])?;
+    }
     Ok(())
+}
+
+/// Keeper → a launch waiting to be served: the image server has ended
+/// (`why`); start again.
+pub fn send_gone(stream: &UnixStream, why: &str) {
+    send_error(stream, GONE, why);
+}
+
+/// Keeper → member, after the hand-over: one line saying the image server
+/// has ended (the member prints it: its payload is on that server's files).
+pub fn send_notice(mut stream: &UnixStream, line: &str) {
+    let mut text = line.replace('\n', " ");
+    text.push('\n');
+    let _ = stream.write_all(text.as_bytes());
+}
+
+/// Member: the keeper's notice, once its end of the stream is readable;
+/// `None` if the keeper closed it without one (the keeper ended).
+pub fn read_notice(stream: &UnixStream) -> Option<String> {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut text = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut s = stream;
+    while text.len() < 4096 {
+        match s.read(&mut byte) {
+            Ok(1) if byte[0] != b'\n' => text.push(byte[0]),
+            _ => break,
+        }
+    }
+    (!text.is_empty()).then(|| String::from_utf8_lossy(&text).into_owned())
 }
 
 /// Keeper → member: the container could not be built.
@@ -310,14 +482,18 @@ pub fn send_error(mut stream: &UnixStream, code: u8, message: &str) {
 }
 
 /// Member: wait (bounded) for the keeper's answer: the namespaces.
-pub fn receive(stream: &UnixStream, key: &str) -> Result<Namespaces, JoinError> {
-    let mut fds = receive_fds(stream, key)?.into_iter();
+pub fn receive(stream: &UnixStream, key: &str) -> Result<(Namespaces, Option<u32>), JoinError> {
+    let handover = receive_fds(stream, key)?;
+    let mut fds = handover.fds.into_iter();
     match (fds.next(), fds.next(), fds.next()) {
-        (Some(outer_user), Some(mount), inner_user) => Ok(Namespaces {
-            outer_user,
-            mount,
-            inner_user,
-        }),
+        (Some(outer_user), Some(mount), inner_user) => Ok((
+            Namespaces {
+                outer_user,
+                mount,
+                inner_user,
+            },
+            handover.server,
+        )),
         _ => Err(JoinError::Keeper {
             key: key.to_string(),
             message: "the keeper sent no namespaces".into(),
@@ -327,18 +503,22 @@ pub fn receive(stream: &UnixStream, key: &str) -> Result<Namespaces, JoinError> 
 }
 
 /// Member: wait (bounded) for the keeper's answer: the descriptors it sent
-/// (an error if it sent its error instead, or nothing).
-pub fn receive_fds(stream: &UnixStream, key: &str) -> Result<Vec<OwnedFd>, JoinError> {
+/// and its server's pid (an error if it sent its error instead, or nothing).
+pub fn receive_fds(stream: &UnixStream, key: &str) -> Result<Handover, JoinError> {
+    let io = |what, error| JoinError::Io {
+        key: key.to_string(),
+        what,
+        error,
+    };
+    let no_answer = || JoinError::NoAnswer {
+        key: key.to_string(),
+    };
     stream
         .set_read_timeout(Some(SETUP_TIMEOUT))
-        .map_err(|e| JoinError::Io {
-            key: key.to_string(),
-            what: "waiting",
-            error: e,
-        })?;
-    let mut status = [0u8; 1];
+        .map_err(|e| io("waiting", e))?;
+    let mut head = [0u8; 5];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3]);
-    let mut iov = [IoSliceMut::new(&mut status)];
+    let mut iov = [IoSliceMut::new(&mut head)];
     let msg = recvmsg::<()>(
         stream.as_raw_fd(),
         &mut iov,
@@ -349,11 +529,10 @@ pub fn receive_fds(stream: &UnixStream, key: &str) -> Result<Vec<OwnedFd>, JoinE
         nix::errno::Errno::EAGAIN => JoinError::Timeout {
             key: key.to_string(),
         },
-        e => JoinError::Io {
-            key: key.to_string(),
-            what: "receiving the namespaces",
-            error: e.into(),
-        },
+        // The keeper closed its listener with this connection not yet
+        // accepted: it was leaving.
+        nix::errno::Errno::ECONNRESET => no_answer(),
+        e => io("receiving the namespaces", e.into()),
     })?;
     let mut fds: Vec<OwnedFd> = Vec::new();
     for c in msg.cmsgs().into_iter().flatten() {
@@ -367,21 +546,37 @@ pub fn receive_fds(stream: &UnixStream, key: &str) -> Result<Vec<OwnedFd>, JoinE
     }
     let received = msg.bytes;
     if received == 0 {
-        return Err(JoinError::NoAnswer {
-            key: key.to_string(),
-        });
+        return Err(no_answer());
     }
-    if status[0] != 0 {
-        let mut text = String::new();
-        let mut s = stream;
-        let _ = s.read_to_string(&mut text);
+    let mut s = stream;
+    if head[0] != 0 {
+        let mut bytes = head[1..received].to_vec();
+        let _ = s.read_to_end(&mut bytes);
+        let message = String::from_utf8_lossy(&bytes).into_owned();
+        if head[0] == GONE {
+            return Err(JoinError::Gone {
+                key: key.to_string(),
+                message,
+            });
+        }
         return Err(JoinError::Keeper {
             key: key.to_string(),
-            message: text,
-            code: status[0],
+            message,
+            code: head[0],
         });
     }
-    Ok(fds)
+    if received < head.len() {
+        s.read_exact(&mut head[received..])
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => no_answer(),
+                _ => io("receiving the namespaces", e),
+            })?;
+    }
+    let pid = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+    Ok(Handover {
+        fds,
+        server: (pid != 0).then_some(pid),
+    })
 }
 
 #[cfg(test)]
@@ -438,17 +633,35 @@ mod tests {
             arch: None,
             file: None,
         };
-        let n1 = socket_name(1000, "slurm.1.0", &img(&a), "node1", "s");
-        assert_eq!(n1, socket_name(1000, "slurm.1.0", &img(&a), "node1", "s"));
-        assert_ne!(n1, socket_name(1000, "slurm.1.0", &img(&a), "node2", "s"));
-        assert_ne!(n1, socket_name(1000, "slurm.1.1", &img(&a), "node1", "s"));
-        assert_ne!(n1, socket_name(1000, "slurm.1.0", &img(&b), "node1", "s"));
-        assert_ne!(n1, socket_name(1001, "slurm.1.0", &img(&a), "node1", "s"));
-        assert_ne!(
-            n1,
-            socket_name(1000, "slurm.1.0", &img(&a), "node1", "other binds")
+        let me = nix::unistd::getuid().as_raw();
+        let home = d.path().join("home");
+        let env = [e("HOME", home.to_str().unwrap())];
+        let name = |uid, key, image: &Image, host, setup| {
+            socket_name(uid, &env, key, image, host, setup)
+                .resolve()
+                .unwrap()
+        };
+        let n1 = name(me, "slurm.1.0", &img(&a), "node1", "s");
+        assert_eq!(n1, name(me, "slurm.1.0", &img(&a), "node1", "s"));
+        assert_ne!(n1, name(me, "slurm.1.0", &img(&a), "node2", "s"));
+        assert_ne!(n1, name(me, "slurm.1.1", &img(&a), "node1", "s"));
+        assert_ne!(n1, name(me, "slurm.1.0", &img(&b), "node1", "s"));
+        assert_ne!(n1, name(me, "slurm.1.0", &img(&a), "node1", "other binds"));
+        assert!(n1.starts_with(&format!("rfake-join-{me}-")));
+        // Another secret, another name; without one, the old public name.
+        let planned = socket_name(me, &env, "slurm.1.0", &img(&a), "node1", "s");
+        assert_eq!(planned.to_string(), format!("@{n1}"));
+        let other_home = [e("HOME", d.path().join("other").to_str().unwrap())];
+        let other = socket_name(me, &other_home, "slurm.1.0", &img(&a), "node1", "s");
+        assert!(
+            other.to_string().contains("made at the first launch"),
+            "{other}"
         );
-        assert!(n1.starts_with("rfake-join-1000-"));
+        assert_ne!(other.resolve().unwrap(), n1);
+        assert_ne!(other.without_secret(), n1);
+        let none = socket_name(me, &[], "slurm.1.0", &img(&a), "node1", "s");
+        assert!(none.resolve().is_err());
+        assert_eq!(none.without_secret(), other.without_secret());
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! signals to it, and turning its end into rfake's exit status.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::exit;
@@ -143,8 +146,52 @@ pub fn install_forwarding() -> nix::Result<()> {
     Ok(())
 }
 
-/// Start the payload and wait for it; returns rfake's exit status.
-pub fn run(payload: &Payload) -> Result<u8, CommandError> {
+/// A descriptor that becomes readable when process `pid` ends
+/// (`pidfd_open(2)`, Linux 5.3). Unlike the pid, it cannot come to name
+/// another process.
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: a plain system call; on success it returns a new descriptor
+    // that nothing else owns.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether `fd` is readable (or hung up) within `wait`: a pidfd is once
+/// its process has ended.
+pub fn readable(fd: BorrowedFd<'_>, wait: std::time::Duration) -> bool {
+    let timeout = PollTimeout::try_from(wait.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
+}
+
+/// How a process ended, in words: "exited with status 1", "was killed by
+/// SIGKILL".
+pub fn describe_end(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("was killed by {sig}"),
+        other => format!("ended ({other:?})"),
+    }
+}
+
+/// Something rfake watches while the payload runs: the image server the
+/// container's files come from.
+pub trait Watch {
+    /// Readable (or hung up) when there is news.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// The news, once `fd` was readable: the line to print, if any. The
+    /// watch is over after this call.
+    fn fired(&mut self) -> Option<String>;
+}
+
+/// Start the payload and wait for it; returns rfake's exit status. While
+/// it runs, `watch` (if any) is watched too, and its news printed.
+pub fn run(payload: &Payload, watch: Option<&mut dyn Watch>) -> Result<u8, CommandError> {
     let mut cmd = Command::new(&payload.program);
     cmd.arg0(&payload.argv0)
         .args(&payload.args)
@@ -178,6 +225,9 @@ pub fn run(payload: &Payload) -> Result<u8, CommandError> {
             let _ = kill(Pid::from_raw(pid), sig);
         }
     }
+    if let Some(watch) = watch {
+        watch_while_running(pid as u32, watch);
+    }
     let status = loop {
         match child.wait() {
             Ok(status) => break status,
@@ -192,6 +242,39 @@ pub fn run(payload: &Payload) -> Result<u8, CommandError> {
     };
     CHILD.store(0, Ordering::SeqCst);
     Ok(exit_status(status))
+}
+
+/// Wait until the payload `pid` ends or `watch` fires (then print its news
+/// and stop watching it); the payload is reaped by the caller. Without
+/// pidfds (Linux before 5.3) there is nothing to poll the payload with:
+/// nothing is watched.
+fn watch_while_running(pid: u32, watch: &mut dyn Watch) {
+    let Ok(payload) = pidfd_open(pid) else {
+        return;
+    };
+    loop {
+        let mut fds = [
+            PollFd::new(payload.as_fd(), PollFlags::POLLIN),
+            PollFd::new(watch.fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            // A forwarded signal.
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+        let (ended, fired) = (ready(&fds[0]), ready(&fds[1]));
+        if fired {
+            if let Some(line) = watch.fired() {
+                log::error!("{line}");
+            }
+            return;
+        }
+        if ended {
+            return;
+        }
+    }
 }
 
 /// The payload's status as rfake's exit status: its code, or 128+N when it

@@ -214,3 +214,140 @@ fn a_container_that_cannot_be_built_fails_every_rank_clearly() {
     assert!(stderr(&out).contains("--join-key"), "{}", stderr(&out));
     assert_nothing_left(&t);
 }
+
+/// A rank whose payload prints "up", then waits for its stdin to close;
+/// its stderr is read line by line.
+struct Waiting {
+    child: std::process::Child,
+    err: std::sync::mpsc::Receiver<String>,
+}
+
+impl Waiting {
+    fn start(t: &str, config: &Path, key: &str, img: &Path) -> Waiting {
+        use std::io::BufRead;
+        let mut child = command(t)
+            .env("RFAKE_CONFIG", config)
+            .args(["exec", "--join-key", key])
+            .arg(img)
+            .args(["sh", "-c", "echo up; read x; echo done"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "up\n", "the rank did not start");
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Waiting { child, err: rx }
+    }
+
+    /// Wait (bounded) for a stderr line containing `needle`.
+    #[track_caller]
+    fn err_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(line) = self.err.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+                seen.push(line);
+            }
+        }
+        panic!("no stderr line with {needle:?}; saw {seen:?}");
+    }
+
+    /// Let the payload end; the rest of stderr.
+    fn finish(mut self) -> Vec<String> {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+        self.err.iter().collect()
+    }
+}
+
+fn server_pids(tag: &str) -> Vec<u32> {
+    processes_tagged(tag)
+        .into_iter()
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "rfake-fuse"
+        })
+        .collect()
+}
+
+#[test]
+fn a_dead_server_is_reported_to_every_rank_and_not_handed_out_again() {
+    // Issue 19, defect 4: the image server of a joined container killed,
+    // its ranks said nothing, and a later rank of the step joined the dead
+    // container (ENOTCONN). With warm mounts on, the joined container is
+    // built on the warm mount and the warm keeper's server is the one.
+    let Some(env) = setup() else { return };
+    let dir = tempfile::Builder::new()
+        .prefix("join-dead-")
+        .tempdir()
+        .unwrap();
+    // An image of this test's own: a warm mount is shared by every launch of
+    // an image, whatever test it is in.
+    let img = dir.path().join("demo.sqfs");
+    std::fs::copy(env.image("demo.sqfs"), &img).unwrap();
+    let img = std::fs::canonicalize(img).unwrap();
+    for linger in ["0", "1"] {
+        let config = dir.path().join(format!("site-{linger}.toml"));
+        std::fs::write(&config, format!("warm_linger = {linger}\n")).unwrap();
+        let t = tag("joindead");
+        let key = format!("dead-{linger}-{}", std::process::id());
+        let ranks: Vec<Waiting> = (0..2)
+            .map(|_| Waiting::start(&t, &config, &key, &img))
+            .collect();
+        let server = server_pids(&t);
+        assert_eq!(server.len(), 1, "linger {linger}: one server");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server[0] as i32),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+        for r in &ranks {
+            let line = r.err_line("image server");
+            assert_eq!(
+                line,
+                format!(
+                    "rfake[{}]: error: the image server (pid {}) for {} was killed by SIGKILL; \
+                     the container's files are gone",
+                    r.child.id(),
+                    server[0],
+                    img.display()
+                ),
+                "linger {linger}"
+            );
+        }
+        // A rank of the same step arriving now gets a working container.
+        let out = command(&t)
+            .env("RFAKE_CONFIG", &config)
+            .args(["exec", "--join-key", &key])
+            .arg(&img)
+            .args(["cat", "/etc/rfake-demo.txt"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_status(&out, 0);
+        assert_eq!(stdout(&out), "hello from the demo image\n");
+        for r in ranks {
+            let rest = r.finish();
+            assert!(
+                rest.iter().all(|l| !l.contains("image server")),
+                "linger {linger}: said twice: {rest:?}"
+            );
+        }
+        assert_nothing_left(&t);
+    }
+}

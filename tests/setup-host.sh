@@ -3,7 +3,8 @@
 #   - install the Debian packages rfake and its tests use,
 #   - make /dev/fuse usable by users (mode 0666, as every cluster has it;
 #     a fresh VM may have 0600),
-#   - create the unprivileged user the integration tests run as.
+#   - create the unprivileged user the integration tests run as, with a
+#     subordinate uid range.
 # Idempotent. The user name comes from RFAKE_TEST_USER (default rfake-test).
 set -euo pipefail
 
@@ -47,6 +48,12 @@ chmod 0666 /dev/fuse
 user=${RFAKE_TEST_USER:-rfake-test}
 if ! id "$user" >/dev/null 2>&1; then
   useradd --create-home --shell /bin/bash "$user"
+fi
+# A subordinate uid and gid range (useradd makes one when /etc/subuid
+# exists): tests/warm.rs plays another user with it (newuidmap), to take a
+# warm mount's socket name first.
+if ! grep -q "^$user:" /etc/subuid 2>/dev/null || ! grep -q "^$user:" /etc/subgid 2>/dev/null; then
+  usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "$user"
 fi
 # A scratch directory, as clusters have (the tests' site config lists
 # /scratch/$USER).

@@ -3,54 +3,100 @@
 //! keeper that builds the container; every rank, the first included,
 //! enters it and runs its own payload.
 
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{JoinPlan, Plan, build_container, keeper, run_inside};
+use super::{JoinPlan, Plan, build_container, keeper, run_inside, watch};
 use crate::error::Error;
-use crate::join::{self, Namespaces, Role};
+use crate::join::{self, JoinError, Namespaces, Role};
 use crate::namespace;
-use crate::process;
+use crate::process::{self, Watch};
 use crate::sys::{LinuxSys, SysError};
+
+/// How often a rank starts again when the keeper it reached was leaving.
+const ATTEMPTS: usize = 3;
 
 pub fn execute(plan: &Plan, join_plan: &JoinPlan) -> Result<u8, Error> {
     let t0 = Instant::now();
     let key = &join_plan.key.key;
-    let stream = match join::rendezvous(&join_plan.socket, key)? {
-        Role::Member(stream) => {
-            log::info!("joining the container of {key} ({})", join_plan.key.origin);
-            stream
-        }
-        Role::Leader(listener) => {
-            log::info!(
-                "first rank for {key} ({}): starting its keeper",
-                join_plan.key.origin
+    let name = match join_plan.socket.resolve() {
+        Ok(name) => name,
+        // The ranks must still find one another: with a name anyone can
+        // compute (a socket another user took is refused all the same).
+        Err(e) => {
+            log::warn!(
+                "joining the container of {key}: {e}; its rendezvous name is made without your \
+                 secret, so other users can compute it"
             );
-            start_keeper(plan, listener)?;
-            match join::rendezvous(&join_plan.socket, key)? {
-                Role::Member(stream) => stream,
-                Role::Leader(_) => {
-                    return Err(Error::Internal(format!(
-                        "the keeper for {key} did not start"
-                    )));
-                }
-            }
+            join_plan.socket.without_secret()
         }
     };
-    let namespaces = join::receive(&stream, key)?;
+    let (stream, namespaces, server) = meet(plan, join_plan, &name)?;
     namespaces
         .enter()
         .map_err(|e| SysError::new("setns", "/proc/KEEPER/ns", e))?;
     log::info!("in the shared container ({:.1?})", t0.elapsed());
     process::become_subreaper()
         .map_err(|e| SysError::new("prctl(PR_SET_CHILD_SUBREAPER)", "", e))?;
-    let result = run_inside(&LinuxSys, plan);
+    let mut watch = watch::FromKeeper::new(&stream, server, &plan.image.path);
+    let result = run_inside(&LinuxSys, plan, Some(&mut watch));
     process::reap_leftovers(&[]);
     // Leaving: the keeper sees this connection close.
     drop(stream);
     log::info!("total {:.1?}", t0.elapsed());
     result
+}
+
+/// Reach the keeper of `name` (starting it as the first rank) and get the
+/// container's namespaces, and its image server (pid and pidfd).
+#[allow(clippy::type_complexity)]
+fn meet(
+    plan: &Plan,
+    join_plan: &JoinPlan,
+    name: &str,
+) -> Result<(UnixStream, Namespaces, Option<(u32, std::os::fd::OwnedFd)>), Error> {
+    let key = &join_plan.key.key;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let stream = match join::rendezvous(name, key)? {
+            Role::Member(stream) => {
+                log::info!("joining the container of {key} ({})", join_plan.key.origin);
+                stream
+            }
+            Role::Leader(listener) => {
+                log::info!(
+                    "first rank for {key} ({}): starting its keeper",
+                    join_plan.key.origin
+                );
+                start_keeper(plan, listener)?;
+                match join::rendezvous(name, key)? {
+                    Role::Member(stream) => stream,
+                    Role::Leader(_) => continue,
+                }
+            }
+        };
+        match join::receive(&stream, key) {
+            Ok((namespaces, server)) => match server.map(watch::server_alive) {
+                // Its server ended since the keeper looked: it is leaving.
+                Some(None) => {
+                    last = Some(JoinError::Gone {
+                        key: key.clone(),
+                        message: "its image server had ended".into(),
+                    })
+                }
+                Some(alive) => return Ok((stream, namespaces, alive)),
+                None => return Ok((stream, namespaces, None)),
+            },
+            // The keeper was leaving (the last rank had gone, or its server
+            // ended): start again, with a fresh one.
+            Err(e @ (JoinError::NoAnswer { .. } | JoinError::Gone { .. })) => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last
+        .map(Error::from)
+        .unwrap_or_else(|| Error::Internal(format!("the keeper for {key} did not start"))))
 }
 
 /// Fork the keeper, detached: it must outlive the rank that started it.
@@ -59,7 +105,8 @@ fn start_keeper(plan: &Plan, listener: UnixListener) -> Result<(), Error> {
 }
 
 /// The keeper: build the container, then serve its namespaces until the
-/// last member has gone. Returns its exit status.
+/// last member has gone, or until the image server its files come from
+/// has ended. Returns its exit status.
 fn run_keeper(plan: &Plan, listener: UnixListener) -> i32 {
     let sys = LinuxSys;
     let built = build_container(&sys, plan).and_then(|container| {
@@ -74,12 +121,36 @@ fn run_keeper(plan: &Plan, listener: UnixListener) -> i32 {
         Ok((container, ns))
     });
     match built {
-        Ok((container, ns)) => {
+        Ok((mut container, ns)) => {
             keeper::redirect_to_null(2);
-            keeper::serve(&listener, Duration::ZERO, |stream| {
-                join::send_ready(stream, &ns)
-            });
-            drop(listener);
+            // The server is the keeper's own, or a warm keeper's (the
+            // container was built on a warm mount).
+            let server = container
+                .server
+                .as_ref()
+                .map(|s| s.pid())
+                .or_else(|| container.lease.as_ref().and_then(|l| l.server_pid()));
+            let image = plan.image.path.as_path();
+            let mut own;
+            let mut leased;
+            let watch: Option<&mut dyn Watch> = match (&mut container.server, &mut container.lease)
+            {
+                (Some(s), _) => {
+                    own = watch::OwnServer::new(s, image);
+                    own.as_mut().map(|w| w as &mut dyn Watch)
+                }
+                (None, Some(lease)) => {
+                    leased = lease.watch(image);
+                    Some(&mut leased)
+                }
+                (None, None) => None,
+            };
+            keeper::serve(
+                listener,
+                Duration::ZERO,
+                |stream| join::send_ready(stream, &ns, server),
+                watch,
+            );
             container.stop();
             0
         }

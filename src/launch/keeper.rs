@@ -3,7 +3,8 @@
 //! ([`super::joined`]) or a warm image mount ([`super::warm`]). This module
 //! has what both do: start detached, answer the same user only, count the
 //! members (each stays connected while it runs; the kernel closes its end
-//! however it ends) and go when the last one has gone, after a linger.
+//! however it ends) and go when the last one has gone, after a linger, or
+//! at once when the image server they depend on has ended.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -15,6 +16,7 @@ use nix::unistd::{ForkResult, fork};
 
 use crate::error::Error;
 use crate::join;
+use crate::process::{self, Watch};
 use crate::sys::SysError;
 
 /// Fork `keeper` detached (double fork, own session): it must outlive the
@@ -88,10 +90,17 @@ pub fn refuse_pending(listener: &UnixListener, code: u8, message: &str) {
 /// alive); return when the last member has gone and `linger` has passed
 /// with nobody new, or when nobody came within
 /// [`join::FIRST_MEMBER_TIMEOUT`].
+///
+/// `server` watches the image server the members' files come from. When
+/// it ends, what the keeper holds is worth nothing: it answers the
+/// launches already waiting that the server is gone, closes the socket (the
+/// name is free at once: the next launch starts a fresh keeper and server),
+/// sends each member the line saying how the server ended, and returns.
 pub fn serve(
-    listener: &UnixListener,
+    listener: UnixListener,
     linger: Duration,
     mut welcome: impl FnMut(&UnixStream) -> std::io::Result<()>,
+    mut server: Option<&mut dyn Watch>,
 ) {
     let mut members: Vec<UnixStream> = Vec::new();
     let mut served = false;
@@ -107,9 +116,13 @@ pub fn serve(
             PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
                 .unwrap_or(PollTimeout::MAX)
         });
-        let mut fds: Vec<PollFd> = std::iter::once(listener as &dyn AsFd)
-            .chain(members.iter().map(|m| m as &dyn AsFd))
-            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+        // Polled: the listener, the server's watch (if any), the members.
+        let watched = usize::from(server.is_some());
+        let mut fds: Vec<PollFd> = std::iter::once(&listener as &dyn AsFd)
+            .map(|fd| fd.as_fd())
+            .chain(server.as_deref().map(Watch::fd))
+            .chain(members.iter().map(|m| m.as_fd()))
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
         match poll(&mut fds, timeout) {
             Ok(0) => return, // nobody came, or the linger is over
@@ -122,8 +135,16 @@ pub fn serve(
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        // The server first: a launch arriving with its end must not get
+        // the dead mount.
+        if watched == 1 && ready[1] {
+            match server.take().and_then(|w| w.fired()) {
+                Some(line) => return close_down(listener, &members, &line),
+                None => continue,
+            }
+        }
         // Members only ever close their end: any event means it is gone.
-        let mut i = 0;
+        let mut i = watched;
         members.retain(|_| {
             i += 1;
             !ready[i]
@@ -131,10 +152,37 @@ pub fn serve(
         if ready[0]
             && let Ok((stream, _)) = listener.accept()
             && join::same_user(&stream)
-            && welcome(&stream).is_ok()
         {
-            members.push(stream);
-            served = true;
+            // It may have ended since the poll.
+            if server
+                .as_deref()
+                .is_some_and(|w| process::readable(w.fd(), Duration::ZERO))
+                && let Some(line) = server.take().and_then(|w| w.fired())
+            {
+                join::send_gone(&stream, &line);
+                return close_down(listener, &members, &line);
+            }
+            if welcome(&stream).is_ok() {
+                members.push(stream);
+                served = true;
+            }
         }
+    }
+}
+
+/// The image server has ended (`line` says how): answer the launches still
+/// waiting that it is gone (they start again, with a fresh keeper), free
+/// the name, tell every member.
+fn close_down(listener: UnixListener, members: &[UnixStream], line: &str) {
+    log::info!("{line}");
+    let _ = listener.set_nonblocking(true);
+    while let Ok((stream, _)) = listener.accept() {
+        join::send_gone(&stream, line);
+    }
+    // A launch connecting from here on finds no listener, or one that is
+    // reset (it starts again); closing the socket frees the abstract name.
+    drop(listener);
+    for m in members {
+        join::send_notice(m, line);
     }
 }

@@ -10,6 +10,7 @@ mod keeper;
 mod plan;
 pub mod settings;
 pub mod warm;
+mod watch;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -55,14 +56,24 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
 fn execute_alone(plan: &Plan) -> Result<u8, Error> {
     let sys = LinuxSys;
     let t0 = Instant::now();
-    let container = build_container(&sys, plan)?;
+    let mut container = build_container(&sys, plan)?;
     process::become_subreaper()
         .map_err(|e| SysError::new("prctl(PR_SET_CHILD_SUBREAPER)", "", e))?;
     if plan.identity.needs_inner() {
         namespace::enter_inner(&sys, &plan.identity, Path::new("/proc/self"))?;
         log::info!("inner user namespace: {}", plan.identity);
     }
-    let result = run_inside(&sys, plan);
+    // Watch the image server while the payload runs: it is this launch's
+    // own, or the warm keeper's.
+    let image = plan.image.path.as_path();
+    let result = match (&mut container.server, &mut container.lease) {
+        (Some(server), _) => match watch::OwnServer::new(server, image) {
+            Some(mut w) => run_inside(&sys, plan, Some(&mut w)),
+            None => run_inside(&sys, plan, None),
+        },
+        (None, Some(lease)) => run_inside(&sys, plan, Some(&mut lease.watch(image))),
+        (None, None) => run_inside(&sys, plan, None),
+    };
     let keep: Vec<u32> = container.server.iter().map(|s| s.pid()).collect();
     process::reap_leftovers(&keep);
     container.stop();
@@ -141,7 +152,7 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
 fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, Error> {
     let t0 = Instant::now();
     let mut lease = match &plan.warm {
-        Some(w) => Some(warm::lease(plan, w)?),
+        Some(w) => warm::lease(plan, w)?,
         None => None,
     };
     let mut own_mount = None;
@@ -216,8 +227,13 @@ impl rootfs::ImageMounter for NoImageMount {
     }
 }
 
-/// Inside the new root: working directory, environment, command, payload.
-fn run_inside(sys: &dyn Sys, plan: &Plan) -> Result<u8, Error> {
+/// Inside the new root: working directory, environment, command, payload
+/// (and `watch`, the image server, while it runs).
+fn run_inside(
+    sys: &dyn Sys,
+    plan: &Plan,
+    watch: Option<&mut dyn process::Watch>,
+) -> Result<u8, Error> {
     let cwd = if sys.chdir(&plan.start_dir).is_ok() {
         if let Some(note) = &plan.start_dir_note {
             log::warn!("{note}");
@@ -257,7 +273,7 @@ fn run_inside(sys: &dyn Sys, plan: &Plan) -> Result<u8, Error> {
         cwd,
     };
     crate::diag::payload_started();
-    Ok(process::run(&payload)?)
+    Ok(process::run(&payload, watch)?)
 }
 
 /// The argv to run for `action`, looked up inside the image.

@@ -57,7 +57,7 @@ pub enum JoinMode {
 pub struct JoinPlan {
     pub key: crate::join::JoinKey,
     /// The rendezvous socket's (abstract) name.
-    pub socket: String,
+    pub socket: crate::join::SocketName,
 }
 
 /// A launch as requested on the command line.
@@ -205,13 +205,13 @@ impl fmt::Display for Plan {
             writeln!(f, "image server: {server}")?;
         }
         if let Some(w) = &self.warm {
-            writeln!(f, "warm mount: socket @{}, linger {:?}", w.socket, w.linger)?;
+            writeln!(f, "warm mount: {w}")?;
         }
         writeln!(f, "identity: {}", self.identity)?;
         if let Some(j) = &self.join {
             writeln!(
                 f,
-                "join: {} (from {}), socket @{}",
+                "join: {} (from {}), socket {}",
                 j.key.key, j.key.origin, j.socket
             )?;
         }
@@ -399,7 +399,7 @@ pub fn plan(
     let join = join_plan(req, who, &image, &setup)?;
     let warm = match &server {
         Some(server) if !settings.warm_linger.value.is_zero() => Some(WarmPlan {
-            socket: crate::join::warm_socket_name(who.uid, &image, &server.to_string()),
+            socket: crate::join::warm_socket_name(who.uid, &who.env, &image, &server.to_string()),
             linger: settings.warm_linger.value,
         }),
         _ => None,
@@ -473,7 +473,7 @@ fn join_plan(
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let socket = crate::join::socket_name(who.uid, &key.key, image, &host, setup);
+    let socket = crate::join::socket_name(who.uid, &who.env, &key.key, image, &host, setup);
     Ok(Some(JoinPlan { key, socket }))
 }
 

@@ -6,10 +6,11 @@
 //! user namespace (the user as root, like every launch's outer one) and a
 //! private mount namespace, serves the image there and attaches it at
 //! [`IMAGE_DIR`] on a small tmpfs. Each launch connects to the rendezvous
-//! socket (named from the uid, the image's path, device, inode, size and
-//! times, and the server settings: a replaced image gets a fresh mount) and
-//! receives two descriptors: the keeper's user namespace and a detached
-//! copy of the image mount (open_tree, OPEN_TREE_CLONE). It enters the user
+//! socket (named from the uid, the user's secret, the image's path, device,
+//! inode, size and times, and the server settings: a replaced image gets a
+//! fresh mount) and receives two descriptors: the keeper's user namespace
+//! and a detached copy of the image mount (open_tree, OPEN_TREE_CLONE),
+//! and the server's pid. It enters the user
 //! namespace, makes a mount namespace of its own and builds its container
 //! exactly as alone, attaching the copy where it would have attached a
 //! fresh mount. So binds, environment and identity stay per launch; the
@@ -18,7 +19,13 @@
 //!
 //! A launch stays connected while it runs; when the last one has gone and
 //! the linger has passed with nobody new, the keeper stops the server and
-//! exits, and the namespaces and the mount go with it.
+//! exits, and the namespaces and the mount go with it. When the server ends
+//! before that (killed, a crash), the keeper frees the name at once and
+//! tells the launches still running ([`super::watch`]).
+//!
+//! A warm mount is only an optimisation: when there is none to be had (a
+//! socket of another user's, an unusable secret, a failed rendezvous), the
+//! launch warns once and mounts the image for itself.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -29,7 +36,7 @@ use std::time::Duration;
 use nix::mount::MsFlags;
 use nix::sched::{CloneFlags, setns};
 
-use super::{Plan, image_mount, keeper};
+use super::{Plan, image_mount, keeper, watch};
 use crate::error::Error;
 use crate::join::{self, JoinError, Role};
 use crate::rootfs::{self, ImageMounter, Step};
@@ -43,10 +50,19 @@ const ATTEMPTS: usize = 3;
 /// Where a launch finds the warm mount of its image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmPlan {
-    /// The abstract socket name.
-    pub socket: String,
+    /// The abstract socket's name.
+    pub socket: join::SocketName,
     /// How long the mount outlives its last launch.
     pub linger: Duration,
+}
+
+impl std::fmt::Display for WarmPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.socket.unusable() {
+            Some(e) => write!(f, "off: {e} (each launch makes a mount of its own)"),
+            None => write!(f, "socket {}, linger {:?}", self.socket, self.linger),
+        }
+    }
 }
 
 /// A launch's membership of a warm mount; the keeper counts it until this
@@ -56,6 +72,8 @@ pub struct Lease {
     stream: UnixStream,
     userns: OwnedFd,
     mount: Option<OwnedFd>,
+    /// The keeper's image server: its pid and pidfd.
+    server: Option<(u32, OwnedFd)>,
 }
 
 /// What names a warm mount in messages.
@@ -64,52 +82,107 @@ fn key(plan: &Plan) -> String {
 }
 
 /// Connect to the warm mount of `plan`'s image, starting its keeper if
-/// there is none.
-pub fn lease(plan: &Plan, warm: &WarmPlan) -> Result<Lease, Error> {
+/// there is none. `None`: there is no warm mount to be had (a warning says
+/// why) and the launch mounts the image for itself, as a warm mount is
+/// only an optimisation. An error is one the launch's own mount would have
+/// had too (the keeper could not serve the image).
+pub fn lease(plan: &Plan, warm: &WarmPlan) -> Result<Option<Lease>, Error> {
     let key = key(plan);
-    let mut last = None;
+    let own = "this launch makes a mount of its own";
+    let name = match warm.socket.resolve() {
+        Ok(name) => name,
+        Err(e) => {
+            log::warn!("{key} is off: {e}; {own}");
+            return Ok(None);
+        }
+    };
+    let mut last = String::new();
     for _ in 0..ATTEMPTS {
-        let stream = match join::rendezvous(&warm.socket, &key)? {
-            Role::Member(stream) => stream,
-            Role::Leader(listener) => {
-                log::info!("no warm mount of the image yet: making one");
-                keeper::spawn_detached(listener, |l| run_keeper(plan, warm, l))?;
-                match join::rendezvous(&warm.socket, &key)? {
-                    Role::Member(stream) => stream,
-                    Role::Leader(_) => {
-                        return Err(Error::Internal(format!(
-                            "the keeper of {key} did not start"
-                        )));
-                    }
-                }
+        let stream = match connect(plan, warm, &name, &key) {
+            Ok(Some(stream)) => stream,
+            Ok(None) => continue,
+            // Another user holds the name: seen in /proc/net/unix while a
+            // keeper of ours had it, say. Refused before anything is read.
+            Err(JoinError::Foreign { owner, .. }) => {
+                log::warn!(
+                    "{key}: its rendezvous socket @{name} belongs to uid {owner}, not to you \
+                     (another user took the name); {own}"
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                log::warn!("{e}; {own}");
+                return Ok(None);
             }
         };
-        match join::receive_fds(&stream, &key).map(<[OwnedFd; 2]>::try_from) {
-            Ok(Ok([userns, mount])) => {
-                return Ok(Lease {
+        match join::receive_fds(&stream, &key) {
+            Ok(handover) => {
+                let server = handover.server;
+                let Ok([userns, mount]) = <[OwnedFd; 2]>::try_from(handover.fds) else {
+                    return Err(Error::Internal(format!(
+                        "{key}: the keeper did not send 2 descriptors"
+                    )));
+                };
+                // Its server may have ended since the keeper looked.
+                let server = match server.map(watch::server_alive) {
+                    Some(None) => {
+                        last = "its image server had ended".into();
+                        continue;
+                    }
+                    Some(alive) => alive,
+                    None => None,
+                };
+                return Ok(Some(Lease {
                     stream,
                     userns,
                     mount: Some(mount),
-                });
+                    server,
+                }));
             }
-            Ok(Err(fds)) => {
-                return Err(Error::Internal(format!(
-                    "{key}: the keeper sent {} descriptors, not 2",
-                    fds.len()
-                )));
+            // The keeper's linger ended as we connected, or its server has
+            // ended and it is leaving: start again.
+            Err(e @ (JoinError::NoAnswer { .. } | JoinError::Gone { .. })) => {
+                last = e.to_string();
             }
-            // The keeper's linger ended as we connected: start again.
-            Err(e @ JoinError::NoAnswer { .. }) => last = Some(e),
             // Its set-up failed: that is this launch's error too.
             Err(JoinError::Keeper { message, code, .. }) => {
                 return Err(JoinError::Relayed { message, code }.into());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                log::warn!("{e}; {own}");
+                return Ok(None);
+            }
         }
     }
-    Err(last
-        .map(Error::from)
-        .unwrap_or_else(|| Error::Internal(format!("{key}: no keeper answered"))))
+    log::warn!("{key}: no keeper served it in {ATTEMPTS} attempts ({last}); {own}");
+    Ok(None)
+}
+
+/// Connect to the keeper on `name`, starting one first if nobody listens.
+/// `None`: the keeper started is not there (start again).
+fn connect(
+    plan: &Plan,
+    warm: &WarmPlan,
+    name: &str,
+    key: &str,
+) -> Result<Option<UnixStream>, JoinError> {
+    match join::rendezvous(name, key)? {
+        Role::Member(stream) => Ok(Some(stream)),
+        Role::Leader(listener) => {
+            log::info!("no warm mount of the image yet: making one");
+            keeper::spawn_detached(listener, |l| run_keeper(plan, warm, l)).map_err(|e| {
+                JoinError::Io {
+                    key: key.to_string(),
+                    what: "starting its keeper",
+                    error: std::io::Error::other(e.to_string()),
+                }
+            })?;
+            match join::rendezvous(name, key)? {
+                Role::Member(stream) => Ok(Some(stream)),
+                Role::Leader(_) => Ok(None),
+            }
+        }
+    }
 }
 
 impl Lease {
@@ -126,6 +199,16 @@ impl Lease {
     /// The image mount, for [`WarmMount`].
     pub fn take_mount(&mut self) -> Option<OwnedFd> {
         self.mount.take()
+    }
+
+    /// What tells this launch that the image server has ended.
+    pub fn watch<'a>(&'a mut self, image: &'a Path) -> watch::FromKeeper<'a> {
+        watch::FromKeeper::new(&self.stream, self.server.take(), image)
+    }
+
+    /// The image server's pid, as the keeper handed it over.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|(pid, _)| *pid)
     }
 
     /// Leave: the keeper sees the connection close.
@@ -205,14 +288,22 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
         Ok((userns, mount.take_server()))
     };
     match set_up() {
-        Ok((userns, server)) => {
-            keeper::serve(&listener, warm.linger, |stream| {
-                let copy = sys
-                    .clone_mount(Path::new(IMAGE_DIR))
-                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno as i32))?;
-                join::send_fds(stream, &[userns.as_raw_fd(), copy.as_raw_fd()])
-            });
-            drop(listener);
+        Ok((userns, mut server)) => {
+            let pid = server.as_ref().map(|s| s.pid());
+            let mut watch = server
+                .as_mut()
+                .and_then(|s| watch::OwnServer::new(s, &plan.image.path));
+            keeper::serve(
+                listener,
+                warm.linger,
+                |stream| {
+                    let copy = sys
+                        .clone_mount(Path::new(IMAGE_DIR))
+                        .map_err(|e| std::io::Error::from_raw_os_error(e.errno as i32))?;
+                    join::send_fds(stream, &[userns.as_raw_fd(), copy.as_raw_fd()], pid)
+                },
+                watch.as_mut().map(|w| w as &mut dyn crate::process::Watch),
+            );
             if let Some(server) = server {
                 server.stop();
             }

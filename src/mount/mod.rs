@@ -28,7 +28,7 @@ pub mod squashfuse;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -76,6 +76,8 @@ pub struct Server {
     /// What it wrote (external servers), for the message when it fails.
     log: Option<File>,
     reaped: bool,
+    /// Readable when it has ended (none before Linux 5.3).
+    pidfd: Option<OwnedFd>,
 }
 
 impl Server {
@@ -84,11 +86,32 @@ impl Server {
             pid,
             log,
             reaped: false,
+            // Opened while it is our unreaped child: it names this process.
+            pidfd: crate::process::pidfd_open(pid.as_raw() as u32).ok(),
         }
     }
 
     pub fn pid(&self) -> u32 {
         self.pid.as_raw() as u32
+    }
+
+    /// Readable once the server has ended, to watch it by.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// If the server has ended: reap it and say how it ended.
+    pub fn reap_if_ended(&mut self) -> Option<WaitStatus> {
+        if self.reaped {
+            return None;
+        }
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => None,
+            Ok(status) => {
+                self.reaped = true;
+                Some(status)
+            }
+        }
     }
 
     /// Stop the server and reap it.
@@ -137,6 +160,15 @@ impl Server {
             _ => format!("reading the image's root directory failed ({access})"),
         }
     }
+}
+
+/// The line rfake prints when the image server `pid` for `image` has ended
+/// under a running payload (`how`: "was killed by SIGKILL"...).
+pub fn ended_line(pid: u32, how: &str, image: &Path) -> String {
+    format!(
+        "the image server (pid {pid}) for {} {how}; the container's files are gone",
+        image.display()
+    )
 }
 
 impl Drop for Server {
