@@ -47,7 +47,7 @@ pub enum Error {
     #[error(transparent)]
     Build(#[from] crate::build::run::BuildError),
     #[error(transparent)]
-    Join(#[from] crate::join::JoinError),
+    Join(#[from] crate::launch::rendezvous::JoinError),
 }
 
 impl Error {
@@ -81,10 +81,10 @@ impl Error {
             Error::Env(_) => ExitKind::Usage,
             Error::Config(e) => e.exit_kind(),
             Error::Build(e) => e.exit_kind(),
-            Error::Join(crate::join::JoinError::Foreign { .. }) => ExitKind::Refused,
+            Error::Join(crate::launch::rendezvous::JoinError::Foreign { .. }) => ExitKind::Refused,
             Error::Join(
-                crate::join::JoinError::Keeper { code, .. }
-                | crate::join::JoinError::Relayed { code, .. },
+                crate::launch::rendezvous::JoinError::Keeper { code, .. }
+                | crate::launch::rendezvous::JoinError::Relayed { code, .. },
             ) => ExitKind::ALL
                 .into_iter()
                 .find(|k| k.code() == *code)

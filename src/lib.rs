@@ -23,7 +23,6 @@ mod fuzz;
 pub mod host;
 pub mod image;
 pub mod inspect;
-pub mod join;
 pub mod launch;
 pub mod mount;
 pub mod namespace;

@@ -1,5 +1,5 @@
 //! The joined launch: ranks of one step on one node share one container
-//! (see [`crate::join`] for why and how). The first rank starts a detached
+//! (see [`super::rendezvous`] for why and how). The first rank starts a detached
 //! keeper that builds the container; every rank, the first included,
 //! enters it and runs its own payload.
 
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{JoinPlan, Plan, build_container, keeper, run_inside, watch};
 use crate::error::Error;
-use crate::join::{self, JoinError, Namespaces, Role};
+use crate::launch::rendezvous::{self, JoinError, Namespaces, Role};
 use crate::namespace;
 use crate::process::{self, Watch};
 use crate::sys::{LinuxSys, SysError};
@@ -59,7 +59,7 @@ fn meet(
     let key = &join_plan.key.key;
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        let stream = match join::rendezvous(name, key)? {
+        let stream = match rendezvous::rendezvous(name, key)? {
             Role::Member(stream) => {
                 log::info!("joining the container of {key} ({})", join_plan.key.origin);
                 stream
@@ -70,13 +70,13 @@ fn meet(
                     join_plan.key.origin
                 );
                 start_keeper(plan, listener)?;
-                match join::rendezvous(name, key)? {
+                match rendezvous::rendezvous(name, key)? {
                     Role::Member(stream) => stream,
                     Role::Leader(_) => continue,
                 }
             }
         };
-        match join::receive(&stream, key) {
+        match rendezvous::receive(&stream, key) {
             Ok((namespaces, server)) => match server.map(watch::server_alive) {
                 // Its server ended since the keeper looked: it is leaving.
                 Some(None) => {
@@ -148,7 +148,7 @@ fn run_keeper(plan: &Plan, listener: UnixListener) -> i32 {
             keeper::serve(
                 listener,
                 Duration::ZERO,
-                |stream| join::send_ready(stream, &ns, server),
+                |stream| rendezvous::send_ready(stream, &ns, server),
                 watch,
             );
             container.stop();

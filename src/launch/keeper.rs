@@ -1,5 +1,5 @@
 //! Keepers: detached rfake processes that hold something for launches on a
-//! rendezvous socket ([`crate::join`]): the shared container of a job step
+//! rendezvous socket ([`super::rendezvous`]): the shared container of a job step
 //! ([`super::joined`]) or a warm image mount ([`super::warm`]). This module
 //! has what both do: start detached, answer the same user only, count the
 //! members (each stays connected while it runs; the kernel closes its end
@@ -14,8 +14,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::unistd::{ForkResult, fork};
 
+use super::rendezvous;
 use crate::error::Error;
-use crate::join;
 use crate::process::{self, Watch};
 use crate::sys::SysError;
 
@@ -79,7 +79,7 @@ pub fn refuse_pending(listener: &UnixListener, code: u8, message: &str) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         match listener.accept() {
-            Ok((stream, _)) => join::send_error(&stream, code, message),
+            Ok((stream, _)) => rendezvous::send_error(&stream, code, message),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
@@ -89,7 +89,7 @@ pub fn refuse_pending(listener: &UnixListener, code: u8, message: &str) {
 /// only: another could not use what it gets, but could keep the keeper
 /// alive); return when the last member has gone and `linger` has passed
 /// with nobody new, or when nobody came within
-/// [`join::FIRST_MEMBER_TIMEOUT`].
+/// [`rendezvous::FIRST_MEMBER_TIMEOUT`].
 ///
 /// `server` watches the image server the members' files come from. When
 /// it ends, what the keeper holds is worth nothing: it answers the
@@ -107,7 +107,7 @@ pub fn serve(
     loop {
         // How long to wait for the next event; `None`: for as long as it takes.
         let wait = match (served, members.is_empty()) {
-            (false, _) => Some(join::FIRST_MEMBER_TIMEOUT),
+            (false, _) => Some(rendezvous::FIRST_MEMBER_TIMEOUT),
             (true, true) if linger.is_zero() => return,
             (true, true) => Some(linger),
             (true, false) => None,
@@ -151,7 +151,7 @@ pub fn serve(
         });
         if ready[0]
             && let Ok((stream, _)) = listener.accept()
-            && join::same_user(&stream)
+            && rendezvous::same_user(&stream)
         {
             // It may have ended since the poll.
             if server
@@ -159,7 +159,7 @@ pub fn serve(
                 .is_some_and(|w| process::readable(w.fd(), Duration::ZERO))
                 && let Some(line) = server.take().and_then(|w| w.fired())
             {
-                join::send_gone(&stream, &line);
+                rendezvous::send_gone(&stream, &line);
                 return close_down(listener, &members, &line);
             }
             if welcome(&stream).is_ok() {
@@ -177,12 +177,12 @@ fn close_down(listener: UnixListener, members: &[UnixStream], line: &str) {
     log::info!("{line}");
     let _ = listener.set_nonblocking(true);
     while let Ok((stream, _)) = listener.accept() {
-        join::send_gone(&stream, line);
+        rendezvous::send_gone(&stream, line);
     }
     // A launch connecting from here on finds no listener, or one that is
     // reset (it starts again); closing the socket frees the abstract name.
     drop(listener);
     for m in members {
-        join::send_notice(m, line);
+        rendezvous::send_notice(m, line);
     }
 }

@@ -7,7 +7,9 @@
 
 mod joined;
 mod keeper;
+mod launcher;
 mod plan;
+pub mod rendezvous;
 pub mod settings;
 pub mod warm;
 mod watch;

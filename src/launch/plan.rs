@@ -55,9 +55,9 @@ pub enum JoinMode {
 /// How this launch joins a shared container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinPlan {
-    pub key: crate::join::JoinKey,
+    pub key: super::launcher::JoinKey,
     /// The rendezvous socket's (abstract) name.
-    pub socket: crate::join::SocketName,
+    pub socket: super::rendezvous::SocketName,
 }
 
 /// A launch as requested on the command line.
@@ -264,7 +264,7 @@ pub fn plan(
             settings.allowed_image_paths.origin
         )));
     }
-    let launcher = crate::join::launcher(&who.env);
+    let launcher = super::launcher::launcher(&who.env);
     // Under an MPI/PMIx launcher the ranks keep the user's uid: the host's
     // PMIx server refuses a peer claiming uid 0 ("psec: socket cred
     // contains invalid uid 0") and MPI_Init fails.
@@ -399,7 +399,12 @@ pub fn plan(
     let join = join_plan(req, who, &image, &setup)?;
     let warm = match &server {
         Some(server) if !settings.warm_linger.value.is_zero() => Some(WarmPlan {
-            socket: crate::join::warm_socket_name(who.uid, &who.env, &image, &server.to_string()),
+            socket: super::rendezvous::warm_socket_name(
+                who.uid,
+                &who.env,
+                &image,
+                &server.to_string(),
+            ),
             linger: settings.warm_linger.value,
         }),
         _ => None,
@@ -454,11 +459,11 @@ fn join_plan(
         return Ok(None);
     }
     let key = match &req.join_key {
-        Some(k) => Some(crate::join::JoinKey {
+        Some(k) => Some(super::launcher::JoinKey {
             key: format!("user.{k}"),
             origin: "--join-key".into(),
         }),
-        None => crate::join::key_from_env(&who.env),
+        None => super::launcher::key_from_env(&who.env),
     };
     let Some(key) = key else {
         if req.join == JoinMode::On {
@@ -473,7 +478,7 @@ fn join_plan(
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let socket = crate::join::socket_name(who.uid, &who.env, &key.key, image, &host, setup);
+    let socket = super::rendezvous::socket_name(who.uid, &who.env, &key.key, image, &host, setup);
     Ok(Some(JoinPlan { key, socket }))
 }
 

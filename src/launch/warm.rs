@@ -38,7 +38,7 @@ use nix::sched::{CloneFlags, setns};
 
 use super::{Plan, image_mount, keeper, watch};
 use crate::error::Error;
-use crate::join::{self, JoinError, Role};
+use crate::launch::rendezvous::{self, JoinError, Role};
 use crate::rootfs::{self, ImageMounter, Step};
 use crate::sys::{LinuxSys, Sys, SysError};
 
@@ -51,7 +51,7 @@ const ATTEMPTS: usize = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmPlan {
     /// The abstract socket's name.
-    pub socket: join::SocketName,
+    pub socket: rendezvous::SocketName,
     /// How long the mount outlives its last launch.
     pub linger: Duration,
 }
@@ -115,7 +115,7 @@ pub fn lease(plan: &Plan, warm: &WarmPlan) -> Result<Option<Lease>, Error> {
                 return Ok(None);
             }
         };
-        match join::receive_fds(&stream, &key) {
+        match rendezvous::receive_fds(&stream, &key) {
             Ok(handover) => {
                 let server = handover.server;
                 let Ok([userns, mount]) = <[OwnedFd; 2]>::try_from(handover.fds) else {
@@ -166,7 +166,7 @@ fn connect(
     name: &str,
     key: &str,
 ) -> Result<Option<UnixStream>, JoinError> {
-    match join::rendezvous(name, key)? {
+    match rendezvous::rendezvous(name, key)? {
         Role::Member(stream) => Ok(Some(stream)),
         Role::Leader(listener) => {
             log::info!("no warm mount of the image yet: making one");
@@ -177,7 +177,7 @@ fn connect(
                     error: std::io::Error::other(e.to_string()),
                 }
             })?;
-            match join::rendezvous(name, key)? {
+            match rendezvous::rendezvous(name, key)? {
                 Role::Member(stream) => Ok(Some(stream)),
                 Role::Leader(_) => Ok(None),
             }
@@ -300,7 +300,7 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
                     let copy = sys
                         .clone_mount(Path::new(IMAGE_DIR))
                         .map_err(|e| std::io::Error::from_raw_os_error(e.errno as i32))?;
-                    join::send_fds(stream, &[userns.as_raw_fd(), copy.as_raw_fd()], pid)
+                    rendezvous::send_fds(stream, &[userns.as_raw_fd(), copy.as_raw_fd()], pid)
                 },
                 watch.as_mut().map(|w| w as &mut dyn crate::process::Watch),
             );

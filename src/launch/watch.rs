@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::join;
+use super::rendezvous;
 use crate::mount::{self, Server};
 use crate::process::{self, Watch};
 
@@ -81,7 +81,7 @@ impl Watch for FromKeeper<'_> {
     }
 
     fn fired(&mut self) -> Option<String> {
-        if let Some(line) = join::read_notice(self.stream) {
+        if let Some(line) = rendezvous::read_notice(self.stream) {
             return Some(line);
         }
         // The keeper closed the connection without a word: it ended, and

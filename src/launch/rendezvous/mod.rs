@@ -1,11 +1,13 @@
-//! One container per node for the ranks of one job step.
+//! Rendezvous of launches that share a container: the ranks of one job
+//! step on a node (joining), and the launches of one image on a node (warm
+//! mounts).
 //!
 //! Measured with Open MPI 4.1: when every rank has its own user namespace,
 //! the shared-memory transport's single-copy mechanism (CMA) is refused
 //! between ranks and large messages hang; when all ranks of a node are in
 //! one user namespace it works at full speed. So ranks of the same step on
 //! the same node *join* one container: one user + mount namespace, one
-//! squashfuse mount.
+//! image server.
 //!
 //! Rendezvous: an abstract unix socket named from the user, a key (job,
 //! step, node, image) and the user's secret ([`secret`]: other users cannot
@@ -32,235 +34,17 @@ use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use sha2::{Digest, Sha256};
 
-use crate::env;
-use crate::image::Image;
-
+mod names;
 mod secret;
+
+pub use names::{SocketName, socket_name, warm_socket_name};
 pub use secret::SecretError;
 
 /// How long a rank waits for the keeper to finish building the container.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a keeper waits for its first rank before giving up.
 pub const FIRST_MEMBER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Which ranks share a container, and why that key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JoinKey {
-    pub key: String,
-    /// The variables (or option) it came from, for `-v`.
-    pub origin: String,
-}
-
-/// The launcher rfake runs under, by the variables it sets.
-pub fn launcher(env_list: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<&'static str> {
-    const MARKERS: [&str; 6] = [
-        "PMIX_RANK",
-        "PMI_RANK",
-        "OMPI_COMM_WORLD_RANK",
-        "SLURM_STEP_ID",
-        "PMI_SIZE",
-        "PMIX_NAMESPACE",
-    ];
-    MARKERS
-        .into_iter()
-        .find(|m| env::get(env_list, m).is_some())
-}
-
-fn var(env_list: &[(std::ffi::OsString, std::ffi::OsString)], name: &str) -> Option<String> {
-    env::get(env_list, name).map(|v| v.to_string_lossy().into_owned())
-}
-
-/// The key for the current job step on this node, if a launcher set one.
-pub fn key_from_env(env_list: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<JoinKey> {
-    if let (Some(job), Some(step)) = (
-        var(env_list, "SLURM_JOB_ID"),
-        var(env_list, "SLURM_STEP_ID"),
-    ) {
-        return Some(JoinKey {
-            key: format!("slurm.{job}.{step}"),
-            origin: "SLURM_JOB_ID, SLURM_STEP_ID".into(),
-        });
-    }
-    if let Some(ns) = var(env_list, "PMIX_NAMESPACE") {
-        return Some(JoinKey {
-            key: format!("pmix.{ns}"),
-            origin: "PMIX_NAMESPACE".into(),
-        });
-    }
-    for name in ["OMPI_MCA_ess_base_jobid", "OMPI_MCA_orte_ess_jobid"] {
-        if let Some(id) = var(env_list, name) {
-            return Some(JoinKey {
-                key: format!("ompi.{id}"),
-                origin: name.into(),
-            });
-        }
-    }
-    None
-}
-
-/// The rendezvous socket of the joined container for `key`: per user, per
-/// node (host name: the emulated nodes of a test cluster share one network
-/// namespace), per image file (device, inode, size, times).
-/// `setup` describes the container (identity, mounts): launches that ask
-/// for a different one get a different container.
-pub fn socket_name(
-    uid: u32,
-    env: &[(std::ffi::OsString, std::ffi::OsString)],
-    key: &str,
-    image: &Image,
-    hostname: &str,
-    setup: &str,
-) -> SocketName {
-    SocketName::plan(
-        "rfake-join",
-        uid,
-        env,
-        format!(
-            "{key}\0{hostname}\0{}\0{}\0{setup}",
-            image.path.display(),
-            image_stamp(image)
-        ),
-    )
-}
-
-/// The rendezvous socket of the warm mount of `image` for user `uid`,
-/// served as `server` says: a replaced image (another inode, size or time)
-/// gets another.
-pub fn warm_socket_name(
-    uid: u32,
-    env: &[(std::ffi::OsString, std::ffi::OsString)],
-    image: &Image,
-    server: &str,
-) -> SocketName {
-    SocketName::plan(
-        "rfake-warm",
-        uid,
-        env,
-        format!("{}\0{}\0{server}", image.path.display(), image_stamp(image)),
-    )
-}
-
-/// The image file's identity: device, inode, size, modification and
-/// change times (to the nanosecond).
-fn image_stamp(image: &Image) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let meta = match &image.file {
-        Some(f) => f.metadata(),
-        None => std::fs::metadata(&image.path),
-    };
-    meta.map(|m| {
-        format!(
-            "{}:{}:{}:{}.{}:{}.{}",
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec()
-        )
-    })
-    .unwrap_or_default()
-}
-
-/// An abstract socket's name, `PREFIX-UID-HASH`, where the hash covers what
-/// the socket is for and the user's secret ([`secret`]): other users
-/// cannot compute it. Planned without side effects: the secret is read if
-/// it is there, and made when the name is first needed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketName {
-    prefix: &'static str,
-    uid: u32,
-    /// What the name is for (hashed).
-    material: String,
-    secret: PlannedSecret,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PlannedSecret {
-    Known(secret::Secret),
-    /// Not made yet: made there by [`SocketName::resolve`].
-    Later(secret::SecretDir),
-    Unusable(SecretError),
-}
-
-impl SocketName {
-    pub fn plan(
-        prefix: &'static str,
-        uid: u32,
-        env: &[(std::ffi::OsString, std::ffi::OsString)],
-        material: String,
-    ) -> SocketName {
-        let secret = match secret::locate(env, uid) {
-            Ok(dir) => match dir.read() {
-                Ok(Some(s)) => PlannedSecret::Known(s),
-                Ok(None) => PlannedSecret::Later(dir),
-                Err(e) => PlannedSecret::Unusable(e),
-            },
-            Err(e) => PlannedSecret::Unusable(e),
-        };
-        SocketName {
-            prefix,
-            uid,
-            material,
-            secret,
-        }
-    }
-
-    /// The name, with the user's secret (made now if there is none yet).
-    pub fn resolve(&self) -> Result<String, SecretError> {
-        match &self.secret {
-            PlannedSecret::Known(s) => Ok(self.hashed(Some(s))),
-            PlannedSecret::Later(dir) => dir.get().map(|s| self.hashed(Some(&s))),
-            PlannedSecret::Unusable(e) => Err(e.clone()),
-        }
-    }
-
-    /// Why the secret cannot be used, known at planning time.
-    pub fn unusable(&self) -> Option<&SecretError> {
-        match &self.secret {
-            PlannedSecret::Unusable(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// The name without the secret: anyone can compute it.
-    pub fn without_secret(&self) -> String {
-        self.hashed(None)
-    }
-
-    fn hashed(&self, secret: Option<&secret::Secret>) -> String {
-        let mut h = Sha256::new();
-        if let Some(s) = secret {
-            h.update(s.bytes());
-            h.update([0u8]);
-        }
-        h.update(&self.material);
-        let digest = h.finalize();
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}-{}-{hex}", self.prefix, self.uid)
-    }
-}
-
-impl std::fmt::Display for SocketName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.secret {
-            PlannedSecret::Known(s) => write!(f, "@{}", self.hashed(Some(s))),
-            PlannedSecret::Later(dir) => write!(
-                f,
-                "@{}-{}-… (hashed with your secret, made at the first launch in {})",
-                self.prefix,
-                self.uid,
-                dir.file().display()
-            ),
-            PlannedSecret::Unusable(e) => {
-                write!(f, "@{} (without your secret: {e})", self.without_secret())
-            }
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -582,87 +366,6 @@ pub fn receive_fds(stream: &UnixStream, key: &str) -> Result<Handover, JoinError
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn e(k: &str, v: &str) -> (std::ffi::OsString, std::ffi::OsString) {
-        (k.into(), v.into())
-    }
-
-    #[test]
-    fn keys_from_launchers() {
-        let slurm = [
-            e("SLURM_JOB_ID", "42"),
-            e("SLURM_STEP_ID", "0"),
-            e("PMIX_NAMESPACE", "x"),
-        ];
-        assert_eq!(key_from_env(&slurm).unwrap().key, "slurm.42.0");
-        assert_eq!(launcher(&slurm), Some("SLURM_STEP_ID"));
-        let pmix = [
-            e("PMIX_NAMESPACE", "prterun-node-123@1"),
-            e("PMIX_RANK", "0"),
-        ];
-        assert_eq!(key_from_env(&pmix).unwrap().key, "pmix.prterun-node-123@1");
-        assert_eq!(launcher(&pmix), Some("PMIX_RANK"));
-        let ompi = [
-            e("OMPI_MCA_ess_base_jobid", "123"),
-            e("OMPI_COMM_WORLD_RANK", "1"),
-        ];
-        assert_eq!(
-            key_from_env(&ompi).unwrap().origin,
-            "OMPI_MCA_ess_base_jobid"
-        );
-        assert_eq!(key_from_env(&[e("PATH", "/bin")]), None);
-        assert_eq!(
-            launcher(&[e("SLURM_JOB_ID", "1")]),
-            None,
-            "a job script, not a step"
-        );
-    }
-
-    #[test]
-    fn socket_names_differ_by_key_node_and_image() {
-        let d = tempfile::tempdir().unwrap();
-        let a = d.path().join("a.sqfs");
-        let b = d.path().join("b.sqfs");
-        std::fs::write(&a, "a").unwrap();
-        std::fs::write(&b, "b").unwrap();
-        let img = |p: &std::path::Path| Image {
-            path: p.to_path_buf(),
-            format: crate::image::ImageFormat::Squashfs,
-            squashfs_offset: Some(0),
-            squashfs: None,
-            arch: None,
-            file: None,
-        };
-        let me = nix::unistd::getuid().as_raw();
-        let home = d.path().join("home");
-        let env = [e("HOME", home.to_str().unwrap())];
-        let name = |uid, key, image: &Image, host, setup| {
-            socket_name(uid, &env, key, image, host, setup)
-                .resolve()
-                .unwrap()
-        };
-        let n1 = name(me, "slurm.1.0", &img(&a), "node1", "s");
-        assert_eq!(n1, name(me, "slurm.1.0", &img(&a), "node1", "s"));
-        assert_ne!(n1, name(me, "slurm.1.0", &img(&a), "node2", "s"));
-        assert_ne!(n1, name(me, "slurm.1.1", &img(&a), "node1", "s"));
-        assert_ne!(n1, name(me, "slurm.1.0", &img(&b), "node1", "s"));
-        assert_ne!(n1, name(me, "slurm.1.0", &img(&a), "node1", "other binds"));
-        assert!(n1.starts_with(&format!("rfake-join-{me}-")));
-        // Another secret, another name; without one, the old public name.
-        let planned = socket_name(me, &env, "slurm.1.0", &img(&a), "node1", "s");
-        assert_eq!(planned.to_string(), format!("@{n1}"));
-        let other_home = [e("HOME", d.path().join("other").to_str().unwrap())];
-        let other = socket_name(me, &other_home, "slurm.1.0", &img(&a), "node1", "s");
-        assert!(
-            other.to_string().contains("made at the first launch"),
-            "{other}"
-        );
-        assert_ne!(other.resolve().unwrap(), n1);
-        assert_ne!(other.without_secret(), n1);
-        let none = socket_name(me, &[], "slurm.1.0", &img(&a), "node1", "s");
-        assert!(none.resolve().is_err());
-        assert_eq!(none.without_secret(), other.without_secret());
-    }
 
     #[test]
     fn rendezvous_leader_then_member() {
