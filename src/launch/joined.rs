@@ -33,12 +33,10 @@ pub fn execute(plan: &Plan, join_plan: &JoinPlan) -> Result<u8, Error> {
         }
     };
     let (stream, namespaces, server) = meet(plan, join_plan, &name)?;
-    namespaces
-        .enter()
-        .map_err(|e| SysError::new("setns", "/proc/KEEPER/ns", e))?;
+    namespaces.enter(&LinuxSys)?;
     log::info!("in the shared container ({:.1?})", t0.elapsed());
     process::become_subreaper()
-        .map_err(|e| SysError::new("prctl(PR_SET_CHILD_SUBREAPER)", "", e))?;
+        .map_err(|e| SysError::process("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
     let mut watch = watch::FromKeeper::new(&stream, server, &plan.image.path);
     let result = run_inside(&LinuxSys, plan, Some(&mut watch));
     process::reap_leftovers(&[]);

@@ -27,7 +27,7 @@ pub fn spawn_detached(
 ) -> Result<(), Error> {
     // SAFETY: rfake is single-threaded here; the children only run rfake's
     // own code and exit.
-    match unsafe { fork() }.map_err(|e| SysError::new("fork", "", e))? {
+    match unsafe { fork() }.map_err(|e| SysError::process("fork", e))? {
         ForkResult::Parent { child } => {
             drop(listener);
             let _ = nix::sys::wait::waitpid(child, None);

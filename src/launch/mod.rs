@@ -10,6 +10,8 @@ mod keeper;
 mod launcher;
 mod plan;
 pub mod rendezvous;
+#[cfg(test)]
+mod sequences;
 pub mod settings;
 pub mod warm;
 mod watch;
@@ -44,10 +46,10 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
     if plan.server.is_some() {
         drop(host::open_dev_fuse(Path::new(DEV_FUSE))?);
     }
-    process::install_forwarding().map_err(|e| SysError::new("sigaction", "", e))?;
+    process::install_forwarding().map_err(|e| SysError::process("sigaction", e))?;
     // No privilege can ever be gained from here on, by us or the payload.
     nix::sys::prctl::set_no_new_privs()
-        .map_err(|e| SysError::new("prctl(PR_SET_NO_NEW_PRIVS)", "", e))?;
+        .map_err(|e| SysError::process("prctl(PR_SET_NO_NEW_PRIVS)", e))?;
     match &plan.join {
         Some(join) => joined::execute(plan, join),
         None => execute_alone(plan),
@@ -60,7 +62,7 @@ fn execute_alone(plan: &Plan) -> Result<u8, Error> {
     let t0 = Instant::now();
     let mut container = build_container(&sys, plan)?;
     process::become_subreaper()
-        .map_err(|e| SysError::new("prctl(PR_SET_CHILD_SUBREAPER)", "", e))?;
+        .map_err(|e| SysError::process("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
     if plan.identity.needs_inner() {
         namespace::enter_inner(&sys, &plan.identity, Path::new("/proc/self"))?;
         log::info!("inner user namespace: {}", plan.identity);
@@ -162,7 +164,7 @@ fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, Error> {
     let mut no_mount = NoImageMount;
     let image_mounter: &mut dyn rootfs::ImageMounter = match lease.as_mut() {
         Some(lease) => {
-            lease.enter()?;
+            lease.enter(sys)?;
             log::info!(
                 "on the warm mount: its user namespace, a mount namespace of our own ({:.1?})",
                 t0.elapsed()

@@ -34,7 +34,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::mount::MsFlags;
-use nix::sched::{CloneFlags, setns};
+use nix::sched::CloneFlags;
 
 use super::{Plan, image_mount, keeper, watch};
 use crate::error::Error;
@@ -188,11 +188,13 @@ fn connect(
 impl Lease {
     /// Enter the keeper's user namespace (the user owns it, so gets its
     /// capabilities there) and make a mount namespace of this launch's own.
-    pub fn enter(&self) -> Result<(), Error> {
-        setns(self.userns.as_fd(), CloneFlags::CLONE_NEWUSER)
-            .map_err(|e| SysError::new("setns", "the warm mount's user namespace", e))?;
-        nix::sched::unshare(CloneFlags::CLONE_NEWNS)
-            .map_err(|e| SysError::new("unshare(CLONE_NEWNS)", "", e))?;
+    pub fn enter(&self, sys: &dyn Sys) -> Result<(), Error> {
+        sys.setns(
+            self.userns.as_fd(),
+            CloneFlags::CLONE_NEWUSER,
+            "the warm mount's user namespace",
+        )?;
+        sys.unshare(CloneFlags::CLONE_NEWNS)?;
         Ok(())
     }
 
@@ -314,5 +316,59 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
             keeper::refuse_pending(&listener, code, &e.to_string());
             i32::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::recorder::{Recorder, dev_null};
+
+    /// A launch on a warm mount joins the keeper's user namespace and makes
+    /// a mount namespace of its own; its image is the keeper's mount,
+    /// attached where a fresh one would be, and nothing is served again.
+    #[test]
+    fn a_warm_launch_enters_the_keepers_user_namespace_and_attaches_its_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::new(dir.path());
+        let (stream, _keeper) = UnixStream::pair().unwrap();
+        let lease = Lease {
+            stream,
+            userns: dev_null(),
+            mount: Some(dev_null()),
+            server: None,
+        };
+        lease.enter(&rec).unwrap();
+        let mut lease = lease;
+        let mut mount = WarmMount {
+            mount: lease.take_mount(),
+        };
+        let layout = rootfs::Layout::under(dir.path());
+        std::fs::create_dir_all(&layout.staging).unwrap();
+        rootfs::execute(
+            &rec,
+            &layout,
+            &[Step::ServeImage, Step::AttachImage],
+            &mut mount,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+        assert_eq!(
+            rec.take(),
+            vec![
+                "setns CloneFlags(CLONE_NEWUSER) (the warm mount's user namespace)",
+                "unshare CloneFlags(CLONE_NEWNS)",
+                "move_mount /lower",
+            ]
+        );
+        // The mount is handed over once.
+        let again = rootfs::execute(
+            &rec,
+            &layout,
+            &[Step::AttachImage],
+            &mut mount,
+            &mut |_, _, _| {},
+        );
+        assert!(again.is_err());
     }
 }

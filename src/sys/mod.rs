@@ -20,19 +20,50 @@ pub mod recorder;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-/// A failed kernel call: the operation, the path it was about, and errno.
+/// A failed kernel call: the operation, what it was about, and errno.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SysError {
     pub op: &'static str,
-    pub path: PathBuf,
+    pub subject: Subject,
     pub errno: Errno,
 }
 
+/// What a failed call was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A file or directory.
+    Path(PathBuf),
+    /// Something without a path (a namespace handed over by a keeper, an
+    /// fsconfig key), described.
+    Named(&'static str),
+    /// Nothing but the process itself (`unshare`, `prctl`, `fork`).
+    Process,
+}
+
 impl SysError {
+    /// A call about the file at `path`.
     pub fn new(op: &'static str, path: impl Into<PathBuf>, errno: Errno) -> Self {
         SysError {
             op,
-            path: path.into(),
+            subject: Subject::Path(path.into()),
+            errno,
+        }
+    }
+
+    /// A call about something without a path.
+    pub fn about(op: &'static str, what: &'static str, errno: Errno) -> Self {
+        SysError {
+            op,
+            subject: Subject::Named(what),
+            errno,
+        }
+    }
+
+    /// A call about the process itself.
+    pub fn process(op: &'static str, errno: Errno) -> Self {
+        SysError {
+            op,
+            subject: Subject::Process,
             errno,
         }
     }
@@ -41,20 +72,27 @@ impl SysError {
     pub fn from_io(op: &'static str, path: impl Into<PathBuf>, err: &std::io::Error) -> Self {
         SysError::new(op, path, errno_of(err))
     }
+
+    /// The path the call was about, if it was about one.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.subject {
+            Subject::Path(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for SysError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.op)?;
+        match &self.subject {
+            Subject::Path(p) => write!(f, " {}", crate::text::shown(p))?,
+            Subject::Named(what) => write!(f, " ({what})")?,
+            Subject::Process => {}
+        }
         // errno's symbolic name once, after its description: "Permission
         // denied (EACCES)".
-        write!(
-            f,
-            "{} {}: {} ({:?})",
-            self.op,
-            crate::text::shown(&self.path),
-            self.errno.desc(),
-            self.errno
-        )
+        write!(f, ": {} ({:?})", self.errno.desc(), self.errno)
     }
 }
 
@@ -133,6 +171,9 @@ pub trait Sys {
     /// OPEN_TREE_CLONE), to attach elsewhere with [`Sys::move_mount`].
     fn clone_mount(&self, path: &Path) -> Result<OwnedFd, SysError>;
     fn unshare(&self, flags: CloneFlags) -> SysResult;
+    /// Enter the namespace `ns` refers to (`setns(2)`); `what` names it in
+    /// errors.
+    fn setns(&self, ns: BorrowedFd<'_>, kind: CloneFlags, what: &'static str) -> SysResult;
     /// Write `contents` to an existing file (procfs maps, sysctls).
     fn write_file(&self, path: &Path, contents: &str) -> SysResult;
     /// `mount(2)`: the propagation change, the staging and overlay mounts
@@ -213,7 +254,7 @@ impl Sys for LinuxSys {
                     (*k, rustix::mount::fsconfig_set_string(&fs, *k, v.as_str()))
                 }
             };
-            done.map_err(|e| SysError::new("fsconfig", Path::new(key), errno(e)))?;
+            done.map_err(|e| SysError::about("fsconfig", key, errno(e)))?;
         }
         rustix::mount::fsconfig_create(&fs)
             .map_err(|e| SysError::new("fsconfig(create)", what, errno(e)))?;
@@ -248,7 +289,11 @@ impl Sys for LinuxSys {
     }
 
     fn unshare(&self, flags: CloneFlags) -> SysResult {
-        nix::sched::unshare(flags).map_err(|e| SysError::new("unshare", "", e))
+        nix::sched::unshare(flags).map_err(|e| SysError::process("unshare", e))
+    }
+
+    fn setns(&self, ns: BorrowedFd<'_>, kind: CloneFlags, what: &'static str) -> SysResult {
+        nix::sched::setns(ns, kind).map_err(|e| SysError::about("setns", what, e))
     }
 
     fn write_file(&self, path: &Path, contents: &str) -> SysResult {

@@ -37,9 +37,8 @@ impl Recorder {
     /// Where a descriptor points (`/proc/self/fd/N`).
     fn fd_path(&self, fd: BorrowedFd<'_>) -> String {
         match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
-            Ok(p) if p.starts_with(&self.base) => self.rel(&p),
-            // A detached mount of ours: name it by its kind.
-            _ => "<mount>".to_string(),
+            Ok(p) => self.rel(&p),
+            Err(_) => "<unknown>".to_string(),
         }
     }
 
@@ -77,6 +76,15 @@ impl Sys for Recorder {
     }
     fn unshare(&self, flags: nix::sched::CloneFlags) -> SysResult {
         self.push(format!("unshare {flags:?}"));
+        Ok(())
+    }
+    fn setns(
+        &self,
+        _ns: BorrowedFd<'_>,
+        kind: nix::sched::CloneFlags,
+        what: &'static str,
+    ) -> SysResult {
+        self.push(format!("setns {kind:?} ({what})"));
         Ok(())
     }
     fn write_file(&self, path: &Path, contents: &str) -> SysResult {

@@ -32,8 +32,10 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::time::Duration;
 
-use nix::sched::{CloneFlags, setns};
+use nix::sched::CloneFlags;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+use crate::sys::{Sys, SysResult};
 
 mod names;
 mod secret;
@@ -174,11 +176,24 @@ impl Namespaces {
     /// (needs CAP_SYS_ADMIN in the outer one: hence the order), then the
     /// inner user namespace. The root and working directory become the
     /// container's root.
-    pub fn enter(&self) -> nix::Result<()> {
-        setns(self.outer_user.as_fd(), CloneFlags::CLONE_NEWUSER)?;
-        setns(self.mount.as_fd(), CloneFlags::CLONE_NEWNS)?;
+    pub fn enter(&self, sys: &dyn Sys) -> SysResult {
+        let user = CloneFlags::CLONE_NEWUSER;
+        sys.setns(
+            self.outer_user.as_fd(),
+            user,
+            "the shared container's user namespace",
+        )?;
+        sys.setns(
+            self.mount.as_fd(),
+            CloneFlags::CLONE_NEWNS,
+            "the shared container's mount namespace",
+        )?;
         if let Some(inner) = &self.inner_user {
-            setns(inner.as_fd(), CloneFlags::CLONE_NEWUSER)?;
+            sys.setns(
+                inner.as_fd(),
+                user,
+                "the shared container's inner user namespace",
+            )?;
         }
         Ok(())
     }
@@ -382,5 +397,30 @@ mod tests {
         let err = receive(&member, "k").err().unwrap();
         assert_eq!(err.to_string(), "joining the container of k: image X: bad");
         assert!(matches!(err, JoinError::Keeper { code: 66, .. }));
+    }
+
+    /// A joining rank enters the shared container: the outer user
+    /// namespace first (it owns the mount namespace: setns to that needs
+    /// its capabilities), then the mount namespace, then the inner user
+    /// namespace of `--keep-id`.
+    #[test]
+    fn a_member_enters_user_then_mount_then_inner_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = crate::sys::recorder::Recorder::new(dir.path());
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let ns = Namespaces {
+            outer_user: fd(),
+            mount: fd(),
+            inner_user: Some(fd()),
+        };
+        ns.enter(&rec).unwrap();
+        assert_eq!(
+            rec.take(),
+            vec![
+                "setns CloneFlags(CLONE_NEWUSER) (the shared container's user namespace)",
+                "setns CloneFlags(CLONE_NEWNS) (the shared container's mount namespace)",
+                "setns CloneFlags(CLONE_NEWUSER) (the shared container's inner user namespace)",
+            ]
+        );
     }
 }
