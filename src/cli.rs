@@ -94,6 +94,11 @@ pub enum Commands {
         /// The architecture a SIF says it is for (default: this host's).
         #[arg(long, value_name = "ARCH")]
         arch: Option<String>,
+        /// The most the image's files may add up to, uncompressed (a
+        /// sparse file counts at its full size; 0: no limit). Default:
+        /// build_max_size in rfake.toml, else 4T.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
         /// The image to write.
         out: PathBuf,
         /// What to build it from.

@@ -116,9 +116,11 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
             skip_special,
             random_uuid,
             arch,
+            max_size,
             out,
             source,
         } => {
+            let max_size = build_max_size(max_size.as_deref(), &invoker.env)?;
             let request = build::run::BuildRequest {
                 out,
                 source,
@@ -137,6 +139,7 @@ fn dispatch(command: Commands) -> Result<u8, Error> {
                             Error::Usage(format!("--arch {name}: unknown architecture"))
                         })?,
                 },
+                max_size,
             };
             let summary = build::run::run(&request, &invoker.env)?;
             println!("rfake build: {summary}");
@@ -205,6 +208,28 @@ fn write_man_pages(dir: &std::path::Path) -> Result<u8, Error> {
     std::fs::create_dir_all(dir).map_err(io_err)?;
     clap_mangen::generate_to(Cli::command(), dir).map_err(io_err)?;
     Ok(0)
+}
+
+/// `rfake build`'s size limit: `--max-size`, else `build_max_size` from
+/// the configuration files (read only then), else the default.
+fn build_max_size(
+    flag: Option<&str>,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Result<build::source::SizeLimit, Error> {
+    if let Some(text) = flag {
+        let bytes = config::parse_build_size(text)
+            .map_err(|e| Error::Usage(format!("--max-size {text}: {e}")))?;
+        return Ok(build::source::SizeLimit {
+            bytes,
+            origin: "--max-size".into(),
+        });
+    }
+    let config = config::Config::load(&config::ConfigSources::from_env(env), env)?;
+    let setting = config.build_max_size;
+    Ok(build::source::SizeLimit {
+        bytes: setting.value,
+        origin: format!("build_max_size, {}", setting.origin),
+    })
 }
 
 /// One line about which configuration files apply, for `rfake doctor`.

@@ -769,14 +769,7 @@ mod tests {
         let cx_opts = Options::default();
         let index = json!({"manifests": [m_other, m_other]});
         let mut spool = crate::build::spool::Spool::new(tempfile::tempfile().unwrap());
-        let mut cx = Cx {
-            opts: &cx_opts,
-            spool: &mut spool,
-            warnings: Vec::new(),
-            foreign_owners: 0,
-            dropped_xattrs: 0,
-            recipes: Vec::new(),
-        };
+        let mut cx = Cx::new(&cx_opts, &mut spool);
         let chosen = choose(&mut cx, &index, "index.json", "riscv64").unwrap();
         assert_eq!(chosen.architecture.as_deref(), Some(other));
         assert_eq!(
@@ -791,14 +784,7 @@ mod tests {
     fn config_type_errors() {
         let mut spool = crate::build::spool::Spool::new(tempfile::tempfile().unwrap());
         let opts = Options::default();
-        let mut cx = Cx {
-            opts: &opts,
-            spool: &mut spool,
-            warnings: Vec::new(),
-            foreign_owners: 0,
-            dropped_xattrs: 0,
-            recipes: Vec::new(),
-        };
+        let mut cx = Cx::new(&opts, &mut spool);
         let mut meta = ImageMeta::default();
         let e = apply_config(
             &mut cx,
