@@ -1082,3 +1082,177 @@ fn set_dir_nlink(inode: &mut InodeBuf, nlink: u32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::spool::Spool;
+    use crate::build::tree::Meta;
+    use crate::fuse::{Filesystem, ROOT};
+    use crate::sqfs::{DEFAULT_BLOCK_SIZE, ImageFs, Reader};
+
+    #[test]
+    fn holes_and_runs() {
+        let pairs = |ranges: Vec<Range<u64>>| -> Vec<(u64, u64)> {
+            ranges.into_iter().map(|r| (r.start, r.end)).collect()
+        };
+        let holes = |data: &[(u64, u64)], size| pairs(hole_blocks(data, size, 4));
+        assert_eq!(holes(&[], 0), []);
+        assert_eq!(holes(&[], 10), [(0, 3)]);
+        assert_eq!(holes(&[(0, 10)], 10), []);
+        assert_eq!(holes(&[(5, 1)], 20), [(0, 1), (2, 5)]);
+        assert_eq!(holes(&[(4, 4)], 12), [(0, 1), (2, 3)]);
+        // Touching two blocks by a byte each.
+        assert_eq!(holes(&[(3, 2)], 12), [(2, 3)]);
+        assert_eq!(holes(&[(0, 1), (11, 1)], 12), [(1, 2)]);
+        // The partial last block is a hole, or has the data.
+        assert_eq!(holes(&[(0, 1)], 9), [(1, 3)]);
+        assert_eq!(holes(&[(8, 1)], 9), [(0, 2)]);
+        // Extents past the end are cut; empty ones ignored.
+        assert_eq!(holes(&[(2, 0), (8, 100)], 9), [(0, 2)]);
+        assert_eq!(holes(&[(20, 1)], 9), [(0, 3)]);
+
+        assert_eq!(pairs(data_runs(&[], 3)), [(0, 3)]);
+        let all = 0..3;
+        assert_eq!(pairs(data_runs(std::slice::from_ref(&all), 3)), []);
+        assert_eq!(pairs(data_runs(&[0..1, 2..5], 7)), [(1, 2), (5, 7)]);
+        assert_eq!(hole_bytes(&[0..1, 2..3], 9, 4), 4 + 1);
+    }
+
+    /// Sparse files of every layout (holes first, last, in the middle, a
+    /// hole or data in the partial last block, all hole, whole zero blocks
+    /// inside the data, 64 GiB with a hard link and an xattr) written and
+    /// read back byte for byte, through the FUSE server's reader and the
+    /// Reader; the image holds their data only.
+    #[test]
+    fn sparse_files_round_trip() {
+        let bs = u64::from(DEFAULT_BLOCK_SIZE);
+        let mut seed = 7u64;
+        let mut noise = |len: u64| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect()
+        };
+        let size = 5 * bs + 100;
+        // Name, size, data chunks (offset, bytes).
+        type Layout = (&'static str, u64, Vec<(u64, Vec<u8>)>);
+        let layouts: Vec<Layout> = vec![
+            ("lead-hole", size, vec![(3 * bs + 10, noise(300))]),
+            ("trail-hole", size, vec![(0, noise(bs + 7))]),
+            ("tail-data", size, vec![(5 * bs + 50, noise(50))]),
+            ("tail-hole", size, vec![(bs, noise(bs))]),
+            ("all-hole", 3 * bs, vec![]),
+            ("whole-blocks", 4 * bs, vec![(bs, noise(2 * bs))]),
+            (
+                "zero-blocks",
+                size,
+                vec![(0, [noise(10), vec![0; 3 * bs as usize]].concat())],
+            ),
+            (
+                "big",
+                64 << 30,
+                vec![(0, noise(10)), ((64 << 30) - 3, noise(3))],
+            ),
+        ];
+        let mut spool = Spool::new(tempfile::tempfile().unwrap());
+        let mut tree = Tree::default();
+        let mut expected = Vec::new();
+        for (name, size, chunks) in &layouts {
+            let data: Vec<u8> = chunks.iter().flat_map(|c| c.1.clone()).collect();
+            let map: Vec<(u64, u64)> = chunks.iter().map(|c| (c.0, c.1.len() as u64)).collect();
+            let content = spool.append_sparse(&mut &data[..], &map, *size).unwrap();
+            let mut meta = Meta::with_mode(0o644);
+            if *name == "big" {
+                meta.xattrs.insert("user.big".into(), b"yes".to_vec());
+            }
+            tree.insert(
+                Path::new(name),
+                Node::File {
+                    meta,
+                    size: *size,
+                    content,
+                },
+            )
+            .unwrap();
+            expected.push((*name, *size, chunks.clone()));
+        }
+        tree.insert(
+            Path::new("link"),
+            Node::HardLink {
+                target: "big".into(),
+            },
+        )
+        .unwrap();
+        let spool = spool.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("s.sqfs");
+        File::create(&img).unwrap();
+        let summary = write_image(
+            &img,
+            &tree,
+            Some(&spool),
+            &WriteOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let data_bytes: u64 = layouts
+            .iter()
+            .flat_map(|l| &l.2)
+            .map(|c| c.1.len() as u64)
+            .sum();
+        assert!(
+            summary.bytes < data_bytes + (64 << 10),
+            "{} bytes for {data_bytes} of data",
+            summary.bytes
+        );
+
+        let fs = ImageFs::open(File::open(&img).unwrap(), 0, 1 << 20, "t").unwrap();
+        let reader = Reader::open(File::open(&img).unwrap(), 0).unwrap();
+        for (name, size, chunks) in expected {
+            let (node, attr) = fs.lookup(ROOT, name.as_bytes()).unwrap().unwrap();
+            assert_eq!(attr.size, size, "{name}");
+            let want_at = |offset: u64, len: u64| {
+                let mut want = vec![0u8; len.min(size - offset) as usize];
+                for (at, bytes) in &chunks {
+                    for (i, b) in bytes.iter().enumerate() {
+                        let pos = at + i as u64;
+                        if (offset..offset + want.len() as u64).contains(&pos) {
+                            want[(pos - offset) as usize] = *b;
+                        }
+                    }
+                }
+                want
+            };
+            if size < 1 << 20 {
+                let mut got = Vec::new();
+                fs.read(node, 0, size as usize + 10, &mut got).unwrap();
+                assert!(got == want_at(0, size), "{name}: FUSE reader");
+                let got = reader.read_file(&format!("/{name}"), 1 << 20).unwrap();
+                assert!(got == want_at(0, size), "{name}: Reader");
+                // And squashfs-tools, another implementation, where it is.
+                if let Ok(out) = std::process::Command::new("unsquashfs")
+                    .arg("-cat")
+                    .arg(&img)
+                    .arg(name)
+                    .output()
+                {
+                    assert!(out.status.success(), "unsquashfs -cat {name}");
+                    assert!(out.stdout == want_at(0, size), "{name}: unsquashfs");
+                }
+            } else {
+                for offset in [0, 1 << 20, (64 << 30) - bs - 5, (64 << 30) - 8] {
+                    let mut got = Vec::new();
+                    fs.read(node, offset, 64, &mut got).unwrap();
+                    assert!(got == want_at(offset, 64), "{name} at {offset}");
+                }
+            }
+        }
+        let e = reader.stat("/link").unwrap();
+        assert_eq!((e.size, e.nlink), (64 << 30, 2));
+    }
+}

@@ -773,14 +773,34 @@ mod tests {
                 b"abcde",
             )
             .finish();
+        let mut tar = tar[..tar.len() - 1024].to_vec();
+        // Old GNU (type S), and a 1 TiB one.
+        tar.extend(gnu_sparse_member("old", 110, &[(0, 3), (100, 2)], b"abcde"));
+        tar.extend(gnu_sparse_member(
+            "huge",
+            1 << 40,
+            &[(0, 3), ((1 << 40) - 2, 2)],
+            b"abcde",
+        ));
+        tar.extend([0; 1024]);
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("sparse.tar");
         std::fs::write(&path, &tar).unwrap();
         let l = load_source(&path, &Options::default()).unwrap();
-        assert_eq!(paths(&l.tree), ["", "dir", "dir/v01", "v00", "v1"]);
-        for name in ["v1", "dir/v01", "v00"] {
+        assert_eq!(
+            paths(&l.tree),
+            ["", "dir", "dir/v01", "huge", "old", "v00", "v1"]
+        );
+        for name in ["v1", "dir/v01", "v00", "old"] {
             assert_eq!(l.bytes(name), expected, "{name}");
         }
+        // Only the data is in the spool.
+        let Some(Node::File { size, content, .. }) = l.tree.get(Path::new("huge")) else {
+            panic!()
+        };
+        assert_eq!(*size, 1 << 40);
+        assert!(matches!(content, Content::Sparse { .. }), "{content:?}");
+        assert_eq!(l.spool_len(), 5 * 5);
 
         let bad = TarMaker::default()
             .with_pax(

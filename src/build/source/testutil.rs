@@ -38,6 +38,11 @@ impl Loaded {
         out
     }
 
+    /// How much the spool holds.
+    pub fn spool_len(&self) -> u64 {
+        self.spool.metadata().unwrap().len()
+    }
+
     pub fn text(&self, path: &str) -> String {
         String::from_utf8(self.bytes(path)).unwrap()
     }
