@@ -289,7 +289,8 @@ impl<R: Read> TarReader<R> {
                 "a {what} of {size} bytes (more than {limit})"
             )));
         }
-        let mut out = Vec::with_capacity(size as usize);
+        // Grown as the data comes: the stream may end long before `size`.
+        let mut out = Vec::with_capacity(size.min(BLOCK * 8) as usize);
         self.data().read_to_end(&mut out)?;
         if out.len() as u64 != size {
             return Err(truncated());
