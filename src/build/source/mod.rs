@@ -28,6 +28,8 @@ use crate::text::{one_line, shown};
 mod detect;
 mod dir;
 mod docker;
+#[cfg(test)]
+mod fuzz_tests;
 mod layer;
 mod oci;
 mod recipe;
