@@ -127,6 +127,11 @@ pub struct BuildArgs {
     /// The architecture a SIF says it is for (default: this host's).
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<String>,
+    /// The most the image's files may add up to, uncompressed (a
+    /// sparse file counts at its full size; 0: no limit). Default:
+    /// build_max_size in rfake.toml, else 4T.
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
 }
 
 /// Options shared by exec, run and shell.

@@ -183,7 +183,6 @@ pub fn mutations(
 /// `images/build-images.sh` (`$RFAKE_TEST_IMAGES`) or the shared SIF data
 /// (`$RFAKE_TEST_SIF_DIR`). Missing data fails under `CI=true` and skips the
 /// seed otherwise.
-#[allow(dead_code)] // until the first harness reads a seed file
 pub fn seed_file(env: &str, default_dir: &str, name: &str) -> Option<Vec<u8>> {
     let dir = std::env::var_os(env).map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default_dir),

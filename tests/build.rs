@@ -498,3 +498,380 @@ fn bad_sources_are_named() {
     assert_status(&o, 64);
     assert_nothing_left(&t);
 }
+
+// Sparse tarballs, zero runs and the size limit (issue 19, defect 3).
+
+/// A GNU tar header for `name`: type `kind`, mode 0644, `size` bytes of
+/// data in the archive; `edit` changes it before the checksum is set.
+fn tar_header(
+    name: &str,
+    kind: tar::EntryType,
+    size: u64,
+    edit: impl FnOnce(&mut tar::Header),
+) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    edit(&mut h);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// `bytes` padded to whole 512-byte blocks.
+fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.resize(bytes.len().next_multiple_of(512), 0);
+    bytes
+}
+
+/// 1 TiB, the size of the sparse files below.
+const TIB: u64 = 1 << 40;
+
+/// Where the sparse files' data is, and what: 25 chunks (so that an old
+/// GNU header needs extension blocks), at offsets a multiple of 4 KiB and
+/// 512 bytes long, as GNU tar writes them (the crate that read tar members
+/// before checked that), the last 5 bytes at the very end of the file.
+fn sparse_chunks() -> Vec<(u64, Vec<u8>)> {
+    let mut chunks: Vec<(u64, Vec<u8>)> = (0..24u64)
+        .map(|i| {
+            let mut bytes = vec![b'a' + i as u8; 512];
+            bytes[..4].copy_from_slice(format!("c{i:03}").as_bytes());
+            (i * (37 << 30) + i * 4096, bytes)
+        })
+        .collect();
+    chunks.push((TIB - 5, b"tail!".to_vec()));
+    chunks
+}
+
+/// An old GNU sparse member (`tar --sparse --format=gnu`): type `S`, four
+/// (offset, length) pairs in the header, the rest in extension blocks of
+/// 21 after it, the real size at byte 483; the data is the chunks' bytes.
+fn gnu_sparse_member(name: &str, size: u64, chunks: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let data: Vec<u8> = chunks.iter().flat_map(|c| c.1.clone()).collect();
+    let (first, rest) = chunks.split_at(4);
+    let mut out = tar_header(name, tar::EntryType::GNUSparse, data.len() as u64, |h| {
+        let gnu = h.as_gnu_mut().unwrap();
+        for (entry, (offset, bytes)) in gnu.sparse.iter_mut().zip(first) {
+            entry.set_offset(*offset);
+            entry.set_length(bytes.len() as u64);
+        }
+        gnu.set_real_size(size);
+        gnu.set_is_extended(true);
+    });
+    let blocks: Vec<_> = rest.chunks(21).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        let mut ext = tar::GnuExtSparseHeader::new();
+        for (entry, (offset, bytes)) in ext.sparse_mut().iter_mut().zip(block.iter()) {
+            entry.set_offset(*offset);
+            entry.set_length(bytes.len() as u64);
+        }
+        ext.set_is_extended(i + 1 < blocks.len());
+        out.extend_from_slice(ext.as_bytes());
+    }
+    out.extend(padded(data));
+    out
+}
+
+/// A PAX sparse member in GNU format 1.0 (`tar --sparse --format=pax`):
+/// a PAX header naming the real file and size, then a member whose data
+/// is the map (decimal lines, padded to 512 bytes) and the chunks.
+fn pax_sparse_member(name: &str, size: u64, chunks: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (key, value) in [
+        ("GNU.sparse.major", "1".to_string()),
+        ("GNU.sparse.minor", "0".to_string()),
+        ("GNU.sparse.name", name.to_string()),
+        ("GNU.sparse.realsize", size.to_string()),
+    ] {
+        // "LEN key=value\n", LEN counting itself.
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        records.extend_from_slice(format!("{len}{body}").as_bytes());
+    }
+    let mut map = format!("{}\n", chunks.len());
+    for (offset, bytes) in chunks {
+        map.push_str(&format!("{offset}\n{}\n", bytes.len()));
+    }
+    let mut data = padded(map.into_bytes());
+    for (_, bytes) in chunks {
+        data.extend_from_slice(bytes);
+    }
+    let mut out = tar_header(
+        "pax-header",
+        tar::EntryType::XHeader,
+        records.len() as u64,
+        |_| {},
+    );
+    out.extend(padded(records));
+    out.extend(tar_header(
+        &format!("GNUSparseFile.0/{name}"),
+        tar::EntryType::Regular,
+        data.len() as u64,
+        |_| {},
+    ));
+    out.extend(padded(data));
+    out
+}
+
+/// Run `rfake build` with `opts` as `rfake(...)` does, but unable to write
+/// a file over `fsize_limit` bytes (RLIMIT_FSIZE, SIGXFSZ ignored: the
+/// write fails with EFBIG) and killed after `seconds`: code that writes
+/// holes as zeros fails fast instead of filling the disk.
+fn build_bounded(
+    t: &str,
+    out: &Path,
+    source: &Path,
+    opts: &[&str],
+    fsize_limit: u64,
+    seconds: u64,
+) -> (std::process::Output, std::time::Duration) {
+    let mut cmd = command(t);
+    cmd.arg("build").args(opts).arg(out).arg(source);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let limit = libc::rlimit {
+                rlim_cur: fsize_limit,
+                rlim_max: fsize_limit,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let start = std::time::Instant::now();
+    let child = cmd.spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let watchdog = std::thread::spawn(move || {
+        let deadline = start + std::time::Duration::from_secs(seconds);
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // Gone (reaped by wait_with_output below): nothing to kill.
+            if nix::sys::signal::kill(pid, None).is_err() {
+                return;
+            }
+        }
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    });
+    let output = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    drop(watchdog);
+    (output, took)
+}
+
+/// Read `len` bytes at `offset` of `/name` in the SquashFS `image`, as the
+/// FUSE server does.
+fn read_image(fs: &rfake::sqfs::ImageFs, name: &str, offset: u64, len: usize) -> Vec<u8> {
+    use rfake::fuse::Filesystem;
+    let (node, _) = fs
+        .lookup(rfake::fuse::ROOT, name.as_bytes())
+        .unwrap()
+        .unwrap_or_else(|| panic!("/{name} missing"));
+    let mut out = Vec::new();
+    fs.read(node, offset, len, &mut out).unwrap();
+    out
+}
+
+/// A tarball of a 1 TiB sparse file (old GNU `S` member with extension
+/// blocks, and PAX GNU.sparse 1.0) builds in seconds into a small image,
+/// writing no zeros anywhere (the build may not write a file over 64 MiB);
+/// the file reads back, through the FUSE server's reader, with its size,
+/// its data where it was and zeros in the holes.
+#[test]
+fn sparse_tarballs_stay_sparse() {
+    let Some(_env) = setup() else { return };
+    let d = scratch();
+    let t = tag("sparse-tar");
+    let chunks = sparse_chunks();
+    let mut tar = gnu_sparse_member("gnu", TIB, &chunks);
+    // The PAX one ends in a hole.
+    tar.extend(pax_sparse_member("pax", TIB + (1 << 30), &chunks));
+    tar.extend(vec![0; 1024]);
+    let source = d.path().join("sparse.tar");
+    std::fs::write(&source, &tar).unwrap();
+    assert!(tar.len() < 64 << 10, "{} bytes", tar.len());
+    let out = d.path().join("sparse.sqfs");
+    let (o, took) = build_bounded(&t, &out, &source, &[], 64 << 20, 120);
+    assert_status(&o, 0);
+    assert!(took.as_secs() < 60, "took {took:?}");
+    let image_len = std::fs::metadata(&out).unwrap().len();
+    assert!(image_len < 2 << 20, "{image_len} bytes: holes were stored");
+
+    let fs =
+        rfake::sqfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t").unwrap();
+    let r = rfake::sqfs::Reader::open(std::fs::File::open(&out).unwrap(), 0).unwrap();
+    for (name, size) in [("gnu", TIB), ("pax", TIB + (1 << 30))] {
+        assert_eq!(r.stat(&format!("/{name}")).unwrap().size, size, "{name}");
+        for (offset, bytes) in &chunks {
+            // The chunk with up to 3 bytes of hole on each side.
+            let at = offset.saturating_sub(3);
+            let mut want = vec![0u8; (offset - at) as usize];
+            want.extend_from_slice(bytes);
+            want.extend_from_slice(&[0; 3]);
+            let asked = want.len();
+            want.truncate(asked.min((size - at) as usize));
+            assert_eq!(read_image(&fs, name, at, asked), want, "{name} at {offset}");
+        }
+        // Deep in holes: zeros.
+        for at in [1u64 << 20, 500 << 30, TIB - (1 << 20)] {
+            assert!(
+                read_image(&fs, name, at, 4096).iter().all(|&b| b == 0),
+                "{name} at {at}"
+            );
+        }
+    }
+    assert!(read_image(&fs, "pax", TIB + (1 << 30) - 10, 100) == vec![0; 10]);
+    if have("unsquashfs") {
+        let listing = unsquashfs_list(&out, 0);
+        assert!(listing.contains(&format!(" {TIB} ")), "{listing}");
+    }
+    assert_nothing_left(&t);
+}
+
+/// Zero runs cost nothing: an ordinary tar member with 512 MiB of zeros
+/// between its data, and a host file with a 1 TiB hole, build without
+/// writing the zeros (no file over 64 MiB may be written) into images whose
+/// zero blocks are sparse blocks (512 MiB of zeros stored as compressed
+/// blocks would take 600 KB).
+#[test]
+fn zero_runs_become_sparse_blocks() {
+    let Some(_env) = setup() else { return };
+    let d = scratch();
+    let t = tag("zero-runs");
+    // The tar itself is a sparse file on disk: its zeros are a hole.
+    let zeros = 512u64 << 20;
+    let size = 4096 + zeros + 4096;
+    let source = d.path().join("zeros.tar");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&source).unwrap();
+        f.write_all_at(&tar_header("z", tar::EntryType::Regular, size, |_| {}), 0)
+            .unwrap();
+        f.write_all_at(&[7u8; 4096], 512).unwrap();
+        f.write_all_at(&[9u8; 4096], 512 + 4096 + zeros).unwrap();
+        // The padding is nothing (a multiple of 512), then the end blocks.
+        f.set_len(512 + size + 1024).unwrap();
+    }
+    let out = d.path().join("zeros.sqfs");
+    let (o, took) = build_bounded(&t, &out, &source, &[], 64 << 20, 300);
+    assert_status(&o, 0);
+    eprintln!("zero run tar: {took:?}");
+    let image_len = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        image_len < 64 << 10,
+        "{image_len} bytes: zero blocks were stored"
+    );
+    let fs =
+        rfake::sqfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t").unwrap();
+    assert_eq!(read_image(&fs, "z", 4090, 12), [[7; 6], [0; 6]].concat());
+    assert_eq!(
+        read_image(&fs, "z", 4096 + zeros - 6, 12),
+        [[0; 6], [9; 6]].concat()
+    );
+
+    // A directory with a sparse host file: its hole is not read.
+    let dir = d.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(dir.join("big")).unwrap();
+        f.set_len(TIB).unwrap();
+        f.write_all_at(b"middle", TIB / 2).unwrap();
+    }
+    let out = d.path().join("dir.sqfs");
+    let (o, took) = build_bounded(&t, &out, &dir, &[], 64 << 20, 120);
+    assert_status(&o, 0);
+    assert!(took.as_secs() < 60, "took {took:?}");
+    let image_len = std::fs::metadata(&out).unwrap().len();
+    assert!(image_len < 2 << 20, "{image_len} bytes");
+    let fs =
+        rfake::sqfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t").unwrap();
+    assert_eq!(read_image(&fs, "big", TIB / 2 - 2, 8), b"\0\0middle");
+    assert_nothing_left(&t);
+}
+
+/// The build size limit: `--max-size` or `build_max_size` refuses a build
+/// whose files add up to more, with one line naming the member, the limit
+/// and where it was set, exit 77, and no output; `--max-size 0` lifts it.
+#[test]
+fn the_size_limit_refuses_big_builds() {
+    let Some(_env) = setup() else { return };
+    let d = scratch();
+    let t = tag("max-size");
+    let refused = rfake::exit::ExitKind::Refused.code() as i32;
+    let mut tar = tar_header("small", tar::EntryType::Regular, 1000, |_| {});
+    tar.extend(padded(vec![1; 1000]));
+    tar.extend(tar_header("big", tar::EntryType::Regular, 2 << 20, |_| {}));
+    tar.extend(vec![2; 2 << 20]);
+    tar.extend(vec![0; 1024]);
+    let source = d.path().join("two.tar");
+    std::fs::write(&source, &tar).unwrap();
+    let out = d.path().join("two.sqfs");
+    let args = |opts: &[&str]| {
+        let mut a = vec!["build"];
+        a.extend_from_slice(opts);
+        a.extend([out.to_str().unwrap(), source.to_str().unwrap()]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |cmd: &mut std::process::Command, opts: &[&str]| {
+        cmd.args(args(opts))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run(&mut command(&t), &["--max-size", "1M"]);
+    assert_status(&o, refused);
+    assert_eq!(
+        stderr(&o).trim_end().split_once("error: ").map(|(_, m)| m),
+        Some(
+            format!(
+                "{}: big: the image's files would exceed the build size limit of 1M \
+                 (--max-size); raise it with --max-size SIZE or build_max_size in rfake.toml",
+                source.display()
+            )
+            .as_str()
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1);
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("two.tar")]);
+
+    // From the site file.
+    let site = d.path().join("site.toml");
+    std::fs::write(&site, "# limits\nbuild_max_size = \"1M\"\n").unwrap();
+    let o = run(command(&t).env("RFAKE_CONFIG", &site), &[]);
+    assert_status(&o, refused);
+    assert!(
+        stderr(&o).contains(&format!(
+            "limit of 1M (build_max_size, {}:2)",
+            site.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+
+    // No limit, and a bad one.
+    let o = run(command(&t).env("RFAKE_CONFIG", &site), &["--max-size", "0"]);
+    assert_status(&o, 0);
+    let o = run(&mut command(&t), &["--max-size", "1X"]);
+    assert_status(&o, rfake::exit::ExitKind::Usage.code() as i32);
+    assert!(stderr(&o).contains("--max-size 1X: "), "{}", stderr(&o));
+    assert_nothing_left(&t);
+}

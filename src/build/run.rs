@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::output::Pending;
-use super::source::{self, SourceError};
+use super::source::{self, SizeLimit, SourceError};
 use super::spool::Spool;
 use super::tree::{Tree, TreeError};
 use super::{ImageMeta, meta_files};
@@ -25,6 +25,8 @@ pub struct BuildRequest {
     pub random_uuid: bool,
     /// The architecture a SIF records.
     pub arch: Arch,
+    /// The most the image's files may add up to, uncompressed.
+    pub max_size: SizeLimit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +137,7 @@ pub fn run(
     let mut meta = ImageMeta::default();
     let opts = source::Options {
         skip_special: req.skip_special,
+        max_size: req.max_size.clone(),
     };
     for warning in source::load(&req.source, kind, &opts, &mut spool, &mut tree, &mut meta)? {
         log::warn!("{warning}");
@@ -155,6 +158,15 @@ pub fn run(
         .finish()
         .map_err(|e| out_err("writing the spool", e))?;
     let (entries, data_bytes) = tree.totals();
+    // The sources counted every file as they met it; this also covers what
+    // rfake added (the metadata files).
+    if data_bytes > req.max_size.bytes {
+        return Err(SourceError::TooLarge {
+            place: crate::text::shown(&req.source),
+            limit: req.max_size.clone(),
+        }
+        .into());
+    }
     let mtime = build_time(env);
     let write_opts = WriteOptions {
         compression: req.compression,
@@ -303,6 +315,7 @@ mod tests {
             skip_special: false,
             random_uuid: false,
             arch: Arch::host(),
+            max_size: SizeLimit::default(),
         };
         let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = epoch
             .map(|t| ("SOURCE_DATE_EPOCH".into(), t.into()))

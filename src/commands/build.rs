@@ -2,14 +2,24 @@
 
 use std::path::PathBuf;
 
+use super::Loaded;
 use crate::build::run::{BuildRequest, parse_block_size};
+use crate::build::source::SizeLimit;
 use crate::cli::BuildArgs;
+use crate::config;
 use crate::error::Error;
 use crate::image::sif::Arch;
 use crate::launch::Invoker;
 use crate::sqfs::SqfsError;
 
-pub fn run(args: BuildArgs, out: PathBuf, source: PathBuf, invoker: &Invoker) -> Result<u8, Error> {
+pub fn run(
+    args: BuildArgs,
+    out: PathBuf,
+    source: PathBuf,
+    invoker: &Invoker,
+    load: impl FnOnce() -> Loaded,
+) -> Result<u8, Error> {
+    let max_size = max_size(args.max_size.as_deref(), load)?;
     let request = BuildRequest {
         out,
         source,
@@ -27,8 +37,28 @@ pub fn run(args: BuildArgs, out: PathBuf, source: PathBuf, invoker: &Invoker) ->
                 .find(|a| a.name() == name)
                 .ok_or_else(|| Error::Usage(format!("--arch {name}: unknown architecture")))?,
         },
+        max_size,
     };
     let summary = crate::build::run::run(&request, &invoker.env)?;
     println!("rfake build: {summary}");
     Ok(0)
+}
+
+/// The size limit: `--max-size`, else `build_max_size` from the
+/// configuration (read only when the flag is not given, so a broken file
+/// does not stop a build that names its limit).
+fn max_size(flag: Option<&str>, load: impl FnOnce() -> Loaded) -> Result<SizeLimit, Error> {
+    if let Some(text) = flag {
+        let bytes = config::parse_build_size(text)
+            .map_err(|e| Error::Usage(format!("--max-size {text}: {e}")))?;
+        return Ok(SizeLimit {
+            bytes,
+            origin: "--max-size".into(),
+        });
+    }
+    let setting = load()?.build_max_size;
+    Ok(SizeLimit {
+        bytes: setting.value,
+        origin: format!("build_max_size, {}", setting.origin),
+    })
 }

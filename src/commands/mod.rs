@@ -51,7 +51,7 @@ pub fn run(command: Commands) -> Result<u8, Error> {
             &invoker,
             load()?,
         ),
-        Commands::Build { args, out, source } => build::run(args, out, source, &invoker),
+        Commands::Build { args, out, source } => build::run(args, out, source, &invoker, load),
         Commands::Inspect {
             json,
             list,

@@ -44,13 +44,13 @@ use toml::de::{DeTable, DeValue};
 
 use crate::exit::ExitKind;
 use values::{
-    At, boolean, check_bind, check_image_dir, check_scratch, position, seconds, size, size_or_zero,
-    string, strings, user_key,
+    At, boolean, build_size, check_bind, check_image_dir, check_scratch, position, seconds, size,
+    size_or_zero, string, strings, user_key,
 };
 
 use crate::text::{one_line, shown};
 pub use expand::{ExpandError, expand};
-pub use size::{MAX_SIZE, SizeError, format_size, parse_size};
+pub use size::{MAX_BUILD_SIZE, MAX_SIZE, SizeError, format_size, parse_build_size, parse_size};
 
 /// The site file, unless `RFAKE_CONFIG` names another.
 pub const SITE_CONFIG: &str = "/etc/rfake/rfake.toml";
@@ -60,6 +60,9 @@ pub const USER_CONFIG: &str = "rfake/rfake.toml";
 pub const DEFAULT_WRITABLE_TMPFS_SIZE: u64 = 64 << 20;
 /// The default size of the FUSE server's block cache: 64 MiB.
 pub const DEFAULT_IMAGE_CACHE_SIZE: u64 = 64 << 20;
+/// The default limit on the files of a build, uncompressed: 4 TiB
+/// (`build_max_size`; `docs/build.md`, "Size limit").
+pub const DEFAULT_BUILD_MAX_SIZE: u64 = 4 << 40;
 /// The default time a warm mount outlives its last launch.
 pub const DEFAULT_WARM_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// The longest `warm_linger` accepted.
@@ -95,6 +98,7 @@ pub enum Key {
     ImageCacheSize,
     WarmLinger,
     WritableTmpfsSize,
+    BuildMaxSize,
     AllowUserBinds,
     AllowFakeroot,
     AllowedImagePaths,
@@ -103,7 +107,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in the order `render` prints them.
-    pub const ALL: [Key; 13] = [
+    pub const ALL: [Key; 14] = [
         Key::Binds,
         Key::Scratch,
         Key::MountHome,
@@ -113,6 +117,7 @@ impl Key {
         Key::ImageCacheSize,
         Key::WarmLinger,
         Key::WritableTmpfsSize,
+        Key::BuildMaxSize,
         Key::AllowUserBinds,
         Key::AllowFakeroot,
         Key::AllowedImagePaths,
@@ -131,6 +136,7 @@ impl Key {
             Key::ImageCacheSize => "image_cache_size",
             Key::WarmLinger => "warm_linger",
             Key::WritableTmpfsSize => "writable_tmpfs_size",
+            Key::BuildMaxSize => "build_max_size",
             Key::AllowUserBinds => "allow_user_binds",
             Key::AllowFakeroot => "allow_fakeroot",
             Key::AllowedImagePaths => "allowed_image_paths",
@@ -278,6 +284,9 @@ pub struct Config {
     pub squashfuse: Setting<Option<PathBuf>>,
     /// Size of the writable tmpfs in bytes, 0 < size ≤ 1 TiB (default 64 MiB).
     pub writable_tmpfs_size: Setting<u64>,
+    /// The most the files of a `rfake build` may add up to, uncompressed;
+    /// `u64::MAX`: no limit (written 0; default 4 TiB).
+    pub build_max_size: Setting<u64>,
     /// Policy: accept `--bind`, `RFAKE_BIND` and user-file `binds` (default
     /// true).
     pub allow_user_binds: Setting<bool>,
@@ -308,6 +317,7 @@ impl Default for Config {
             warm_linger: Setting::default(DEFAULT_WARM_LINGER),
             squashfuse: Setting::default(None),
             writable_tmpfs_size: Setting::default(DEFAULT_WRITABLE_TMPFS_SIZE),
+            build_max_size: Setting::default(DEFAULT_BUILD_MAX_SIZE),
             allow_user_binds: Setting::default(true),
             allow_fakeroot: Setting::default(true),
             allowed_image_paths: Setting::default(Vec::new()),
@@ -648,6 +658,7 @@ impl Config {
                 let bytes = size(value, at)?;
                 self.writable_tmpfs_size = setting(bytes, origin);
             }
+            Key::BuildMaxSize => self.build_max_size = setting(build_size(value, at)?, origin),
             Key::AllowedImagePaths => {
                 let dirs = strings(value, at)?
                     .into_iter()

@@ -89,6 +89,10 @@ impl Config {
         out.setting(Key::WritableTmpfsSize, &self.writable_tmpfs_size, |v| {
             toml_string(&format_size(*v))
         });
+        out.setting(Key::BuildMaxSize, &self.build_max_size, |v| match *v {
+            u64::MAX => "0".into(),
+            v => toml_string(&format_size(v)),
+        });
         out.comment("# policy: the site file only".into());
         out.setting(Key::AllowUserBinds, &self.allow_user_binds, |v| {
             v.to_string()

@@ -5,6 +5,8 @@
 
 /// The largest size rfake accepts: 1 TiB.
 pub const MAX_SIZE: u64 = 1 << 40;
+/// The largest build size limit (`build_max_size`, `--max-size`): 1024 TiB.
+pub const MAX_BUILD_SIZE: u64 = 1 << 50;
 
 /// The suffixes, with their multipliers.
 const UNITS: [(char, u64); 4] = [
@@ -23,12 +25,26 @@ pub enum SizeError {
     Syntax(String),
     #[error("{0:?} must be larger than 0")]
     Zero(String),
-    #[error("{0:?} is larger than the limit of 1T")]
-    TooLarge(String),
+    #[error("{0:?} is larger than the limit of {max}", max = format_size(*.1))]
+    TooLarge(String, u64),
 }
 
 /// Parse a size string into bytes, 0 < size ≤ [`MAX_SIZE`].
 pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    parse_size_within(text, MAX_SIZE)
+}
+
+/// A build size limit: a size up to [`MAX_BUILD_SIZE`], or `0` for none
+/// (`u64::MAX`).
+pub fn parse_build_size(text: &str) -> Result<u64, SizeError> {
+    if text == "0" {
+        return Ok(u64::MAX);
+    }
+    parse_size_within(text, MAX_BUILD_SIZE)
+}
+
+/// Parse a size string into bytes, 0 < size ≤ `max`.
+fn parse_size_within(text: &str, max: u64) -> Result<u64, SizeError> {
     let syntax = || SizeError::Syntax(text.to_string());
     let (digits, multiplier) = match text.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -48,15 +64,20 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| SizeError::TooLarge(text.to_string()))?;
-    check_bytes(bytes, text)
+        .ok_or_else(|| SizeError::TooLarge(text.to_string(), max))?;
+    check_bytes_within(bytes, text, max)
 }
 
 /// Check a plain byte count (a TOML integer, shown as `text`).
 pub fn check_bytes(bytes: u64, text: &str) -> Result<u64, SizeError> {
+    check_bytes_within(bytes, text, MAX_SIZE)
+}
+
+/// Check a plain byte count, 0 < bytes ≤ `max`.
+pub fn check_bytes_within(bytes: u64, text: &str, max: u64) -> Result<u64, SizeError> {
     match bytes {
         0 => Err(SizeError::Zero(text.to_string())),
-        b if b > MAX_SIZE => Err(SizeError::TooLarge(text.to_string())),
+        b if b > max => Err(SizeError::TooLarge(text.to_string(), max)),
         b => Ok(b),
     }
 }
@@ -88,18 +109,18 @@ mod tests {
             ("1", Ok(1)),
             ("0", Err(SizeError::Zero("0".into()))),
             ("0M", Err(SizeError::Zero("0M".into()))),
-            ("2T", Err(SizeError::TooLarge("2T".into()))),
+            ("2T", Err(SizeError::TooLarge("2T".into(), MAX_SIZE))),
             (
                 "1099511627777",
-                Err(SizeError::TooLarge("1099511627777".into())),
+                Err(SizeError::TooLarge("1099511627777".into(), MAX_SIZE)),
             ),
             (
                 "99999999999999999999",
-                Err(SizeError::TooLarge("99999999999999999999".into())),
+                Err(SizeError::TooLarge("99999999999999999999".into(), MAX_SIZE)),
             ),
             (
                 "17179869184G",
-                Err(SizeError::TooLarge("17179869184G".into())),
+                Err(SizeError::TooLarge("17179869184G".into(), MAX_SIZE)),
             ),
             ("12Q", syntax("12Q")),
             ("", syntax("")),
@@ -116,6 +137,23 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(&parse_size(input), want, "parse_size({input:?})");
         }
+    }
+
+    #[test]
+    fn build_sizes() {
+        assert_eq!(parse_build_size("0"), Ok(u64::MAX));
+        assert_eq!(parse_build_size("4T"), Ok(4 << 40));
+        assert_eq!(parse_build_size("1024T"), Ok(MAX_BUILD_SIZE));
+        assert_eq!(
+            parse_build_size("1025T"),
+            Err(SizeError::TooLarge("1025T".into(), MAX_BUILD_SIZE))
+        );
+        assert_eq!(
+            parse_build_size("1025T").unwrap_err().to_string(),
+            "\"1025T\" is larger than the limit of 1024T"
+        );
+        assert_eq!(parse_build_size("0M"), Err(SizeError::Zero("0M".into())));
+        assert!(matches!(parse_build_size("x"), Err(SizeError::Syntax(_))));
     }
 
     #[test]

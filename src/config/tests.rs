@@ -71,7 +71,8 @@ fn defaults_with_no_files() {
             Key::Squashfuse,
             Key::ImageCacheSize,
             Key::WarmLinger,
-            Key::WritableTmpfsSize
+            Key::WritableTmpfsSize,
+            Key::BuildMaxSize
         ]
     );
     // An empty file or one with only comments is the defaults too.
@@ -763,13 +764,46 @@ image_server = "builtin"                                 # default
 image_cache_size = "64M"                                 # default
 warm_linger = 5                                          # default
 writable_tmpfs_size = "1G"                               # /home/alice/.config/rfake/rfake.toml:2
+build_max_size = "4T"                                    # default
 # policy: the site file only
 allow_user_binds = true                                  # default
 allow_fakeroot = true                                    # default
 allowed_image_paths = ["/data/images"]                   # /etc/rfake/rfake.toml:4
-user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size"]  # default
+user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size"]  # default
 "#;
     assert_eq!(text, expected, "\n{text}");
+}
+
+/// `build_max_size`: a size up to 1024T, or 0 for no limit (`u64::MAX`,
+/// rendered back as 0).
+#[test]
+fn build_max_size_values() {
+    for (text, want) in [
+        ("\"1M\"", 1 << 20),
+        ("\"4T\"", 4 << 40),
+        ("\"1024T\"", 1 << 50),
+        ("4096", 4096),
+        ("0", u64::MAX),
+        ("\"0\"", u64::MAX),
+    ] {
+        let c = site(&format!("build_max_size = {text}\n")).unwrap();
+        assert_eq!(c.build_max_size.value, want, "{text}");
+        let again = site(&c.render()).unwrap();
+        assert_eq!(again.build_max_size.value, want, "{text} rendered");
+    }
+    for (text, problem) in [
+        ("\"1025T\"", "\"1025T\" is larger than the limit of 1024T"),
+        ("-1", "\"-1\" must be larger than 0"),
+        ("\"1.5T\"", "is not a size"),
+        (
+            "true",
+            "expected a size like \"4T\", an integer number of bytes or 0 (no limit), found a boolean",
+        ),
+    ] {
+        let msg = site_error(&format!("build_max_size = {text}\n"));
+        assert!(msg.contains(problem), "{text}: {msg}");
+        assert!(msg.contains(":1: build_max_size: "), "{msg}");
+    }
 }
 
 #[test]

@@ -147,12 +147,37 @@ pub(super) fn size(value: &Spanned<DeValue>, at: &At) -> Result<u64, ConfigError
             match i64::from_str_radix(n.as_str(), n.radix()) {
                 Ok(n) if n <= 0 => Err(SizeError::Zero(text)),
                 Ok(n) => size::check_bytes(n.unsigned_abs(), &text),
-                Err(_) => Err(SizeError::TooLarge(text)),
+                Err(_) => Err(SizeError::TooLarge(text, size::MAX_SIZE)),
             }
         }
         other => {
             return Err(at.error(format!(
                 "expected a size like \"64M\" or an integer number of bytes, found {}",
+                found(other)
+            )));
+        }
+    };
+    checked.map_err(|e| at.error(e.to_string()))
+}
+
+/// A build size limit (`build_max_size`): a size like `"4T"` up to
+/// [`size::MAX_BUILD_SIZE`], or 0 (written `0` or `"0"`) for none, which is
+/// `u64::MAX`.
+pub(super) fn build_size(value: &Spanned<DeValue>, at: &At) -> Result<u64, ConfigError> {
+    let checked = match value.get_ref() {
+        DeValue::String(s) => size::parse_build_size(s),
+        DeValue::Integer(n) => {
+            let text = n.to_string();
+            match i64::from_str_radix(n.as_str(), n.radix()) {
+                Ok(0) => Ok(u64::MAX),
+                Ok(n) if n < 0 => Err(SizeError::Zero(text)),
+                Ok(n) => size::check_bytes_within(n.unsigned_abs(), &text, size::MAX_BUILD_SIZE),
+                Err(_) => Err(SizeError::TooLarge(text, size::MAX_BUILD_SIZE)),
+            }
+        }
+        other => {
+            return Err(at.error(format!(
+                "expected a size like \"4T\", an integer number of bytes or 0 (no limit), found {}",
                 found(other)
             )));
         }

@@ -191,11 +191,11 @@ fn write(
 }
 
 fn content_of(node: &Node, spool: &Arc<File>) -> Vec<u8> {
-    let Node::File { content, .. } = node else {
+    let Node::File { content, size, .. } = node else {
         panic!("not a file")
     };
     let mut out = Vec::new();
-    open_content(content, Some(spool))
+    open_content(content, *size, Some(spool))
         .unwrap()
         .read_to_end(&mut out)
         .unwrap();

@@ -9,6 +9,17 @@
 //!    inode table, with the directory listings going to an in-memory meta
 //!    data writer that is appended after the inode table.
 //!
+//! A file with holes (a sparse tar member, a host file with holes, zero runs
+//! the spool left out) goes through the block processor without them: the
+//! blocks that hold data, one after another, as if they were a file of
+//! their own (SquashFS keeps a file's stored blocks contiguous anyway, and
+//! a hole takes no space). Its inode is then given the file's real size
+//! and a block list with a 0 entry (a sparse block, which reads as zeros)
+//! for each block in a hole, written after the inode's header piece by
+//! piece: a 1 TiB file of 128 KiB blocks has 8 Mi entries. Blocks of zeros
+//! within the data become sparse blocks too: the block processor detects
+//! them, as mksquashfs does.
+//!
 //! Inode numbers are the positions in pass 2 (1 = first written, the root
 //! has the highest), so a directory's parent number is known before the
 //! parent is written. A hard link is one more directory entry pointing at
@@ -18,7 +29,7 @@
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -373,6 +384,9 @@ struct Writer<'f> {
     inode_meta: Obj<ffi::sqfs_meta_writer_t>,
     processor: Option<Obj<ffi::sqfs_block_processor_t>>,
     inodes: FileInodes,
+    /// Per regular file, the blocks (by index) that are holes, which the
+    /// block processor did not see ([`hole_blocks`]).
+    holes: Vec<Vec<Range<u64>>>,
     block_writer: Obj<ffi::sqfs_block_writer_t>,
     frags: Obj<ffi::sqfs_frag_table_t>,
     ids: Obj<ffi::sqfs_id_table_t>,
@@ -519,6 +533,7 @@ impl<'f> Writer<'f> {
             inodes: FileInodes {
                 slots: Box::new([]),
             },
+            holes: Vec::new(),
             block_writer,
             frags,
             ids,
@@ -579,6 +594,9 @@ impl<'f> Writer<'f> {
             slots: vec![std::ptr::null_mut(); plan.files.len()].into_boxed_slice(),
         };
 
+        self.holes = vec![Vec::new(); plan.files.len()];
+
+        let block = u64::from(self.opts.block_size);
         let mut buf = vec![0u8; self.opts.block_size as usize];
         let mut done = Progress::default();
         let mut reported = 0;
@@ -595,41 +613,52 @@ impl<'f> Writer<'f> {
                 )
             };
             check(ret, || what("starting"))?;
-            let mut reader = open_content(f.content, spool).map_err(|source| SqfsError::Io {
-                what: format!("opening the content of {}", shown(&f.path)),
-                source,
-            })?;
-            let mut left = f.size;
-            while left > 0 {
-                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let n = match reader.read(&mut buf[..want]) {
-                    Ok(0) => {
-                        return Err(SqfsError::ShortContent {
-                            path: PathBuf::from(shown(&f.path)),
-                            size: f.size,
-                            got: f.size - left,
-                        });
+            let reader =
+                open_content(f.content, f.size, spool).map_err(|source| SqfsError::Io {
+                    what: format!("opening the content of {}", shown(&f.path)),
+                    source,
+                })?;
+            let holes = hole_blocks(&reader.data_extents(), f.size, block);
+            // The blocks with data, one run at a time; the holes in
+            // between are not read (pass 2 puts them in the block list).
+            for run in data_runs(&holes, f.size.div_ceil(block)) {
+                let end = (run.end * block).min(f.size);
+                let mut pos = run.start * block;
+                while pos < end {
+                    let want = buf
+                        .len()
+                        .min(usize::try_from(end - pos).unwrap_or(usize::MAX));
+                    let n = match reader.read_at(&mut buf[..want], pos) {
+                        Ok(0) => {
+                            return Err(SqfsError::ShortContent {
+                                path: PathBuf::from(shown(&f.path)),
+                                size: f.size,
+                                got: pos,
+                            });
+                        }
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(source) => {
+                            return Err(SqfsError::Io {
+                                what: format!("reading the content of {}", shown(&f.path)),
+                                source,
+                            });
+                        }
+                    };
+                    // SAFETY: `buf[..n]` is initialized; the processor copies it.
+                    let ret =
+                        unsafe { ffi::sqfs_block_processor_append(proc_, buf.as_ptr().cast(), n) };
+                    check(ret, || what("writing"))?;
+                    pos += n as u64;
+                    done.bytes_done += n as u64;
+                    if done.bytes_done - reported >= PROGRESS_BYTES {
+                        reported = done.bytes_done;
+                        progress(done);
                     }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(source) => {
-                        return Err(SqfsError::Io {
-                            what: format!("reading the content of {}", shown(&f.path)),
-                            source,
-                        });
-                    }
-                };
-                // SAFETY: `buf[..n]` is initialized; the processor copies it.
-                let ret =
-                    unsafe { ffi::sqfs_block_processor_append(proc_, buf.as_ptr().cast(), n) };
-                check(ret, || what("writing"))?;
-                left -= n as u64;
-                done.bytes_done += n as u64;
-                if done.bytes_done - reported >= PROGRESS_BYTES {
-                    reported = done.bytes_done;
-                    progress(done);
                 }
             }
+            done.bytes_done += hole_bytes(&holes, f.size, block);
+            self.holes[i] = holes;
             // SAFETY: a file was begun on this processor.
             let ret = unsafe { ffi::sqfs_block_processor_end_file(proc_) };
             check(ret, || what("finishing"))?;
@@ -692,8 +721,13 @@ impl<'f> Writer<'f> {
         let im = self.inode_meta.as_ptr();
         let mut refs = vec![0u64; plan.items.len()];
         for (i, item) in plan.items.iter().enumerate() {
+            let mut holey = None;
             let (mut inode, path) = match item {
-                Item::File(f) => (self.file_inode(plan, *f)?, plan.files[*f].path.as_path()),
+                Item::File(f) => {
+                    let (inode, blocks) = self.file_inode(plan, *f)?;
+                    holey = blocks;
+                    (inode, plan.files[*f].path.as_path())
+                }
                 Item::Symlink { path, meta, target } => {
                     let mut inode = InodeBuf::symlink(target.as_os_str().as_bytes());
                     let xattr = self.xattr_index(meta, path)?;
@@ -747,6 +781,9 @@ impl<'f> Writer<'f> {
                 ffi::sqfs_meta_writer_write_inode(im, p)
             };
             check(ret, || format!("writing the inode of {}", shown(path)))?;
+            if let Some(holey) = holey {
+                holey.write(im, path)?;
+            }
             refs[i] = (block << 16) | u64::from(offset);
         }
         self.sb.root_inode_ref = refs.last().copied().unwrap_or_default();
@@ -771,8 +808,13 @@ impl<'f> Writer<'f> {
     }
 
     /// The inode of regular file `f`, from the block processor, with its
-    /// link count and xattrs.
-    fn file_inode(&mut self, plan: &Plan<'_>, f: usize) -> Result<InodeBuf, SqfsError> {
+    /// link count and xattrs; for a file with holes, made the file's own
+    /// (real size, extended) with its block list left to write after it.
+    fn file_inode(
+        &mut self,
+        plan: &Plan<'_>,
+        f: usize,
+    ) -> Result<(InodeBuf, Option<HoleyBlocks>), SqfsError> {
         let pf = &plan.files[f];
         let what = || format!("making the inode of {}", shown(&pf.path));
         let inode = self.inodes.take(f).ok_or_else(|| SqfsError::Lib {
@@ -781,6 +823,42 @@ impl<'f> Writer<'f> {
             detail: Some("the block processor gave no inode".into()),
         })?;
         let mut inode = InodeBuf::Lib(inode);
+        let holes = std::mem::take(&mut self.holes[f]);
+        let holey = if holes.is_empty() {
+            None
+        } else {
+            let block = u64::from(self.opts.block_size);
+            let p = inode.as_ptr();
+            // SAFETY: `p` is the file inode the block processor finished;
+            // it holds `payload_bytes_used / 4` block sizes. Making it
+            // extended keeps them (and the allocation); the block list is
+            // then written by us, so the inode itself carries none.
+            unsafe {
+                let stored = (*p).payload_bytes_used as usize / 4;
+                let sizes = (*p).extra.as_slice(stored).to_vec();
+                check(ffi::sqfs_inode_make_extended(p), what)?;
+                let (mut frag_index, mut frag_offset) = (0, 0);
+                check(
+                    ffi::sqfs_inode_get_frag_location(p, &mut frag_index, &mut frag_offset),
+                    what,
+                )?;
+                // With a fragment, the partial last block is in it, not in
+                // the list.
+                let count = if frag_index == u32::MAX {
+                    pf.size.div_ceil(block)
+                } else {
+                    pf.size / block
+                };
+                (*p).data.file_ext.file_size = pf.size;
+                (*p).data.file_ext.sparse += hole_bytes(&holes, pf.size, block);
+                (*p).payload_bytes_used = 0;
+                Some(HoleyBlocks {
+                    sizes,
+                    holes,
+                    count,
+                })
+            }
+        };
         if pf.nlink > 1 {
             let p = inode.as_ptr();
             // SAFETY: `p` is a file inode; only extended file inodes have
@@ -792,7 +870,7 @@ impl<'f> Writer<'f> {
         }
         let xattr = self.xattr_index(pf.meta, &pf.path)?;
         set_xattr(&mut inode, xattr, &pf.path)?;
-        Ok(inode)
+        Ok((inode, holey))
     }
 
     /// Write the listing of a directory to the directory table.
@@ -870,6 +948,111 @@ impl<'f> Writer<'f> {
     }
 }
 
+/// The blocks of a file of `size` bytes, in blocks of `block` bytes (the
+/// last maybe partial), that hold no byte of `data` (the file's data
+/// extents, in order): ranges of block indices, in order.
+fn hole_blocks(data: &[(u64, u64)], size: u64, block: u64) -> Vec<Range<u64>> {
+    let blocks = size.div_ceil(block);
+    let mut holes = Vec::new();
+    // Blocks before this one are decided.
+    let mut decided = 0;
+    for &(at, len) in data {
+        if len == 0 || at >= size {
+            continue;
+        }
+        let first = at / block;
+        let last = (at + len.min(size - at) - 1) / block;
+        if first > decided {
+            holes.push(decided..first);
+        }
+        decided = decided.max(last + 1);
+    }
+    if decided < blocks {
+        holes.push(decided..blocks);
+    }
+    holes
+}
+
+/// The runs of blocks between `holes`, out of `blocks`.
+fn data_runs(holes: &[Range<u64>], blocks: u64) -> Vec<Range<u64>> {
+    let mut runs = Vec::new();
+    let mut at = 0;
+    for hole in holes {
+        if hole.start > at {
+            runs.push(at..hole.start);
+        }
+        at = hole.end;
+    }
+    if at < blocks {
+        runs.push(at..blocks);
+    }
+    runs
+}
+
+/// The bytes of a file of `size` bytes in its hole blocks.
+fn hole_bytes(holes: &[Range<u64>], size: u64, block: u64) -> u64 {
+    holes
+        .iter()
+        .map(|h| (h.end * block).min(size) - h.start * block)
+        .sum()
+}
+
+/// The block list of a file with holes: the block processor's sizes for
+/// the blocks with data (it saw them as one file), and a 0, a sparse block,
+/// for each block in `holes`; `count` entries in all.
+struct HoleyBlocks {
+    sizes: Vec<u32>,
+    holes: Vec<Range<u64>>,
+    count: u64,
+}
+
+impl HoleyBlocks {
+    /// Entries written to the inode table at a time.
+    const CHUNK: usize = 16 << 10;
+
+    /// Append the list to the inode just written by `im` (the entries
+    /// follow an extended file inode's fields), a chunk at a time.
+    fn write(&self, im: *mut ffi::sqfs_meta_writer_t, path: &Path) -> Result<(), SqfsError> {
+        let what = || format!("writing the block list of {}", shown(path));
+        let internal = || SqfsError::Lib {
+            what: what(),
+            code: ffi::SQFS_ERROR_INTERNAL,
+            detail: Some("the blocks with data do not match the holes".into()),
+        };
+        let mut sizes = self.sizes.iter();
+        let mut hole = 0;
+        let mut chunk: Vec<u32> = Vec::with_capacity(Self::CHUNK);
+        let flush = |chunk: &mut Vec<u32>| {
+            // SAFETY: `im` is the live inode table writer; `chunk` holds
+            // `len` little-endian words, which it copies.
+            let ret =
+                unsafe { ffi::sqfs_meta_writer_append(im, chunk.as_ptr().cast(), chunk.len() * 4) };
+            chunk.clear();
+            check(ret, what).map(|_| ())
+        };
+        for k in 0..self.count {
+            while self.holes.get(hole).is_some_and(|h| h.end <= k) {
+                hole += 1;
+            }
+            let word = match self.holes.get(hole) {
+                Some(h) if h.start <= k => 0,
+                _ => *sizes.next().ok_or_else(internal)?,
+            };
+            chunk.push(word.to_le());
+            if chunk.len() == Self::CHUNK {
+                flush(&mut chunk)?;
+            }
+        }
+        if !chunk.is_empty() {
+            flush(&mut chunk)?;
+        }
+        if sizes.next().is_some() {
+            return Err(internal());
+        }
+        Ok(())
+    }
+}
+
 /// Give `inode` xattr index `xattr` (u32::MAX: none, nothing to do).
 fn set_xattr(inode: &mut InodeBuf, xattr: u32, path: &Path) -> Result<(), SqfsError> {
     if xattr == u32::MAX {
@@ -897,5 +1080,179 @@ fn set_dir_nlink(inode: &mut InodeBuf, nlink: u32) {
         } else {
             (*p).data.dir.nlink = nlink;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::spool::Spool;
+    use crate::build::tree::Meta;
+    use crate::fuse::{Filesystem, ROOT};
+    use crate::sqfs::{DEFAULT_BLOCK_SIZE, ImageFs, Reader};
+
+    #[test]
+    fn holes_and_runs() {
+        let pairs = |ranges: Vec<Range<u64>>| -> Vec<(u64, u64)> {
+            ranges.into_iter().map(|r| (r.start, r.end)).collect()
+        };
+        let holes = |data: &[(u64, u64)], size| pairs(hole_blocks(data, size, 4));
+        assert_eq!(holes(&[], 0), []);
+        assert_eq!(holes(&[], 10), [(0, 3)]);
+        assert_eq!(holes(&[(0, 10)], 10), []);
+        assert_eq!(holes(&[(5, 1)], 20), [(0, 1), (2, 5)]);
+        assert_eq!(holes(&[(4, 4)], 12), [(0, 1), (2, 3)]);
+        // Touching two blocks by a byte each.
+        assert_eq!(holes(&[(3, 2)], 12), [(2, 3)]);
+        assert_eq!(holes(&[(0, 1), (11, 1)], 12), [(1, 2)]);
+        // The partial last block is a hole, or has the data.
+        assert_eq!(holes(&[(0, 1)], 9), [(1, 3)]);
+        assert_eq!(holes(&[(8, 1)], 9), [(0, 2)]);
+        // Extents past the end are cut; empty ones ignored.
+        assert_eq!(holes(&[(2, 0), (8, 100)], 9), [(0, 2)]);
+        assert_eq!(holes(&[(20, 1)], 9), [(0, 3)]);
+
+        assert_eq!(pairs(data_runs(&[], 3)), [(0, 3)]);
+        let all = 0..3;
+        assert_eq!(pairs(data_runs(std::slice::from_ref(&all), 3)), []);
+        assert_eq!(pairs(data_runs(&[0..1, 2..5], 7)), [(1, 2), (5, 7)]);
+        assert_eq!(hole_bytes(&[0..1, 2..3], 9, 4), 4 + 1);
+    }
+
+    /// Sparse files of every layout (holes first, last, in the middle, a
+    /// hole or data in the partial last block, all hole, whole zero blocks
+    /// inside the data, 64 GiB with a hard link and an xattr) written and
+    /// read back byte for byte, through the FUSE server's reader and the
+    /// Reader; the image holds their data only.
+    #[test]
+    fn sparse_files_round_trip() {
+        let bs = u64::from(DEFAULT_BLOCK_SIZE);
+        let mut seed = 7u64;
+        let mut noise = |len: u64| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect()
+        };
+        let size = 5 * bs + 100;
+        // Name, size, data chunks (offset, bytes).
+        type Layout = (&'static str, u64, Vec<(u64, Vec<u8>)>);
+        let layouts: Vec<Layout> = vec![
+            ("lead-hole", size, vec![(3 * bs + 10, noise(300))]),
+            ("trail-hole", size, vec![(0, noise(bs + 7))]),
+            ("tail-data", size, vec![(5 * bs + 50, noise(50))]),
+            ("tail-hole", size, vec![(bs, noise(bs))]),
+            ("all-hole", 3 * bs, vec![]),
+            ("whole-blocks", 4 * bs, vec![(bs, noise(2 * bs))]),
+            (
+                "zero-blocks",
+                size,
+                vec![(0, [noise(10), vec![0; 3 * bs as usize]].concat())],
+            ),
+            (
+                "big",
+                64 << 30,
+                vec![(0, noise(10)), ((64 << 30) - 3, noise(3))],
+            ),
+        ];
+        let mut spool = Spool::new(tempfile::tempfile().unwrap());
+        let mut tree = Tree::default();
+        let mut expected = Vec::new();
+        for (name, size, chunks) in &layouts {
+            let data: Vec<u8> = chunks.iter().flat_map(|c| c.1.clone()).collect();
+            let map: Vec<(u64, u64)> = chunks.iter().map(|c| (c.0, c.1.len() as u64)).collect();
+            let content = spool.append_sparse(&mut &data[..], &map, *size).unwrap();
+            let mut meta = Meta::with_mode(0o644);
+            if *name == "big" {
+                meta.xattrs.insert("user.big".into(), b"yes".to_vec());
+            }
+            tree.insert(
+                Path::new(name),
+                Node::File {
+                    meta,
+                    size: *size,
+                    content,
+                },
+            )
+            .unwrap();
+            expected.push((*name, *size, chunks.clone()));
+        }
+        tree.insert(
+            Path::new("link"),
+            Node::HardLink {
+                target: "big".into(),
+            },
+        )
+        .unwrap();
+        let spool = spool.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("s.sqfs");
+        File::create(&img).unwrap();
+        let summary = write_image(
+            &img,
+            &tree,
+            Some(&spool),
+            &WriteOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let data_bytes: u64 = layouts
+            .iter()
+            .flat_map(|l| &l.2)
+            .map(|c| c.1.len() as u64)
+            .sum();
+        assert!(
+            summary.bytes < data_bytes + (64 << 10),
+            "{} bytes for {data_bytes} of data",
+            summary.bytes
+        );
+
+        let fs = ImageFs::open(File::open(&img).unwrap(), 0, 1 << 20, "t").unwrap();
+        let reader = Reader::open(File::open(&img).unwrap(), 0).unwrap();
+        for (name, size, chunks) in expected {
+            let (node, attr) = fs.lookup(ROOT, name.as_bytes()).unwrap().unwrap();
+            assert_eq!(attr.size, size, "{name}");
+            let want_at = |offset: u64, len: u64| {
+                let mut want = vec![0u8; len.min(size - offset) as usize];
+                for (at, bytes) in &chunks {
+                    for (i, b) in bytes.iter().enumerate() {
+                        let pos = at + i as u64;
+                        if (offset..offset + want.len() as u64).contains(&pos) {
+                            want[(pos - offset) as usize] = *b;
+                        }
+                    }
+                }
+                want
+            };
+            if size < 1 << 20 {
+                let mut got = Vec::new();
+                fs.read(node, 0, size as usize + 10, &mut got).unwrap();
+                assert!(got == want_at(0, size), "{name}: FUSE reader");
+                let got = reader.read_file(&format!("/{name}"), 1 << 20).unwrap();
+                assert!(got == want_at(0, size), "{name}: Reader");
+                // And squashfs-tools, another implementation, where it is.
+                if let Ok(out) = std::process::Command::new("unsquashfs")
+                    .arg("-cat")
+                    .arg(&img)
+                    .arg(name)
+                    .output()
+                {
+                    assert!(out.status.success(), "unsquashfs -cat {name}");
+                    assert!(out.stdout == want_at(0, size), "{name}: unsquashfs");
+                }
+            } else {
+                for offset in [0, 1 << 20, (64 << 30) - bs - 5, (64 << 30) - 8] {
+                    let mut got = Vec::new();
+                    fs.read(node, offset, 64, &mut got).unwrap();
+                    assert!(got == want_at(offset, 64), "{name} at {offset}");
+                }
+            }
+        }
+        let e = reader.stat("/link").unwrap();
+        assert_eq!((e.size, e.nlink), (64 << 30, 2));
     }
 }

@@ -40,6 +40,10 @@ impl Archive {
         let corrupt = |e: io::Error| {
             SourceError::invalid(shown(path), format!("corrupt tar archive: {}", io_text(&e)))
         };
+        let len = file
+            .metadata()
+            .map_err(|e| SourceError::unreadable(path, e))?
+            .len();
         let mut members = HashMap::new();
         let mut archive = tar::Archive::new(&file);
         for entry in archive.entries_with_seek().map_err(corrupt)? {
@@ -52,10 +56,21 @@ impl Archive {
                     .unwrap_or_default()
             };
             let member = match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => Member::File {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                },
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let (offset, size) = (entry.raw_file_position(), entry.size());
+                    // The data is read in place: a size the header claims
+                    // must be there (it sizes reads and allocations).
+                    if offset.checked_add(size).is_none_or(|end| end > len) {
+                        return Err(SourceError::invalid(
+                            format!("{}: {}", shown(path), one_line(&name)),
+                            format!(
+                                "corrupt tar archive: {size} bytes of data at offset {offset}, \
+                                 past the end of the archive ({len} bytes)"
+                            ),
+                        ));
+                    }
+                    Member::File { offset, size }
+                }
                 tar::EntryType::Symlink => Member::Symlink(link()),
                 tar::EntryType::Link => Member::HardLink(member_name(link().as_bytes())),
                 _ => Member::Other,
@@ -238,5 +253,32 @@ mod tests {
         );
         assert_eq!(resolve(Path::new("a/b"), "../c/./d"), "a/c/d");
         assert_eq!(resolve(Path::new("a"), "/x"), "x");
+    }
+
+    /// A member whose header claims more data than the archive has is
+    /// refused when the archive is opened, before anything is read or
+    /// allocated for it.
+    #[test]
+    fn sizes_past_the_end_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.tar");
+        let mut tar = TarMaker::default()
+            .file("manifest.json", b"[]", 0o644)
+            .finish();
+        // The first header says 2^40 bytes.
+        let mut h = tar::Header::from_byte_slice(&tar[..512]).clone();
+        h.set_size(1 << 40);
+        h.set_cksum();
+        tar[..512].copy_from_slice(h.as_bytes());
+        std::fs::write(&path, &tar).unwrap();
+        let e = Archive::open(&path).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: manifest.json: corrupt tar archive: 1099511627776 bytes of data at offset 512, \
+                 past the end of the archive (2048 bytes)",
+                path.display()
+            )
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use super::tar_reader::TarReader;
 use super::{Compression, SourceError, SourceKind, io_text, shown};
 
 const GZIP: &[u8] = &[0x1f, 0x8b];
@@ -247,11 +248,11 @@ impl Holds {
 }
 
 fn scan_tar(r: impl Read) -> io::Result<Holds> {
-    scan_names(tar::Archive::new(r).entries()?)
+    scan_names(TarReader::new(r))
 }
 
 fn scan_tar_seek(r: impl Read + Seek) -> io::Result<Holds> {
-    scan_names(tar::Archive::new(r).entries_with_seek()?)
+    scan_names(TarReader::seekable(r))
 }
 
 /// Read the member names of a tar archive: an OCI archive has `oci-layout`
@@ -259,11 +260,10 @@ fn scan_tar_seek(r: impl Read + Seek) -> io::Result<Holds> {
 /// Docker 25 writes both: read as OCI). The scan stops at the first member
 /// no image archive has (`etc/`, `usr/bin/...`), so a root filesystem
 /// tarball is recognised after one header.
-fn scan_names<R: Read>(entries: tar::Entries<'_, R>) -> io::Result<Holds> {
+fn scan_names<R: Read>(mut tar: TarReader<R>) -> io::Result<Holds> {
     let (mut layout, mut index, mut manifest) = (false, false, false);
-    for entry in entries {
-        let entry = entry?;
-        let name = member_name(&entry.path_bytes());
+    while let Some(member) = tar.next_member()? {
+        let name = member_name(&member.name);
         match name.as_str() {
             "oci-layout" => layout = true,
             "index.json" => index = true,

@@ -128,6 +128,7 @@ impl Walk<'_, '_> {
                 self.first_names.insert(key, dest.to_path_buf());
             }
             check_readable(host)?;
+            self.cx.charge(&shown(host), meta.len())?;
             Node::File {
                 meta: self.meta(host, &meta)?,
                 size: meta.len(),
@@ -411,7 +412,10 @@ mod tests {
             )
         );
         assert_eq!(e.exit_kind(), crate::exit::ExitKind::BadImage);
-        let skip = Options { skip_special: true };
+        let skip = Options {
+            skip_special: true,
+            ..Options::default()
+        };
         let loaded = load_source(d.path(), &skip).unwrap();
         assert_eq!(
             loaded.warnings,

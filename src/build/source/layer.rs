@@ -21,12 +21,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::super::tree::{Content, Meta, Node, Tree, TreeError, mtime_from_secs};
 use super::detect::{decoder, sniff};
+use super::tar_reader::{MAX_SPARSE_CHUNKS, SparseMap, TarReader};
 use super::{Compression, Cx, SourceError, io_text, keep_xattr, one_line, shown};
 
 const WHITEOUT: &str = ".wh.";
@@ -94,44 +95,42 @@ fn apply(
     tree: &mut Tree,
     layer: bool,
 ) -> Result<(), SourceError> {
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = TarReader::new(reader);
     // The paths this layer added, which its whiteouts do not touch.
     let mut added: HashSet<PathBuf> = HashSet::new();
-    for entry in archive.entries().map_err(|e| origin.corrupt(None, &e))? {
-        let mut entry = entry.map_err(|e| origin.corrupt(None, &e))?;
+    while let Some(member) = archive
+        .next_member()
+        .map_err(|e| origin.corrupt(None, &e))?
+    {
+        let header = &member.header;
+        let kind = header.entry_type();
         // Global PAX headers hold defaults (times, charset) that an image
         // made by rfake does not carry.
-        if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+        if kind == tar::EntryType::XGlobalHeader {
             continue;
         }
-        let pax = Pax::read(&mut entry).map_err(|e| origin.corrupt(None, &e))?;
+        let pax = Pax::read(&member.pax).map_err(|e| origin.corrupt(None, &e))?;
         // GNU tar's PAX sparse files carry their real name in the records.
-        let raw = match &pax.sparse.name {
-            Some(name) => name.clone(),
-            None => entry.path_bytes().into_owned(),
-        };
-        let member = one_line(&String::from_utf8_lossy(&raw));
-        let place = || origin.place(Some(&member));
-        let path = member_path(&raw).map_err(|p| SourceError::invalid(place(), p))?;
+        let raw = pax.sparse.name.as_ref().unwrap_or(&member.name);
+        let member_name = one_line(&String::from_utf8_lossy(raw));
+        let place = || origin.place(Some(&member_name));
+        let corrupt = |e: &io::Error| origin.corrupt(Some(&member_name), e);
+        let path = member_path(raw).map_err(|p| SourceError::invalid(place(), p))?;
         if layer && whiteout(tree, &path, &added) {
             continue;
         }
-        let header = entry.header();
-        if header
-            .uid()
-            .map_err(|e| origin.corrupt(Some(&member), &e))?
-            != 0
-        {
+        let uid = match pax.uid {
+            Some(uid) => uid,
+            None => header.uid().map_err(|e| corrupt(&e))?,
+        };
+        if uid != 0 {
             cx.foreign_owners += 1;
         }
-        let mode = header
-            .mode()
-            .map_err(|e| origin.corrupt(Some(&member), &e))?;
+        let mode = header.mode().map_err(|e| corrupt(&e))?;
         let mtime = match pax.mtime {
             Some(t) => t,
-            None => header_mtime(header).map_err(|e| origin.corrupt(Some(&member), &e))?,
+            None => header_mtime(header).map_err(|e| corrupt(&e))?,
         };
-        let kind = header.entry_type();
         let mut meta = Meta::with_mode(mode);
         meta.mtime = Some(mtime);
         meta.xattrs = pax.xattrs;
@@ -143,20 +142,35 @@ fn apply(
                 meta,
                 children: BTreeMap::new(),
             },
-            T::Regular | T::Continuous if pax.sparse.seen => {
-                let (content, size) = pax
-                    .sparse
-                    .copy(cx, place(), &mut entry)
-                    .map_err(|p| SourceError::invalid(place(), p))??;
+            // An old GNU sparse member: the reader has its map.
+            T::GNUSparse => {
+                let map = member.sparse.clone().ok_or_else(|| {
+                    SourceError::invalid(place(), "a GNU sparse member without a map")
+                })?;
+                let content = spool_sparse(cx, place(), &mut archive.data(), &map)?;
                 Node::File {
                     meta,
-                    size,
+                    size: map.size,
                     content,
                 }
             }
-            T::Regular | T::Continuous | T::GNUSparse => {
-                let size = entry.size();
-                let content = spool_copy(cx, place(), &mut entry, size)?;
+            // GNU tar's sparse files in PAX archives.
+            T::Regular | T::Continuous if pax.sparse.seen => {
+                let mut data = io::BufReader::new(archive.data());
+                let map = pax
+                    .sparse
+                    .map(&mut data, member.size)
+                    .map_err(|p| SourceError::invalid(place(), p))?;
+                let content = spool_sparse(cx, place(), &mut data, &map)?;
+                Node::File {
+                    meta,
+                    size: map.size,
+                    content,
+                }
+            }
+            T::Regular | T::Continuous => {
+                let size = member.size;
+                let content = spool_copy(cx, place(), &mut archive.data(), size)?;
                 Node::File {
                     meta,
                     size,
@@ -168,21 +182,17 @@ fn apply(
                 children: BTreeMap::new(),
             },
             T::Symlink => {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                 meta.mode = 0o777;
                 Node::Symlink {
                     meta,
-                    target: PathBuf::from(OsStr::from_bytes(&target)),
+                    target: PathBuf::from(OsStr::from_bytes(&member.link)),
                 }
             }
-            T::Link => {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                match hard_link(tree, &path, &target) {
-                    Ok(Some(node)) => node,
-                    Ok(None) => continue,
-                    Err(problem) => return Err(SourceError::invalid(place(), problem)),
-                }
-            }
+            T::Link => match hard_link(tree, &path, &member.link) {
+                Ok(Some(node)) => node,
+                Ok(None) => continue,
+                Err(problem) => return Err(SourceError::invalid(place(), problem)),
+            },
             T::Char => {
                 cx.special(place(), "character device")?;
                 continue;
@@ -259,6 +269,8 @@ fn pax_mtime(value: &[u8]) -> Option<u32> {
 struct Pax {
     /// The `mtime` record ([`pax_mtime`]), which overrides the header's.
     mtime: Option<u32>,
+    /// The `uid` record, which overrides the header's.
+    uid: Option<u64>,
     /// `SCHILY.xattr.*` records that [`keep_xattr`] keeps.
     xattrs: BTreeMap<String, Vec<u8>>,
     /// Those it does not.
@@ -267,12 +279,10 @@ struct Pax {
 }
 
 impl Pax {
-    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
+    /// The records of a PAX extended header (raw, possibly empty).
+    fn read(records: &[u8]) -> io::Result<Pax> {
         let mut pax = Pax::default();
-        let Some(extensions) = entry.pax_extensions()? else {
-            return Ok(pax);
-        };
-        for extension in extensions {
+        for extension in tar::PaxExtensions::new(records) {
             let extension = extension?;
             let (key, value) = (extension.key_bytes(), extension.value_bytes());
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
@@ -287,6 +297,11 @@ impl Pax {
             } else if key == b"mtime" {
                 // A malformed record is ignored, as if absent.
                 pax.mtime = pax_mtime(value).or(pax.mtime);
+            } else if key == b"uid" {
+                pax.uid = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .or(pax.uid);
             }
         }
         Ok(pax)
@@ -300,7 +315,10 @@ impl Pax {
 /// decimal lines at the start of the member's data (padded to 512 bytes).
 /// The member itself is named `.../GNUSparseFile.<pid>/<name>`; the real
 /// name is `GNU.sparse.name` and the real size `GNU.sparse.realsize` (1.0)
-/// or `GNU.sparse.size` (0.x). Holes are stored as zeros.
+/// or `GNU.sparse.size` (0.x). Only the chunks are stored; the holes
+/// become holes of the spool ([`Spool::append_sparse`]).
+///
+/// [`Spool::append_sparse`]: super::super::spool::Spool::append_sparse
 #[derive(Default)]
 struct Sparse {
     seen: bool,
@@ -308,12 +326,10 @@ struct Sparse {
     in_data: bool,
     name: Option<Vec<u8>>,
     size: Option<u64>,
-    /// offset, length, offset, length...; `None` after a malformed number.
+    /// offset, length, offset, length...; `None` after a malformed number
+    /// or too many.
     map: Option<Vec<u64>>,
 }
-
-/// Data chunks a sparse file may have at most (a bound on a corrupt map).
-const MAX_SPARSE_CHUNKS: u64 = 1 << 20;
 
 impl Sparse {
     fn record(&mut self, key: &[u8], value: &[u8]) {
@@ -322,136 +338,79 @@ impl Sparse {
             self.map = Some(Vec::new());
         }
         let number = |v: &[u8]| std::str::from_utf8(v).ok()?.parse::<u64>().ok();
+        let mut push = |n: Option<u64>| {
+            self.map = self
+                .map
+                .take()
+                .zip(n)
+                .filter(|(m, _)| m.len() < 2 * MAX_SPARSE_CHUNKS)
+                .map(|(mut m, n)| {
+                    m.push(n);
+                    m
+                });
+        };
         match key {
             b"major" => self.in_data = value == b"1",
             b"name" => self.name = Some(value.to_vec()),
             b"realsize" | b"size" => self.size = number(value),
             b"map" => {
                 for part in value.split(|&b| b == b',') {
-                    let n = number(part);
-                    self.map = self.map.take().zip(n).map(|(mut m, n)| {
-                        m.push(n);
-                        m
-                    });
+                    push(number(part));
                 }
             }
-            b"offset" | b"numbytes" => {
-                let n = number(value);
-                self.map = self.map.take().zip(n).map(|(mut m, n)| {
-                    m.push(n);
-                    m
-                });
-            }
+            b"offset" | b"numbytes" => push(number(value)),
             _ => {}
         }
     }
 
-    /// Copy the file, holes filled, to the spool: its content and size. The
-    /// outer error is what is wrong with the sparse records or map.
-    fn copy(
-        &self,
-        cx: &mut Cx,
-        place: String,
-        data: &mut dyn Read,
-    ) -> Result<Result<(Content, u64), SourceError>, String> {
+    /// The checked map of a member with `stored` bytes of data, which
+    /// `data` reads (format 1.0: the map is read from it first).
+    fn map(&self, data: &mut impl io::BufRead, stored: u64) -> Result<SparseMap, String> {
         let size = self
             .size
             .ok_or("a GNU sparse file without GNU.sparse.realsize")?;
-        let mut data = io::BufReader::new(data);
-        let map = if self.in_data {
+        let (map, stored) = if self.in_data {
             let mut consumed = 0u64;
-            let count = read_decimal(&mut data, &mut consumed)?;
-            if count > MAX_SPARSE_CHUNKS {
+            let count = read_decimal(data, &mut consumed)?;
+            if count > MAX_SPARSE_CHUNKS as u64 {
                 return Err(format!("a GNU sparse map of {count} chunks"));
             }
             let mut map = Vec::new();
             for _ in 0..count * 2 {
-                map.push(read_decimal(&mut data, &mut consumed)?);
+                map.push(read_decimal(data, &mut consumed)?);
             }
             let padding = (512 - consumed % 512) % 512;
-            io::copy(&mut (&mut data).take(padding), &mut io::sink())
+            io::copy(&mut data.take(padding), &mut io::sink())
                 .map_err(|e| format!("cannot read the GNU sparse map: {}", io_text(&e)))?;
-            map
+            let stored = stored
+                .checked_sub(consumed + padding)
+                .ok_or("a GNU sparse map longer than the member")?;
+            (map, stored)
         } else {
-            self.map.clone().ok_or("a malformed GNU sparse map")?
+            (
+                self.map.clone().ok_or("a malformed GNU sparse map")?,
+                stored,
+            )
         };
         if map.len() % 2 != 0 {
             return Err("a GNU sparse map with an odd number of values".into());
         }
-        let chunks: Vec<(u64, u64)> = map.chunks(2).map(|c| (c[0], c[1])).collect();
-        let mut end = 0;
-        for &(offset, len) in &chunks {
-            let chunk_end = offset.checked_add(len).filter(|&e| e <= size);
-            match chunk_end {
-                Some(chunk_end) if offset >= end => end = chunk_end,
-                _ => return Err("a GNU sparse map with overlapping or out-of-range chunks".into()),
-            }
-        }
-        let mut reader = Holes {
-            data,
-            chunks,
-            next: 0,
-            pos: 0,
-            size,
-        };
-        Ok(spool_copy(cx, place, &mut reader, size).map(|content| (content, size)))
+        let chunks = map.chunks(2).map(|c| (c[0], c[1])).collect();
+        SparseMap::new(size, chunks, stored)
+            .map_err(|e| format!("a GNU {}", e.trim_start_matches("a ")))
     }
 }
 
 /// One decimal number and its newline from a GNU sparse 1.0 map.
 fn read_decimal(r: &mut impl io::BufRead, consumed: &mut u64) -> Result<u64, String> {
-    use io::BufRead;
     let mut line = Vec::new();
-    io::Read::take(r, 21)
+    r.take(21)
         .read_until(b'\n', &mut line)
         .map_err(|e| format!("cannot read the GNU sparse map: {}", io_text(&e)))?;
     *consumed += line.len() as u64;
     line.strip_suffix(b"\n")
         .and_then(|digits| std::str::from_utf8(digits).ok()?.parse().ok())
         .ok_or_else(|| "a malformed GNU sparse map".to_string())
-}
-
-/// A sparse file's bytes: the chunks read from `data`, zeros between them.
-struct Holes<R> {
-    data: R,
-    /// (offset, length), in order.
-    chunks: Vec<(u64, u64)>,
-    next: usize,
-    pos: u64,
-    size: u64,
-}
-
-impl<R: Read> Read for Holes<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let room = |pos: u64, end: u64, len: usize| {
-            usize::try_from(end - pos).unwrap_or(usize::MAX).min(len)
-        };
-        loop {
-            if self.pos >= self.size || buf.is_empty() {
-                return Ok(0);
-            }
-            let (hole_end, chunk_end) = match self.chunks.get(self.next) {
-                Some(&(offset, len)) => (offset, offset + len),
-                None => (self.size, self.size),
-            };
-            if self.pos < hole_end {
-                let n = room(self.pos, hole_end, buf.len());
-                buf[..n].fill(0);
-                self.pos += n as u64;
-                return Ok(n);
-            }
-            if self.pos < chunk_end {
-                let n = room(self.pos, chunk_end, buf.len());
-                let got = self.data.read(&mut buf[..n])?;
-                if got == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                self.pos += got as u64;
-                return Ok(got);
-            }
-            self.next += 1;
-        }
-    }
 }
 
 /// A member name as a relative image path: no leading `/` or `./`; the
@@ -563,20 +522,48 @@ fn tree_problem(e: &TreeError) -> String {
     }
 }
 
-/// Copy `len` bytes of a member's data to the spool. A read that fails or
-/// ends early is the source's fault (corrupt or truncated); a write that
-/// fails is the spool's.
+/// Copy `len` bytes of a member's data to the spool, counted against the
+/// build's size limit first. A read that fails or ends early is the
+/// source's fault (corrupt or truncated); a write that fails is the
+/// spool's.
 pub(super) fn spool_copy(
     cx: &mut Cx,
     place: String,
     reader: &mut dyn Read,
     len: u64,
 ) -> Result<Content, SourceError> {
+    cx.charge(&place, len)?;
     let mut tracked = Tracked {
         inner: reader,
         failed: false,
     };
-    match cx.spool.append(&mut tracked, len) {
+    let result = cx.spool.append(&mut tracked, len);
+    spooled(result, &tracked, place)
+}
+
+/// Copy a sparse file's data chunks, as `map` says, to the spool: the holes
+/// cost nothing, but the file's whole size counts against the limit.
+fn spool_sparse(
+    cx: &mut Cx,
+    place: String,
+    reader: &mut dyn Read,
+    map: &SparseMap,
+) -> Result<Content, SourceError> {
+    cx.charge(&place, map.size)?;
+    let mut tracked = Tracked {
+        inner: reader,
+        failed: false,
+    };
+    let result = cx.spool.append_sparse(&mut tracked, &map.chunks, map.size);
+    spooled(result, &tracked, place)
+}
+
+fn spooled(
+    result: io::Result<Content>,
+    tracked: &Tracked,
+    place: String,
+) -> Result<Content, SourceError> {
+    match result {
         Ok(content) => Ok(content),
         Err(e) if tracked.failed || e.kind() == io::ErrorKind::UnexpectedEof => Err(
             SourceError::invalid(place, format!("cannot read its data: {}", io_text(&e))),
@@ -786,14 +773,34 @@ mod tests {
                 b"abcde",
             )
             .finish();
+        let mut tar = tar[..tar.len() - 1024].to_vec();
+        // Old GNU (type S), and a 1 TiB one.
+        tar.extend(gnu_sparse_member("old", 110, &[(0, 3), (100, 2)], b"abcde"));
+        tar.extend(gnu_sparse_member(
+            "huge",
+            1 << 40,
+            &[(0, 3), ((1 << 40) - 2, 2)],
+            b"abcde",
+        ));
+        tar.extend([0; 1024]);
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("sparse.tar");
         std::fs::write(&path, &tar).unwrap();
         let l = load_source(&path, &Options::default()).unwrap();
-        assert_eq!(paths(&l.tree), ["", "dir", "dir/v01", "v00", "v1"]);
-        for name in ["v1", "dir/v01", "v00"] {
+        assert_eq!(
+            paths(&l.tree),
+            ["", "dir", "dir/v01", "huge", "old", "v00", "v1"]
+        );
+        for name in ["v1", "dir/v01", "v00", "old"] {
             assert_eq!(l.bytes(name), expected, "{name}");
         }
+        // Only the data is in the spool.
+        let Some(Node::File { size, content, .. }) = l.tree.get(Path::new("huge")) else {
+            panic!()
+        };
+        assert_eq!(*size, 1 << 40);
+        assert!(matches!(content, Content::Sparse { .. }), "{content:?}");
+        assert_eq!(l.spool_len(), 5 * 5);
 
         let bad = TarMaker::default()
             .with_pax(
@@ -854,7 +861,14 @@ mod tests {
                 path.display()
             )
         );
-        let l = load_source(&path, &Options { skip_special: true }).unwrap();
+        let l = load_source(
+            &path,
+            &Options {
+                skip_special: true,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         assert_eq!(
             l.warnings,
             [

@@ -28,9 +28,12 @@ use crate::text::{one_line, shown};
 mod detect;
 mod dir;
 mod docker;
+#[cfg(test)]
+mod fuzz_tests;
 mod layer;
 mod oci;
 mod recipe;
+mod tar_reader;
 #[cfg(test)]
 pub(super) mod testutil;
 
@@ -96,6 +99,44 @@ pub struct Options {
     /// Leave device nodes, FIFOs and sockets out (one warning each)
     /// instead of failing.
     pub skip_special: bool,
+    /// The most the build's files may add up to.
+    pub max_size: SizeLimit,
+}
+
+/// The most the regular files of a build may add up to, uncompressed
+/// (`build_max_size`, `--max-size`): every file a source supplies counts
+/// at its full size, holes included, and so does every archive member or
+/// layer file that a later one replaces or deletes (its data was read).
+/// Counted as each file is met, before its data is copied, so a build
+/// over the limit stops there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeLimit {
+    /// Bytes; `u64::MAX`: no limit.
+    pub bytes: u64,
+    /// Where it was set, for the message: `build_max_size, default`,
+    /// `build_max_size, /etc/rfake/rfake.toml:3`, `--max-size`.
+    pub origin: String,
+}
+
+impl Default for SizeLimit {
+    fn default() -> Self {
+        SizeLimit {
+            bytes: crate::config::DEFAULT_BUILD_MAX_SIZE,
+            origin: "build_max_size, default".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for SizeLimit {
+    /// "4T (build_max_size, default)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({})",
+            crate::config::format_size(self.bytes),
+            self.origin
+        )
+    }
 }
 
 /// Why a source could not be read. Every message is one line naming where
@@ -146,13 +187,21 @@ pub enum SourceError {
     /// Writing the build's spool file failed (disk full...).
     #[error("writing the build spool (copying {place}): {}", io_text(.error))]
     Spool { place: String, error: io::Error },
+    /// The files add up to more than the build's size limit; `place` is
+    /// the file that went over it.
+    #[error(
+        "{place}: the image's files would exceed the build size limit of {limit}; \
+         raise it with --max-size SIZE or build_max_size in rfake.toml"
+    )]
+    TooLarge { place: String, limit: SizeLimit },
 }
 
 impl SourceError {
     /// The exit status class: a missing or unreadable input is `NoInput`
     /// (66); bad input data (malformed tar, OCI or recipe, a special file) is
     /// `BadImage` (65, EX_DATAERR: "the input data was incorrect"); a spool
-    /// that cannot be written is `OsError` (71).
+    /// that cannot be written is `OsError` (71); a build over its size limit
+    /// is `Refused` (77).
     pub fn exit_kind(&self) -> ExitKind {
         match self {
             SourceError::Unreadable { .. }
@@ -163,6 +212,7 @@ impl SourceError {
             | SourceError::Recipe { .. }
             | SourceError::RecipeSyntax { .. } => ExitKind::BadImage,
             SourceError::Spool { .. } => ExitKind::OsError,
+            SourceError::TooLarge { .. } => ExitKind::Refused,
         }
     }
 
@@ -194,14 +244,7 @@ pub fn load(
     tree: &mut Tree,
     meta: &mut ImageMeta,
 ) -> Result<Vec<String>, SourceError> {
-    let mut cx = Cx {
-        opts,
-        spool,
-        warnings: Vec::new(),
-        foreign_owners: 0,
-        dropped_xattrs: 0,
-        recipes: Vec::new(),
-    };
+    let mut cx = Cx::new(opts, spool);
     cx.load(path, kind, tree, meta)?;
     Ok(cx.finish())
 }
@@ -218,9 +261,23 @@ struct Cx<'a> {
     dropped_xattrs: u64,
     /// The recipes being loaded (canonical paths), to refuse a base cycle.
     recipes: Vec<PathBuf>,
+    /// The sizes of the files met so far ([`SizeLimit`]).
+    total_size: u64,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    fn new(opts: &'a Options, spool: &'a mut Spool) -> Cx<'a> {
+        Cx {
+            opts,
+            spool,
+            warnings: Vec::new(),
+            foreign_owners: 0,
+            dropped_xattrs: 0,
+            recipes: Vec::new(),
+            total_size: 0,
+        }
+    }
+
     fn load(
         &mut self,
         path: &Path,
@@ -248,6 +305,19 @@ impl Cx<'_> {
         } else {
             Err(SourceError::Special { place, what })
         }
+    }
+
+    /// Count a file of `size` bytes at `place` against the size limit,
+    /// before anything is copied.
+    fn charge(&mut self, place: &str, size: u64) -> Result<(), SourceError> {
+        self.total_size = self.total_size.saturating_add(size);
+        if self.total_size > self.opts.max_size.bytes {
+            return Err(SourceError::TooLarge {
+                place: place.to_string(),
+                limit: self.opts.max_size.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn warn(&mut self, warning: String) {

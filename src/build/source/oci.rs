@@ -119,6 +119,8 @@ impl Store {
     }
 }
 
+/// The whole of a metadata file whose real size is `size` (a file's, or
+/// an archive member's), at most [`JSON_LIMIT`] bytes.
 fn read_limited(reader: impl Read, size: u64, place: &str) -> Result<Vec<u8>, SourceError> {
     if size > JSON_LIMIT {
         return Err(SourceError::invalid(
@@ -320,8 +322,21 @@ fn read_blob(store: &Store, desc: &Descriptor, what: &str) -> Result<Vec<u8>, So
     let Some((reader, size)) = store.open(&name)? else {
         return Err(missing_blob(store, &desc.digest, what));
     };
+    if desc.size > JSON_LIMIT {
+        return Err(SourceError::invalid(
+            place,
+            format!(
+                "{what}: its descriptor says {} bytes, more than the {JSON_LIMIT} a metadata \
+                 file may have",
+                desc.size
+            ),
+        ));
+    }
     let mut verify = Verify::new(reader, &desc.digest);
-    let bytes = read_limited(&mut verify, size.max(desc.size), &place)?;
+    // The blob's own size (a file's, or an archive member's, which the
+    // archive was checked to hold); a descriptor that says otherwise is
+    // found by `check`.
+    let bytes = read_limited(&mut verify, size, &place)?;
     verify.check(&desc.digest, Some(desc.size), &place)?;
     Ok(bytes)
 }
@@ -739,6 +754,37 @@ mod tests {
         );
     }
 
+    /// Sizes in descriptors are claims: a huge one is refused before it
+    /// sizes anything, one that differs from the blob is named.
+    #[test]
+    fn descriptor_sizes_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let oci = OciMaker::new(d.path());
+        let manifest = oci.image(&json!({}), &[]);
+        let digest = manifest["digest"].as_str().unwrap().to_string();
+        let media = "application/vnd.oci.image.manifest.v1+json";
+        for (size, problem) in [
+            (
+                json!(1u64 << 50),
+                "manifest: its descriptor says 1125899906842624 bytes, more than the \
+                 16777216 a metadata file may have"
+                    .to_string(),
+            ),
+            (
+                json!(u64::MAX),
+                "manifest: its descriptor says 18446744073709551615 bytes".to_string(),
+            ),
+            (json!(3), "bytes, the manifest says 3".to_string()),
+            (json!(-1), "manifests[0]: no size".to_string()),
+            (json!(1.5), "manifests[0]: no size".to_string()),
+        ] {
+            oci.index(&[json!({"mediaType": media, "digest": digest, "size": size})]);
+            let e = load_source(&oci.dir, &Options::default()).unwrap_err();
+            assert!(e.to_string().contains(&problem), "{size}: {e}");
+            assert_eq!(e.exit_kind(), ExitKind::BadImage);
+        }
+    }
+
     #[test]
     fn nested_index_and_platform_choice() {
         let d = tempfile::tempdir().unwrap();
@@ -769,14 +815,7 @@ mod tests {
         let cx_opts = Options::default();
         let index = json!({"manifests": [m_other, m_other]});
         let mut spool = crate::build::spool::Spool::new(tempfile::tempfile().unwrap());
-        let mut cx = Cx {
-            opts: &cx_opts,
-            spool: &mut spool,
-            warnings: Vec::new(),
-            foreign_owners: 0,
-            dropped_xattrs: 0,
-            recipes: Vec::new(),
-        };
+        let mut cx = Cx::new(&cx_opts, &mut spool);
         let chosen = choose(&mut cx, &index, "index.json", "riscv64").unwrap();
         assert_eq!(chosen.architecture.as_deref(), Some(other));
         assert_eq!(
@@ -791,14 +830,7 @@ mod tests {
     fn config_type_errors() {
         let mut spool = crate::build::spool::Spool::new(tempfile::tempfile().unwrap());
         let opts = Options::default();
-        let mut cx = Cx {
-            opts: &opts,
-            spool: &mut spool,
-            warnings: Vec::new(),
-            foreign_owners: 0,
-            dropped_xattrs: 0,
-            recipes: Vec::new(),
-        };
+        let mut cx = Cx::new(&opts, &mut spool);
         let mut meta = ImageMeta::default();
         let e = apply_config(
             &mut cx,

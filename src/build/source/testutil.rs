@@ -30,12 +30,17 @@ impl Loaded {
             panic!("{path}: not a file in {:?}", self.tree)
         };
         let mut out = Vec::new();
-        open_content(content, Some(&self.spool))
+        open_content(content, *size, Some(&self.spool))
             .unwrap()
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out.len() as u64, *size, "{path}: size");
         out
+    }
+
+    /// How much the spool holds.
+    pub fn spool_len(&self) -> u64 {
+        self.spool.metadata().unwrap().len()
     }
 
     pub fn text(&self, path: &str) -> String {
@@ -253,6 +258,21 @@ impl TarMaker {
         self.add(&h, &[])
     }
 
+    /// A file whose name the builder writes, as a GNU long name member
+    /// when it has more than 100 bytes.
+    pub fn long_named(mut self, path: &str, data: &[u8]) -> Self {
+        let mut h = header(
+            "",
+            "",
+            tar::EntryType::Regular,
+            0o644,
+            data.len() as u64,
+            self.mtime,
+        );
+        self.builder.append_data(&mut h, path, data).unwrap();
+        self
+    }
+
     /// A file with PAX `SCHILY.xattr.*` records.
     pub fn file_with_xattrs(mut self, path: &str, data: &[u8], xattrs: &[(&str, &[u8])]) -> Self {
         let records: Vec<(String, &[u8])> = xattrs
@@ -273,9 +293,56 @@ impl TarMaker {
         self.file(path, data, 0o644)
     }
 
+    /// Bytes written as they are (whole 512-byte blocks: a member made by
+    /// hand).
+    pub fn raw(mut self, bytes: &[u8]) -> Self {
+        assert_eq!(bytes.len() % 512, 0);
+        self.builder.get_mut().extend_from_slice(bytes);
+        self
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.builder.into_inner().unwrap()
     }
+}
+
+/// An old GNU sparse member (type `S`, as `tar --sparse --format=gnu`
+/// writes it): a file of `size` bytes whose data `chunks` (offset, length)
+/// hold `data`, one after the other. Four chunks go in the header, the
+/// rest in extension blocks of 21 after it.
+pub fn gnu_sparse_member(name: &str, size: u64, chunks: &[(u64, u64)], data: &[u8]) -> Vec<u8> {
+    assert_eq!(chunks.iter().map(|c| c.1).sum::<u64>(), data.len() as u64);
+    let mut h = header(
+        name,
+        "",
+        tar::EntryType::GNUSparse,
+        0o644,
+        data.len() as u64,
+        0,
+    );
+    let (first, rest) = chunks.split_at(chunks.len().min(4));
+    let gnu = h.as_gnu_mut().unwrap();
+    for (entry, &(offset, len)) in gnu.sparse.iter_mut().zip(first) {
+        entry.set_offset(offset);
+        entry.set_length(len);
+    }
+    gnu.set_real_size(size);
+    gnu.set_is_extended(!rest.is_empty());
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    let blocks: Vec<&[(u64, u64)]> = rest.chunks(21).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        let mut ext = tar::GnuExtSparseHeader::new();
+        for (entry, &(offset, len)) in ext.sparse_mut().iter_mut().zip(block.iter()) {
+            entry.set_offset(offset);
+            entry.set_length(len);
+        }
+        ext.set_is_extended(i + 1 < blocks.len());
+        out.extend_from_slice(ext.as_bytes());
+    }
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(512), 0);
+    out
 }
 
 pub fn compress(data: &[u8], compression: Compression) -> Vec<u8> {
