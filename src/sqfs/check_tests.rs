@@ -41,7 +41,7 @@ pub(super) fn reader_error(bytes: &[u8]) -> Option<String> {
         }
         files
             .iter()
-            .find_map(|f| r.read_file(f, 1 << 20).err().map(|e| e.to_string()))
+            .find_map(|f| r.read_file(f, 16 << 20).err().map(|e| e.to_string()))
     })
 }
 
@@ -93,6 +93,9 @@ pub(super) fn walk_image_fs(fs: &ImageFs) -> Result<(), fuse::Errno> {
                     }
                     at += out.len() as u64;
                 }
+                // The tail (a fragment, or the last block), and past the end.
+                fs.read(node, attr.size.saturating_sub(5000), 10_000, &mut out)?;
+                fs.read(node, u64::MAX - 10, 100, &mut out)?;
             }
             _ => {}
         }

@@ -37,7 +37,9 @@ mod check_tests;
 #[cfg(test)]
 mod fs_tests;
 #[cfg(test)]
-mod test_image;
+mod fuzz_tests;
+#[cfg(test)]
+pub(crate) mod test_image;
 #[cfg(test)]
 mod tests;
 

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{WriteOptions, write_image};
+use super::{Compression, WriteOptions, write_image};
 use crate::build::tree::{Content, Meta, Node, Tree};
 use crate::image::squashfs::{NO_TABLE, Superblock};
 
@@ -93,24 +93,29 @@ pub(super) fn fixture_tree() -> Tree {
     t
 }
 
-/// Write the fixture as `dir/fixture.sqfs`.
-pub(super) fn fixture(dir: &Path) -> PathBuf {
+/// Write the fixture compressed with `compression` as `dir/fixture.sqfs`.
+pub(super) fn fixture_with(dir: &Path, compression: Compression) -> PathBuf {
     let path = dir.join("fixture.sqfs");
     File::create(&path).unwrap();
     let opts = WriteOptions {
+        compression,
         block_size: BLOCK_SIZE,
         mtime: 1_700_000_000,
         workers: 1,
-        ..WriteOptions::default()
     };
     write_image(&path, &fixture_tree(), None, &opts, &mut |_| {}).unwrap();
     path
 }
 
-/// The fixture's bytes.
+/// The fixture's bytes (gzip).
 pub(super) fn fixture_bytes() -> Vec<u8> {
+    fixture_bytes_with(Compression::Gzip)
+}
+
+/// The fixture's bytes, compressed with `compression`.
+pub(crate) fn fixture_bytes_with(compression: Compression) -> Vec<u8> {
     let scratch = tempfile::tempdir().unwrap();
-    std::fs::read(fixture(scratch.path())).unwrap()
+    std::fs::read(fixture_with(scratch.path(), compression)).unwrap()
 }
 
 /// Bytes of a SquashFS image, edited in place.
@@ -183,6 +188,85 @@ impl Img {
         let (at, count) = self.index(table).unwrap();
         assert!(n < count, "{table:?} has {count} blocks");
         self.u64_at(at + 8 * n) as usize
+    }
+
+    /// The chain of metadata blocks from `from` up to `to`.
+    fn chain(&self, from: usize, to: usize, out: &mut Vec<usize>) {
+        let mut at = from;
+        while at < to && at + 2 <= self.bytes.len() {
+            out.push(at);
+            at += 2 + usize::from(self.u16_at(at) & 0x7fff);
+        }
+    }
+
+    /// Where every metadata block of a sound image is: the compressor's
+    /// options, the inode, directory and xattr key/value tables, and the
+    /// blocks the table indexes list.
+    pub fn meta_blocks(&self) -> Vec<usize> {
+        let sb = self.sb();
+        let mut out = Vec::new();
+        if sb.flags & super::ffi::SQFS_FLAG_COMPRESSOR_OPTIONS as u16 != 0 {
+            out.push(96);
+        }
+        let inodes = sb.inode_table_start as usize;
+        let dirs = sb.directory_table_start as usize;
+        self.chain(inodes, dirs, &mut out);
+        let mut firsts = Vec::new();
+        for table in [Table::Fragment, Table::Export, Table::Id, Table::XattrId] {
+            if let Some((_, n)) = self.index(table) {
+                for i in 0..n {
+                    let at = self.table_block(table, i);
+                    out.push(at);
+                    if i == 0 {
+                        firsts.push(at);
+                    }
+                }
+            }
+        }
+        let xattr_ids = (sb.xattr_id_table_start != NO_TABLE).then(|| {
+            let kv = self.u64_at(sb.xattr_id_table_start as usize) as usize;
+            firsts.push(kv);
+            let end = self
+                .index(Table::XattrId)
+                .filter(|&(_, n)| n > 0)
+                .map_or(sb.xattr_id_table_start as usize, |_| {
+                    self.table_block(Table::XattrId, 0)
+                });
+            (kv, end)
+        });
+        let dirs_end = firsts
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(sb.bytes_used as usize);
+        self.chain(dirs, dirs_end, &mut out);
+        if let Some((kv, end)) = xattr_ids {
+            self.chain(kv, end, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Where a sound image keeps its lengths, counts and offsets outside
+    /// metadata blocks: the super block's fields, the xattr ID table's
+    /// header, every table index entry, every metadata block header.
+    pub fn hot_offsets(&self) -> Vec<usize> {
+        let sb = self.sb();
+        let mut out: Vec<usize> = vec![
+            4, 8, 12, 16, 20, 22, 24, 26, 28, 30, 32, 40, 48, 56, 64, 72, 80, 88,
+        ];
+        if sb.xattr_id_table_start != NO_TABLE {
+            let at = sb.xattr_id_table_start as usize;
+            out.extend([at, at + 8]);
+        }
+        for table in [Table::Fragment, Table::Export, Table::Id, Table::XattrId] {
+            if let Some((at, n)) = self.index(table) {
+                out.extend((0..n).map(|i| at + 8 * i));
+            }
+        }
+        out.extend(self.meta_blocks());
+        out
     }
 
     /// The metadata block at `at`, decompressed, and its size on disk.
