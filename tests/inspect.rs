@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use rfake::exit::ExitKind;
 
 #[test]
 fn every_shared_sif_file() {
@@ -111,4 +112,80 @@ fn demo_images_and_bad_input() {
         "{}",
         stderr(&out)
     );
+}
+
+/// An image written by rfake's own writer: `/f` with `user.a=1` (one
+/// xattr ID entry) and `/g` without. Returns its bytes and where the
+/// entry's count field is.
+fn image_with_one_xattr(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, usize) {
+    use rfake::build::tree::{Content, Meta, Node, Tree};
+    use std::sync::Arc;
+    let file = |xattr: bool| {
+        let mut meta = Meta::with_mode(0o644);
+        if xattr {
+            meta.xattrs.insert("user.a".into(), b"1".to_vec());
+        }
+        Node::File {
+            meta,
+            size: 6,
+            content: Content::Bytes(Arc::new(b"hello\n".to_vec())),
+        }
+    };
+    let mut tree = Tree::default();
+    tree.insert(std::path::Path::new("f"), file(true)).unwrap();
+    tree.insert(std::path::Path::new("g"), file(false)).unwrap();
+    let path = dir.join("xattr.sqfs");
+    std::fs::File::create(&path).unwrap();
+    let opts = rfake::sqfs::WriteOptions::default();
+    rfake::sqfs::write_image(&path, &tree, None, &opts, &mut |_| {}).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    // The super block's xattr ID table start; there, the table's header
+    // (key/value table start, ID count, padding) and its index: where the
+    // one metadata block of ID entries is.
+    let table = u64_at(56);
+    assert_eq!(
+        u32::from_le_bytes(bytes[table + 8..table + 12].try_into().unwrap()),
+        1
+    );
+    let block = u64_at(table + 16);
+    let header = u16::from_le_bytes([bytes[block], bytes[block + 1]]);
+    // 16 bytes do not compress: the block is stored as is (bit 15).
+    assert_eq!(header, 0x8000 | 16, "an uncompressed block of one entry");
+    // The entry: key/value position (8 bytes), count (4), size (4).
+    (path, bytes, block + 2 + 8)
+}
+
+/// Issue 19, defect 2: a corrupted xattr ID entry (its count) made
+/// `inspect --list` allocate 206 GB and abort (SIGABRT, 134). It is a
+/// corrupt image: exit 65, one line naming the image and the table.
+#[test]
+fn corrupt_xattr_id_entry_is_a_bad_image() {
+    let scratch = tempfile::Builder::new()
+        .prefix("inspect-xattr-")
+        .tempdir()
+        .unwrap();
+    let (good, mut bytes, count_at) = image_with_one_xattr(scratch.path());
+    let t = tag("xattr");
+    let out = rfake(&t, &["inspect", "--list", "/", good.to_str().unwrap()]);
+    assert_status(&out, 0);
+    assert!(stdout(&out).contains("/f"), "{}", stdout(&out));
+    for count in [u32::MAX, 100_000] {
+        bytes[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+        let bad = scratch.path().join("bad.sqfs");
+        std::fs::write(&bad, &bytes).unwrap();
+        let out = rfake(&t, &["inspect", "--list", "/", bad.to_str().unwrap()]);
+        assert_status(&out, ExitKind::BadImage.code() as i32);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(": error: image "), "{err}");
+        assert!(err.contains(bad.to_str().unwrap()), "{err}");
+        assert!(err.contains("corrupt xattr id table: "), "{err}");
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+        // What does not touch the xattrs still works.
+        let out = rfake(&t, &["inspect", "--cat", "/g", bad.to_str().unwrap()]);
+        assert_status(&out, 0);
+        assert_eq!(stdout(&out), "hello\n");
+    }
+    assert_nothing_left(&t);
 }

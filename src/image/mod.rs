@@ -544,6 +544,9 @@ mod bytes {
 
 /// Builders and fixtures shared by the tests of this module's files.
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 pub(crate) mod test_support {
     use super::sif::{
         Arch, DataType, Descriptor, FsType, HEADER_LEN, PartType, PartitionInfo, SIF_VERSION,

@@ -9,7 +9,33 @@ use std::io::Read;
 use std::os::fd::AsFd;
 
 use crate::paths;
-use crate::sqfs::{EntryKind, Reader};
+use crate::sqfs::{EntryKind, Reader, SqfsError};
+
+/// Why a path inside an image could not be read.
+#[derive(Debug)]
+pub struct InsideError {
+    pub detail: String,
+    /// The path is not there (or not of the kind asked for): exit 66.
+    /// Otherwise the image itself is at fault (corrupt): exit 65.
+    pub missing: bool,
+}
+
+impl From<SqfsError> for InsideError {
+    fn from(e: SqfsError) -> InsideError {
+        InsideError {
+            missing: e.is_missing(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// An error of the host filesystem behind a directory image.
+fn host(detail: impl ToString) -> InsideError {
+    InsideError {
+        detail: detail.to_string(),
+        missing: true,
+    }
+}
 
 /// One entry of a listing.
 #[derive(Debug, Clone, Serialize)]
@@ -47,23 +73,34 @@ pub enum ImageFiles {
 
 impl ImageFiles {
     /// A file's bytes (symlinks inside the image followed), at most `max`.
-    pub fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, String> {
+    pub fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, InsideError> {
         match self {
-            ImageFiles::Squashfs(r) => r.read_file(path, max).map_err(|e| e.to_string()),
+            ImageFiles::Squashfs(r) => Ok(r.read_file(path, max)?),
             ImageFiles::Directory(root) => {
-                let root = paths::open_root(root).map_err(|e| e.to_string())?;
-                let walk = paths::walk(root.as_fd(), Path::new(path)).map_err(|e| e.to_string())?;
-                if !walk.exists() {
-                    return Err("no such file in the image".into());
-                }
-                let file = walk.open_regular().ok_or("not a regular file")?;
                 let mut bytes = Vec::new();
-                file.take(max)
+                host_file(root, path)?
+                    .take(max)
                     .read_to_end(&mut bytes)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(host)?;
                 Ok(bytes)
             }
-            ImageFiles::None => Err("the image has no readable root filesystem".into()),
+            ImageFiles::None => Err(no_root()),
+        }
+    }
+
+    /// Write a file's bytes (symlinks inside the image followed) to `out`,
+    /// a piece at a time. A failed write ends the copy with an `Io` error.
+    pub fn copy_file(&self, path: &str, out: &mut dyn std::io::Write) -> Result<(), InsideError> {
+        match self {
+            ImageFiles::Squashfs(r) => {
+                r.copy_file(path, out, "writing the file")?;
+                Ok(())
+            }
+            ImageFiles::Directory(root) => {
+                std::io::copy(&mut host_file(root, path)?, out).map_err(host)?;
+                Ok(())
+            }
+            ImageFiles::None => Err(no_root()),
         }
     }
 
@@ -75,41 +112,37 @@ impl ImageFiles {
     }
 
     /// The entries of one directory.
-    pub fn list(&self, dir: &str) -> Result<Vec<Entry>, String> {
+    pub fn list(&self, dir: &str) -> Result<Vec<Entry>, InsideError> {
         let mut out = Vec::new();
         match self {
             ImageFiles::Squashfs(r) => {
-                for e in r.list(dir).map_err(|e| e.to_string())? {
+                for e in r.list(dir)? {
                     let path = join(dir, &e.name);
                     out.push(entry_from_sqfs(path, &e));
                 }
             }
             ImageFiles::Directory(root) => {
                 let base = paths::under(root, Path::new(dir));
-                let mut names: Vec<_> = std::fs::read_dir(&base)
-                    .map_err(|e| e.to_string())?
-                    .flatten()
-                    .collect();
+                let mut names: Vec<_> = std::fs::read_dir(&base).map_err(host)?.flatten().collect();
                 names.sort_by_key(|e| e.file_name());
                 for e in names {
                     let name = e.file_name().to_string_lossy().into_owned();
                     out.push(entry_from_host(join(dir, &name), &e.path()));
                 }
             }
-            ImageFiles::None => return Err("the image has no readable root filesystem".into()),
+            ImageFiles::None => return Err(no_root()),
         }
         Ok(out)
     }
 
     /// Every entry below `dir` (and `dir` itself), parents first.
-    pub fn walk(&self, dir: &str) -> Result<Vec<Entry>, String> {
+    pub fn walk(&self, dir: &str) -> Result<Vec<Entry>, InsideError> {
         let mut out = Vec::new();
         match self {
             ImageFiles::Squashfs(r) => {
                 r.walk(dir, &mut |path, e| {
                     out.push(entry_from_sqfs(path.to_string(), e))
-                })
-                .map_err(|e| e.to_string())?;
+                })?;
             }
             ImageFiles::Directory(_) => {
                 let mut stack = vec![dir.to_string()];
@@ -124,10 +157,26 @@ impl ImageFiles {
                 }
                 out.sort_by(|a, b| a.path.cmp(&b.path));
             }
-            ImageFiles::None => return Err("the image has no readable root filesystem".into()),
+            ImageFiles::None => return Err(no_root()),
         }
         Ok(out)
     }
+}
+
+fn no_root() -> InsideError {
+    host("the image has no readable root filesystem")
+}
+
+/// The regular file at `path` inside the directory image `root`, opened
+/// without leaving it.
+fn host_file(root: &Path, path: &str) -> Result<std::fs::File, InsideError> {
+    let root = paths::open_root(root).map_err(host)?;
+    let walk = paths::walk(root.as_fd(), Path::new(path)).map_err(host)?;
+    if !walk.exists() {
+        return Err(host("no such file in the image"));
+    }
+    walk.open_regular()
+        .ok_or_else(|| host("not a regular file"))
 }
 
 fn join(dir: &str, name: &str) -> String {

@@ -18,7 +18,7 @@ use crate::image::sif::{DataType, FsType, Sif};
 use crate::image::{ImageError, sif, squashfs};
 use crate::sqfs::Reader;
 
-pub use files::{Entry, ImageFiles};
+pub use files::{Entry, ImageFiles, InsideError};
 
 /// Largest metadata file read for the report (runscripts, labels...).
 const META_MAX: u64 = 1 << 20;
@@ -135,7 +135,7 @@ pub fn inspect(path: &Path, list: Option<&str>) -> Result<(Report, ImageFiles), 
             .map_err(|e| image_error(path, e))?;
         if squashfs::has_magic(&probe) {
             report.format = "SquashFS";
-            open_squashfs(path, file, 0, &mut report)?
+            open_squashfs(path, file, 0, None, &mut report)?
         } else if sif::is_sif(&probe) {
             report.format = "SIF";
             sif_files(path, file, &mut report)?
@@ -156,21 +156,28 @@ pub fn inspect(path: &Path, list: Option<&str>) -> Result<(Report, ImageFiles), 
     Ok((report, files))
 }
 
-fn inside_error(image: &Path, inner: &str, detail: String) -> Error {
+fn inside_error(image: &Path, inner: &str, e: InsideError) -> Error {
     Error::Inside {
         image: image.to_path_buf(),
-        detail: format!("{inner}: {detail}"),
-        missing: true,
+        detail: format!("{inner}: {}", e.detail),
+        missing: e.missing,
     }
 }
 
+/// The SquashFS at `offset` in `file`, which must fit in `len` bytes (a SIF
+/// partition's) if given.
 fn open_squashfs(
     path: &Path,
     file: File,
     offset: u64,
+    len: Option<u64>,
     report: &mut Report,
 ) -> Result<ImageFiles, Error> {
-    let reader = Reader::open(file, offset).map_err(|e| Error::Inside {
+    let opened = match len {
+        Some(len) => Reader::open_partition(file, offset, len),
+        None => Reader::open(file, offset),
+    };
+    let reader = opened.map_err(|e| Error::Inside {
         image: path.to_path_buf(),
         detail: format!("SquashFS at offset {offset}: {e}"),
         missing: false,
@@ -260,8 +267,7 @@ fn sif_files(path: &Path, mut file: File, report: &mut Report) -> Result<ImageFi
         ));
         return Ok(ImageFiles::None);
     }
-    let offset = desc.offset;
-    open_squashfs(path, file, offset, report)
+    open_squashfs(path, file, desc.offset, Some(desc.size), report)
 }
 
 fn read_bytes(file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
@@ -328,11 +334,17 @@ pub fn run(req: &InspectRequest) -> Result<u8, Error> {
     let (report, files) = inspect(&req.image, req.list.as_deref())?;
     let mut out = std::io::stdout().lock();
     if let Some(inner) = &req.cat {
-        let bytes = files
-            .read_file(inner, u64::MAX)
-            .map_err(|e| inside_error(&req.image, inner, e))?;
-        let _ = out.write_all(&bytes);
-        return Ok(0);
+        // Streamed: a file's size is the image's word, and may be large.
+        let mut to = StopOnError {
+            out: &mut out,
+            failed: false,
+        };
+        return match files.copy_file(inner, &mut to) {
+            // A reader that went away (`| head`) ends the copy quietly.
+            Err(_) if to.failed => Ok(0),
+            Err(e) => Err(inside_error(&req.image, inner, e)),
+            Ok(()) => Ok(0),
+        };
     }
     let text = if req.json {
         serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
@@ -343,4 +355,19 @@ pub fn run(req: &InspectRequest) -> Result<u8, Error> {
     };
     let _ = out.write_all(text.as_bytes());
     Ok(0)
+}
+
+/// A writer that remembers that a write failed.
+struct StopOnError<'a, W: std::io::Write> {
+    out: &'a mut W,
+    failed: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for StopOnError<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf).inspect_err(|_| self.failed = true)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush().inspect_err(|_| self.failed = true)
+    }
 }

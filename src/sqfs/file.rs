@@ -43,8 +43,10 @@ pub(crate) struct SqfsFile {
 unsafe impl Send for SqfsFile {}
 
 impl SqfsFile {
-    /// A read-only file object for the SquashFS at `offset` in `file`.
-    pub(crate) fn reader(file: File, offset: u64) -> io::Result<SqfsFile> {
+    /// A read-only file object for the SquashFS at `offset` in `file`,
+    /// which ends at the end of the file, or `limit` bytes after `offset`
+    /// if that is sooner (a SIF partition).
+    pub(crate) fn reader(file: File, offset: u64, limit: Option<u64>) -> io::Result<SqfsFile> {
         let len = file.metadata()?.len();
         if len < offset {
             return Err(io::Error::new(
@@ -52,7 +54,8 @@ impl SqfsFile {
                 format!("the file has {len} bytes, fewer than the offset {offset}"),
             ));
         }
-        Ok(SqfsFile::new(file, offset, false, len - offset))
+        let size = (len - offset).min(limit.unwrap_or(u64::MAX));
+        Ok(SqfsFile::new(file, offset, false, size))
     }
 
     /// A writable file object over `file`, which must be empty.

@@ -16,6 +16,12 @@
 //! - **Threads**: libsquashfs readers have state (the current metadata
 //!   block, a decompressor stream), so each request borrows a private set
 //!   from a pool; the image file is only read with `pread`.
+//! - **The image is untrusted**: the table indexes are checked when it is
+//!   opened ([`Layout`]), each inode's sizes before it is decoded, each
+//!   listing's names, each block's place (inside the data area) and size.
+//!   Fragment and xattr ID entries are looked up one at a time, never
+//!   read as a whole table sized by a count. A failure is EIO and one log
+//!   line naming the table (the first 20; then they are counted).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,19 +32,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lru::LruCache;
 
 use super::file::SqfsFile;
+use super::inode::{MAX_NAME, read_inode};
+use super::layout::Layout;
+use super::meta::{META_BLOCK, MetaReader};
 use super::obj::{Malloced, Obj, check};
-use super::read::{
-    decompressor, kind_of, nlink_and_size, open_super, read_ids, read_xattrs, symlink_target,
-    xattr_reader,
-};
-use super::{EntryKind, SqfsError, ffi};
+use super::read::{decompressor, kind_of, nlink_and_size, open_super, symlink_target};
+use super::xattr::{self, XattrReaders};
+use super::{EntryKind, SqfsError, SuperInfo, ffi};
 use crate::fuse::{self, Attr, Dir, DirEntry, Errno, FsStats};
 
-/// Inodes kept decoded (about 200 bytes each); past this the cache starts
-/// over. The kernel keeps what it was told for the life of the mount, so
-/// these caches serve first accesses only, and they stay out of the memory
-/// budget's way (16 MiB besides `image_cache_size`).
+/// Inodes kept decoded (about 200 bytes each, and a file's block list);
+/// past this the cache starts over. The kernel keeps what it was told for
+/// the life of the mount, so these caches serve first accesses only, and
+/// they stay out of the memory budget's way (16 MiB besides
+/// `image_cache_size`).
 const MAX_NODES: usize = 1 << 15;
+/// Bytes of block lists kept in decoded inodes; past this the cache
+/// starts over (a single larger one is still kept).
+const MAX_NODE_BYTES: usize = 64 << 20;
 /// Directory entries kept decoded, over all cached listings (about 80 bytes
 /// each); past this the cache starts over.
 const MAX_DIR_ENTRIES: usize = 1 << 16;
@@ -53,6 +64,9 @@ const UNCOMPRESSED: u32 = 1 << 24;
 /// next blocks will be needed too (read-ahead of the image, which may sit
 /// on a slow or distributed file system).
 const READ_AHEAD_BLOCKS: usize = 8;
+/// A file's block positions are kept for every this many blocks; the
+/// others are summed from the sizes in between.
+const CHECKPOINT: usize = 64;
 
 /// Decompressed blocks by (inode reference, block index), and fragment
 /// blocks by ([`FRAGMENT_BLOCKS`], fragment index).
@@ -66,13 +80,15 @@ struct Tail {
 }
 
 /// A decoded inode, shared between threads.
-struct Node {
-    inode: Malloced<ffi::sqfs_inode_generic_t>,
-    attr: Attr,
-    /// A file's full data blocks: where each starts in the image, and its
-    /// size word (on-disk size; bit 24: stored uncompressed; 0: a hole).
-    /// The fragment tail, if any, follows them.
-    blocks: Box<[(u64, u32)]>,
+pub(super) struct Node {
+    pub(super) inode: Malloced<ffi::sqfs_inode_generic_t>,
+    pub(super) attr: Attr,
+    /// A file's full data blocks: their size words (on-disk size; bit 24:
+    /// stored uncompressed; 0: a hole) are the inode's own list; this is
+    /// where every [`CHECKPOINT`]-th one starts in the image. The
+    /// fragment tail, if any, follows them.
+    checkpoints: Box<[u64]>,
+    block_count: usize,
     tail: Option<Tail>,
 }
 
@@ -82,12 +98,39 @@ unsafe impl Send for Node {}
 // SAFETY: as above: shared, read-only.
 unsafe impl Sync for Node {}
 
+impl Node {
+    /// The size words of the file's blocks.
+    fn sizes(&self) -> &[u32] {
+        // SAFETY: `decode` checked that libsquashfs decoded `block_count`
+        // size words after the inode (payload_bytes_used).
+        unsafe { self.inode.extra.as_slice(self.block_count) }
+    }
+
+    /// Where block `index` (< `block_count`) starts, and its size word.
+    fn block_at(&self, index: usize) -> (u64, u32) {
+        let sizes = self.sizes();
+        let first = index / CHECKPOINT * CHECKPOINT;
+        let at = sizes[first..index]
+            .iter()
+            .fold(self.checkpoints[index / CHECKPOINT], |at, &w| {
+                at.saturating_add(u64::from(w & (UNCOMPRESSED - 1)))
+            });
+        (at, sizes[index])
+    }
+
+    /// Bytes the node holds besides its fixed part.
+    fn weight(&self) -> usize {
+        self.inode.payload_bytes_used as usize + self.checkpoints.len() * 8
+    }
+}
+
 /// One thread's readers and decompressors. Fields drop in declaration
 /// order: the readers before the decompressor they use.
 struct Readers {
-    inodes: Obj<ffi::sqfs_meta_reader_t>,
-    dirs: Obj<ffi::sqfs_meta_reader_t>,
-    xattrs: Option<Obj<ffi::sqfs_xattr_reader_t>>,
+    inodes: MetaReader,
+    dirs: MetaReader,
+    fragments: Option<MetaReader>,
+    xattrs: Option<XattrReaders>,
     cmp: Obj<ffi::sqfs_compressor_t>,
     /// For gzip images: data and fragment blocks are zlib streams, which
     /// libdeflate inflates about 2.5 times as fast as zlib (measured on
@@ -105,18 +148,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A name a directory listing may hold: not empty, not "." or "..", no
+/// "/" or NUL, at most 256 bytes (what a path component can be, and what
+/// SquashFS can store).
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() as u64 <= MAX_NAME
+        && name != b"."
+        && name != b".."
+        && !name.iter().any(|&b| b == b'/' || b == 0)
+}
+
 /// A SquashFS image (at an offset in its file) served by node ID.
 pub struct ImageFs {
     /// Drops first: the readers use the super block and the file.
     pool: Mutex<Vec<Readers>>,
-    nodes: Mutex<HashMap<u64, Arc<Node>>>,
+    /// Decoded inodes, and the bytes their block lists take.
+    nodes: Mutex<(HashMap<u64, Arc<Node>>, usize)>,
     /// Decoded listings, and how many entries they hold in all.
     dirs: Mutex<(HashMap<u64, Arc<Dir>>, usize)>,
     /// Decompressed blocks by (inode reference, block index).
     blocks: Option<Mutex<BlockCache>>,
     ids: Vec<u32>,
-    /// The fragment table: where each fragment block is, and its size.
-    fragments: Vec<ffi::sqfs_fragment_t>,
+    layout: Layout,
     root_ref: u64,
     sb: Box<ffi::sqfs_super_t>,
     file: SqfsFile,
@@ -137,21 +191,33 @@ impl ImageFs {
     /// directory can be read. `cache_bytes` bounds the block cache (0: no
     /// cache). `name` is used in log messages.
     pub fn open(file: File, offset: u64, cache_bytes: u64, name: &str) -> Result<Self, SqfsError> {
-        let (file, sb) = open_super(file, offset)?;
-        let (fp, with_io) = (file.as_ptr(), |e| file.explain(e));
-        let cmp = decompressor(&sb, fp).map_err(with_io)?;
-        let ids = read_ids(&sb, fp, &cmp).map_err(with_io)?;
-        let fragments = read_fragment_table(&sb, fp, &cmp).map_err(with_io)?;
+        Self::open_within(file, offset, None, cache_bytes, name)
+    }
+
+    /// [`ImageFs::open`] for a SquashFS that must fit in `len` bytes from
+    /// `offset` (a SIF partition), if given.
+    pub(super) fn open_within(
+        file: File,
+        offset: u64,
+        len: Option<u64>,
+        cache_bytes: u64,
+        name: &str,
+    ) -> Result<Self, SqfsError> {
+        let (file, sb, layout) = open_super(file, offset, len)?;
+        let ids = {
+            let cmp = decompressor(&sb, file.as_ptr()).map_err(|e| file.explain(e))?;
+            read_ids(&layout, file.as_ptr(), &cmp).map_err(|e| file.explain(e))?
+        };
         let block_size = u64::from(sb.block_size.max(1));
         let blocks = NonZeroUsize::new((cache_bytes / block_size) as usize)
             .map(|n| Mutex::new(LruCache::new(n)));
         let fs = ImageFs {
             pool: Mutex::new(Vec::new()),
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Mutex::new((HashMap::new(), 0)),
             dirs: Mutex::new((HashMap::new(), 0)),
             blocks,
             ids,
-            fragments,
+            layout,
             root_ref: sb.root_inode_ref,
             sb,
             file,
@@ -177,43 +243,53 @@ impl ImageFs {
         self.file.raw_fd()
     }
 
+    /// Facts from the super block.
+    pub(super) fn super_info(&self) -> SuperInfo {
+        let sb = &self.sb;
+        SuperInfo {
+            compression: super::read::compression_name(sb.compression_id),
+            block_size: sb.block_size,
+            inode_count: sb.inode_count,
+            bytes_used: sb.bytes_used,
+            mtime: sb.modification_time,
+            flags: sb.flags,
+            fragment_count: sb.fragment_entry_count,
+            id_count: sb.id_count,
+        }
+    }
+
     fn new_readers(&self) -> Result<Readers, SqfsError> {
         let sb = &*self.sb;
         let fp = self.file.as_ptr();
+        let layout = &self.layout;
         let cmp = decompressor(sb, fp)?;
-        // SAFETY: constructor calls with live arguments (the file, the
-        // super block and the decompressor outlive the readers: field
-        // order here and in `ImageFs`); each result gets one owner.
-        unsafe {
-            let inodes = Obj::from_raw(
-                ffi::sqfs_meta_reader_create(
-                    fp,
-                    cmp.as_ptr(),
-                    sb.inode_table_start,
-                    sb.directory_table_start,
-                ),
-                "creating the inode table reader",
-            )?;
-            let dirs = Obj::from_raw(
-                ffi::sqfs_meta_reader_create(
-                    fp,
-                    cmp.as_ptr(),
-                    sb.directory_table_start,
-                    sb.bytes_used,
-                ),
-                "creating the directory table reader",
-            )?;
-            let xattrs = xattr_reader(sb, fp, &cmp)?;
-            let inflate = (sb.compression_id == ffi::SQFS_COMP_GZIP as u16)
-                .then(libdeflater::Decompressor::new);
-            Ok(Readers {
-                inodes,
-                dirs,
-                xattrs,
-                cmp,
-                inflate,
-            })
-        }
+        // The readers keep `fp` and `cmp`, which outlive them (field order
+        // here and in `ImageFs`).
+        let inodes = MetaReader::new(fp, &cmp, layout.inodes.clone(), "inode table")?;
+        let dirs = MetaReader::new(fp, &cmp, layout.dirs.clone(), "directory table")?;
+        let fragments = match &layout.fragments {
+            Some(t) => Some(MetaReader::new(
+                fp,
+                &cmp,
+                t.extent.clone(),
+                "fragment table",
+            )?),
+            None => None,
+        };
+        let xattrs = match &layout.xattrs {
+            Some(x) => Some(XattrReaders::new(fp, &cmp, x)?),
+            None => None,
+        };
+        let inflate =
+            (sb.compression_id == ffi::SQFS_COMP_GZIP as u16).then(libdeflater::Decompressor::new);
+        Ok(Readers {
+            inodes,
+            dirs,
+            fragments,
+            xattrs,
+            cmp,
+            inflate,
+        })
     }
 
     /// Run `f` with a set of readers of this thread's own.
@@ -260,38 +336,22 @@ impl ImageFs {
     }
 
     /// The decoded inode at reference `iref`.
-    fn node(&self, iref: u64) -> Result<Arc<Node>, SqfsError> {
-        if let Some(n) = lock(&self.nodes).get(&iref) {
+    pub(super) fn node(&self, iref: u64) -> Result<Arc<Node>, SqfsError> {
+        if let Some(n) = lock(&self.nodes).0.get(&iref) {
             return Ok(n.clone());
         }
-        let inode = self.with_readers(|r| {
-            let mut out = std::ptr::null_mut();
-            // SAFETY: a live inode table reader; the block is relative to
-            // the inode table, as the reference stores it; `out` receives a
-            // fresh inode.
-            let ret = unsafe {
-                ffi::sqfs_meta_reader_read_inode(
-                    r.inodes.as_ptr(),
-                    &*self.sb,
-                    iref >> 16,
-                    (iref & 0xffff) as usize,
-                    &mut out,
-                )
-            };
-            check(ret, || format!("reading the inode at {iref:#x}"))?;
-            // SAFETY: on success `out` is ours to free.
-            unsafe { Malloced::from_raw(out) }.ok_or_else(|| SqfsError::Lib {
-                what: format!("reading the inode at {iref:#x}"),
-                code: ffi::SQFS_ERROR_ALLOC,
-                detail: None,
-            })
-        })?;
+        let inode =
+            self.with_readers(|r| read_inode(&mut r.inodes, &self.sb, &self.layout, iref))?;
         let node = Arc::new(self.decode(inode, iref)?);
-        let mut nodes = lock(&self.nodes);
-        if nodes.len() >= MAX_NODES {
+        let mut cache = lock(&self.nodes);
+        let (nodes, bytes) = &mut *cache;
+        if nodes.len() >= MAX_NODES || *bytes + node.weight() > MAX_NODE_BYTES {
             nodes.clear();
+            *bytes = 0;
         }
-        nodes.insert(iref, node.clone());
+        if nodes.insert(iref, node.clone()).is_none() {
+            *bytes += node.weight();
+        }
         Ok(node)
     }
 
@@ -300,18 +360,18 @@ impl ImageFs {
         inode: Malloced<ffi::sqfs_inode_generic_t>,
         iref: u64,
     ) -> Result<Node, SqfsError> {
-        let corrupt = |detail: String| SqfsError::Lib {
-            what: format!("reading the inode at {iref:#x}"),
-            code: ffi::SQFS_ERROR_CORRUPTED,
-            detail: Some(detail),
+        let corrupt = |detail: String| {
+            SqfsError::corrupt("inode table", format!("the inode at {iref:#x}: {detail}"))
         };
         let kind = kind_of(&inode)
             .ok_or_else(|| corrupt(format!("unknown inode type {}", inode.base.type_)))?;
         let id = |idx: u16| {
-            self.ids
-                .get(usize::from(idx))
-                .copied()
-                .ok_or_else(|| corrupt(format!("ID index {idx} out of range")))
+            self.ids.get(usize::from(idx)).copied().ok_or_else(|| {
+                corrupt(format!(
+                    "ID index {idx}, the ID table has {} entries",
+                    self.ids.len()
+                ))
+            })
         };
         let (nlink, size) = nlink_and_size(&inode);
         let rdev = match kind {
@@ -326,7 +386,7 @@ impl ImageFs {
             }
             _ => 0,
         };
-        let (blocks, tail) = if kind == EntryKind::File {
+        let (checkpoints, block_count, tail) = if kind == EntryKind::File {
             let mut frag_index = 0;
             let mut frag_offset = 0;
             let mut location = 0;
@@ -339,26 +399,27 @@ impl ImageFs {
                 }
             };
             check(ret, || format!("reading the inode at {iref:#x}"))?;
+            // libsquashfs decoded this many size words after the inode, as
+            // many as the file size asks for (checked against the inode
+            // table before it read them).
             let count = inode.payload_bytes_used as usize / 4;
-            // SAFETY: libsquashfs decoded `count` block sizes after the
-            // inode (payload_bytes_used is what it filled in).
+            // SAFETY: as above.
             let sizes = unsafe { inode.extra.as_slice(count) };
-            let blocks = sizes
-                .iter()
-                .map(|&word| {
-                    let at = location;
-                    location = location.saturating_add(u64::from(word & (UNCOMPRESSED - 1)));
-                    (at, word)
-                })
-                .collect();
+            let mut checkpoints = Vec::with_capacity(count.div_ceil(CHECKPOINT));
+            for (n, &word) in sizes.iter().enumerate() {
+                if n % CHECKPOINT == 0 {
+                    checkpoints.push(location);
+                }
+                location = location.saturating_add(u64::from(word & (UNCOMPRESSED - 1)));
+            }
             let tail = (frag_index != u32::MAX && size % u64::from(self.sb.block_size) != 0)
                 .then_some(Tail {
                     index: frag_index,
                     offset: frag_offset,
                 });
-            (blocks, tail)
+            (checkpoints.into_boxed_slice(), count, tail)
         } else {
-            (Box::default(), None)
+            (Box::default(), 0, None)
         };
         let attr = Attr {
             ino: u64::from(inode.base.inode_number),
@@ -373,13 +434,14 @@ impl ImageFs {
         Ok(Node {
             inode,
             attr,
-            blocks,
+            checkpoints,
+            block_count,
             tail,
         })
     }
 
     /// The listing of the directory `node` (at reference `iref`).
-    fn dir_of(&self, iref: u64, node: &Node) -> Result<Arc<Dir>, SqfsError> {
+    pub(super) fn dir_of(&self, iref: u64, node: &Node) -> Result<Arc<Dir>, SqfsError> {
         if let Some(d) = lock(&self.dirs).0.get(&iref) {
             return Ok(d.clone());
         }
@@ -393,12 +455,16 @@ impl ImageFs {
                 inode.data.dir.parent_inode
             }
         };
+        let what = || format!("the directory at {iref:#x}");
         let mut entries = self.with_readers(|r| {
             // SAFETY: all-zero is a valid state to initialize.
             let mut state: ffi::sqfs_readdir_state_t = unsafe { std::mem::zeroed() };
             // SAFETY: a directory inode and the live super block.
             let ret = unsafe { ffi::sqfs_readdir_state_init(&mut state, &*self.sb, inode) };
-            check(ret, || format!("opening the directory at {iref:#x}"))?;
+            check(ret, || format!("opening {}", what()))?;
+            // The inode's listing size (checked against the directory table
+            // when the inode was read) bounds this loop: each entry takes
+            // at least 9 bytes of it.
             let mut entries = Vec::new();
             loop {
                 let mut ent = std::ptr::null_mut();
@@ -415,7 +481,10 @@ impl ImageFs {
                         &mut child,
                     )
                 };
-                if check(ret, || format!("reading the directory at {iref:#x}"))? > 0 {
+                if ret < 0 {
+                    return Err(r.dirs.fail(ret, what));
+                }
+                if ret > 0 {
                     break;
                 }
                 // SAFETY: on success `ent` is ours to free.
@@ -426,6 +495,13 @@ impl ImageFs {
                 let name = unsafe {
                     std::slice::from_raw_parts(ent.name.as_ptr(), usize::from(ent.size) + 1)
                 };
+                if !valid_name(name) {
+                    return Err(r.dirs.corrupt(format!(
+                        "{}: an entry named {:?}",
+                        what(),
+                        String::from_utf8_lossy(name)
+                    )));
+                }
                 let kind = match u32::from(ent.type_) {
                     ffi::SQFS_INODE_DIR => libc::S_IFDIR,
                     ffi::SQFS_INODE_FILE => libc::S_IFREG,
@@ -433,7 +509,14 @@ impl ImageFs {
                     ffi::SQFS_INODE_BDEV => libc::S_IFBLK,
                     ffi::SQFS_INODE_CDEV => libc::S_IFCHR,
                     ffi::SQFS_INODE_FIFO => libc::S_IFIFO,
-                    _ => libc::S_IFSOCK,
+                    ffi::SQFS_INODE_SOCKET => libc::S_IFSOCK,
+                    other => {
+                        return Err(r.dirs.corrupt(format!(
+                            "{}: entry {:?} has type {other}",
+                            what(),
+                            String::from_utf8_lossy(name)
+                        )));
+                    }
                 };
                 entries.push(DirEntry {
                     name: name.into(),
@@ -483,37 +566,59 @@ impl ImageFs {
     /// Full data block `index` of a file, decompressed.
     fn block(&self, iref: u64, node: &Node, index: u32) -> Result<Arc<[u8]>, SqfsError> {
         self.cached((iref, index), || {
-            let (at, word) = node.blocks[index as usize];
+            let index = index as usize;
+            let (at, word) = node.block_at(index);
             // A file's blocks are stored one after the other: the next
             // ones are likely wanted soon.
-            let ahead = &node.blocks[index as usize + 1..];
-            let ahead = &ahead[..ahead.len().min(READ_AHEAD_BLOCKS)];
-            if let (Some(&(first, _)), Some(&(last, last_word))) = (ahead.first(), ahead.last()) {
+            let ahead = index + 1..(index + 1 + READ_AHEAD_BLOCKS).min(node.block_count);
+            if !ahead.is_empty() {
+                let (first, _) = node.block_at(ahead.start);
+                let (last, last_word) = node.block_at(ahead.end - 1);
                 let end = last.saturating_add(u64::from(last_word & (UNCOMPRESSED - 1)));
                 self.file.will_need(first, end.saturating_sub(first));
             }
             let block_size = u64::from(self.sb.block_size);
             // Only the last block of a file without a tail is short.
-            let len =
-                (node.attr.size.saturating_sub(u64::from(index) * block_size)).min(block_size);
-            let what = || format!("reading block {index} of inode {}", node.attr.ino);
+            let len = (node.attr.size.saturating_sub(index as u64 * block_size)).min(block_size);
+            let what = || format!("block {index} of inode {}", node.attr.ino);
             self.read_block(at, word, Some(len as usize), &what)
         })
+    }
+
+    /// Entry `index` of the fragment table: where the fragment block is,
+    /// and its size word.
+    fn fragment(&self, index: u32) -> Result<(u64, u32), SqfsError> {
+        let table = "fragment table";
+        let located = self
+            .layout
+            .fragments
+            .as_ref()
+            .and_then(|t| t.locate(u64::from(index)));
+        let Some((block, offset)) = located else {
+            return Err(SqfsError::corrupt(
+                table,
+                format!(
+                    "fragment {index} is asked for, the table has {} entries",
+                    self.layout.fragment_count()
+                ),
+            ));
+        };
+        self.with_readers(|r| {
+            let m = r.fragments.as_mut().expect("a fragment table has a reader");
+            m.seek(block, offset)?;
+            let start = m.u64()?;
+            let size = m.u32()?;
+            Ok((start, size))
+        })
+        .map_err(|e| e.about(format!("entry {index}")))
     }
 
     /// Fragment block `index`, decompressed: the tails of the files in it.
     fn fragment_block(&self, index: u32) -> Result<Arc<[u8]>, SqfsError> {
         self.cached((FRAGMENT_BLOCKS, index), || {
-            let what = || format!("reading fragment block {index}");
-            let corrupt = |detail: String| SqfsError::Lib {
-                what: what(),
-                code: ffi::SQFS_ERROR_CORRUPTED,
-                detail: Some(detail),
-            };
-            let entry = self.fragments.get(index as usize).ok_or_else(|| {
-                corrupt(format!("the table has {} entries", self.fragments.len()))
-            })?;
-            self.read_block(entry.start_offset, entry.size, None, &what)
+            let (at, word) = self.fragment(index)?;
+            let what = || format!("fragment block {index}");
+            self.read_block(at, word, None, &what)
         })
     }
 
@@ -526,11 +631,8 @@ impl ImageFs {
         len: Option<usize>,
         what: &dyn Fn() -> String,
     ) -> Result<Arc<[u8]>, SqfsError> {
-        let corrupt = |detail: String| SqfsError::Lib {
-            what: what(),
-            code: ffi::SQFS_ERROR_CORRUPTED,
-            detail: Some(detail),
-        };
+        let corrupt =
+            |detail: String| SqfsError::corrupt("file data", format!("{}: {detail}", what()));
         let stored = word & (UNCOMPRESSED - 1);
         let block_size = self.sb.block_size as usize;
         if stored == 0 {
@@ -540,6 +642,13 @@ impl ImageFs {
         if stored as usize > block_size {
             return Err(corrupt(format!("{stored} bytes on disk")));
         }
+        let end = at.saturating_add(u64::from(stored));
+        if at < self.layout.data.start || end > self.layout.data.end {
+            return Err(corrupt(format!(
+                "it spans {at}..{end}, outside the data area ({}..{})",
+                self.layout.data.start, self.layout.data.end
+            )));
+        }
         let mut raw = vec![0u8; stored as usize];
         let fp = self.file.as_ptr();
         // SAFETY: the file object's own read callback, with a buffer of
@@ -548,7 +657,7 @@ impl ImageFs {
             let read_at = (*fp).read_at.expect("the file object reads");
             read_at(fp, at, raw.as_mut_ptr().cast(), raw.len())
         };
-        check(ret, what).map_err(|e| self.file.explain(e))?;
+        check(ret, || format!("reading {}", what())).map_err(|e| self.file.explain(e))?;
         let data = if word & UNCOMPRESSED != 0 {
             raw
         } else {
@@ -572,10 +681,8 @@ impl ImageFs {
                                 out.len() as u32,
                             )
                         };
-                        usize::try_from(n).map_err(|_| SqfsError::Lib {
-                            what: what(),
-                            code: n,
-                            detail: None,
+                        usize::try_from(n).map_err(|_| {
+                            corrupt(format!("decompressing: {}", super::code_name(n)))
                         })?
                     }
                 };
@@ -592,43 +699,124 @@ impl ImageFs {
         }
     }
 
+    /// The node for a node ID.
+    pub(super) fn node_of(&self, node: u64) -> Result<(u64, Arc<Node>), SqfsError> {
+        let iref = self.inode_ref(node).map_err(|_| {
+            SqfsError::corrupt("directory table", format!("node {node} does not exist"))
+        })?;
+        Ok((iref, self.node(iref)?))
+    }
+
     fn lookup_node(&self, node: u64) -> Result<(u64, Arc<Node>), Errno> {
         let iref = self.inode_ref(node)?;
         let n = self.node(iref).map_err(|e| self.failed(e))?;
         Ok((iref, n))
     }
+
+    /// The extended attributes of `node`.
+    pub(super) fn xattrs_of(&self, node: &Node) -> Result<Vec<fuse::Xattr>, SqfsError> {
+        let mut index = u32::MAX;
+        // SAFETY: a complete inode; `index` receives its xattr index.
+        let ret = unsafe { ffi::sqfs_inode_get_xattr_index(&*node.inode, &mut index) };
+        check(ret, || {
+            format!("reading the xattr index of inode {}", node.attr.ino)
+        })?;
+        let Some(layout) = &self.layout.xattrs else {
+            return Ok(Vec::new());
+        };
+        if index == u32::MAX {
+            return Ok(Vec::new());
+        }
+        self.with_readers(|r| {
+            let x = r.xattrs.as_mut().expect("xattr tables have readers");
+            xattr::read(x, layout, index)
+        })
+        .map_err(|e| e.about(format!("the xattrs of inode {}", node.attr.ino)))
+    }
+
+    /// Append up to `size` bytes of the file `node` (at reference `iref`)
+    /// from `offset` on to `out`.
+    pub(super) fn read_file(
+        &self,
+        iref: u64,
+        n: &Node,
+        offset: u64,
+        size: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SqfsError> {
+        let block_size = u64::from(self.sb.block_size);
+        let end = n.attr.size.min(offset.saturating_add(size as u64));
+        let mut pos = offset;
+        let corrupt = |pos: u64, detail: String| {
+            SqfsError::corrupt(
+                "file data",
+                format!("inode {} at {pos}: {detail}", n.attr.ino),
+            )
+        };
+        while pos < end {
+            let index = pos / block_size;
+            // The bytes from file offset `start` are `data[skip..limit]`.
+            let (data, start, skip, limit) = if index < n.block_count as u64 {
+                let data = self.block(iref, n, index as u32)?;
+                let limit = data.len();
+                (data, index * block_size, 0, limit)
+            } else if let Some(tail) = n.tail {
+                let data = self.fragment_block(tail.index)?;
+                let start = n.block_count as u64 * block_size;
+                let skip = tail.offset as usize;
+                let limit = skip.saturating_add((n.attr.size - start) as usize);
+                if limit > data.len() {
+                    return Err(corrupt(
+                        pos,
+                        format!(
+                            "fragment block {} is short ({} bytes)",
+                            tail.index,
+                            data.len()
+                        ),
+                    ));
+                }
+                (data, start, skip, limit)
+            } else {
+                return Err(corrupt(pos, "no block holds this offset".into()));
+            };
+            let within = skip + (pos - start) as usize;
+            let take = ((end - pos) as usize).min(limit.saturating_sub(within));
+            if take == 0 {
+                return Err(corrupt(
+                    pos,
+                    format!("block {index} is short ({} bytes)", data.len()),
+                ));
+            }
+            out.extend_from_slice(&data[within..within + take]);
+            pos += take as u64;
+        }
+        Ok(())
+    }
+
+    /// The target of the symlink `node`.
+    pub(super) fn link_target<'a>(&self, node: &'a Node) -> &'a [u8] {
+        symlink_target(&node.inode)
+    }
 }
 
-/// The ID table: index → uid/gid.
-/// The fragment table: where each fragment block is, and its size.
-fn read_fragment_table(
-    sb: &ffi::sqfs_super_t,
+/// The ID table: index → uid/gid (at most 65535 entries, in the blocks the
+/// checked index lists).
+fn read_ids(
+    layout: &Layout,
     fp: *mut ffi::sqfs_file_t,
     cmp: &Obj<ffi::sqfs_compressor_t>,
-) -> Result<Vec<ffi::sqfs_fragment_t>, SqfsError> {
-    let mut fragments = Vec::new();
-    if sb.fragment_entry_count == 0 {
-        return Ok(fragments);
+) -> Result<Vec<u32>, SqfsError> {
+    let table = &layout.ids;
+    let mut m = MetaReader::new(fp, cmp, table.extent.clone(), "ID table")?;
+    let mut raw = vec![0u8; (table.count * table.entry) as usize];
+    for (chunk, &block) in raw.chunks_mut(META_BLOCK as usize).zip(&table.blocks) {
+        m.seek(block, 0)?;
+        m.read(chunk)?;
     }
-    // SAFETY: constructor and loader calls with live arguments; the table
-    // is dropped before `cmp`; the entries are plain integers.
-    unsafe {
-        let table = Obj::from_raw(
-            ffi::sqfs_frag_table_create(0),
-            "creating the fragment table",
-        )?;
-        let ret = ffi::sqfs_frag_table_read(table.as_ptr(), fp, sb, cmp.as_ptr());
-        check(ret, || "reading the fragment table".into())?;
-        let count = ffi::sqfs_frag_table_get_size(table.as_ptr());
-        fragments.reserve(count);
-        for i in 0..count as u32 {
-            let mut entry = std::mem::zeroed();
-            let ret = ffi::sqfs_frag_table_lookup(table.as_ptr(), i, &mut entry);
-            check(ret, || format!("reading fragment table entry {i}"))?;
-            fragments.push(entry);
-        }
-    }
-    Ok(fragments)
+    Ok(raw
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect())
 }
 
 impl fuse::Filesystem for ImageFs {
@@ -650,7 +838,7 @@ impl fuse::Filesystem for ImageFs {
         if n.attr.mode & libc::S_IFMT != libc::S_IFLNK {
             return Err(libc::EINVAL);
         }
-        Ok(symlink_target(&n.inode).to_vec())
+        Ok(self.link_target(&n).to_vec())
     }
 
     fn read(&self, node: u64, offset: u64, size: usize, out: &mut Vec<u8>) -> Result<(), Errno> {
@@ -660,56 +848,8 @@ impl fuse::Filesystem for ImageFs {
             libc::S_IFDIR => return Err(libc::EISDIR),
             _ => return Err(libc::EINVAL),
         }
-        let block_size = u64::from(self.sb.block_size);
-        let end = n.attr.size.min(offset.saturating_add(size as u64));
-        let mut pos = offset;
-        let corrupt = |pos: u64, detail: String| SqfsError::Lib {
-            what: format!("reading inode {} at {pos}", n.attr.ino),
-            code: ffi::SQFS_ERROR_CORRUPTED,
-            detail: Some(detail),
-        };
-        while pos < end {
-            let index = pos / block_size;
-            // The bytes from file offset `start` are `data[skip..limit]`.
-            let (data, start, skip, limit) = if index < n.blocks.len() as u64 {
-                let data = self
-                    .block(iref, &n, index as u32)
-                    .map_err(|e| self.failed(e))?;
-                let limit = data.len();
-                (data, index * block_size, 0, limit)
-            } else if let Some(tail) = n.tail {
-                let data = self
-                    .fragment_block(tail.index)
-                    .map_err(|e| self.failed(e))?;
-                let start = n.blocks.len() as u64 * block_size;
-                let skip = tail.offset as usize;
-                let limit = skip.saturating_add((n.attr.size - start) as usize);
-                if limit > data.len() {
-                    return Err(self.failed(corrupt(
-                        pos,
-                        format!(
-                            "fragment block {} is short ({} bytes)",
-                            tail.index,
-                            data.len()
-                        ),
-                    )));
-                }
-                (data, start, skip, limit)
-            } else {
-                return Err(self.failed(corrupt(pos, "no block holds this offset".into())));
-            };
-            let within = skip + (pos - start) as usize;
-            let take = ((end - pos) as usize).min(limit.saturating_sub(within));
-            if take == 0 {
-                return Err(self.failed(corrupt(
-                    pos,
-                    format!("block {index} is short ({} bytes)", data.len()),
-                )));
-            }
-            out.extend_from_slice(&data[within..within + take]);
-            pos += take as u64;
-        }
-        Ok(())
+        self.read_file(iref, &n, offset, size, out)
+            .map_err(|e| self.failed(e))
     }
 
     fn dir(&self, node: u64) -> Result<Arc<Dir>, Errno> {
@@ -722,20 +862,11 @@ impl fuse::Filesystem for ImageFs {
 
     fn xattrs(&self, node: u64) -> Result<Vec<fuse::Xattr>, Errno> {
         let (_, n) = self.lookup_node(node)?;
-        let all = self
-            .with_readers(|r| {
-                let xr = r.xattrs.as_ref().map(|x| x.as_ptr());
-                read_xattrs(xr, &n.inode, &|| {
-                    format!("reading the xattrs of inode {}", n.attr.ino)
-                })
-            })
-            .map_err(|e| self.failed(e))?;
-        Ok(all.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect())
+        self.xattrs_of(&n).map_err(|e| self.failed(e))
     }
 
     fn has_xattrs(&self) -> bool {
-        u32::from(self.sb.flags) & ffi::SQFS_FLAG_NO_XATTRS == 0
-            && self.sb.xattr_id_table_start != u64::MAX
+        self.layout.has_xattrs()
     }
 
     fn stats(&self) -> FsStats {

@@ -10,20 +10,36 @@
 //! output depends only on the tree and the options: every entry is owned
 //! by 0:0 and has its own modification time from the tree, or `opts.mtime`
 //! when it has none; the super block has `opts.mtime`.
-//! [`Reader`] gives read-only access: super block facts, `stat`, listing,
-//! walking and reading files.
+//! [`ImageFs`] serves an image by node ID (the FUSE server); [`Reader`]
+//! gives the same by path (`rfake inspect`): super block facts, `stat`,
+//! listing, walking and reading files. Both read through one path, which
+//! treats the image as untrusted: the super block and every table's index
+//! are checked against the file first (`layout.rs`), an inode's sizes
+//! before libsquashfs decodes it (`inode.rs`), xattrs are read by rfake
+//! itself (`xattr.rs`); a contradiction is [`SqfsError::Corrupt`], naming
+//! the table.
 
 mod cmp;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod ffi;
 mod file;
 mod fs;
+mod inode;
+mod layout;
+mod meta;
 mod obj;
 mod read;
 mod write;
+mod xattr;
 
 #[cfg(test)]
+mod check_tests;
+#[cfg(test)]
 mod fs_tests;
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+pub(crate) mod test_image;
 #[cfg(test)]
 mod tests;
 
@@ -252,6 +268,14 @@ pub enum SqfsError {
     SymlinkLoop { path: String },
     #[error("{path}: {size} bytes, more than the {max} allowed")]
     TooLarge { path: String, size: u64, max: u64 },
+    /// The image contradicts itself or the format: a length, count or
+    /// offset that points outside its table or the image, a value past the
+    /// format's limits. `table` names where ("xattr id table").
+    #[error("corrupt {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    /// The super block is refused (see [`crate::image::squashfs`]).
+    #[error("{0}")]
+    Superblock(#[from] crate::image::squashfs::SquashfsError),
 }
 
 impl SqfsError {
@@ -260,6 +284,47 @@ impl SqfsError {
         match self {
             SqfsError::Lib { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// Whether the error is about a path that is not in the image (or not
+    /// of the kind asked for), rather than about the image itself.
+    pub fn is_missing(&self) -> bool {
+        matches!(
+            self,
+            SqfsError::NotFound { .. }
+                | SqfsError::NotDir { .. }
+                | SqfsError::NotFile { .. }
+                | SqfsError::SymlinkLoop { .. }
+        )
+    }
+
+    /// A corruption found in `table`.
+    pub(crate) fn corrupt(table: &'static str, detail: impl Into<String>) -> SqfsError {
+        SqfsError::Corrupt {
+            table,
+            detail: detail.into(),
+        }
+    }
+
+    /// The same error, said to be about `what` ("the inode at 0x1a2"):
+    /// prefixed to a corruption's detail or a library call's step.
+    pub(crate) fn about(self, what: impl fmt::Display) -> SqfsError {
+        match self {
+            SqfsError::Corrupt { table, detail } => SqfsError::Corrupt {
+                table,
+                detail: format!("{what}: {detail}"),
+            },
+            SqfsError::Lib {
+                what: w,
+                code,
+                detail,
+            } => SqfsError::Lib {
+                what: format!("{what}: {w}"),
+                code,
+                detail,
+            },
+            e => e,
         }
     }
 }

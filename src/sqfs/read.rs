@@ -1,52 +1,44 @@
-//! Read-only access to a SquashFS image, possibly at an offset in a file.
+//! Read-only access to a SquashFS image by path, possibly at an offset in
+//! a file: what `rfake inspect` and the tests use. It is [`ImageFs`], the
+//! FUSE server's reader, seen through paths, so both read an image with
+//! the same code and the same checks (see `layout.rs`, `inode.rs`,
+//! `xattr.rs`: every length, count and offset taken from the image is
+//! checked before it sizes an allocation or a loop).
 
-use std::collections::VecDeque;
-use std::ffi::{CStr, CString};
+use std::collections::{HashSet, VecDeque};
+use std::ffi::CStr;
 use std::fs::File;
-use std::sync::{Mutex, MutexGuard};
+use std::io::Write;
+use std::sync::Arc;
 
 use super::file::SqfsFile;
-use super::obj::{Malloced, Obj, check};
+use super::fs::{ImageFs, Node};
+use super::layout::Layout;
+use super::obj::{Obj, check};
 use super::{EntryInfo, EntryKind, SqfsError, SuperInfo, ffi};
+use crate::fuse;
+use crate::image::squashfs::{SUPERBLOCK_LEN, Superblock};
 
 /// Symbolic links followed in one lookup before giving up (Linux's limit).
 const MAX_SYMLINKS: usize = 40;
-
-type Inode = Malloced<ffi::sqfs_inode_generic_t>;
+/// Blocks cached while reading (a fragment block holds the tails of many
+/// small files, read one after the other).
+const CACHE_BYTES: u64 = 4 << 20;
+/// Bytes read from a file at a time.
+const CHUNK: usize = 1 << 20;
 
 /// Read-only access to a SquashFS that starts at `offset` inside `file`
 /// (0 for a bare SquashFS; the SIF partition offset otherwise).
 ///
 /// Paths are inside the image: "/" or "" is the root, "." and ".." work,
 /// symbolic links are followed inside the image (absolute ones from the
-/// image root), never out of it. Calls are serialized internally, so a
-/// `Reader` can be shared between threads.
+/// image root), never out of it. A `Reader` can be shared between threads.
 pub struct Reader {
-    inner: Mutex<Inner>,
+    fs: ImageFs,
     info: SuperInfo,
 }
 
-/// The libsquashfs objects of an open image. Fields drop in declaration
-/// order: each reader before the compressor, super block and file it uses.
-struct Inner {
-    xattrs: Option<Obj<ffi::sqfs_xattr_reader_t>>,
-    data: Obj<ffi::sqfs_data_reader_t>,
-    dirs: Obj<ffi::sqfs_dir_reader_t>,
-    /// The ID table: index → uid/gid.
-    ids: Vec<u32>,
-    /// Used by the readers above.
-    _cmp: Obj<ffi::sqfs_compressor_t>,
-    /// Boxed: the directory reader keeps a pointer to it.
-    _sb: Box<ffi::sqfs_super_t>,
-    file: SqfsFile,
-}
-
-// SAFETY: libsquashfs reader objects hold no thread-affine state (no
-// thread-locals, no threads of their own); `Reader` only touches them with
-// its mutex held, one thread at a time.
-unsafe impl Send for Inner {}
-
-fn compression_name(id: u16) -> String {
+pub(super) fn compression_name(id: u16) -> String {
     // SAFETY: returns a static string or NULL for unknown IDs.
     let name = unsafe { ffi::sqfs_compressor_name_from_id(u32::from(id)) };
     if name.is_null() {
@@ -100,16 +92,35 @@ pub(super) fn decompressor(
     Ok(cmp)
 }
 
-/// The file object for the SquashFS at `offset` in `file`, and its super
-/// block (boxed: readers keep a pointer to it).
+/// The file object for the SquashFS at `offset` in `file` (at most `len`
+/// bytes from there, if given), its super block (boxed: readers keep a
+/// pointer to it) and its checked layout.
 pub(super) fn open_super(
     file: File,
     offset: u64,
-) -> Result<(SqfsFile, Box<ffi::sqfs_super_t>), SqfsError> {
-    let file = SqfsFile::reader(file, offset).map_err(|source| SqfsError::Io {
+    len: Option<u64>,
+) -> Result<(SqfsFile, Box<ffi::sqfs_super_t>, Layout), SqfsError> {
+    let file = SqfsFile::reader(file, offset, len).map_err(|source| SqfsError::Io {
         what: format!("opening the SquashFS at offset {offset}"),
         source,
     })?;
+    // The super block is checked first by rfake's own parser (magic,
+    // version, block size, compressor, sizes and table positions against
+    // the file); libsquashfs then reads the same 96 bytes.
+    let mut raw = [0u8; SUPERBLOCK_LEN];
+    let fp = file.as_ptr();
+    let available = file.size().min(SUPERBLOCK_LEN as u64) as usize;
+    // SAFETY: the file object's own read callback, with a buffer of
+    // `available` writable bytes.
+    let ret = unsafe {
+        let read_at = (*fp).read_at.expect("the file object reads");
+        read_at(fp, 0, raw.as_mut_ptr().cast(), available)
+    };
+    check(ret, || {
+        format!("reading the super block at offset {offset}")
+    })
+    .map_err(|e| file.explain(e))?;
+    Superblock::parse(&raw[..available])?.validate(file.size())?;
     // SAFETY: the super block struct is plain integers; all-zero is valid.
     let mut sb: Box<ffi::sqfs_super_t> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY: `sb` is a valid struct to fill in, the file a live one.
@@ -118,118 +129,27 @@ pub(super) fn open_super(
         format!("reading the super block at offset {offset}")
     })
     .map_err(|e| file.explain(e))?;
-    Ok((file, sb))
-}
-
-/// A data reader (file blocks and fragments), with the fragment table read.
-/// The caller keeps `sb`, `fp` and `cmp` alive for as long as the reader.
-pub(super) fn data_reader(
-    sb: &ffi::sqfs_super_t,
-    fp: *mut ffi::sqfs_file_t,
-    cmp: &Obj<ffi::sqfs_compressor_t>,
-) -> Result<Obj<ffi::sqfs_data_reader_t>, SqfsError> {
-    // SAFETY: constructor and loader calls with live arguments; the result
-    // gets one owner.
-    unsafe {
-        let data = Obj::from_raw(
-            ffi::sqfs_data_reader_create(fp, sb.block_size as usize, cmp.as_ptr(), 0),
-            "creating the data reader",
-        )?;
-        let ret = ffi::sqfs_data_reader_load_fragment_table(data.as_ptr(), sb);
-        check(ret, || "reading the fragment table".into())?;
-        Ok(data)
-    }
-}
-
-/// The ID table: index → uid/gid.
-pub(super) fn read_ids(
-    sb: &ffi::sqfs_super_t,
-    fp: *mut ffi::sqfs_file_t,
-    cmp: &Obj<ffi::sqfs_compressor_t>,
-) -> Result<Vec<u32>, SqfsError> {
-    // SAFETY: constructor and loader calls with live arguments; the table
-    // is dropped before `cmp`; `id` receives a plain integer.
-    unsafe {
-        let ids = Obj::from_raw(ffi::sqfs_id_table_create(0), "creating the ID table")?;
-        let ret = ffi::sqfs_id_table_read(ids.as_ptr(), fp, sb, cmp.as_ptr());
-        check(ret, || "reading the ID table".into())?;
-        let mut out = Vec::with_capacity(usize::from(sb.id_count));
-        for i in 0..sb.id_count {
-            let mut id = 0;
-            let ret = ffi::sqfs_id_table_index_to_id(ids.as_ptr(), i, &mut id);
-            check(ret, || format!("reading ID {i}"))?;
-            out.push(id);
-        }
-        Ok(out)
-    }
-}
-
-/// An xattr reader with its tables read; `None` if the image has none.
-/// The caller keeps `sb`, `fp` and `cmp` alive for as long as the reader.
-pub(super) fn xattr_reader(
-    sb: &ffi::sqfs_super_t,
-    fp: *mut ffi::sqfs_file_t,
-    cmp: &Obj<ffi::sqfs_compressor_t>,
-) -> Result<Option<Obj<ffi::sqfs_xattr_reader_t>>, SqfsError> {
-    if u32::from(sb.flags) & ffi::SQFS_FLAG_NO_XATTRS != 0 || sb.xattr_id_table_start == u64::MAX {
-        return Ok(None);
-    }
-    // SAFETY: constructor and loader calls with live arguments; the result
-    // gets one owner.
-    unsafe {
-        let xr = Obj::from_raw(
-            ffi::sqfs_xattr_reader_create(0),
-            "creating the xattr reader",
-        )?;
-        let ret = ffi::sqfs_xattr_reader_load(xr.as_ptr(), sb, fp, cmp.as_ptr());
-        check(ret, || "reading the xattr tables".into())?;
-        Ok(Some(xr))
-    }
+    let layout = Layout::check(&sb, &file).map_err(|e| file.explain(e))?;
+    Ok((file, sb, layout))
 }
 
 impl Reader {
-    /// Open the SquashFS at `offset` in `file`: read the super block, the
-    /// compressor options, the ID, fragment and xattr tables.
+    /// Open the SquashFS at `offset` in `file`: check the super block and
+    /// the table indexes, read the ID table and the root directory.
     pub fn open(file: File, offset: u64) -> Result<Reader, SqfsError> {
-        let (file, sb) = open_super(file, offset)?;
-        let fp = file.as_ptr();
-        let with_io = |e: SqfsError| file.explain(e);
-        let comp = compression_name(sb.compression_id);
-        let cmp = decompressor(&sb, fp).map_err(with_io)?;
+        Self::open_within(file, offset, None)
+    }
 
-        let ids = read_ids(&sb, fp, &cmp).map_err(with_io)?;
-        // SAFETY: a constructor call with live arguments that outlive the
-        // result (field order of `Inner`); the result gets one owner.
-        let dirs = unsafe {
-            Obj::from_raw(
-                ffi::sqfs_dir_reader_create(&*sb, cmp.as_ptr(), fp, 0),
-                "creating the directory reader",
-            )?
-        };
-        let data = data_reader(&sb, fp, &cmp).map_err(with_io)?;
-        let xattrs = xattr_reader(&sb, fp, &cmp).map_err(with_io)?;
-        let info = SuperInfo {
-            compression: comp,
-            block_size: sb.block_size,
-            inode_count: sb.inode_count,
-            bytes_used: sb.bytes_used,
-            mtime: sb.modification_time,
-            flags: sb.flags,
-            fragment_count: sb.fragment_entry_count,
-            id_count: sb.id_count,
-        };
-        Ok(Reader {
-            inner: Mutex::new(Inner {
-                xattrs,
-                data,
-                dirs,
-                ids,
-                _cmp: cmp,
-                _sb: sb,
-                file,
-            }),
-            info,
-        })
+    /// [`Reader::open`] for a SquashFS that must fit in `len` bytes from
+    /// `offset` (a SIF partition).
+    pub fn open_partition(file: File, offset: u64, len: u64) -> Result<Reader, SqfsError> {
+        Self::open_within(file, offset, Some(len))
+    }
+
+    fn open_within(file: File, offset: u64, len: Option<u64>) -> Result<Reader, SqfsError> {
+        let fs = ImageFs::open_within(file, offset, len, CACHE_BYTES, "")?;
+        let info = fs.super_info();
+        Ok(Reader { fs, info })
     }
 
     /// Facts from the super block.
@@ -237,53 +157,208 @@ impl Reader {
         self.info.clone()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The entry at `path`; a symlink as the last component is not followed.
     pub fn stat(&self, path: &str) -> Result<EntryInfo, SqfsError> {
-        let mut inner = self.lock();
-        inner.run(|inner| {
-            let (name, inode, shown) = inner.resolve(path, false)?;
-            inner.entry_info(name, &inode, &shown)
-        })
+        let (name, node, shown) = self.resolve(path, false)?;
+        self.entry_info(name, node, &shown)
     }
 
     /// The entries of directory `dir` (following symlinks), sorted by name.
     pub fn list(&self, dir: &str) -> Result<Vec<EntryInfo>, SqfsError> {
-        let mut inner = self.lock();
-        inner.run(|inner| {
-            let (_, inode, shown) = inner.resolve(dir, true)?;
-            let entries = inner.entries(&inode, &shown)?;
-            let mut out = Vec::with_capacity(entries.len());
-            for (name, child) in entries {
-                let child_path = join(&shown, &name);
-                out.push(inner.entry_info(name, &child, &child_path)?);
-            }
-            out.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(out)
-        })
+        let (_, node, shown) = self.resolve(dir, true)?;
+        let listing = self.listing(node, &shown)?;
+        let mut out = Vec::with_capacity(listing.entries.len());
+        for e in &listing.entries {
+            let name = String::from_utf8_lossy(&e.name).into_owned();
+            let child_path = join(&shown, &name);
+            out.push(self.entry_info(name, e.node, &child_path)?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     /// Call `f` for everything below directory `dir` (following symlinks
     /// for `dir` itself, not below), parents before children, in name
-    /// order. Paths are absolute in the image ("/etc/passwd").
+    /// order. Paths are absolute in the image ("/etc/passwd"). A directory
+    /// met twice (the image's tree has a loop, or a directory with two
+    /// names) is an error: the walk visits each directory once.
     pub fn walk(&self, dir: &str, f: &mut dyn FnMut(&str, &EntryInfo)) -> Result<(), SqfsError> {
-        let mut inner = self.lock();
-        inner.run(|inner| {
-            let (_, inode, shown) = inner.resolve(dir, true)?;
-            inner.walk(&inode, &shown, f)
-        })
+        let (_, node, shown) = self.resolve(dir, true)?;
+        let mut seen = HashSet::from([self.fs.node_of(node)?.0]);
+        // Directories whose listing is still to be walked, with the entries
+        // left; the last is the one being walked.
+        let mut stack = vec![(shown.clone(), self.listing(node, &shown)?, 0)];
+        while let Some((path, listing, next)) = stack.last_mut() {
+            let Some(e) = listing.entries.get(*next) else {
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            let name = String::from_utf8_lossy(&e.name).into_owned();
+            let child = join(path, &name);
+            let info = self.entry_info(name, e.node, &child)?;
+            f(&child, &info);
+            if info.kind == EntryKind::Dir {
+                let (iref, _) = self.fs.node_of(e.node)?;
+                if !seen.insert(iref) {
+                    return Err(SqfsError::corrupt(
+                        "directory table",
+                        format!("{child}: directory inode {} is met twice", info.inode),
+                    ));
+                }
+                let listing = self.listing(e.node, &child)?;
+                stack.push((child, listing, 0));
+            }
+        }
+        Ok(())
     }
 
     /// The contents of the regular file at `path`, following symlinks
     /// inside the image; fails if it is bigger than `max` bytes.
     pub fn read_file(&self, path: &str, max: u64) -> Result<Vec<u8>, SqfsError> {
-        let mut inner = self.lock();
-        inner.run(|inner| {
-            let (_, inode, shown) = inner.resolve(path, true)?;
-            inner.read_all(&inode, &shown, max)
+        let (_, node, shown) = self.resolve(path, true)?;
+        let (iref, n) = self.file_node(node, &shown)?;
+        if n.attr.size > max {
+            return Err(SqfsError::TooLarge {
+                path: shown,
+                size: n.attr.size,
+                max,
+            });
+        }
+        // Grown as the data comes: the size is the image's word.
+        let mut out = Vec::new();
+        while (out.len() as u64) < n.attr.size {
+            let before = out.len();
+            self.fs
+                .read_file(iref, &n, before as u64, CHUNK, &mut out)
+                .map_err(|e| e.about(&shown))?;
+            if out.len() == before {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write the contents of the regular file at `path` (following
+    /// symlinks inside the image) to `to`, a piece at a time; returns the
+    /// bytes written. A write error is an `Io` error naming `what`.
+    pub fn copy_file(&self, path: &str, to: &mut dyn Write, what: &str) -> Result<u64, SqfsError> {
+        let (_, node, shown) = self.resolve(path, true)?;
+        let (iref, n) = self.file_node(node, &shown)?;
+        let mut done = 0;
+        let mut buf = Vec::with_capacity(CHUNK);
+        while done < n.attr.size {
+            buf.clear();
+            self.fs
+                .read_file(iref, &n, done, CHUNK, &mut buf)
+                .map_err(|e| e.about(&shown))?;
+            if buf.is_empty() {
+                break;
+            }
+            to.write_all(&buf).map_err(|source| SqfsError::Io {
+                what: what.to_owned(),
+                source,
+            })?;
+            done += buf.len() as u64;
+        }
+        Ok(done)
+    }
+
+    /// The regular file behind node `node`.
+    fn file_node(&self, node: u64, shown: &str) -> Result<(u64, Arc<Node>), SqfsError> {
+        let (iref, n) = self.fs.node_of(node)?;
+        if n.attr.mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(SqfsError::NotFile { path: shown.into() });
+        }
+        Ok((iref, n))
+    }
+
+    /// The listing of the directory `node`.
+    fn listing(&self, node: u64, shown: &str) -> Result<Arc<fuse::Dir>, SqfsError> {
+        let (iref, n) = self.fs.node_of(node)?;
+        if n.attr.mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(SqfsError::NotDir { path: shown.into() });
+        }
+        self.fs.dir_of(iref, &n)
+    }
+
+    /// Resolve `path` to (name, node ID, normalized path).
+    fn resolve(&self, path: &str, follow_last: bool) -> Result<(String, u64, String), SqfsError> {
+        // The directories walked into, with their names; empty = root.
+        let mut stack: Vec<(String, u64)> = Vec::new();
+        let mut pending: VecDeque<String> = components(path).collect();
+        let mut links = 0;
+        let shown = |stack: &[(String, u64)]| {
+            let mut s = String::new();
+            for (name, _) in stack {
+                s.push('/');
+                s.push_str(name);
+            }
+            if s.is_empty() { "/".to_owned() } else { s }
+        };
+        while let Some(name) = pending.pop_front() {
+            if name == ".." {
+                stack.pop();
+                continue;
+            }
+            let here = shown(&stack);
+            let dir = stack.last().map_or(fuse::ROOT, |(_, n)| *n);
+            let listing = self.listing(dir, &here)?;
+            let Some(entry) = listing.find(name.as_bytes()) else {
+                return Err(SqfsError::NotFound {
+                    path: join(&here, &name),
+                });
+            };
+            let child = entry.node;
+            let (_, n) = self.fs.node_of(child)?;
+            let last = pending.is_empty();
+            if n.attr.mode & libc::S_IFMT == libc::S_IFLNK && (follow_last || !last) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(SqfsError::SymlinkLoop { path: path.into() });
+                }
+                let target = String::from_utf8_lossy(self.fs.link_target(&n)).into_owned();
+                if target.starts_with('/') {
+                    stack.clear();
+                }
+                for (i, c) in components(&target).enumerate() {
+                    pending.insert(i, c);
+                }
+                continue;
+            }
+            stack.push((name, child));
+        }
+        let shown = shown(&stack);
+        Ok(match stack.pop() {
+            Some((name, node)) => (name, node, shown),
+            None => ("/".to_owned(), fuse::ROOT, shown),
+        })
+    }
+
+    fn entry_info(&self, name: String, node: u64, shown: &str) -> Result<EntryInfo, SqfsError> {
+        let (_, n) = self.fs.node_of(node).map_err(|e| e.about(shown))?;
+        let kind = kind_of(&n.inode).expect("decoded inodes have a known type");
+        let symlink_target = (kind == EntryKind::Symlink)
+            .then(|| String::from_utf8_lossy(self.fs.link_target(&n)).into_owned());
+        let xattrs = self
+            .fs
+            .xattrs_of(&n)
+            .map_err(|e| e.about(shown))?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .collect();
+        Ok(EntryInfo {
+            name,
+            kind,
+            mode: (n.attr.mode & 0o7777) as u16,
+            uid: n.attr.uid,
+            gid: n.attr.gid,
+            size: n.attr.size,
+            mtime: n.attr.mtime as u32,
+            nlink: n.attr.nlink,
+            inode: n.attr.ino as u32,
+            symlink_target,
+            xattrs,
         })
     }
 }
@@ -321,67 +396,6 @@ pub(super) fn symlink_target(inode: &ffi::sqfs_inode_generic_t) -> &[u8] {
     }
 }
 
-/// The extended attributes of `inode` (full names, in stored order),
-/// through the xattr reader `xr` (`None`: the image has none).
-pub(super) fn read_xattrs(
-    xr: Option<*mut ffi::sqfs_xattr_reader_t>,
-    inode: &ffi::sqfs_inode_generic_t,
-    what: &dyn Fn() -> String,
-) -> Result<Vec<(String, Vec<u8>)>, SqfsError> {
-    let mut index = u32::MAX;
-    // SAFETY: a complete inode; `index` receives its xattr index.
-    let ret = unsafe { ffi::sqfs_inode_get_xattr_index(inode, &mut index) };
-    check(ret, what)?;
-    let Some(xr) = xr else {
-        return Ok(Vec::new());
-    };
-    if index == u32::MAX {
-        return Ok(Vec::new());
-    }
-    let mut desc = ffi::sqfs_xattr_id_t {
-        xattr: 0,
-        count: 0,
-        size: 0,
-    };
-    // SAFETY: live xattr reader; `desc` receives the descriptor.
-    unsafe {
-        check(ffi::sqfs_xattr_reader_get_desc(xr, index, &mut desc), what)?;
-        check(ffi::sqfs_xattr_reader_seek_kv(xr, &desc), what)?;
-    }
-    let mut out = Vec::with_capacity(desc.count as usize);
-    for _ in 0..desc.count {
-        let mut key = std::ptr::null_mut();
-        // SAFETY: the reader is positioned on a key; `key` receives a
-        // fresh entry that we free.
-        let ret = unsafe { ffi::sqfs_xattr_reader_read_key(xr, &mut key) };
-        check(ret, what)?;
-        // SAFETY: on success `key` is ours.
-        let Some(key) = (unsafe { Malloced::from_raw(key) }) else {
-            break;
-        };
-        let mut value = std::ptr::null_mut();
-        // SAFETY: the value follows the key just read; `value` receives
-        // a fresh value that we free.
-        let ret = unsafe { ffi::sqfs_xattr_reader_read_value(xr, key.as_ptr(), &mut value) };
-        check(ret, what)?;
-        // SAFETY: on success `value` is ours.
-        let Some(value) = (unsafe { Malloced::from_raw(value) }) else {
-            break;
-        };
-        // SAFETY: the decoded key is the full name ("user.foo", the
-        // prefix put back; `size` still counts only the suffix),
-        // NUL-terminated; the value has `size` bytes after its header.
-        let (k, v) = unsafe {
-            (
-                CStr::from_ptr(key.key.as_ptr().cast()),
-                std::slice::from_raw_parts(value.value.as_ptr(), value.size as usize),
-            )
-        };
-        out.push((k.to_string_lossy().into_owned(), v.to_vec()));
-    }
-    Ok(out)
-}
-
 /// The link count and the size `stat` shows of an inode.
 pub(super) fn nlink_and_size(inode: &ffi::sqfs_inode_generic_t) -> (u32, u64) {
     let d = &inode.data;
@@ -400,250 +414,6 @@ pub(super) fn nlink_and_size(inode: &ffi::sqfs_inode_generic_t) -> (u32, u64) {
             ffi::SQFS_INODE_FIFO | ffi::SQFS_INODE_SOCKET => (d.ipc.nlink, 0),
             _ => (d.ipc_ext.nlink, 0),
         }
-    }
-}
-
-impl Inner {
-    /// Run `f`, adding the file's I/O error to a failed library call.
-    fn run<T>(
-        &mut self,
-        f: impl FnOnce(&mut Inner) -> Result<T, SqfsError>,
-    ) -> Result<T, SqfsError> {
-        f(self).map_err(|e| self.file.explain(e))
-    }
-
-    fn root(&mut self) -> Result<Inode, SqfsError> {
-        let mut out = std::ptr::null_mut();
-        // SAFETY: live directory reader; `out` receives a fresh inode.
-        let ret = unsafe { ffi::sqfs_dir_reader_get_root_inode(self.dirs.as_ptr(), &mut out) };
-        check(ret, || "reading the root inode".into())?;
-        // SAFETY: on success `out` is ours to free.
-        Ok(unsafe { Malloced::from_raw(out) }.expect("libsquashfs returned a NULL root inode"))
-    }
-
-    fn open_dir(&mut self, dir: &Inode, shown: &str) -> Result<(), SqfsError> {
-        if kind_of(dir) != Some(EntryKind::Dir) {
-            return Err(SqfsError::NotDir { path: shown.into() });
-        }
-        // SAFETY: live reader and a directory inode.
-        let ret = unsafe { ffi::sqfs_dir_reader_open_dir(self.dirs.as_ptr(), dir.as_ptr(), 0) };
-        check(ret, || format!("opening the directory {shown}"))?;
-        Ok(())
-    }
-
-    /// The inode of the entry `name` in directory `dir`; None if absent.
-    fn lookup(&mut self, dir: &Inode, name: &str, shown: &str) -> Result<Option<Inode>, SqfsError> {
-        self.open_dir(dir, shown)?;
-        let Ok(cname) = CString::new(name) else {
-            return Ok(None);
-        };
-        let rd = self.dirs.as_ptr();
-        let child = join(shown, name);
-        // SAFETY: `rd` is open on `dir`; `cname` is a C string.
-        let ret = unsafe { ffi::sqfs_dir_reader_find(rd, cname.as_ptr()) };
-        if ret == ffi::SQFS_ERROR_NO_ENTRY {
-            return Ok(None);
-        }
-        check(ret, || format!("looking up {child}"))?;
-        let mut out = std::ptr::null_mut();
-        // SAFETY: `find` leaves the reader on the entry it found.
-        let ret = unsafe { ffi::sqfs_dir_reader_get_inode(rd, &mut out) };
-        check(ret, || format!("reading the inode of {child}"))?;
-        // SAFETY: on success `out` is ours to free.
-        Ok(unsafe { Malloced::from_raw(out) })
-    }
-
-    /// Resolve `path` to (name, inode, normalized path).
-    fn resolve(
-        &mut self,
-        path: &str,
-        follow_last: bool,
-    ) -> Result<(String, Inode, String), SqfsError> {
-        let root = self.root()?;
-        // The directories walked into, with their names; empty = root.
-        let mut stack: Vec<(String, Inode)> = Vec::new();
-        let mut pending: VecDeque<String> = components(path).collect();
-        let mut links = 0;
-        let shown = |stack: &[(String, Inode)]| {
-            let mut s = String::new();
-            for (name, _) in stack {
-                s.push('/');
-                s.push_str(name);
-            }
-            if s.is_empty() { "/".to_owned() } else { s }
-        };
-        while let Some(name) = pending.pop_front() {
-            if name == ".." {
-                stack.pop();
-                continue;
-            }
-            let here = shown(&stack);
-            let dir = stack.last().map_or(&root, |(_, i)| i);
-            let Some(inode) = self.lookup(dir, &name, &here)? else {
-                return Err(SqfsError::NotFound {
-                    path: join(&here, &name),
-                });
-            };
-            let last = pending.is_empty();
-            if kind_of(&inode) == Some(EntryKind::Symlink) && (follow_last || !last) {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(SqfsError::SymlinkLoop { path: path.into() });
-                }
-                let target = String::from_utf8_lossy(symlink_target(&inode)).into_owned();
-                if target.starts_with('/') {
-                    stack.clear();
-                }
-                for (i, c) in components(&target).enumerate() {
-                    pending.insert(i, c);
-                }
-                continue;
-            }
-            stack.push((name, inode));
-        }
-        let shown = shown(&stack);
-        Ok(match stack.pop() {
-            Some((name, inode)) => (name, inode, shown),
-            None => ("/".to_owned(), root, shown),
-        })
-    }
-
-    /// The entries of a directory with their inodes, in stored order.
-    fn entries(&mut self, dir: &Inode, shown: &str) -> Result<Vec<(String, Inode)>, SqfsError> {
-        self.open_dir(dir, shown)?;
-        let rd = self.dirs.as_ptr();
-        let mut out = Vec::new();
-        loop {
-            let mut ent = std::ptr::null_mut();
-            // SAFETY: `rd` is open on `dir`; `ent` receives a fresh entry.
-            let ret = unsafe { ffi::sqfs_dir_reader_read(rd, &mut ent) };
-            if check(ret, || format!("reading the directory {shown}"))? > 0 {
-                break;
-            }
-            // SAFETY: on success `ent` is ours to free.
-            let Some(ent) = (unsafe { Malloced::from_raw(ent) }) else {
-                break;
-            };
-            // SAFETY: a decoded entry's name is NUL-terminated.
-            let name = unsafe { CStr::from_ptr(ent.name.as_ptr().cast()) }
-                .to_string_lossy()
-                .into_owned();
-            let mut inode = std::ptr::null_mut();
-            // SAFETY: the reader is positioned on the entry just read.
-            let ret = unsafe { ffi::sqfs_dir_reader_get_inode(rd, &mut inode) };
-            check(ret, || {
-                format!("reading the inode of {}", join(shown, &name))
-            })?;
-            // SAFETY: on success `inode` is ours to free.
-            if let Some(inode) = unsafe { Malloced::from_raw(inode) } {
-                out.push((name, inode));
-            }
-        }
-        Ok(out)
-    }
-
-    fn walk(
-        &mut self,
-        dir: &Inode,
-        shown: &str,
-        f: &mut dyn FnMut(&str, &EntryInfo),
-    ) -> Result<(), SqfsError> {
-        for (name, inode) in self.entries(dir, shown)? {
-            let path = join(shown, &name);
-            let info = self.entry_info(name, &inode, &path)?;
-            f(&path, &info);
-            if info.kind == EntryKind::Dir {
-                self.walk(&inode, &path, f)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn id(&self, index: u16, shown: &str) -> Result<u32, SqfsError> {
-        self.ids
-            .get(usize::from(index))
-            .copied()
-            .ok_or_else(|| SqfsError::Lib {
-                what: format!("looking up the owner of {shown}"),
-                code: ffi::SQFS_ERROR_OUT_OF_BOUNDS,
-                detail: None,
-            })
-    }
-
-    fn entry_info(
-        &mut self,
-        name: String,
-        inode: &Inode,
-        shown: &str,
-    ) -> Result<EntryInfo, SqfsError> {
-        let kind = kind_of(inode).ok_or_else(|| SqfsError::Lib {
-            what: format!("reading the inode of {shown}"),
-            code: ffi::SQFS_ERROR_CORRUPTED,
-            detail: Some(format!("unknown inode type {}", inode.base.type_)),
-        })?;
-        let (nlink, size) = nlink_and_size(inode);
-        let symlink_target = (kind == EntryKind::Symlink)
-            .then(|| String::from_utf8_lossy(symlink_target(inode)).into_owned());
-        Ok(EntryInfo {
-            name,
-            kind,
-            mode: inode.base.mode & 0o7777,
-            uid: self.id(inode.base.uid_idx, shown)?,
-            gid: self.id(inode.base.gid_idx, shown)?,
-            size,
-            mtime: inode.base.mod_time,
-            nlink,
-            inode: inode.base.inode_number,
-            symlink_target,
-            xattrs: self.xattrs(inode, shown)?,
-        })
-    }
-
-    fn xattrs(&mut self, inode: &Inode, shown: &str) -> Result<Vec<(String, Vec<u8>)>, SqfsError> {
-        let xr = self.xattrs.as_ref().map(|x| x.as_ptr());
-        read_xattrs(xr, inode, &|| format!("reading the xattrs of {shown}"))
-    }
-
-    fn read_all(&mut self, inode: &Inode, shown: &str, max: u64) -> Result<Vec<u8>, SqfsError> {
-        if kind_of(inode) != Some(EntryKind::File) {
-            return Err(SqfsError::NotFile { path: shown.into() });
-        }
-        let mut size = 0;
-        // SAFETY: a file inode; `size` receives its size.
-        let ret = unsafe { ffi::sqfs_inode_get_file_size(inode.as_ptr(), &mut size) };
-        check(ret, || format!("reading the inode of {shown}"))?;
-        if size > max {
-            return Err(SqfsError::TooLarge {
-                path: shown.into(),
-                size,
-                max,
-            });
-        }
-        let mut out = vec![0u8; size as usize];
-        let mut done = 0usize;
-        while done < out.len() {
-            let chunk = (out.len() - done).min(1 << 30) as u32;
-            // SAFETY: `out[done..]` has at least `chunk` writable bytes.
-            let ret = unsafe {
-                ffi::sqfs_data_reader_read(
-                    self.data.as_ptr(),
-                    inode.as_ptr(),
-                    done as u64,
-                    out.as_mut_ptr().add(done).cast(),
-                    chunk,
-                )
-            };
-            let n = check(ret, || format!("reading the data of {shown}"))?;
-            if n == 0 {
-                return Err(SqfsError::Lib {
-                    what: format!("reading the data of {shown}"),
-                    code: ffi::SQFS_ERROR_CORRUPTED,
-                    detail: Some(format!("the data ends after {done} of {size} bytes")),
-                });
-            }
-            done += n as usize;
-        }
-        Ok(out)
     }
 }
 
