@@ -5,9 +5,9 @@ use std::path::Path;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
+use crate::container::namespace::{self, Identity, NamespaceError};
+use crate::container::sys::LinuxSys;
 use crate::host;
-use crate::namespace::{self, Identity, NamespaceError};
-use crate::sys::LinuxSys;
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,14 @@
 //! rfake's top-level error: one per failure, printed once by `main`, each
 //! mapped to a documented exit code.
 
+use crate::container::namespace::NamespaceError;
+use crate::container::process::CommandError;
+use crate::container::rootfs::RootfsError;
+use crate::container::sys::SysError;
 use crate::exit::ExitKind;
 use crate::host::HostError;
 use crate::image::ImageError;
-use crate::mount::MountError;
-use crate::namespace::NamespaceError;
-use crate::process::CommandError;
-use crate::rootfs::RootfsError;
-use crate::sys::SysError;
+use crate::image_server::MountError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,7 +39,7 @@ pub enum Error {
     #[error("{0}")]
     Sys(#[from] SysError),
     #[error(transparent)]
-    Bind(#[from] crate::binds::BindError),
+    Bind(#[from] crate::container::binds::BindError),
     #[error(transparent)]
     Env(#[from] crate::env::EnvError),
     #[error(transparent)]

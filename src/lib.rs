@@ -1,38 +1,51 @@
 //! rfake: a rootless container launcher for HPC clusters.
 //!
 //! The binary is a thin `main`; everything lives here so tests can call it.
-//! Module map: `cli` (command line) → `launch` (validate → plan → execute),
-//! which uses `image` (detection, SIF, SquashFS), `mount` (serving the image),
-//! `namespace` (user namespace and identity), `rootfs` (the mount steps),
-//! `process` (payload, signals, exit status); `sys` is the one seam to the
-//! kernel; `host` and `doctor` check the host's prerequisites.
+//! Module map, top down:
+//! - `cli` parses the command line; `commands` has one module per
+//!   subcommand (parse → validate → plan → execute);
+//! - `launch` turns a request into a plan (identity, mounts, environment,
+//!   sharing) and carries it out: alone, joined to the ranks of a job step
+//!   (`launch::rendezvous`, `launch::launcher`) or on a warm mount;
+//! - `container` is the container itself: the kernel seam (`sys`, the one
+//!   place kernel calls are made, passed in explicitly), namespaces,
+//!   the mount steps (`rootfs`), binds, paths resolved inside the root,
+//!   identity files and the payload's process;
+//! - `image` detects and checks images (SIF reading and writing);
+//!   `squashfs` reads and writes SquashFS (libsquashfs bindings, rfake's own
+//!   checks); `fuse` is the libfuse3 session; `image_server` serves an image
+//!   (rfake's own server or squashfuse);
+//! - `build` makes images, `inspect` describes them, `env` is the container
+//!   environment, `config` the site and user files, `host` and `doctor` the
+//!   host's prerequisites;
+//! - `error`, `exit`, `diag` and `text`: errors and their exit codes, the
+//!   `rfake[pid]:` diagnostics, one-line text.
+//!
+//! Modules are private unless the integration tests use them (`exit`,
+//! `image`, `squashfs`, `fuse`: they read built images back as the image
+//! server does), so the compiler reports dead code.
 
-pub mod binds;
-pub mod build;
-pub mod cli;
+mod build;
+mod bytes;
+mod cli;
 mod commands;
-pub mod config;
-pub mod diag;
-pub mod doctor;
-pub mod env;
-pub mod error;
+mod config;
+mod container;
+mod diag;
+mod doctor;
+mod env;
+mod error;
 pub mod exit;
 pub mod fuse;
 #[cfg(test)]
 mod fuzz;
-pub mod host;
+mod host;
 pub mod image;
-pub mod inspect;
-pub mod launch;
-pub mod mount;
-pub mod namespace;
-pub mod passwd;
-pub mod paths;
-pub mod process;
-pub mod rootfs;
-pub mod sqfs;
-pub mod sys;
-pub mod text;
+mod image_server;
+mod inspect;
+mod launch;
+pub mod squashfs;
+mod text;
 
 use clap::Parser;
 

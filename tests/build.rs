@@ -154,7 +154,7 @@ fn builds_are_reproducible() {
             .output()
             .unwrap();
         assert_status(&out, 0);
-        let r = rfake::sqfs::Reader::open(std::fs::File::open(&image).unwrap(), 0).unwrap();
+        let r = rfake::squashfs::Reader::open(std::fs::File::open(&image).unwrap(), 0).unwrap();
         let mtime = |p: &str| r.stat(p).unwrap().mtime;
         (mtime("/old.py"), mtime("/new.py"), r.info().mtime)
     };
@@ -671,7 +671,7 @@ fn build_bounded(
 
 /// Read `len` bytes at `offset` of `/name` in the SquashFS `image`, as the
 /// FUSE server does.
-fn read_image(fs: &rfake::sqfs::ImageFs, name: &str, offset: u64, len: usize) -> Vec<u8> {
+fn read_image(fs: &rfake::squashfs::ImageFs, name: &str, offset: u64, len: usize) -> Vec<u8> {
     use rfake::fuse::Filesystem;
     let (node, _) = fs
         .lookup(rfake::fuse::ROOT, name.as_bytes())
@@ -707,9 +707,9 @@ fn sparse_tarballs_stay_sparse() {
     let image_len = std::fs::metadata(&out).unwrap().len();
     assert!(image_len < 2 << 20, "{image_len} bytes: holes were stored");
 
-    let fs =
-        rfake::sqfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t").unwrap();
-    let r = rfake::sqfs::Reader::open(std::fs::File::open(&out).unwrap(), 0).unwrap();
+    let fs = rfake::squashfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t")
+        .unwrap();
+    let r = rfake::squashfs::Reader::open(std::fs::File::open(&out).unwrap(), 0).unwrap();
     for (name, size) in [("gnu", TIB), ("pax", TIB + (1 << 30))] {
         assert_eq!(r.stat(&format!("/{name}")).unwrap().size, size, "{name}");
         for (offset, bytes) in &chunks {
@@ -771,8 +771,8 @@ fn zero_runs_become_sparse_blocks() {
         image_len < 64 << 10,
         "{image_len} bytes: zero blocks were stored"
     );
-    let fs =
-        rfake::sqfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t").unwrap();
+    let fs = rfake::squashfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t")
+        .unwrap();
     assert_eq!(read_image(&fs, "z", 4090, 12), [[7; 6], [0; 6]].concat());
     assert_eq!(
         read_image(&fs, "z", 4096 + zeros - 6, 12),
@@ -794,8 +794,8 @@ fn zero_runs_become_sparse_blocks() {
     assert!(took.as_secs() < 60, "took {took:?}");
     let image_len = std::fs::metadata(&out).unwrap().len();
     assert!(image_len < 2 << 20, "{image_len} bytes");
-    let fs =
-        rfake::sqfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t").unwrap();
+    let fs = rfake::squashfs::ImageFs::open(std::fs::File::open(&out).unwrap(), 0, 1 << 20, "t")
+        .unwrap();
     assert_eq!(read_image(&fs, "big", TIB / 2 - 2, 8), b"\0\0middle");
     assert_nothing_left(&t);
 }

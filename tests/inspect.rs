@@ -114,30 +114,34 @@ fn demo_images_and_bad_input() {
     );
 }
 
-/// An image written by rfake's own writer: `/f` with `user.a=1` (one
-/// xattr ID entry) and `/g` without. Returns its bytes and where the
-/// entry's count field is.
+/// An image built by `rfake build` from a directory: `/f` with
+/// `user.a=1` (one xattr ID entry) and `/g` without. Returns its bytes and
+/// where the entry's count field is.
 fn image_with_one_xattr(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, usize) {
-    use rfake::build::tree::{Content, Meta, Node, Tree};
-    use std::sync::Arc;
-    let file = |xattr: bool| {
-        let mut meta = Meta::with_mode(0o644);
-        if xattr {
-            meta.xattrs.insert("user.a".into(), b"1".to_vec());
-        }
-        Node::File {
-            meta,
-            size: 6,
-            content: Content::Bytes(Arc::new(b"hello\n".to_vec())),
-        }
+    let root = dir.join("xattr-root");
+    std::fs::create_dir(&root).unwrap();
+    for name in ["f", "g"] {
+        std::fs::write(root.join(name), "hello\n").unwrap();
+    }
+    let c_path =
+        std::ffi::CString::new(root.join("f").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings and a value buffer of the length given.
+    let rc = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c"user.a".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
     };
-    let mut tree = Tree::default();
-    tree.insert(std::path::Path::new("f"), file(true)).unwrap();
-    tree.insert(std::path::Path::new("g"), file(false)).unwrap();
+    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
     let path = dir.join("xattr.sqfs");
-    std::fs::File::create(&path).unwrap();
-    let opts = rfake::sqfs::WriteOptions::default();
-    rfake::sqfs::write_image(&path, &tree, None, &opts, &mut |_| {}).unwrap();
+    let out = rfake(
+        &tag("xattr-build"),
+        &["build", path.to_str().unwrap(), root.to_str().unwrap()],
+    );
+    assert_status(&out, 0);
     let bytes = std::fs::read(&path).unwrap();
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
     // The super block's xattr ID table start; there, the table's header

@@ -10,9 +10,12 @@ use super::spool::Spool;
 use super::tree::{Tree, TreeError};
 use super::{ImageMeta, meta_files};
 use crate::exit::ExitKind;
+use crate::image::sif::{
+    self,
+    write::{Object, ObjectData},
+};
 use crate::image::sif::{Arch, DataType};
-use crate::image::sif_write::{self, Object, ObjectData};
-use crate::sqfs::{self, Compression, SqfsError, WriteOptions};
+use crate::squashfs::{self, Compression, SqfsError, WriteOptions};
 
 /// A build as requested on the command line.
 #[derive(Debug, Clone)]
@@ -177,7 +180,7 @@ pub fn run(
             .unwrap_or(1),
     };
     let bar = progress_bar(entries, data_bytes);
-    let mut on_progress = |p: sqfs::Progress| {
+    let mut on_progress = |p: squashfs::Progress| {
         if let Some(bar) = &bar {
             bar.set_position(p.bytes_done);
             bar.set_message(format!("{}/{entries} files", p.files_done));
@@ -187,8 +190,8 @@ pub fn run(
         .out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("sif"));
-    let write = |target: &Path, progress: &mut dyn FnMut(sqfs::Progress)| {
-        sqfs::write_image(target, &tree, Some(&spool), &write_opts, progress).map_err(|error| {
+    let write = |target: &Path, progress: &mut dyn FnMut(squashfs::Progress)| {
+        squashfs::write_image(target, &tree, Some(&spool), &write_opts, progress).map_err(|error| {
             BuildError::Write {
                 out: req.out.clone(),
                 error,
@@ -227,7 +230,7 @@ pub fn run(
         } else {
             [0; 16]
         };
-        let len = sif_write::write(&mut pending.file, req.arch, uuid, mtime as i64, objects)
+        let len = sif::write::write(&mut pending.file, req.arch, uuid, mtime as i64, objects)
             .map_err(|e| out_err("writing the SIF", e))?;
         drop(squash);
         pending.commit().map_err(|e| out_err("naming it", e))?;
@@ -306,12 +309,12 @@ mod tests {
 
     /// Build `source` into `out` (SquashFS) with `SOURCE_DATE_EPOCH` set to
     /// `epoch` if given; the image's bytes and a reader on it.
-    fn build(source: &Path, out: &Path, epoch: Option<&str>) -> (Vec<u8>, sqfs::Reader) {
+    fn build(source: &Path, out: &Path, epoch: Option<&str>) -> (Vec<u8>, squashfs::Reader) {
         let req = BuildRequest {
             out: out.to_path_buf(),
             source: source.to_path_buf(),
             compression: Compression::Gzip,
-            block_size: sqfs::DEFAULT_BLOCK_SIZE,
+            block_size: squashfs::DEFAULT_BLOCK_SIZE,
             skip_special: false,
             random_uuid: false,
             arch: Arch::host(),
@@ -322,12 +325,12 @@ mod tests {
             .into_iter()
             .collect();
         run(&req, &env).unwrap();
-        let reader = sqfs::Reader::open(std::fs::File::open(out).unwrap(), 0).unwrap();
+        let reader = squashfs::Reader::open(std::fs::File::open(out).unwrap(), 0).unwrap();
         (std::fs::read(out).unwrap(), reader)
     }
 
     /// The modification times at `paths` in the image, and the super block's.
-    fn times(r: &sqfs::Reader, paths: &[&str]) -> Vec<(String, u32)> {
+    fn times(r: &squashfs::Reader, paths: &[&str]) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> = paths
             .iter()
             .map(|p| (p.to_string(), r.stat(p).unwrap().mtime))

@@ -10,7 +10,7 @@ use crate::config;
 use crate::error::Error;
 use crate::image::sif::Arch;
 use crate::launch::Invoker;
-use crate::sqfs::SqfsError;
+use crate::squashfs::SqfsError;
 
 pub fn run(
     args: BuildArgs,

@@ -5,8 +5,8 @@ use std::path::Path;
 use clap::CommandFactory;
 
 use crate::cli::Cli;
+use crate::container::sys::SysError;
 use crate::error::Error;
-use crate::sys::SysError;
 
 pub fn run(dir: &Path) -> Result<u8, Error> {
     let io_err = |e: std::io::Error| Error::Sys(SysError::from_io("write man pages", dir, &e));

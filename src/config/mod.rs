@@ -37,7 +37,7 @@ pub(crate) mod toml_text {
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -49,8 +49,8 @@ use values::{
 };
 
 use crate::text::{one_line, shown};
-pub use expand::{ExpandError, expand};
-pub use size::{MAX_BUILD_SIZE, MAX_SIZE, SizeError, format_size, parse_build_size, parse_size};
+pub use expand::ExpandError;
+pub use size::{format_size, parse_build_size, parse_size};
 
 /// The site file, unless `RFAKE_CONFIG` names another.
 pub const SITE_CONFIG: &str = "/etc/rfake/rfake.toml";
@@ -491,28 +491,6 @@ impl Config {
             .iter()
             .filter_map(|s| Some((s.value.path.as_deref().ok()?, &s.origin)))
             .collect()
-    }
-
-    /// May the image at `canonical_image` (a canonical path, as from
-    /// `fs::canonicalize`) be run? Yes when `allowed_image_paths` is empty,
-    /// else when it is under one of them. Compared on whole path components,
-    /// never string prefixes: `/data/imagesX/a.sif` is not under
-    /// `/data/images`. A relative candidate or one containing `..` is not
-    /// canonical, so it is refused rather than trusted (`..` is a component
-    /// like any other to `Path::starts_with`).
-    pub fn image_allowed(&self, canonical_image: &Path) -> bool {
-        let dirs = &self.allowed_image_paths.value;
-        if dirs.is_empty() {
-            return true;
-        }
-        if !canonical_image.is_absolute()
-            || canonical_image
-                .components()
-                .any(|c| c == Component::ParentDir)
-        {
-            return false;
-        }
-        dirs.iter().any(|dir| canonical_image.starts_with(dir))
     }
 
     /// Check `text` (the file at `path`) and apply it over `self`.

@@ -609,11 +609,12 @@ fn image_allowed_compares_components() {
         ("data/images/a.sif", false),
         ("", false),
     ];
+    let settings = crate::launch::settings::Settings::from_config(&c);
     for (image, want) in cases {
-        assert_eq!(c.image_allowed(Path::new(image)), *want, "{image:?}");
+        assert_eq!(settings.image_allowed(Path::new(image)), *want, "{image:?}");
     }
     // No list: every image.
-    let any = Config::default();
+    let any = crate::launch::settings::Settings::from_config(&Config::default());
     for image in ["/data/imagesX/a.sif", "/home/alice/a.sif", "relative.sif"] {
         assert!(any.image_allowed(Path::new(image)), "{image}");
     }

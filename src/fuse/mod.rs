@@ -83,7 +83,7 @@ pub struct Listed<'a> {
 impl Dir {
     /// The listing from position `offset` on: 0 is `.`, 1 is `..`, then
     /// the entries in order.
-    pub fn from_offset(&self, offset: u64) -> impl Iterator<Item = Listed<'_>> {
+    pub fn positions_from(&self, offset: u64) -> impl Iterator<Item = Listed<'_>> {
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         (start..self.entries.len().saturating_add(2)).map(move |pos| {
             let next = pos as u64 + 1;

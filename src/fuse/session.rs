@@ -407,7 +407,7 @@ unsafe fn dir_of(
 }
 
 /// Fill a reply buffer of `size` bytes with the listing from position
-/// `offset` on ([`Dir::from_offset`]); `add` appends one position and
+/// `offset` on ([`Dir::positions_from`]); `add` appends one position and
 /// returns the bytes it needs (more than offered: it did not fit).
 fn fill_listing(
     dir: &Dir,
@@ -417,7 +417,7 @@ fn fill_listing(
 ) -> Vec<u8> {
     let mut buf = vec![0u8; size];
     let mut used = 0;
-    for listed in dir.from_offset(u64::try_from(offset).unwrap_or(0)) {
+    for listed in dir.positions_from(u64::try_from(offset).unwrap_or(0)) {
         let need = add(&mut buf[used..], listed);
         if need > size - used {
             break;

@@ -50,7 +50,8 @@ fn hot_offsets(bytes: &[u8]) -> Vec<usize> {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    let squashfs = crate::sqfs::test_image::fixture_bytes_with(crate::sqfs::Compression::Gzip);
+    let squashfs =
+        crate::squashfs::test_image::fixture_bytes_with(crate::squashfs::Compression::Gzip);
     let mut seeds = vec![
         SifBuilder::new(Arch::host())
             .object(sif::DataType::Labels, br#"{"a": "b"}"#.to_vec())

@@ -7,8 +7,6 @@
 //! one-line message before any namespace is set up.
 
 pub mod sif;
-pub mod sif_write;
-pub mod squashfs;
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -16,9 +14,9 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::exit::ExitKind;
+use crate::squashfs::superblock::{self, SquashfsError, Superblock};
 use crate::text::shown;
 use sif::{Arch, Descriptor, FsType, PartitionInfo, Sif, SifError, SifHeader};
-use squashfs::{SquashfsError, Superblock};
 
 /// How many bytes are read from the start of a file to detect its format
 /// (enough for the SIF magic at byte 32 and a whole SquashFS superblock).
@@ -46,7 +44,7 @@ pub struct Image {
     /// primary partition's descriptor offset for SIF, None for a directory.
     pub squashfs_offset: Option<u64>,
     /// The validated superblock (None for a directory).
-    pub squashfs: Option<squashfs::Superblock>,
+    pub squashfs: Option<superblock::Superblock>,
     /// The architecture the image was built for (SIF only).
     pub arch: Option<sif::Arch>,
     /// The file that was validated (None for a directory): the mount layer
@@ -131,7 +129,7 @@ pub enum ImageError {
     #[error(
         "image {}: the SIF root filesystem (object {id}) at offset {offset} is not a SquashFS: found bytes {} instead of 68 73 71 73 (\"hsqs\")",
         shown(.path),
-        squashfs::hex(.found)
+        superblock::hex(.found)
     )]
     RootBadMagic {
         /// The image path.
@@ -234,7 +232,7 @@ pub fn open_for_arch(path: &Path, host: Arch) -> Result<Image, ImageError> {
         file,
         len: metadata.len(),
     };
-    if squashfs::has_magic(&probe) {
+    if superblock::has_magic(&probe) {
         opened.bare_squashfs(canonical, &probe)
     } else if sif::is_sif(&probe) {
         opened.sif(canonical, host)
@@ -307,7 +305,7 @@ fn describe_start(probe: &[u8]) -> String {
         return "the file is empty".to_owned();
     }
     let start = &probe[..probe.len().min(8)];
-    format!("it starts with {}", squashfs::hex(start))
+    format!("it starts with {}", superblock::hex(start))
 }
 
 /// An open regular file being validated.
@@ -367,10 +365,10 @@ impl Opened<'_> {
                 fstype: info.fstype,
             });
         }
-        let limit = root.size.min(squashfs::SUPERBLOCK_LEN as u64);
+        let limit = root.size.min(superblock::SUPERBLOCK_LEN as u64);
         let start = read_at(&mut self.file, root.offset, limit)
             .map_err(|e| ImageError::io(self.path, e))?;
-        if !squashfs::has_magic(&start) {
+        if !superblock::has_magic(&start) {
             return Err(ImageError::RootBadMagic {
                 path: self.path.to_path_buf(),
                 id: root.id,
@@ -431,117 +429,6 @@ impl Opened<'_> {
     }
 }
 
-/// Little-endian field readers and writers for fixed-size records.
-mod bytes {
-    /// Reads consecutive little-endian fields from a record.
-    pub(super) struct FieldReader<'a> {
-        rest: &'a [u8],
-    }
-
-    impl<'a> FieldReader<'a> {
-        /// A reader at the start of `record`.
-        pub(super) fn new(record: &'a [u8]) -> Self {
-            FieldReader { rest: record }
-        }
-
-        /// The next `N` bytes. Records are fixed-size and fully covered by
-        /// their layouts, so reading past the end is a layout bug: it yields
-        /// zeros (and fails debug builds) rather than panicking.
-        pub(super) fn array<const N: usize>(&mut self) -> [u8; N] {
-            debug_assert!(self.rest.len() >= N, "field beyond the record");
-            if let Some((field, rest)) = self.rest.split_first_chunk::<N>() {
-                self.rest = rest;
-                *field
-            } else {
-                self.rest = &[];
-                [0; N]
-            }
-        }
-
-        pub(super) fn u8(&mut self) -> u8 {
-            u8::from_le_bytes(self.array())
-        }
-
-        pub(super) fn u16(&mut self) -> u16 {
-            u16::from_le_bytes(self.array())
-        }
-
-        pub(super) fn u32(&mut self) -> u32 {
-            u32::from_le_bytes(self.array())
-        }
-
-        pub(super) fn i32(&mut self) -> i32 {
-            i32::from_le_bytes(self.array())
-        }
-
-        pub(super) fn u64(&mut self) -> u64 {
-            u64::from_le_bytes(self.array())
-        }
-
-        pub(super) fn i64(&mut self) -> i64 {
-            i64::from_le_bytes(self.array())
-        }
-
-        /// Whether the whole record has been read.
-        pub(super) fn is_done(&self) -> bool {
-            self.rest.is_empty()
-        }
-    }
-
-    /// Writes consecutive little-endian fields into an `N`-byte record.
-    pub(super) struct FieldWriter<const N: usize> {
-        record: [u8; N],
-        len: usize,
-    }
-
-    impl<const N: usize> FieldWriter<N> {
-        /// An empty (all-zero) record.
-        pub(super) fn new() -> Self {
-            FieldWriter {
-                record: [0; N],
-                len: 0,
-            }
-        }
-
-        /// Appends raw bytes (a layout bug past the end: dropped, and fails
-        /// debug builds).
-        pub(super) fn bytes(&mut self, bytes: &[u8]) {
-            let end = self.len + bytes.len();
-            debug_assert!(end <= N, "field beyond the record");
-            if let Some(field) = self.record.get_mut(self.len..end) {
-                field.copy_from_slice(bytes);
-            }
-            self.len = end;
-        }
-
-        pub(super) fn u16(&mut self, value: u16) {
-            self.bytes(&value.to_le_bytes());
-        }
-
-        pub(super) fn u32(&mut self, value: u32) {
-            self.bytes(&value.to_le_bytes());
-        }
-
-        pub(super) fn i32(&mut self, value: i32) {
-            self.bytes(&value.to_le_bytes());
-        }
-
-        pub(super) fn u64(&mut self, value: u64) {
-            self.bytes(&value.to_le_bytes());
-        }
-
-        pub(super) fn i64(&mut self, value: i64) {
-            self.bytes(&value.to_le_bytes());
-        }
-
-        /// The finished record.
-        pub(super) fn finish(self) -> [u8; N] {
-            debug_assert_eq!(self.len, N, "layout must cover the record");
-            self.record
-        }
-    }
-}
-
 /// Builders and fixtures shared by the tests of this module's files.
 #[cfg(test)]
 mod fuzz_tests;
@@ -552,7 +439,7 @@ pub(crate) mod test_support {
         Arch, DataType, Descriptor, FsType, HEADER_LEN, PartType, PartitionInfo, SIF_VERSION,
         SifHeader,
     };
-    use super::squashfs::{NO_TABLE, Superblock};
+    use crate::squashfs::superblock::{NO_TABLE, Superblock};
     use std::path::PathBuf;
 
     /// The superblock of `mksquashfs` on a one-file directory (gzip,
@@ -1016,7 +903,7 @@ mod tests {
             msg.contains("not a SquashFS, SIF or directory image"),
             "{msg}"
         );
-        assert!(msg.contains(&squashfs::hex(&bytes[..8])), "{msg}");
+        assert!(msg.contains(&superblock::hex(&bytes[..8])), "{msg}");
     }
 
     #[test]

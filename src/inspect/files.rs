@@ -8,8 +8,8 @@ use serde::Serialize;
 use std::io::Read;
 use std::os::fd::AsFd;
 
-use crate::paths;
-use crate::sqfs::{EntryKind, Reader, SqfsError};
+use crate::container::paths;
+use crate::squashfs::{EntryKind, Reader, SqfsError};
 
 /// Why a path inside an image could not be read.
 #[derive(Debug)]
@@ -229,7 +229,7 @@ fn mode_string(kind: &str, mode: u32) -> String {
     s
 }
 
-fn entry_from_sqfs(path: String, e: &crate::sqfs::EntryInfo) -> Entry {
+fn entry_from_sqfs(path: String, e: &crate::squashfs::EntryInfo) -> Entry {
     let kind = kind_name(e.kind);
     Entry {
         name: e.name.clone(),

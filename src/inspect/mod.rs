@@ -1,7 +1,7 @@
 //! `rfake inspect IMAGE`: what an image is and holds, without mounting it
 //! and without FUSE: the SIF header and objects, the SquashFS superblock,
 //! and the metadata files inside (labels, environment, runscript,
-//! definition), read in-process with libsquashfs ([`crate::sqfs::Reader`]).
+//! definition), read in-process with libsquashfs ([`crate::squashfs::Reader`]).
 
 mod files;
 mod render;
@@ -15,8 +15,9 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::image::sif::{DataType, FsType, Sif};
-use crate::image::{ImageError, sif, squashfs};
-use crate::sqfs::Reader;
+use crate::image::{ImageError, sif};
+use crate::squashfs::Reader;
+use crate::squashfs::superblock as squashfs;
 
 pub use files::{Entry, ImageFiles, InsideError};
 

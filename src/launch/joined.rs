@@ -8,11 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{JoinPlan, Plan, build_container, keeper, run_inside, watch};
+use crate::container::namespace;
+use crate::container::process::{self, Watch};
+use crate::container::sys::{LinuxSys, SysError};
 use crate::error::Error;
 use crate::launch::rendezvous::{self, JoinError, Namespaces, Role};
-use crate::namespace;
-use crate::process::{self, Watch};
-use crate::sys::{LinuxSys, SysError};
 
 /// How often a rank starts again when the keeper it reached was leaving.
 const ATTEMPTS: usize = 3;

@@ -15,9 +15,9 @@ use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::unistd::{ForkResult, fork};
 
 use super::rendezvous;
+use crate::container::process::{self, Watch};
+use crate::container::sys::SysError;
 use crate::error::Error;
-use crate::process::{self, Watch};
-use crate::sys::SysError;
 
 /// Fork `keeper` detached (double fork, own session): it must outlive the
 /// launch that started it. `keeper` returns the exit status.

@@ -21,16 +21,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use plan::{
-    Action, HostUser, Invoker, JoinMode, JoinPlan, Plan, Request, ServerPlan, lookup_host_user,
-    plan,
+    Action, Invoker, JoinMode, JoinPlan, Plan, Request, ServerPlan, lookup_host_user, plan,
 };
 
+use crate::container::namespace;
+use crate::container::process::{self, CommandError, Payload};
+use crate::container::rootfs::{self, BindKind, Step};
+use crate::container::sys::{LinuxSys, Sys, SysError};
 use crate::error::Error;
-use crate::mount::{self, FuseMount, ImageMount, ServerKind};
-use crate::namespace;
-use crate::process::{self, CommandError, Payload};
-use crate::rootfs::{self, BindKind, Step};
-use crate::sys::{LinuxSys, Sys, SysError};
+use crate::image_server::{self, FuseMount, ImageMount, ServerKind};
 use crate::{env, host};
 
 /// The runscript location Apptainer/Singularity images use.
@@ -89,7 +88,7 @@ fn execute_alone(plan: &Plan) -> Result<u8, Error> {
 /// own) or its lease of a warm mount.
 #[derive(Debug, Default)]
 pub struct Container {
-    pub server: Option<mount::Server>,
+    pub server: Option<image_server::Server>,
     pub lease: Option<warm::Lease>,
 }
 
@@ -123,7 +122,7 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
     let offset = plan.image.squashfs_offset.unwrap_or(0);
     let (kind, subtype) = match server {
         ServerPlan::Builtin { cache_bytes } => (
-            ServerKind::Builtin(mount::builtin::Builtin {
+            ServerKind::Builtin(image_server::builtin::Builtin {
                 image,
                 offset,
                 cache_bytes: *cache_bytes,
@@ -135,7 +134,7 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
             "rfake",
         ),
         ServerPlan::Squashfuse(program) => (
-            ServerKind::Squashfuse(mount::squashfuse::Squashfuse {
+            ServerKind::Squashfuse(image_server::squashfuse::Squashfuse {
                 program: program.clone(),
                 image,
                 offset,
@@ -144,7 +143,7 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
         ),
     };
     Ok(Some(ImageMount {
-        // The device is opened inside the namespace (see crate::mount).
+        // The device is opened inside the namespace (see crate::image_server).
         fuse: FuseMount::new(plan.image.path.clone(), PathBuf::from(DEV_FUSE), subtype),
         kind,
     }))

@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use super::settings::Settings;
 use super::warm::WarmPlan;
-use crate::binds::{self, BindInputs, Home, Mount};
 use crate::config::ImageServer;
+use crate::container::binds::{self, BindInputs, Home, Mount};
+use crate::container::namespace::Identity;
+use crate::container::passwd::UserEntry;
+use crate::container::rootfs::{IdentitySpec, RootLayer, Step};
 use crate::env::{self, EnvList, Override};
 use crate::error::Error;
 use crate::host;
 use crate::image::{self, Image, ImageFormat};
-use crate::namespace::Identity;
-use crate::passwd::UserEntry;
-use crate::rootfs::{IdentitySpec, RootLayer, Step};
 
 /// What to run once inside.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,17 +1,18 @@
 //! The mount sequences of the main plans, from the planner to the kernel
 //! calls: `plan()` as a launch makes it, its steps carried out against the
-//! recording [`Sys`](crate::sys::recorder::Recorder) in a temporary layout
+//! recording [`Sys`](crate::container::sys::recorder::Recorder) in a temporary layout
 //! whose host root is the real `/` (nothing is mounted: only recorded).
 //! The joined and warm entries are tested beside their code
 //! (`rendezvous::tests`, `warm::tests`).
 
 use std::path::{Path, PathBuf};
 
+use super::plan::HostUser;
 use super::settings::Settings;
-use super::{Action, HostUser, Invoker, Request, plan};
-use crate::rootfs::{self, ImageMounter, Layout};
-use crate::sys::Sys;
-use crate::sys::recorder::Recorder;
+use super::{Action, Invoker, Request, plan};
+use crate::container::rootfs::{self, ImageMounter, Layout};
+use crate::container::sys::Sys;
+use crate::container::sys::recorder::Recorder;
 
 /// A directory image (the demo root), and the user's home with a project
 /// directory, in one temporary directory.

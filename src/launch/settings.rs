@@ -1,7 +1,7 @@
 //! The configuration values one launch needs, with where each came from
 //! (built-in default, the site file, the user file), in plain data.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// A value and its origin ("default", "/etc/rfake/rfake.toml:4").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +112,26 @@ impl Settings {
 
     /// Whether the (canonical) image path is under an allowed directory,
     /// compared on whole path components.
-    pub fn image_allowed(&self, image: &Path) -> bool {
+    /// May the image at `canonical_image` (a canonical path, as from
+    /// `fs::canonicalize`) be run? Yes when `allowed_image_paths` is empty,
+    /// else when it is under one of them. Compared on whole path components,
+    /// never string prefixes: `/data/imagesX/a.sif` is not under
+    /// `/data/images`. A relative candidate or one containing `..` is not
+    /// canonical, so it is refused rather than trusted (`..` is a component
+    /// like any other to `Path::starts_with`).
+    pub fn image_allowed(&self, canonical_image: &Path) -> bool {
         let dirs = &self.allowed_image_paths.value;
-        dirs.is_empty() || dirs.iter().any(|d| image.starts_with(d))
+        if dirs.is_empty() {
+            return true;
+        }
+        if !canonical_image.is_absolute()
+            || canonical_image
+                .components()
+                .any(|c| c == Component::ParentDir)
+        {
+            return false;
+        }
+        dirs.iter().any(|dir| canonical_image.starts_with(dir))
     }
 }
 

@@ -37,10 +37,10 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
 use super::{Plan, image_mount, keeper, watch};
+use crate::container::rootfs::{self, ImageMounter, Step};
+use crate::container::sys::{LinuxSys, Sys, SysError};
 use crate::error::Error;
 use crate::launch::rendezvous::{self, JoinError, Role};
-use crate::rootfs::{self, ImageMounter, Step};
-use crate::sys::{LinuxSys, Sys, SysError};
 
 /// Where the keeper attaches the image, in its own mount namespace.
 pub const IMAGE_DIR: &str = "/tmp/image";
@@ -256,8 +256,8 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
     // must not hold its stderr open (a set-up error reaches every waiting
     // launch through the socket instead).
     keeper::redirect_to_null(2);
-    let set_up = || -> Result<(File, Option<crate::mount::Server>), Error> {
-        crate::namespace::enter(
+    let set_up = || -> Result<(File, Option<crate::image_server::Server>), Error> {
+        crate::container::namespace::enter(
             &sys,
             &plan.identity,
             Path::new("/proc/self"),
@@ -304,7 +304,9 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
                         .map_err(|e| std::io::Error::from_raw_os_error(e.errno as i32))?;
                     rendezvous::send_fds(stream, &[userns.as_raw_fd(), copy.as_raw_fd()], pid)
                 },
-                watch.as_mut().map(|w| w as &mut dyn crate::process::Watch),
+                watch
+                    .as_mut()
+                    .map(|w| w as &mut dyn crate::container::process::Watch),
             );
             if let Some(server) = server {
                 server.stop();
@@ -322,7 +324,7 @@ fn run_keeper(plan: &Plan, warm: &WarmPlan, listener: UnixListener) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::recorder::{Recorder, dev_null};
+    use crate::container::sys::recorder::{Recorder, dev_null};
 
     /// A launch on a warm mount joins the keeper's user namespace and makes
     /// a mount namespace of its own; its image is the keeper's mount,

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::rendezvous;
-use crate::mount::{self, Server};
-use crate::process::{self, Watch};
+use crate::container::process::{self, Watch};
+use crate::image_server::{self, Server};
 
 /// The server is this process's child.
 pub struct OwnServer<'a> {
@@ -46,7 +46,11 @@ impl Watch for OwnServer<'_> {
             Some(status) => process::describe_end(&status),
             None => "ended".to_string(),
         };
-        Some(mount::ended_line(self.server.pid(), &how, self.image))
+        Some(image_server::ended_line(
+            self.server.pid(),
+            &how,
+            self.image,
+        ))
     }
 }
 
@@ -90,7 +94,11 @@ impl Watch for FromKeeper<'_> {
         // that bound it and then forked the keeper.)
         let (pid, fd) = self.server.as_ref()?;
         if process::readable(fd.as_fd(), Duration::from_secs(1)) {
-            Some(mount::ended_line(*pid, "ended with its keeper", self.image))
+            Some(image_server::ended_line(
+                *pid,
+                "ended with its keeper",
+                self.image,
+            ))
         } else {
             log::info!("the keeper has ended; the image server (pid {pid}) still serves");
             None

@@ -587,15 +587,15 @@ fn write_and_compare(tree: &Tree, spool: Arc<File>) {
         return;
     }
     let img = tempfile::NamedTempFile::new().unwrap();
-    let opts = crate::sqfs::WriteOptions {
+    let opts = crate::squashfs::WriteOptions {
         block_size: 4096,
         workers: 1,
         ..Default::default()
     };
-    crate::sqfs::write_image(img.path(), tree, Some(&spool), &opts, &mut |_| {})
+    crate::squashfs::write_image(img.path(), tree, Some(&spool), &opts, &mut |_| {})
         .unwrap_or_else(|e| panic!("writing what loaded: {e}"));
     // Read back as the FUSE server does: names are bytes.
-    let fs = crate::sqfs::ImageFs::open(File::open(img.path()).unwrap(), 0, 1 << 20, "fuzz")
+    let fs = crate::squashfs::ImageFs::open(File::open(img.path()).unwrap(), 0, 1 << 20, "fuzz")
         .unwrap_or_else(|e| panic!("opening what was written: {e}"));
     tree.visit(&mut |path, node| {
         let Node::File { size, content, .. } = node else {

@@ -35,13 +35,12 @@ use std::time::Duration;
 use nix::sched::CloneFlags;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-use crate::sys::{Sys, SysResult};
+use crate::container::sys::{Sys, SysResult};
 
 mod names;
 mod secret;
 
 pub use names::{SocketName, socket_name, warm_socket_name};
-pub use secret::SecretError;
 
 /// How long a rank waits for the keeper to finish building the container.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -406,7 +405,7 @@ mod tests {
     #[test]
     fn a_member_enters_user_then_mount_then_inner_user() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = crate::sys::recorder::Recorder::new(dir.path());
+        let rec = crate::container::sys::recorder::Recorder::new(dir.path());
         let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         let ns = Namespaces {
             outer_user: fd(),

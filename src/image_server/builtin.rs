@@ -1,5 +1,5 @@
 //! rfake's own FUSE server: [`crate::fuse`] (libfuse3's low-level API,
-//! multi-threaded) over [`crate::sqfs::ImageFs`] (libsquashfs, with caches).
+//! multi-threaded) over [`crate::squashfs::ImageFs`] (libsquashfs, with caches).
 //!
 //! The image is opened and its root directory read in rfake itself, so a
 //! bad image is reported like any other bad input, before anything runs.
@@ -19,7 +19,7 @@ use nix::unistd::{ForkResult, Pid, fork};
 
 use super::{MountError, Server};
 use crate::fuse::{self, LoopConfig};
-use crate::sqfs::ImageFs;
+use crate::squashfs::ImageFs;
 
 /// What names this server in messages.
 pub const NAME: &str = "rfake's FUSE server";
@@ -99,7 +99,7 @@ impl Builtin {
             // Its working directory must not pin a host directory.
             libc::chdir(c"/".as_ptr());
         }
-        for sig in crate::process::FORWARDED {
+        for sig in crate::container::process::FORWARDED {
             let handler = match sig {
                 Signal::SIGUSR1 | Signal::SIGUSR2 => SigHandler::SigDfl,
                 // A job's cancellation must not stop it before the payload.

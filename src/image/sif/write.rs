@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 
-use super::sif::{
+use super::read::{
     Arch, DESCRIPTOR_LEN, DataType, Descriptor, EXTRA_LEN, FsType, LAUNCH_LEN, PartType,
     PartitionInfo, SIF_VERSION, SifHeader,
 };

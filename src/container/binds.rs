@@ -3,7 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::rootfs::{Bind, BindKind, Tmpfs};
+use crate::container::rootfs::{Bind, BindKind, Tmpfs};
 
 /// One parsed `SRC[:DST[:ro|rw]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +144,7 @@ pub enum Mount {
     Tmpfs(Tmpfs),
 }
 
+#[cfg(test)]
 impl Mount {
     pub fn dst(&self) -> &Path {
         match self {

@@ -1089,7 +1089,7 @@ mod tests {
     use crate::build::spool::Spool;
     use crate::build::tree::Meta;
     use crate::fuse::{Filesystem, ROOT};
-    use crate::sqfs::{DEFAULT_BLOCK_SIZE, ImageFs, Reader};
+    use crate::squashfs::{DEFAULT_BLOCK_SIZE, ImageFs, Reader};
 
     #[test]
     fn holes_and_runs() {

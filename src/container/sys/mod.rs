@@ -72,14 +72,6 @@ impl SysError {
     pub fn from_io(op: &'static str, path: impl Into<PathBuf>, err: &std::io::Error) -> Self {
         SysError::new(op, path, errno_of(err))
     }
-
-    /// The path the call was about, if it was about one.
-    pub fn path(&self) -> Option<&Path> {
-        match &self.subject {
-            Subject::Path(p) => Some(p),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for SysError {
@@ -196,7 +188,7 @@ pub trait Sys {
     fn create_file(&self, path: &Path, mode: u32, contents: &str) -> SysResult;
     fn chdir(&self, path: &Path) -> SysResult;
 
-    // Operations on descriptors from a confined resolution (crate::paths):
+    // Operations on descriptors from a confined resolution (crate::container::paths):
     // nothing below is resolved by name again. `what` names the object in
     // errors.
 

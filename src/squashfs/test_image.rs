@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::{Compression, WriteOptions, write_image};
 use crate::build::tree::{Content, Meta, Node, Tree};
-use crate::image::squashfs::{NO_TABLE, Superblock};
+use crate::squashfs::superblock::{NO_TABLE, Superblock};
 
 /// The fixture's block size: small, so that a few KiB make several blocks.
 pub(super) const BLOCK_SIZE: u32 = 4096;

@@ -17,7 +17,7 @@ use super::layout::Layout;
 use super::obj::{Obj, check};
 use super::{EntryInfo, EntryKind, SqfsError, SuperInfo, ffi};
 use crate::fuse;
-use crate::image::squashfs::{SUPERBLOCK_LEN, Superblock};
+use crate::squashfs::superblock::{SUPERBLOCK_LEN, Superblock};
 
 /// Symbolic links followed in one lookup before giving up (Linux's limit).
 const MAX_SYMLINKS: usize = 40;

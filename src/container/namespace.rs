@@ -20,8 +20,8 @@ use std::path::Path;
 
 use nix::sched::CloneFlags;
 
+use crate::container::sys::{Sys, SysError};
 use crate::host;
-use crate::sys::{Sys, SysError};
 
 /// Who the payload is inside and who it stays outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn setgroups_is_denied_before_the_maps_are_written() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = crate::sys::recorder::Recorder::new(dir.path());
+        let rec = crate::container::sys::recorder::Recorder::new(dir.path());
         let proc_self = dir.path().join("self");
         enter(
             &rec,

@@ -10,9 +10,9 @@ use super::{
     Bind, BindKind, IdentitySpec, Layout, MOUNT_POINT_OVERLAY_SIZE, RootLayer, RootfsError, State,
     Tmpfs, Wanted, open_root, open_root_any, resolve,
 };
-use crate::passwd;
-use crate::paths::{self, PathError, Walk};
-use crate::sys::{FsParam, MountAttrs, Sys, SysError};
+use crate::container::passwd;
+use crate::container::paths::{self, PathError, Walk};
+use crate::container::sys::{FsParam, MountAttrs, Sys, SysError};
 use crate::text::shown;
 
 /// Which of `wanted` the image at `lower` lacks: where each would be (a

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use super::bytes::{FieldReader, FieldWriter};
+use crate::bytes::{FieldReader, FieldWriter};
 
 /// The four bytes a SquashFS starts with (0x73717368 little-endian).
 pub const SQUASHFS_MAGIC: [u8; 4] = *b"hsqs";

@@ -1,6 +1,6 @@
 //! The mount layer: serving a single-file image's SquashFS as a filesystem.
 //!
-//! The rest of rfake only sees [`crate::rootfs::ImageMounter`]. Two servers
+//! The rest of rfake only sees [`crate::container::rootfs::ImageMounter`]. Two servers
 //! implement it: rfake's own ([`builtin`], the default) and an external
 //! squashfuse process ([`squashfuse`]). Both share how the FUSE filesystem
 //! is made ([`FuseMount`]):
@@ -36,8 +36,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::container::sys::{FsParam, MountAttrs, Sys, SysError};
 use crate::exit::ExitKind;
-use crate::sys::{FsParam, MountAttrs, Sys, SysError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -87,7 +87,7 @@ impl Server {
             log,
             reaped: false,
             // Opened while it is our unreaped child: it names this process.
-            pidfd: crate::process::pidfd_open(pid.as_raw() as u32).ok(),
+            pidfd: crate::container::process::pidfd_open(pid.as_raw() as u32).ok(),
         }
     }
 
@@ -316,7 +316,7 @@ impl ImageMount {
     }
 }
 
-impl crate::rootfs::ImageMounter for ImageMount {
+impl crate::container::rootfs::ImageMounter for ImageMount {
     fn prepare(&mut self, sys: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         match &mut self.kind {
             ServerKind::Builtin(b) => {

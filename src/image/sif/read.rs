@@ -13,8 +13,8 @@
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use super::bytes::{FieldReader, FieldWriter};
-use super::squashfs::hex;
+use crate::bytes::{FieldReader, FieldWriter};
+use crate::squashfs::superblock::hex;
 
 /// The magic at byte [`MAGIC_OFFSET`] of every SIF file.
 pub const SIF_MAGIC: [u8; 10] = *b"SIF_MAGIC\0";

@@ -29,6 +29,7 @@ mod layout;
 mod meta;
 mod obj;
 mod read;
+pub mod superblock;
 mod write;
 mod xattr;
 
@@ -273,9 +274,9 @@ pub enum SqfsError {
     /// format's limits. `table` names where ("xattr id table").
     #[error("corrupt {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
-    /// The super block is refused (see [`crate::image::squashfs`]).
+    /// The super block is refused (see [`crate::squashfs::superblock`]).
     #[error("{0}")]
-    Superblock(#[from] crate::image::squashfs::SquashfsError),
+    Superblock(#[from] crate::squashfs::superblock::SquashfsError),
 }
 
 impl SqfsError {

@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use crate::passwd::UserEntry;
-use crate::paths::{self, PathError, Walk};
-use crate::sys::{MountAttrs, Sys, SysError};
+use crate::container::passwd::UserEntry;
+use crate::container::paths::{self, PathError, Walk};
+use crate::container::sys::{MountAttrs, Sys, SysError};
 use crate::text::shown;
 
 /// Where the staging tmpfs is mounted in the new mount namespace.
@@ -83,6 +83,7 @@ impl Layout {
 
     /// Every place below `base` (for tests: nothing outside it is touched
     /// by the file operations).
+    #[cfg(test)]
     pub fn under(base: &Path) -> Layout {
         Layout {
             staging: base.join("staging"),

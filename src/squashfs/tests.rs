@@ -808,7 +808,7 @@ fn bad_input() {
 
     // Not a SquashFS: refused by the super block check, as `rfake exec`
     // refuses it.
-    use crate::image::squashfs::SquashfsError;
+    use crate::squashfs::superblock::SquashfsError;
     std::fs::write(&path, vec![7u8; 8192]).unwrap();
     let err = Reader::open(File::open(&path).unwrap(), 0).err().unwrap();
     assert!(

@@ -20,7 +20,7 @@ use std::ops::Range;
 use super::file::SqfsFile;
 use super::meta::{MAX_META_DISK, META_BLOCK, MIN_META_DISK};
 use super::{SqfsError, ffi};
-use crate::image::squashfs::{NO_TABLE, SUPERBLOCK_LEN, Superblock};
+use crate::squashfs::superblock::{NO_TABLE, SUPERBLOCK_LEN, Superblock};
 
 /// A table with an index of metadata blocks.
 #[derive(Debug, Clone)]

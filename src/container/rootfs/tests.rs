@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::sys::recorder::{Recorder, dev_null};
+use crate::container::sys::recorder::{Recorder, dev_null};
 
 struct FakeMounter;
 impl ImageMounter for FakeMounter {
