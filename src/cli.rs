@@ -150,8 +150,9 @@ pub struct LaunchArgs {
     pub join_key: Option<String>,
 
     /// Bind a host path into the container: SRC[:DST[:ro|rw]], repeatable,
-    /// comma-separated (also from RFAKE_BIND). DST defaults to SRC; a
-    /// destination the image lacks is created in a throw-away overlay.
+    /// comma-separated (also from RFAKE_BIND). DST defaults to SRC; an empty
+    /// value or field is an error. A destination the image lacks is created
+    /// in a throw-away overlay.
     #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro|rw]]")]
     pub binds: Vec<String>,
 

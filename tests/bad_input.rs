@@ -301,3 +301,150 @@ fn disabled_user_namespaces_name_the_sysctl() {
     );
     assert_nothing_left(&t);
 }
+
+// Degenerate inputs (issue 19, defect 6). Each run is bounded in time (a
+// hang fails the test instead of blocking it) and in memory (an endless
+// read fails instead of exhausting the machine).
+
+/// Run rfake with `envs` and `args`, killed if it has not ended within
+/// 20 s, with its address space capped at 2 GiB.
+fn bounded(t: &str, envs: &[(&str, &Path)], args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut cmd = command(t);
+    for (name, value) in envs {
+        cmd.env(name, value);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 30,
+                rlim_max: 2 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("run rfake");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rfake {args:?} with {envs:?} did not end within 20 s: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Assert the status and one error line that ends with `message`.
+#[track_caller]
+fn fails_with(out: &std::process::Output, code: i32, message: &str) {
+    assert_status(out, code);
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("rfake["), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(": error: {message}")),
+        "expected ': error: {message}', got: {err}"
+    );
+}
+
+/// `-B` (and `--home`) values with nothing to bind or an empty field: a
+/// usage error naming the value and what is empty.
+#[test]
+fn empty_and_degenerate_bind_specifications_are_usage_errors() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let img = img.to_str().unwrap();
+    let t = tag("bind-empty");
+    let syntax = "(expected SRC[:DST[:ro|rw]])";
+    for (option, value, message) in [
+        (
+            "-B",
+            "",
+            format!("bind '' (from --bind): empty bind specification {syntax}"),
+        ),
+        (
+            "-B",
+            " ",
+            format!("bind ' ' (from --bind): empty bind specification {syntax}"),
+        ),
+        (
+            "-B",
+            ",",
+            format!("bind ',' (from --bind): empty bind specification {syntax}"),
+        ),
+        (
+            "-B",
+            ":",
+            format!("bind ':' (from --bind): the source is empty {syntax}"),
+        ),
+        (
+            "-B",
+            "::ro",
+            format!("bind '::ro' (from --bind): the source is empty {syntax}"),
+        ),
+        (
+            "-B",
+            ":/mnt",
+            format!("bind ':/mnt' (from --bind): the source is empty {syntax}"),
+        ),
+        (
+            "-B",
+            "/tmp:",
+            "bind '/tmp:' (from --bind): the destination after ':' is empty \
+             (give SRC alone to bind it at the same path)"
+                .into(),
+        ),
+        (
+            "-B",
+            "/tmp::",
+            "bind '/tmp::' (from --bind): the mode after the second ':' is empty \
+             (expected ro or rw)"
+                .into(),
+        ),
+        (
+            "--home",
+            "",
+            format!("bind '' (from --home): empty bind specification {syntax}"),
+        ),
+        (
+            "--home",
+            "/tmp:",
+            "bind '/tmp:' (from --home): the destination after ':' is empty \
+             (give SRC alone to bind it at the same path)"
+                .into(),
+        ),
+    ] {
+        let out = bounded(&t, &[], &["exec", "--dry-run", option, value, img, "true"]);
+        fails_with(&out, USAGE, &message);
+    }
+    // Still fine: `/tmp::ro` (a mode, DST the same), empty entries between
+    // commas, an empty RFAKE_BIND (as good as unset).
+    for args in [
+        ["-B", "/tmp::ro"],
+        ["-B", "/tmp,,/tmp:/mnt"],
+        ["--pwd", "/"],
+    ] {
+        let mut all = vec!["exec", "--dry-run"];
+        all.extend(args);
+        all.extend([img, "true"]);
+        let out = command(&t)
+            .env("RFAKE_BIND", "")
+            .args(&all)
+            .output()
+            .unwrap();
+        assert_status(&out, 0);
+    }
+    assert_nothing_left(&t);
+}

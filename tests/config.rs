@@ -263,3 +263,33 @@ fn config_command_shows_values_and_origins() {
         "{text}"
     );
 }
+
+/// `binds` entries that are empty or have an empty field: the file, line
+/// and entry, exit 78, as `-B` refuses them with 64.
+#[test]
+fn empty_and_degenerate_bind_entries_are_refused() {
+    for (entry, problem) in [
+        ("", "SRC is empty"),
+        (":", "SRC is empty"),
+        ("::ro", "SRC is empty"),
+        (":/mnt", "SRC is empty"),
+        (
+            "/tmp:",
+            "DST after ':' is empty (write SRC alone to bind it at the same path)",
+        ),
+        ("/tmp::", "the mode must be ro or rw, found \"\""),
+    ] {
+        let c = Configs::new(&format!("mount_tmp = true\nbinds = [\"{entry}\"]\n"));
+        let out = c.run(&tag("cfg-bind"), &["config"]);
+        assert_status(&out, 78);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.trim_end().ends_with(&format!(
+                ": error: {}:2: binds: \"{entry}\": {problem}",
+                c.site().display()
+            )),
+            "{entry:?}: {err}"
+        );
+    }
+}

@@ -307,6 +307,20 @@ fn bind_entries_checked() {
         ),
         ("", "binds: \"\": SRC is empty"),
         (":/b", "binds: \":/b\": SRC is empty"),
+        (":", "binds: \":\": SRC is empty"),
+        ("::ro", "binds: \"::ro\": SRC is empty"),
+        (
+            "/a:",
+            "binds: \"/a:\": DST after ':' is empty (write SRC alone to bind it at the same path)",
+        ),
+        (
+            "/a::",
+            "binds: \"/a::\": the mode must be ro or rw, found \"\"",
+        ),
+        (
+            "/a:/b:",
+            "binds: \"/a:/b:\": the mode must be ro or rw, found \"\"",
+        ),
         (
             "data:/data",
             "binds: \"data:/data\": SRC \"data\" must be an absolute path",

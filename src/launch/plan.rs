@@ -515,7 +515,8 @@ fn user_bind_specs(
     for b in &settings.user_binds {
         specs.extend(parse_binds(&b.value, &b.origin)?);
     }
-    if let Some(v) = env::get(&who.env, "RFAKE_BIND") {
+    // An empty RFAKE_BIND is as good as unset; an empty -B is an error.
+    if let Some(v) = env::get(&who.env, "RFAKE_BIND").filter(|v| !v.is_empty()) {
         specs.extend(parse_binds(&v.to_string_lossy(), "RFAKE_BIND")?);
     }
     for b in &req.binds {
