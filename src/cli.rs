@@ -189,8 +189,8 @@ pub struct LaunchArgs {
     #[arg(long = "env", value_name = "NAME=value")]
     pub env: Vec<String>,
 
-    /// Read NAME=value lines from FILE (after RFAKE_ENV_*, before --env),
-    /// repeatable.
+    /// Read NAME=value lines from FILE, a regular file (after RFAKE_ENV_*,
+    /// before --env), repeatable.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<std::path::PathBuf>,
 

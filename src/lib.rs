@@ -5,7 +5,8 @@
 //! which uses `image` (detection, SIF, SquashFS), `mount` (serving the image),
 //! `namespace` (user namespace and identity), `rootfs` (the mount steps),
 //! `process` (payload, signals, exit status); `sys` is the one seam to the
-//! kernel; `host` and `doctor` check the host's prerequisites.
+//! kernel; `host` and `doctor` check the host's prerequisites; `input` opens
+//! the files users and images name (regular files only, size-capped).
 
 pub mod binds;
 pub mod build;
@@ -21,6 +22,7 @@ pub mod fuse;
 mod fuzz;
 pub mod host;
 pub mod image;
+pub mod input;
 pub mod inspect;
 pub mod join;
 pub mod launch;

@@ -448,3 +448,169 @@ fn empty_and_degenerate_bind_specifications_are_usage_errors() {
     }
     assert_nothing_left(&t);
 }
+
+// Endless and non-regular inputs: whatever a path names, rfake reads only
+// regular files, never blocks opening one, and reads at most a bounded
+// amount.
+
+const CONFIG: i32 = 78;
+
+fn fifo(path: &Path) -> PathBuf {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn configuration_files_that_are_not_regular_files_fail_fast() {
+    let d = scratch();
+    let fifo = fifo(&d.path().join("fifo.toml"));
+    let zero = Path::new("/dev/zero");
+    let empty = d.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let t = tag("cfg-special");
+    for (path, cause) in [
+        (zero, "a character device, not a regular file"),
+        (fifo.as_path(), "a FIFO, not a regular file"),
+        (d.path(), "a directory, not a regular file"),
+    ] {
+        let message = format!("{}: {cause}", path.display());
+        // As the site file, and as the user file.
+        let out = bounded(&t, &[("RFAKE_CONFIG", path)], &["config"]);
+        fails_with(&out, CONFIG, &message);
+        let out = bounded(
+            &t,
+            &[("RFAKE_CONFIG", &empty), ("RFAKE_USER_CONFIG", path)],
+            &["config"],
+        );
+        fails_with(&out, CONFIG, &message);
+    }
+    // A launch reads the configuration first.
+    let out = bounded(
+        &t,
+        &[("RFAKE_CONFIG", zero)],
+        &["exec", "/nonexistent.sqfs", "true"],
+    );
+    fails_with(
+        &out,
+        CONFIG,
+        "/dev/zero: a character device, not a regular file",
+    );
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn a_fifo_as_the_image_fails_fast() {
+    let d = scratch();
+    let image = fifo(&d.path().join("image.sqfs"));
+    let shown = image.display();
+    let t = tag("fifo-image");
+    let out = bounded(&t, &[], &["inspect", image.to_str().unwrap()]);
+    fails_with(
+        &out,
+        BAD_IMAGE,
+        &format!(
+            "image {shown}: unsupported file type: FIFO (expected a regular file or a directory)"
+        ),
+    );
+    let out = bounded(&t, &[], &["exec", image.to_str().unwrap(), "true"]);
+    fails_with(
+        &out,
+        BAD_IMAGE,
+        &format!(
+            "image {shown}: unsupported file type: FIFO (expected a regular file or a directory)"
+        ),
+    );
+    let out = bounded(&t, &[], &["inspect", "/dev/zero"]);
+    fails_with(
+        &out,
+        BAD_IMAGE,
+        "image /dev/zero: unsupported file type: character device (expected a regular file or a directory)",
+    );
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn a_fifo_as_the_env_file_fails_fast() {
+    let Some(env) = setup() else { return };
+    let d = scratch();
+    let file = fifo(&d.path().join("job.env"));
+    let t = tag("fifo-env");
+    let img = env.image("demo.sqfs");
+    let out = bounded(
+        &t,
+        &[],
+        &[
+            "exec",
+            "--env-file",
+            file.to_str().unwrap(),
+            img.to_str().unwrap(),
+            "true",
+        ],
+    );
+    fails_with(
+        &out,
+        NO_INPUT,
+        &format!(
+            "{}: cannot read: a FIFO, not a regular file",
+            file.display()
+        ),
+    );
+    assert_nothing_left(&t);
+}
+
+/// An image whose `/etc/passwd` or environment script is a FIFO: the
+/// launch does not wait for a writer. The FIFO script is skipped as the
+/// shell skips it (`[ -f ]`), the FIFO passwd is ignored as a missing one
+/// is (with a warning).
+#[test]
+fn fifos_inside_an_image_do_not_block_the_launch() {
+    let Some(env) = setup() else { return };
+    let d = scratch();
+    let root = d.path().join("img");
+    host(
+        "cp",
+        &[
+            "-a",
+            env.image("demo").to_str().unwrap(),
+            root.to_str().unwrap(),
+        ],
+    );
+    fifo(&root.join(".singularity.d/env/50-fifo.sh"));
+    let t = tag("fifo-inside");
+    let out = bounded(
+        &t,
+        &[],
+        &[
+            "exec",
+            root.to_str().unwrap(),
+            "sh",
+            "-c",
+            "echo $RFAKE_DEMO",
+        ],
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "1\n");
+
+    std::fs::remove_file(root.join("etc/passwd")).unwrap();
+    fifo(&root.join("etc/passwd"));
+    let out = bounded(
+        &t,
+        &[],
+        &[
+            "exec",
+            "--keep-id",
+            root.to_str().unwrap(),
+            "sh",
+            "-c",
+            "id -un",
+        ],
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out).trim(), std::env::var("USER").unwrap());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the image's /etc/passwd ignored: a FIFO, not a regular file"),
+        "{err}"
+    );
+    assert_nothing_left(&t);
+}

@@ -53,12 +53,12 @@ impl ImageFiles {
                     Ok(Resolved::Missing(_)) => return Err("no such file in the image".into()),
                     Err(e) => return Err(e.to_string()),
                 };
-                let meta = std::fs::metadata(&p).map_err(|e| e.to_string())?;
-                if !meta.is_file() {
-                    return Err("not a regular file".into());
-                }
-                let bytes = std::fs::read(&p).map_err(|e| e.to_string())?;
-                Ok(bytes.into_iter().take(max as usize).collect())
+                // Without blocking on a FIFO; at most `max` bytes read.
+                let (file, _) = crate::input::open_regular(&p).map_err(|e| e.to_string())?;
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(file, max), &mut bytes)
+                    .map_err(|e| e.to_string())?;
+                Ok(bytes)
             }
             ImageFiles::None => Err("the image has no readable root filesystem".into()),
         }

@@ -637,10 +637,14 @@ fn identity_spec(
 fn overrides(req: &Request, who: &Invoker) -> Result<Vec<Override>, Error> {
     let mut out = env::host_overrides(&who.env);
     for path in &req.env_files {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        // A regular file only, at most 1 MiB: a FIFO would block.
+        let text = crate::input::read_text(path, crate::input::TEXT_LIMIT).map_err(|e| {
             Error::Env(env::EnvError::Unreadable {
                 path: path.clone(),
-                reason: e.to_string(),
+                reason: match e {
+                    crate::input::InputError::Io(e) => e.to_string(),
+                    other => other.to_string(),
+                },
             })
         })?;
         out.extend(env::parse_env_file(path, &text)?);

@@ -271,6 +271,9 @@ pub(super) fn tmpfs(
     Ok(None)
 }
 
+/// The largest `/etc/passwd` or `/etc/group` read from an image.
+const IDENTITY_FILE_LIMIT: u64 = 16 << 20;
+
 pub(super) fn identity_files(
     sys: &dyn Sys,
     spec: &IdentitySpec,
@@ -279,7 +282,11 @@ pub(super) fn identity_files(
     let newroot = Path::new(NEWROOT);
     let read = |name: &str| -> Option<String> {
         match resolve(newroot, Path::new(name), "identity files") {
-            Ok(Resolved::Exists(p)) => std::fs::read_to_string(p).ok(),
+            // A FIFO there would block the launch, a huge file eat memory:
+            // such a file is ignored, as a missing one is (crate::input).
+            Ok(Resolved::Exists(p)) => crate::input::read_text(&p, IDENTITY_FILE_LIMIT)
+                .map_err(|e| log::warn!("the image's {name} ignored: {e}"))
+                .ok(),
             _ => None,
         }
     };
