@@ -614,3 +614,43 @@ fn fifos_inside_an_image_do_not_block_the_launch() {
     );
     assert_nothing_left(&t);
 }
+
+/// An OCI layout whose blob is a FIFO: `rfake build` refuses it at once.
+#[test]
+fn a_fifo_blob_in_an_oci_layout_fails_fast() {
+    let d = scratch();
+    let layout = d.path().join("layout");
+    let digest = "a".repeat(64);
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{digest}","size":100}}]}}"#
+        ),
+    )
+    .unwrap();
+    let blob = fifo(&layout.join("blobs/sha256").join(&digest));
+    let out_image = d.path().join("out.sqfs");
+    let t = tag("fifo-blob");
+    let out = bounded(
+        &t,
+        &[],
+        &[
+            "build",
+            out_image.to_str().unwrap(),
+            layout.to_str().unwrap(),
+        ],
+    );
+    fails_with(
+        &out,
+        BAD_IMAGE,
+        &format!("{}: a FIFO, not a regular file", blob.display()),
+    );
+    assert!(!out_image.exists());
+    assert_nothing_left(&t);
+}

@@ -79,7 +79,12 @@ pub fn open_content(
     spool: Option<&Arc<File>>,
 ) -> io::Result<Box<dyn Read + Send>> {
     match content {
-        Content::Host(path) => Ok(Box::new(File::open(path).map_err(|e| with_path(path, e))?)),
+        // Never blocks on a FIFO swapped in since the walk (see crate::input).
+        Content::Host(path) => {
+            let (file, _) =
+                crate::input::open_regular(path).map_err(|e| with_path(path, e.into()))?;
+            Ok(Box::new(file))
+        }
         Content::Spool { offset, len } => {
             let file = spool
                 .ok_or_else(|| io::Error::other("spooled content without a spool"))?
