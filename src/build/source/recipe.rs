@@ -510,6 +510,10 @@ fn list(items: &[&str], bracketed: bool) -> String {
 }
 
 #[cfg(test)]
+#[path = "recipe_fuzz.rs"]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::super::testutil::*;
     use super::super::{Compression, Options, detect};
