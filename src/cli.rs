@@ -162,8 +162,9 @@ pub struct LaunchArgs {
     pub join_key: Option<String>,
 
     /// Bind a host path into the container: SRC[:DST[:ro|rw]], repeatable,
-    /// comma-separated (also from RFAKE_BIND). DST defaults to SRC; a
-    /// destination the image lacks is created in a throw-away overlay.
+    /// comma-separated (also from RFAKE_BIND). DST defaults to SRC; an empty
+    /// value or field is an error. A destination the image lacks is created
+    /// in a throw-away overlay.
     #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro|rw]]")]
     pub binds: Vec<String>,
 
@@ -200,8 +201,8 @@ pub struct LaunchArgs {
     #[arg(long = "env", value_name = "NAME=value")]
     pub env: Vec<String>,
 
-    /// Read NAME=value lines from FILE (after RFAKE_ENV_*, before --env),
-    /// repeatable.
+    /// Read NAME=value lines from FILE, a regular file (after RFAKE_ENV_*,
+    /// before --env), repeatable.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<std::path::PathBuf>,
 

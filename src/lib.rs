@@ -16,8 +16,9 @@
 //!   checks); `fuse` is the libfuse3 session; `image_server` serves an image
 //!   (rfake's own server or squashfuse);
 //! - `build` makes images, `inspect` describes them, `env` is the container
-//!   environment, `config` the site and user files, `host` and `doctor` the
-//!   host's prerequisites;
+//!   environment, `config` the site and user files, `input` opens the files
+//!   users and images name (regular files only, size-capped), `host` and
+//!   `doctor` the host's prerequisites;
 //! - `error`, `exit`, `diag` and `text`: errors and their exit codes, the
 //!   `rfake[pid]:` diagnostics, one-line text.
 //!
@@ -42,6 +43,7 @@ mod fuzz;
 mod host;
 pub mod image;
 mod image_server;
+mod input;
 mod inspect;
 mod launch;
 pub mod squashfs;

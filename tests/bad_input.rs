@@ -301,3 +301,356 @@ fn disabled_user_namespaces_name_the_sysctl() {
     );
     assert_nothing_left(&t);
 }
+
+// Degenerate inputs (issue 19, defect 6). Each run is bounded in time (a
+// hang fails the test instead of blocking it) and in memory (an endless
+// read fails instead of exhausting the machine).
+
+/// Run rfake with `envs` and `args`, killed if it has not ended within
+/// 20 s, with its address space capped at 2 GiB.
+fn bounded(t: &str, envs: &[(&str, &Path)], args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut cmd = command(t);
+    for (name, value) in envs {
+        cmd.env(name, value);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 30,
+                rlim_max: 2 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("run rfake");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rfake {args:?} with {envs:?} did not end within 20 s: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Assert the status and one error line that ends with `message`.
+#[track_caller]
+fn fails_with(out: &std::process::Output, code: i32, message: &str) {
+    assert_status(out, code);
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("rfake["), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(": error: {message}")),
+        "expected ': error: {message}', got: {err}"
+    );
+}
+
+/// `-B` (and `--home`) values with nothing to bind or an empty field: a
+/// usage error naming the value and what is empty.
+#[test]
+fn empty_and_degenerate_bind_specifications_are_usage_errors() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let img = img.to_str().unwrap();
+    let t = tag("bind-empty");
+    let syntax = "(expected SRC[:DST[:ro|rw]])";
+    for (option, value, message) in [
+        (
+            "-B",
+            "",
+            format!("bind '' (from --bind): empty bind specification {syntax}"),
+        ),
+        (
+            "-B",
+            " ",
+            format!("bind ' ' (from --bind): empty bind specification {syntax}"),
+        ),
+        (
+            "-B",
+            ",",
+            format!("bind ',' (from --bind): empty bind specification {syntax}"),
+        ),
+        (
+            "-B",
+            ":",
+            format!("bind ':' (from --bind): the source is empty {syntax}"),
+        ),
+        (
+            "-B",
+            "::ro",
+            format!("bind '::ro' (from --bind): the source is empty {syntax}"),
+        ),
+        (
+            "-B",
+            ":/mnt",
+            format!("bind ':/mnt' (from --bind): the source is empty {syntax}"),
+        ),
+        (
+            "-B",
+            "/tmp:",
+            "bind '/tmp:' (from --bind): the destination after ':' is empty \
+             (give SRC alone to bind it at the same path)"
+                .into(),
+        ),
+        (
+            "-B",
+            "/tmp::",
+            "bind '/tmp::' (from --bind): the mode after the second ':' is empty \
+             (expected ro or rw)"
+                .into(),
+        ),
+        (
+            "--home",
+            "",
+            format!("bind '' (from --home): empty bind specification {syntax}"),
+        ),
+        (
+            "--home",
+            "/tmp:",
+            "bind '/tmp:' (from --home): the destination after ':' is empty \
+             (give SRC alone to bind it at the same path)"
+                .into(),
+        ),
+    ] {
+        let out = bounded(&t, &[], &["exec", "--dry-run", option, value, img, "true"]);
+        fails_with(&out, USAGE, &message);
+    }
+    // Still fine: `/tmp::ro` (a mode, DST the same), empty entries between
+    // commas, an empty RFAKE_BIND (as good as unset).
+    for args in [
+        ["-B", "/tmp::ro"],
+        ["-B", "/tmp,,/tmp:/mnt"],
+        ["--pwd", "/"],
+    ] {
+        let mut all = vec!["exec", "--dry-run"];
+        all.extend(args);
+        all.extend([img, "true"]);
+        let out = command(&t)
+            .env("RFAKE_BIND", "")
+            .args(&all)
+            .output()
+            .unwrap();
+        assert_status(&out, 0);
+    }
+    assert_nothing_left(&t);
+}
+
+// Endless and non-regular inputs: whatever a path names, rfake reads only
+// regular files, never blocks opening one, and reads at most a bounded
+// amount.
+
+const CONFIG: i32 = 78;
+
+fn fifo(path: &Path) -> PathBuf {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn configuration_files_that_are_not_regular_files_fail_fast() {
+    let d = scratch();
+    let fifo = fifo(&d.path().join("fifo.toml"));
+    let zero = Path::new("/dev/zero");
+    let empty = d.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let t = tag("cfg-special");
+    for (path, cause) in [
+        (zero, "a character device, not a regular file"),
+        (fifo.as_path(), "a FIFO, not a regular file"),
+        (d.path(), "a directory, not a regular file"),
+    ] {
+        let message = format!("{}: {cause}", path.display());
+        // As the site file, and as the user file.
+        let out = bounded(&t, &[("RFAKE_CONFIG", path)], &["config"]);
+        fails_with(&out, CONFIG, &message);
+        let out = bounded(
+            &t,
+            &[("RFAKE_CONFIG", &empty), ("RFAKE_USER_CONFIG", path)],
+            &["config"],
+        );
+        fails_with(&out, CONFIG, &message);
+    }
+    // A launch reads the configuration first.
+    let out = bounded(
+        &t,
+        &[("RFAKE_CONFIG", zero)],
+        &["exec", "/nonexistent.sqfs", "true"],
+    );
+    fails_with(
+        &out,
+        CONFIG,
+        "/dev/zero: a character device, not a regular file",
+    );
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn a_fifo_as_the_image_fails_fast() {
+    let d = scratch();
+    let image = fifo(&d.path().join("image.sqfs"));
+    let shown = image.display();
+    let t = tag("fifo-image");
+    let out = bounded(&t, &[], &["inspect", image.to_str().unwrap()]);
+    fails_with(
+        &out,
+        BAD_IMAGE,
+        &format!(
+            "image {shown}: unsupported file type: FIFO (expected a regular file or a directory)"
+        ),
+    );
+    let out = bounded(&t, &[], &["exec", image.to_str().unwrap(), "true"]);
+    fails_with(
+        &out,
+        BAD_IMAGE,
+        &format!(
+            "image {shown}: unsupported file type: FIFO (expected a regular file or a directory)"
+        ),
+    );
+    let out = bounded(&t, &[], &["inspect", "/dev/zero"]);
+    fails_with(
+        &out,
+        BAD_IMAGE,
+        "image /dev/zero: unsupported file type: character device (expected a regular file or a directory)",
+    );
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn a_fifo_as_the_env_file_fails_fast() {
+    let Some(env) = setup() else { return };
+    let d = scratch();
+    let file = fifo(&d.path().join("job.env"));
+    let t = tag("fifo-env");
+    let img = env.image("demo.sqfs");
+    let out = bounded(
+        &t,
+        &[],
+        &[
+            "exec",
+            "--env-file",
+            file.to_str().unwrap(),
+            img.to_str().unwrap(),
+            "true",
+        ],
+    );
+    fails_with(
+        &out,
+        NO_INPUT,
+        &format!(
+            "{}: cannot read: a FIFO, not a regular file",
+            file.display()
+        ),
+    );
+    assert_nothing_left(&t);
+}
+
+/// An image whose `/etc/passwd` or environment script is a FIFO: the
+/// launch does not wait for a writer. The FIFO script is skipped as the
+/// shell skips it (`[ -f ]`), the FIFO passwd is ignored as a missing one
+/// is (with a warning).
+#[test]
+fn fifos_inside_an_image_do_not_block_the_launch() {
+    let Some(env) = setup() else { return };
+    let d = scratch();
+    let root = d.path().join("img");
+    host(
+        "cp",
+        &[
+            "-a",
+            env.image("demo").to_str().unwrap(),
+            root.to_str().unwrap(),
+        ],
+    );
+    fifo(&root.join(".singularity.d/env/50-fifo.sh"));
+    let t = tag("fifo-inside");
+    let out = bounded(
+        &t,
+        &[],
+        &[
+            "exec",
+            root.to_str().unwrap(),
+            "sh",
+            "-c",
+            "echo $RFAKE_DEMO",
+        ],
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "1\n");
+
+    std::fs::remove_file(root.join("etc/passwd")).unwrap();
+    fifo(&root.join("etc/passwd"));
+    let out = bounded(
+        &t,
+        &[],
+        &[
+            "exec",
+            "--keep-id",
+            root.to_str().unwrap(),
+            "sh",
+            "-c",
+            "id -un",
+        ],
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out).trim(), std::env::var("USER").unwrap());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the image's /etc/passwd ignored: a FIFO, not a regular file"),
+        "{err}"
+    );
+    assert_nothing_left(&t);
+}
+
+/// An OCI layout whose blob is a FIFO: `rfake build` refuses it at once.
+#[test]
+fn a_fifo_blob_in_an_oci_layout_fails_fast() {
+    let d = scratch();
+    let layout = d.path().join("layout");
+    let digest = "a".repeat(64);
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{digest}","size":100}}]}}"#
+        ),
+    )
+    .unwrap();
+    let blob = fifo(&layout.join("blobs/sha256").join(&digest));
+    let out_image = d.path().join("out.sqfs");
+    let t = tag("fifo-blob");
+    let out = bounded(
+        &t,
+        &[],
+        &[
+            "build",
+            out_image.to_str().unwrap(),
+            layout.to_str().unwrap(),
+        ],
+    );
+    fails_with(
+        &out,
+        BAD_IMAGE,
+        &format!("{}: a FIFO, not a regular file", blob.display()),
+    );
+    assert!(!out_image.exists());
+    assert_nothing_left(&t);
+}

@@ -263,3 +263,80 @@ fn config_command_shows_values_and_origins() {
         "{text}"
     );
 }
+
+/// `binds` entries that are empty or have an empty field: the file, line
+/// and entry, exit 78, as `-B` refuses them with 64.
+#[test]
+fn empty_and_degenerate_bind_entries_are_refused() {
+    for (entry, problem) in [
+        ("", "SRC is empty"),
+        (":", "SRC is empty"),
+        ("::ro", "SRC is empty"),
+        (":/mnt", "SRC is empty"),
+        (
+            "/tmp:",
+            "DST after ':' is empty (write SRC alone to bind it at the same path)",
+        ),
+        ("/tmp::", "the mode must be ro or rw, found \"\""),
+    ] {
+        let c = Configs::new(&format!("mount_tmp = true\nbinds = [\"{entry}\"]\n"));
+        let out = c.run(&tag("cfg-bind"), &["config"]);
+        assert_status(&out, 78);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.trim_end().ends_with(&format!(
+                ": error: {}:2: binds: \"{entry}\": {problem}",
+                c.site().display()
+            )),
+            "{entry:?}: {err}"
+        );
+    }
+}
+
+/// A configuration file over 1 MiB is refused, even one that is valid TOML
+/// (issue 19, defect 6); one of exactly 1 MiB is read.
+#[test]
+fn an_oversized_configuration_file_is_refused() {
+    const LIMIT: usize = 1 << 20;
+    let mut text = "# padding\n".repeat(LIMIT / 10);
+    text.push_str("mount_tmp = false\n");
+    let c = Configs::new(&text);
+    let t = tag("oversize");
+    let out = c.run(&t, &["config"]);
+    assert_status(&out, 78);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(
+            ": error: {}: larger than 1 MiB, too large for a configuration file",
+            c.site().display()
+        )),
+        "{err}"
+    );
+    // The user file too.
+    let c = Configs::new("").with_user(&text);
+    let out = c.run(&t, &["config"]);
+    assert_status(&out, 78);
+    assert!(
+        stderr(&out).contains("user.toml: larger than 1 MiB"),
+        "{}",
+        stderr(&out)
+    );
+    // Exactly the limit is fine.
+    let line = "mount_tmp = false\n";
+    let mut text = "#".repeat(LIMIT - line.len() - 1);
+    text.push('\n');
+    text.push_str(line);
+    assert_eq!(text.len(), LIMIT);
+    let c = Configs::new(&text);
+    let out = c.run(&t, &["config"]);
+    assert_status(&out, 0);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("mount_tmp = false")),
+        "{}",
+        stdout(&out)
+    );
+}

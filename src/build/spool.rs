@@ -197,7 +197,12 @@ pub fn open_content(
             .ok_or_else(|| io::Error::other("spooled content without a spool"))
     };
     let source = match content {
-        Content::Host(path) => Source::Host(File::open(path).map_err(|e| with_path(path, e))?),
+        // Never blocks on a FIFO swapped in since the walk (see crate::input).
+        Content::Host(path) => Source::Host(
+            crate::input::open_regular(path)
+                .map_err(|e| with_path(path, e.into()))?
+                .0,
+        ),
         Content::Spool { offset, .. } => Source::Spool {
             file: spool()?,
             offset: *offset,

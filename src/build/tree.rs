@@ -117,7 +117,13 @@ pub enum TreeError {
     ParentNotDir { path: PathBuf, parent: PathBuf },
     #[error("{path}: hard link to {target}, which is not a regular file in the image")]
     BadHardLink { path: PathBuf, target: PathBuf },
+    #[error("{}: a name of {len} bytes, more than a file name may have ({NAME_MAX})", path.display())]
+    NameTooLong { path: PathBuf, len: usize },
 }
+
+/// The longest file name Linux allows (`NAME_MAX`); SquashFS readers,
+/// rfake's own included, refuse longer directory entries.
+pub const NAME_MAX: usize = 255;
 
 /// The image's root directory and everything below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +145,12 @@ pub fn names(path: &Path) -> Result<Vec<&OsStr>, TreeError> {
     let mut out = Vec::new();
     for c in path.components() {
         match c {
+            Component::Normal(n) if n.len() > NAME_MAX => {
+                return Err(TreeError::NameTooLong {
+                    path: path.to_path_buf(),
+                    len: n.len(),
+                });
+            }
             Component::Normal(n) => out.push(n),
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir | Component::Prefix(_) => {
@@ -483,5 +495,17 @@ mod tests {
             t.check_hard_links(),
             Err(TreeError::BadHardLink { .. })
         ));
+    }
+
+    /// A name longer than Linux allows would make an image no reader takes
+    /// (found by fuzz_tar_layer: a tar's long name of 300 bytes).
+    #[test]
+    fn names_longer_than_name_max_are_refused() {
+        let long = "x".repeat(NAME_MAX + 1);
+        assert!(matches!(
+            names(Path::new(&format!("a/{long}"))),
+            Err(TreeError::NameTooLong { len: 256, .. })
+        ));
+        assert!(names(Path::new(&format!("a/{}", "x".repeat(NAME_MAX)))).is_ok());
     }
 }

@@ -4,7 +4,9 @@
 //! Parse → validate → merge, with no side effect but reading the two files:
 //! [`Config::load`] returns either a complete, checked configuration or one
 //! [`ConfigError`] naming `file:line`, the key and the problem (exit status
-//! 78, [`ExitKind::Config`]). Each effective value carries its [`Origin`] so
+//! 78, [`ExitKind::Config`]). A file is read only if it is a regular file of
+//! at most [`MAX_FILE_SIZE`] bytes (through [`crate::input`], which never
+//! blocks on a FIFO and never reads an endless device). Each effective value carries its [`Origin`] so
 //! `rfake config` and `-v` can say where it came from.
 //!
 //! The files are walked by hand on toml's spanned document tree rather than
@@ -43,6 +45,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::exit::ExitKind;
+use crate::input::{self, FileKind, InputError, size_text};
 use values::{
     At, boolean, build_size, check_bind, check_image_dir, check_scratch, position, seconds, size,
     size_or_zero, string, strings, user_key,
@@ -67,6 +70,9 @@ pub const DEFAULT_BUILD_MAX_SIZE: u64 = 4 << 40;
 pub const DEFAULT_WARM_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// The longest `warm_linger` accepted.
 pub const MAX_WARM_LINGER: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The largest configuration file read: 1 MiB, some thousand times what
+/// any real one holds.
+pub const MAX_FILE_SIZE: u64 = crate::input::TEXT_LIMIT;
 
 /// Which program serves a single-file image's SquashFS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,6 +341,17 @@ pub enum ConfigError {
     /// The file exists (or was named explicitly) but cannot be read.
     #[error("{}: cannot read: {error}", shown(.path))]
     Unreadable { path: PathBuf, error: io::Error },
+    /// A directory, FIFO, socket or device: refused before reading (a FIFO
+    /// would block, `/dev/zero` would never end).
+    #[error("{}: a {kind}, not a regular file", shown(.path))]
+    NotAFile { path: PathBuf, kind: FileKind },
+    /// Larger than [`MAX_FILE_SIZE`].
+    #[error(
+        "{}: larger than {}, too large for a configuration file",
+        shown(.path),
+        size_text(MAX_FILE_SIZE)
+    )]
+    TooLarge { path: PathBuf },
     /// Not TOML.
     #[error("{}:{line}:{column}: invalid TOML: {message}", shown(.path))]
     Syntax {
@@ -660,18 +677,21 @@ fn setting<T>(value: T, origin: Origin) -> Setting<T> {
     Setting { value, origin }
 }
 
-/// Read a configuration file; `None` when it is absent and may be.
+/// Read a configuration file; `None` when it is absent and may be. Only a
+/// regular file of at most [`MAX_FILE_SIZE`] bytes is read, through
+/// [`crate::input`]: a FIFO, a device or a directory is refused without
+/// blocking, and no more than the limit is read, whatever the file is.
 fn read(source: &ConfigPath) -> Result<Option<String>, ConfigError> {
-    match std::fs::read_to_string(&source.path) {
+    let path = source.path.clone();
+    match input::read_text(&source.path, MAX_FILE_SIZE) {
         Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !source.required => {
+        Err(InputError::Io(e)) if e.kind() == io::ErrorKind::NotFound && !source.required => {
             log::debug!("{}: not found", shown(&source.path));
             Ok(None)
         }
-        Err(error) => Err(ConfigError::Unreadable {
-            path: source.path.clone(),
-            error,
-        }),
+        Err(InputError::Io(error)) => Err(ConfigError::Unreadable { path, error }),
+        Err(InputError::NotRegular(kind)) => Err(ConfigError::NotAFile { path, kind }),
+        Err(InputError::TooLarge { .. }) => Err(ConfigError::TooLarge { path }),
     }
 }
 
@@ -690,5 +710,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

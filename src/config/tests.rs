@@ -308,6 +308,20 @@ fn bind_entries_checked() {
         ),
         ("", "binds: \"\": SRC is empty"),
         (":/b", "binds: \":/b\": SRC is empty"),
+        (":", "binds: \":\": SRC is empty"),
+        ("::ro", "binds: \"::ro\": SRC is empty"),
+        (
+            "/a:",
+            "binds: \"/a:\": DST after ':' is empty (write SRC alone to bind it at the same path)",
+        ),
+        (
+            "/a::",
+            "binds: \"/a::\": the mode must be ro or rw, found \"\"",
+        ),
+        (
+            "/a:/b:",
+            "binds: \"/a:/b:\": the mode must be ro or rw, found \"\"",
+        ),
         (
             "data:/data",
             "binds: \"data:/data\": SRC \"data\" must be an absolute path",
@@ -717,12 +731,11 @@ fn load_reads_files_and_tolerates_missing_ones() {
     );
     assert_eq!(err.exit_kind().code(), 78);
 
-    // A directory is unreadable as a file.
+    // A directory is not a configuration file.
     let err = Config::load(&sources(&site_path, true, d.path(), false), &env()).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{}: cannot read: ", d.path().display())),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        format!("{}: a directory, not a regular file", d.path().display())
     );
 
     // The user file applies over the site file.
@@ -921,4 +934,59 @@ fn messages_and_render_stay_on_one_line() {
     let again = Config::from_strs(Some((Path::new(SITE), &rendered)), None, &e).unwrap();
     assert_eq!(again.binds[0].value, c.binds[0].value);
     assert_eq!(again.scratch_dirs().len(), 2);
+}
+
+/// Whatever a configuration path names, loading ends at once with one line
+/// naming it and the cause (exit 78): a FIFO (whose open would wait for a
+/// writer), `/dev/zero` (endless), a directory, a file over the limit
+/// (issue 19, defect 6). A file of exactly the limit is read.
+#[test]
+fn only_regular_files_up_to_the_limit_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = d.path().join("big.toml");
+    let mut text = "# padding\n".repeat((MAX_FILE_SIZE as usize) / 10);
+    text.push_str(&" ".repeat(MAX_FILE_SIZE as usize - text.len()));
+    std::fs::write(&big, &text).unwrap();
+    let ok = Config::load(
+        &ConfigSources {
+            site: ConfigPath {
+                path: big.clone(),
+                required: true,
+            },
+            user: None,
+        },
+        &env(),
+    );
+    assert!(ok.is_ok(), "a file of exactly the limit: {ok:?}");
+    text.push('\n');
+    std::fs::write(&big, &text).unwrap();
+    let cases = [
+        (fifo.clone(), "a FIFO, not a regular file"),
+        ("/dev/zero".into(), "a character device, not a regular file"),
+        (d.path().to_path_buf(), "a directory, not a regular file"),
+        (big, "larger than 1 MiB, too large for a configuration file"),
+    ];
+    for (path, cause) in cases {
+        for (site, user) in [(true, false), (false, true)] {
+            let named = ConfigPath {
+                path: path.clone(),
+                required: true,
+            };
+            let absent = ConfigPath {
+                path: d.path().join("absent.toml"),
+                required: false,
+            };
+            let sources = ConfigSources {
+                site: if site { named.clone() } else { absent.clone() },
+                user: Some(if user { named } else { absent }),
+            };
+            let start = std::time::Instant::now();
+            let err = Config::load(&sources, &env()).unwrap_err();
+            assert!(start.elapsed() < std::time::Duration::from_secs(5));
+            assert_eq!(err.to_string(), format!("{}: {cause}", path.display()));
+            assert_eq!(err.exit_kind(), ExitKind::Config);
+        }
+    }
 }

@@ -246,6 +246,13 @@ pub(super) fn check_bind(written: &str, env: &[(OsString, OsString)]) -> Result<
     if src.is_empty() {
         return Err(format!("{written:?}: SRC is empty"));
     }
+    // `/data:` (DST left empty): as on the command line, refused rather
+    // than read as `/data`; `/data::ro` gives a mode without a DST.
+    if fields.len() == 2 && fields[1].is_empty() {
+        return Err(format!(
+            "{written:?}: DST after ':' is empty (write SRC alone to bind it at the same path)"
+        ));
+    }
     let paths = &fields[..fields.len().min(2)];
     for field in paths {
         expand::check_syntax(field).map_err(|e| format!("{written:?}: {e}"))?;

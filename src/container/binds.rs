@@ -15,8 +15,20 @@ pub struct BindSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("empty bind specification")]
+    /// `-B ''`, `-B ' '`, `-B ,`: nothing to bind. Refused rather than
+    /// ignored: it is more likely an unset variable than a wish.
+    #[error("empty bind specification (expected SRC[:DST[:ro|rw]])")]
     Empty,
+    /// `:`, `::ro`, `:/dst`.
+    #[error("the source is empty (expected SRC[:DST[:ro|rw]])")]
+    EmptySource,
+    /// `/src:`: a ':' with nothing after it, likely an unset variable
+    /// (`-B /data:$DEST`).
+    #[error("the destination after ':' is empty (give SRC alone to bind it at the same path)")]
+    EmptyDestination,
+    /// `/src::`, `/src:/dst:`.
+    #[error("the mode after the second ':' is empty (expected ro or rw)")]
+    EmptyMode,
     #[error("{what} '{path}' must be an absolute path")]
     Relative { what: &'static str, path: String },
     #[error("unknown bind mode '{0}' (expected ro or rw)")]
@@ -34,7 +46,10 @@ pub struct BindError {
     pub source: SpecError,
 }
 
-/// Parse one `SRC[:DST[:ro|rw]]`; DST defaults to SRC.
+/// Parse one `SRC[:DST[:ro|rw]]`; DST defaults to SRC (`/data`, and
+/// `/data::ro` with a mode). Every field that is written must say
+/// something: an empty SRC, an empty DST without a mode after it, or an
+/// empty mode is refused.
 pub fn parse_spec(text: &str) -> Result<BindSpec, SpecError> {
     let text = text.trim();
     if text.is_empty() {
@@ -44,31 +59,42 @@ pub fn parse_spec(text: &str) -> Result<BindSpec, SpecError> {
     if fields.len() > 3 {
         return Err(SpecError::TooManyFields);
     }
+    if fields[0].is_empty() {
+        return Err(SpecError::EmptySource);
+    }
     let src = absolute("source", fields[0])?;
     let dst = match fields.get(1) {
         Some(d) if !d.is_empty() => absolute("destination", d)?,
+        Some(_) if fields.len() == 2 => return Err(SpecError::EmptyDestination),
         _ => src.clone(),
     };
     let readonly = match fields.get(2) {
         None | Some(&"rw") => false,
         Some(&"ro") => true,
+        Some(&"") => return Err(SpecError::EmptyMode),
         Some(other) => return Err(SpecError::BadMode((*other).to_string())),
     };
     Ok(BindSpec { src, dst, readonly })
 }
 
-/// Parse a comma-separated list of specifications (`-B a,b:c:ro`).
+/// Parse a comma-separated list of specifications (`-B a,b:c:ro`). Empty
+/// entries between commas are skipped (`/a,,/b`, `/a,`), but a list with
+/// no entry at all (`''`, `' '`, `,`) is refused: [`SpecError::Empty`].
 pub fn parse_list(text: &str, origin: &str) -> Result<Vec<BindSpec>, BindError> {
-    text.split(',')
+    let error = |spec: &str, source| BindError {
+        spec: spec.to_string(),
+        origin: origin.to_string(),
+        source,
+    };
+    let specs = text
+        .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            parse_spec(s).map_err(|source| BindError {
-                spec: s.to_string(),
-                origin: origin.to_string(),
-                source,
-            })
-        })
-        .collect()
+        .map(|s| parse_spec(s).map_err(|source| error(s, source)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if specs.is_empty() {
+        return Err(error(text, SpecError::Empty));
+    }
+    Ok(specs)
 }
 
 fn absolute(what: &'static str, path: &str) -> Result<PathBuf, SpecError> {
@@ -301,6 +327,17 @@ mod tests {
         ok("/a/./b", "/a/b", "/a/b", false);
         let err = |s: &str, e: SpecError| assert_eq!(parse_spec(s), Err(e), "{s}");
         err("", SpecError::Empty);
+        err("  ", SpecError::Empty);
+        err(":", SpecError::EmptySource);
+        err("::", SpecError::EmptySource);
+        err("::ro", SpecError::EmptySource);
+        err(":/dst", SpecError::EmptySource);
+        err(":/dst:ro", SpecError::EmptySource);
+        err("/data:", SpecError::EmptyDestination);
+        err(" /data: ", SpecError::EmptyDestination);
+        err("/data::", SpecError::EmptyMode);
+        err("/data:/mnt:", SpecError::EmptyMode);
+        err("/data:::", SpecError::TooManyFields);
         err(
             "data",
             SpecError::Relative {
@@ -329,6 +366,48 @@ mod tests {
             e.to_string(),
             "bind 'b' (from RFAKE_BIND): source 'b' must be an absolute path"
         );
+        assert_eq!(parse_list("/a,,/b", "--bind").unwrap().len(), 2);
+    }
+
+    /// A `-B` value with nothing to bind, or a degenerate field: each is
+    /// refused with a message naming the value and what is empty.
+    #[test]
+    fn empty_lists_and_fields_are_refused() {
+        for (text, message) in [
+            (
+                "",
+                "bind '' (from --bind): empty bind specification (expected SRC[:DST[:ro|rw]])",
+            ),
+            (
+                " ",
+                "bind ' ' (from --bind): empty bind specification (expected SRC[:DST[:ro|rw]])",
+            ),
+            (
+                ",",
+                "bind ',' (from --bind): empty bind specification (expected SRC[:DST[:ro|rw]])",
+            ),
+            (
+                ":",
+                "bind ':' (from --bind): the source is empty (expected SRC[:DST[:ro|rw]])",
+            ),
+            (
+                "/a,::ro",
+                "bind '::ro' (from --bind): the source is empty (expected SRC[:DST[:ro|rw]])",
+            ),
+            (
+                "/a:",
+                "bind '/a:' (from --bind): the destination after ':' is empty \
+                 (give SRC alone to bind it at the same path)",
+            ),
+            (
+                "/a::",
+                "bind '/a::' (from --bind): the mode after the second ':' is empty \
+                 (expected ro or rw)",
+            ),
+        ] {
+            let e = parse_list(text, "--bind").unwrap_err();
+            assert_eq!(e.to_string(), message, "{text:?}");
+        }
     }
 
     #[test]

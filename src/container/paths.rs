@@ -32,6 +32,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use crate::input::{FileKind, InputError};
 use crate::text::shown;
 
 /// The Linux limit on symlinks followed in one lookup (`MAXSYMLINKS`).
@@ -164,25 +165,38 @@ impl Walk {
     }
 
     /// Open the existing path's file for reading (no symlink followed:
-    /// the walk already followed them), refusing anything that is not a
-    /// regular file. `None` when it is missing, not a regular file or
-    /// unreadable.
-    pub fn open_regular(&self) -> Option<std::fs::File> {
-        if !self.exists() || self.found.len() < 2 {
+    /// the walk already followed them, and `O_NONBLOCK`, so a FIFO does
+    /// not wait for a writer), refusing anything that is not a regular
+    /// file (see [`crate::input`]). `None` when it is missing.
+    pub fn open_regular(&self) -> Option<Result<std::fs::File, InputError>> {
+        if !self.exists() {
             return None;
         }
+        if self.found.len() < 2 {
+            return Some(Err(InputError::NotRegular(FileKind::Directory)));
+        }
         let (name, _) = self.last_found();
-        let fd = rustix::fs::openat2(
+        let opened = rustix::fs::openat2(
             self.deepest_dir(),
             name.as_os_str(),
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
             step_flags(),
-        )
-        .ok()?;
-        let st = rustix::fs::fstat(&fd).ok()?;
-        (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
-            .then(|| std::fs::File::from(fd))
+        );
+        Some(match opened {
+            Err(e) => Err(InputError::Io(e.into())),
+            Ok(fd) => {
+                // fstat(2) of what was opened, not of the name.
+                let file = std::fs::File::from(fd);
+                match file.metadata() {
+                    Ok(meta) => match FileKind::of(&meta.file_type()) {
+                        None => Ok(file),
+                        Some(kind) => Err(InputError::NotRegular(kind)),
+                    },
+                    Err(e) => Err(InputError::Io(e)),
+                }
+            }
+        })
     }
 }
 
@@ -463,7 +477,11 @@ mod tests {
         assert_eq!(w.container_path(), Path::new("/run/a/b"));
         let mut text = String::new();
         use std::io::Read;
-        w.open_regular().unwrap().read_to_string(&mut text).unwrap();
+        w.open_regular()
+            .unwrap()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
         assert_eq!(text, "");
     }
 

@@ -19,6 +19,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::{EnvList, parse_assignment, set};
+use crate::input::{self, InputError};
 
 pub const SINGULARITY_ENV_DIR: &str = "/.singularity.d/env";
 pub const RFAKE_ENV_FILE: &str = "/.rfake/environment";
@@ -46,10 +47,12 @@ pub enum ImageEnvError {
 pub fn apply(env: &mut EnvList, cwd: &Path) -> Result<Option<String>, ImageEnvError> {
     let static_file = Path::new(RFAKE_ENV_FILE);
     if static_file.is_file() {
-        let text = std::fs::read_to_string(static_file).map_err(|e| ImageEnvError::File {
-            path: RFAKE_ENV_FILE.into(),
-            reason: e.to_string(),
-        })?;
+        // Checked again on the open descriptor, at most 1 MiB (crate::input).
+        let text =
+            input::read_text(static_file, input::TEXT_LIMIT).map_err(|e| ImageEnvError::File {
+                path: RFAKE_ENV_FILE.into(),
+                reason: e.to_string(),
+            })?;
         // Written by `rfake build`: NAME=value lines, values literal.
         let mut count = 0;
         for (i, line) in text.lines().enumerate() {
@@ -115,7 +118,13 @@ pub fn plain_scripts(dir: &Path) -> Option<Vec<(String, String, bool)>> {
     names.sort();
     let mut out = Vec::new();
     for name in names {
-        let text = std::fs::read_to_string(dir.join(name)).ok()?;
+        // As the shell does (`[ -f ]`), skip what is not a regular file: a
+        // FIFO in the image would block the launch.
+        let text = match input::read_text(&dir.join(name), input::TEXT_LIMIT) {
+            Ok(text) => text,
+            Err(InputError::NotRegular(_)) => continue,
+            Err(_) => return None,
+        };
         for line in text.lines() {
             out.extend(plain_line(line)?);
         }

@@ -8,12 +8,12 @@
 
 pub mod sif;
 
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::exit::ExitKind;
+use crate::input::{self, FileKind, InputError};
 use crate::squashfs::superblock::{self, SquashfsError, Superblock};
 use crate::text::shown;
 use sif::{Arch, Descriptor, FsType, PartitionInfo, Sif, SifError, SifHeader};
@@ -221,11 +221,19 @@ pub fn open_for_arch(path: &Path, host: Arch) -> Result<Image, ImageError> {
     if metadata.is_dir() {
         return Ok(Image::directory(canonical));
     }
-    check_regular(path, &metadata)?;
-    let mut file = open_file(&canonical).map_err(|e| ImageError::io(path, e))?;
-    // The path may have been swapped since the stat: trust the open file.
-    let metadata = file.metadata().map_err(|e| ImageError::io(path, e))?;
-    check_regular(path, &metadata)?;
+    // Opened without blocking and checked on the open descriptor (the path
+    // may have been swapped since the stat): see `crate::input`.
+    let (mut file, metadata) = input::open_regular(&canonical).map_err(|e| match e {
+        InputError::NotRegular(FileKind::Directory) => ImageError::NotAFile {
+            path: path.to_path_buf(),
+            kind: "directory (replaced while being opened)",
+        },
+        InputError::NotRegular(kind) => ImageError::NotAFile {
+            path: path.to_path_buf(),
+            kind: kind.name(),
+        },
+        e => ImageError::io(path, e.into()),
+    })?;
     let probe = read_at(&mut file, 0, PROBE_LEN).map_err(|e| ImageError::io(path, e))?;
     let opened = Opened {
         path,
@@ -256,39 +264,6 @@ impl Image {
             file: None,
         }
     }
-}
-
-/// Opens `path` read-only without blocking (a FIFO swapped in after the stat
-/// must not hang rfake).
-fn open_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-}
-
-/// Refuses anything but a regular file (directories are handled earlier).
-fn check_regular(path: &Path, metadata: &Metadata) -> Result<(), ImageError> {
-    let file_type = metadata.file_type();
-    let kind = if file_type.is_file() {
-        return Ok(());
-    } else if file_type.is_dir() {
-        "directory (replaced while being opened)"
-    } else if file_type.is_block_device() {
-        "block device"
-    } else if file_type.is_char_device() {
-        "character device"
-    } else if file_type.is_fifo() {
-        "FIFO"
-    } else if file_type.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    };
-    Err(ImageError::NotAFile {
-        path: path.to_path_buf(),
-        kind,
-    })
 }
 
 /// Reads up to `limit` bytes at `offset` (fewer only at the end of the file).

@@ -175,8 +175,11 @@ fn host_file(root: &Path, path: &str) -> Result<std::fs::File, InsideError> {
     if !walk.exists() {
         return Err(host("no such file in the image"));
     }
-    walk.open_regular()
-        .ok_or_else(|| host("not a regular file"))
+    match walk.open_regular() {
+        Some(Ok(file)) => Ok(file),
+        Some(Err(e)) => Err(host(e.to_string())),
+        None => Err(host("no such file in the image")),
+    }
 }
 
 fn join(dir: &str, name: &str) -> String {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::image::sif::{DataType, FsType, Sif};
 use crate::image::{ImageError, sif};
+use crate::input::{self, FileKind, InputError};
 use crate::squashfs::Reader;
 use crate::squashfs::superblock as squashfs;
 
@@ -109,13 +110,32 @@ fn image_error(path: &Path, e: std::io::Error) -> Error {
     })
 }
 
+/// The image as `exec` opens it ([`crate::input::open_regular`]): without
+/// blocking, checked on the open descriptor; a directory is `None` (an
+/// unpacked root), a FIFO, socket or device is refused (exit 65).
+fn open_image(path: &Path) -> Result<Option<(File, std::fs::Metadata)>, Error> {
+    match input::open_regular(path) {
+        Ok(opened) => Ok(Some(opened)),
+        Err(InputError::NotRegular(FileKind::Directory)) => Ok(None),
+        Err(InputError::NotRegular(kind)) => Err(Error::Image(ImageError::NotAFile {
+            path: path.to_path_buf(),
+            kind: kind.name(),
+        })),
+        Err(e) => Err(image_error(path, e.into())),
+    }
+}
+
 /// Open the image and describe it.
 pub fn inspect(path: &Path, list: Option<&str>) -> Result<(Report, ImageFiles), Error> {
-    let meta = std::fs::metadata(path).map_err(|e| image_error(path, e))?;
+    let opened = open_image(path)?;
+    let size = match &opened {
+        Some((_, meta)) => meta.len(),
+        None => std::fs::metadata(path).map_or(0, |m| m.len()),
+    };
     let mut report = Report {
         path: path.to_path_buf(),
         format: "directory",
-        size: meta.len(),
+        size,
         sif: None,
         squashfs: None,
         root_problem: None,
@@ -125,10 +145,7 @@ pub fn inspect(path: &Path, list: Option<&str>) -> Result<(Report, ImageFiles), 
         definition: None,
         list: None,
     };
-    let files = if meta.is_dir() {
-        ImageFiles::Directory(path.to_path_buf())
-    } else {
-        let mut file = File::open(path).map_err(|e| image_error(path, e))?;
+    let files = if let Some((mut file, _)) = opened {
         let mut probe = Vec::new();
         (&mut file)
             .take(128)
@@ -149,6 +166,8 @@ pub fn inspect(path: &Path, list: Option<&str>) -> Result<(Report, ImageFiles), 
                 ),
             }));
         }
+    } else {
+        ImageFiles::Directory(path.to_path_buf())
     };
     collect_metadata(&files, &mut report);
     if let Some(dir) = list {

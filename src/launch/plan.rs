@@ -520,7 +520,8 @@ fn user_bind_specs(
     for b in &settings.user_binds {
         specs.extend(parse_binds(&b.value, &b.origin)?);
     }
-    if let Some(v) = env::get(&who.env, "RFAKE_BIND") {
+    // An empty RFAKE_BIND is as good as unset; an empty -B is an error.
+    if let Some(v) = env::get(&who.env, "RFAKE_BIND").filter(|v| !v.is_empty()) {
         specs.extend(parse_binds(&v.to_string_lossy(), "RFAKE_BIND")?);
     }
     for b in &req.binds {
@@ -641,10 +642,14 @@ fn identity_spec(
 fn overrides(req: &Request, who: &Invoker) -> Result<Vec<Override>, Error> {
     let mut out = env::host_overrides(&who.env);
     for path in &req.env_files {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        // A regular file only, at most 1 MiB: a FIFO would block.
+        let text = crate::input::read_text(path, crate::input::TEXT_LIMIT).map_err(|e| {
             Error::Env(env::EnvError::Unreadable {
                 path: path.clone(),
-                reason: e.to_string(),
+                reason: match e {
+                    crate::input::InputError::Io(e) => e.to_string(),
+                    other => other.to_string(),
+                },
             })
         })?;
         out.extend(env::parse_env_file(path, &text)?);

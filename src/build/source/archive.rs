@@ -9,8 +9,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::detect::member_name;
+use super::detect::{input_error, member_name};
 use super::{SourceError, io_text, one_line, shown};
+use crate::input::open_regular;
 
 /// A member of the archive, by its normalized name.
 #[derive(Debug, Clone)]
@@ -36,7 +37,7 @@ pub(super) struct Archive {
 impl Archive {
     /// Read the member headers of the tar at `path`.
     pub(super) fn open(path: &Path) -> Result<Archive, SourceError> {
-        let file = File::open(path).map_err(|e| SourceError::unreadable(path, e))?;
+        let (file, _) = open_regular(path).map_err(|e| input_error(path, e))?;
         let corrupt = |e: io::Error| {
             SourceError::invalid(shown(path), format!("corrupt tar archive: {}", io_text(&e)))
         };

@@ -3,11 +3,13 @@
 //! `[image]` table for recipes; for directories, `oci-layout` and
 //! `index.json`.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::tar_reader::TarReader;
+use crate::input::{FileKind, InputError, open_regular, read_limited};
+
 use super::{Compression, SourceError, SourceKind, io_text, shown};
 
 const GZIP: &[u8] = &[0x1f, 0x8b];
@@ -17,7 +19,7 @@ const BZIP2: &[u8] = b"BZh";
 /// Bytes read to recognise a file: one tar header block.
 const PROBE_LEN: usize = 512;
 /// A recipe larger than this is not a recipe.
-const MAX_RECIPE: u64 = 4 << 20;
+pub(super) const MAX_RECIPE: u64 = 4 << 20;
 
 /// What the SOURCE at `path` is, decided by its content (see the module
 /// documentation). A SOURCE given as a symbolic link is followed; a dangling
@@ -41,7 +43,9 @@ pub fn detect(path: &Path) -> Result<SourceKind, SourceError> {
             ),
         ));
     }
-    let mut file = File::open(path).map_err(|e| SourceError::unreadable(path, e))?;
+    // Checked again on the open descriptor: a path swapped for a FIFO since
+    // the stat must not block the build.
+    let (mut file, meta) = open_regular(path).map_err(|e| input_error(path, e))?;
     let head = read_head(&mut file).map_err(|e| SourceError::unreadable(path, e))?;
     if let Some(compression) = compression_of(&head) {
         file.seek(SeekFrom::Start(0))
@@ -79,7 +83,9 @@ pub fn detect(path: &Path) -> Result<SourceKind, SourceError> {
         ));
     }
     if meta.len() <= MAX_RECIPE {
-        let text = fs::read(path).map_err(|e| SourceError::unreadable(path, e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| SourceError::unreadable(path, e))?;
+        let text = read_limited(file, MAX_RECIPE).map_err(|e| input_error(path, e))?;
         if let Ok(text) = std::str::from_utf8(&text) {
             if looks_like_recipe(path, text) {
                 return Ok(SourceKind::Recipe);
@@ -114,19 +120,15 @@ pub(super) fn followed_metadata(path: &Path) -> Result<fs::Metadata, SourceError
 
 /// "FIFO", "socket"...: what a non-file, non-directory is.
 pub(super) fn file_type_name(t: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_symlink() {
-        "symbolic link"
-    } else {
-        "unknown file type"
+    FileKind::of(t).map_or("regular file", FileKind::name)
+}
+
+/// A file the build reads that is missing or unreadable (exit 66), or not a
+/// regular file or too large (exit 65); see [`crate::input`].
+pub(super) fn input_error(path: &Path, e: InputError) -> SourceError {
+    match e {
+        InputError::Io(e) => SourceError::unreadable(path, e),
+        other => SourceError::invalid(shown(path), other.to_string()),
     }
 }
 

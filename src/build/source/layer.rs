@@ -20,15 +20,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::super::tree::{Content, Meta, Node, Tree, TreeError, mtime_from_secs};
-use super::detect::{decoder, sniff};
+use super::detect::{decoder, input_error, sniff};
 use super::tar_reader::{MAX_SPARSE_CHUNKS, SparseMap, TarReader};
 use super::{Compression, Cx, SourceError, io_text, keep_xattr, one_line, shown};
+use crate::input::open_regular;
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -66,7 +66,7 @@ pub(super) fn load_tarball(
     compression: Compression,
     tree: &mut Tree,
 ) -> Result<(), SourceError> {
-    let file = File::open(path).map_err(|e| SourceError::unreadable(path, e))?;
+    let (file, _) = open_regular(path).map_err(|e| input_error(path, e))?;
     let origin = Origin {
         archive: path,
         inner: None,

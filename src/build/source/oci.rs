@@ -10,7 +10,7 @@
 //! its digest and size: manifests and the configuration before they are
 //! used, layers while they are read.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -20,9 +20,11 @@ use sha2::{Digest as _, Sha256, Sha512};
 use super::super::ImageMeta;
 use super::super::tree::Tree;
 use super::archive::Archive;
+use super::detect::input_error;
 use super::layer::{Origin, apply_layer};
 use super::{Cx, SourceError, io_text, one_line, set_env, shown};
 use crate::image::sif::Arch;
+use crate::input::{InputError, open_regular};
 
 /// The most a JSON document (index, manifest, configuration) may have.
 pub(super) const JSON_LIMIT: u64 = 16 << 20;
@@ -87,17 +89,14 @@ impl Store {
         match self {
             Store::Dir(root) => {
                 let path = root.join(name);
-                let file = match File::open(&path) {
-                    Ok(file) => file,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(SourceError::unreadable(&path, e)),
+                // Never blocks on a FIFO; checked on the open descriptor.
+                let (file, meta) = match open_regular(&path) {
+                    Ok(opened) => opened,
+                    Err(InputError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(input_error(&path, e)),
                 };
-                let meta = file
-                    .metadata()
-                    .map_err(|e| SourceError::unreadable(&path, e))?;
-                if !meta.is_file() {
-                    return Err(SourceError::invalid(shown(&path), "not a regular file"));
-                }
                 Ok(Some((Box::new(io::BufReader::new(file)), meta.len())))
             }
             Store::Archive(a) => Ok(a

@@ -18,7 +18,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::super::ImageMeta;
 use super::super::tree::{self, Content, Meta, Node, Tree};
-use super::detect::{detect, followed_metadata};
+use super::detect::{MAX_RECIPE, detect, followed_metadata, input_error};
 use super::dir::{Modes, copy};
 use super::{Cx, SourceError, SourceKind, one_line, set_env, shown};
 use crate::config::toml_text::{found, position};
@@ -43,7 +43,8 @@ pub(super) fn load(
     meta: &mut ImageMeta,
 ) -> Result<(), SourceError> {
     let canonical = fs::canonicalize(path).map_err(|e| SourceError::unreadable(path, e))?;
-    let bytes = fs::read(&canonical).map_err(|e| SourceError::unreadable(path, e))?;
+    let bytes =
+        crate::input::read_regular(&canonical, MAX_RECIPE).map_err(|e| input_error(path, e))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| SourceError::invalid(shown(path), "a recipe must be UTF-8 text"))?;
     let doc = DeTable::parse(&text).map_err(|e| {
@@ -507,6 +508,10 @@ fn list(items: &[&str], bracketed: bool) -> String {
         .collect();
     items.join(", ")
 }
+
+#[cfg(test)]
+#[path = "recipe_fuzz.rs"]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,5 @@
 //! The root layer, binds, private tmpfs mounts and identity files.
 
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +12,7 @@ use super::{
 use crate::container::passwd;
 use crate::container::paths::{self, PathError, Walk};
 use crate::container::sys::{FsParam, MountAttrs, Sys, SysError};
+use crate::input;
 use crate::text::shown;
 
 /// Which of `wanted` the image at `lower` lacks: where each would be (a
@@ -339,14 +339,25 @@ pub(super) fn tmpfs(
     Ok(None)
 }
 
-/// The image's own file at `path`, read through the confined resolution
-/// (at most 1 MiB: identity files, not data).
+/// Identity files are text of a few KiB; a bigger one is not read.
+const IDENTITY_FILE_LIMIT: u64 = 16 << 20;
+
+/// The image's own file at `path`, read through the confined resolution.
+/// A FIFO there would block the launch, a huge file eat memory: such a
+/// file is ignored with a warning, as a missing one is ignored quietly.
 fn image_text(state: &State, path: &str) -> Option<String> {
     let root = state.root().ok()?;
-    let file = paths::walk(root, Path::new(path)).ok()?.open_regular()?;
-    let mut text = String::new();
-    file.take(1 << 20).read_to_string(&mut text).ok()?;
-    Some(text)
+    let read = paths::walk(root, Path::new(path))
+        .ok()?
+        .open_regular()?
+        .and_then(|file| input::read_limited(file, IDENTITY_FILE_LIMIT));
+    match read {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) => {
+            log::warn!("the image's {path} ignored: {e}");
+            None
+        }
+    }
 }
 
 pub(super) fn identity_files(
