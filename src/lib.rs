@@ -26,6 +26,9 @@
 //! `image`, `squashfs`, `fuse`: they read built images back as the image
 //! server does), so the compiler reports dead code.
 
+// Every unsafe block says why it is sound (generated FFI bindings excepted).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod build;
 mod bytes;
 mod cli;

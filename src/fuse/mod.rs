@@ -19,7 +19,12 @@
 //! - node IDs are stable and hard links share theirs, so the kernel sees
 //!   one inode per file, as the image stores it.
 
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    missing_docs
+)]
 pub mod ffi;
 mod session;
 

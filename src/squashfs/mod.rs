@@ -20,7 +20,12 @@
 //! the table.
 
 mod cmp;
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    missing_docs
+)]
 pub mod ffi;
 mod file;
 mod fs;
