@@ -8,7 +8,6 @@ use crate::container::sys::SysError;
 use crate::exit::ExitKind;
 use crate::host::HostError;
 use crate::image::ImageError;
-use crate::image_server::MountError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,7 +28,7 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
     /// About a path or the filesystem inside an image (`rfake inspect`).
-    #[error("image {}: {detail}", image.display())]
+    #[error("image {}: {detail}", crate::text::shown(image))]
     Inside {
         image: std::path::PathBuf,
         detail: String,
@@ -58,10 +57,7 @@ impl Error {
             Error::Host(_) => ExitKind::HostUnavailable,
             Error::Namespace(NamespaceError::Unavailable(_)) => ExitKind::HostUnavailable,
             Error::Namespace(NamespaceError::Map(_)) => ExitKind::OsError,
-            Error::Rootfs(RootfsError::Image(inner)) => inner
-                .downcast_ref::<MountError>()
-                .map(MountError::exit_kind)
-                .unwrap_or(ExitKind::OsError),
+            Error::Rootfs(RootfsError::Image(e)) => e.exit,
             Error::Rootfs(RootfsError::MissingSource { .. }) => ExitKind::NoInput,
             Error::Rootfs(
                 RootfsError::Destination { .. }

@@ -21,7 +21,7 @@ pub const SQUASHFUSE_PROGRAMS: [&str; 2] = ["squashfuse_ll", "squashfuse"];
 pub enum HostError {
     #[error("cannot create a user namespace: {} ({errno:?}); {advice}", errno.desc())]
     UserNamespace { errno: Errno, advice: String },
-    #[error("cannot open {}: {} ({errno:?}); {advice}", path.display(), errno.desc())]
+    #[error("cannot open {}: {} ({errno:?}); {advice}", crate::text::shown(path), errno.desc())]
     DevFuse {
         path: PathBuf,
         errno: Errno,
@@ -31,7 +31,7 @@ pub enum HostError {
         "no squashfuse program found (looked for squashfuse_ll and squashfuse in PATH); install the squashfuse package (Debian/Ubuntu: apt-get install squashfuse) or set RFAKE_SQUASHFUSE"
     )]
     NoSquashfuse,
-    #[error("squashfuse program {}: {reason}", path.display())]
+    #[error("squashfuse program {}: {reason}", crate::text::shown(path))]
     BadSquashfuse { path: PathBuf, reason: String },
 }
 

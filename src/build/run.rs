@@ -36,15 +36,15 @@ pub struct BuildRequest {
 pub enum BuildError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{}: {error}", input.display())]
+    #[error("{}: {error}", crate::text::shown(input))]
     Tree { input: PathBuf, error: TreeError },
-    #[error("{}: {what}: {error}", out.display())]
+    #[error("{}: {what}: {error}", crate::text::shown(out))]
     Output {
         out: PathBuf,
         what: &'static str,
         error: std::io::Error,
     },
-    #[error("{}: writing the SquashFS: {error}", out.display())]
+    #[error("{}: writing the SquashFS: {error}", crate::text::shown(out))]
     Write { out: PathBuf, error: SqfsError },
     #[error("--block-size {0}: must be a power of two from 4K to 1M")]
     BlockSize(String),

@@ -117,7 +117,10 @@ pub enum TreeError {
     ParentNotDir { path: PathBuf, parent: PathBuf },
     #[error("{path}: hard link to {target}, which is not a regular file in the image")]
     BadHardLink { path: PathBuf, target: PathBuf },
-    #[error("{}: a name of {len} bytes, more than a file name may have ({NAME_MAX})", path.display())]
+    #[error(
+        "{}: a name of {len} bytes, more than a file name may have ({NAME_MAX})",
+        crate::text::shown(path)
+    )]
     NameTooLong { path: PathBuf, len: usize },
 }
 

@@ -39,7 +39,7 @@ pub enum SpecError {
 
 /// A bind specification that was refused, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bind '{spec}' (from {origin}): {source}")]
+#[error("bind '{}' (from {origin}): {source}", crate::text::one_line(spec))]
 pub struct BindError {
     pub spec: String,
     pub origin: String,
@@ -497,5 +497,14 @@ mod tests {
         );
         let (dir, _) = start_dir(None, Path::new("/opt"), &m, &Home::None);
         assert_eq!(dir, PathBuf::from("/"));
+    }
+
+    /// A newline in a `-B` value stays on the one line of the error.
+    #[test]
+    fn bind_errors_stay_on_one_line() {
+        let err = parse_list("/a\n:/b:rx", "--bind").unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("/a\\n:/b:rx"), "{text}");
     }
 }

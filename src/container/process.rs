@@ -30,9 +30,9 @@ pub const FORWARDED: [Signal; 6] = [
 pub enum CommandError {
     #[error("{}: command not found in the image", cmd.to_string_lossy())]
     NotFound { cmd: OsString },
-    #[error("{}: found in the image at {} but not executable", cmd.to_string_lossy(), path.display())]
+    #[error("{}: found in the image at {} but not executable", crate::text::one_line(&cmd.to_string_lossy()), crate::text::shown(path))]
     NotExecutable { cmd: OsString, path: PathBuf },
-    #[error("{}: cannot execute {}: {source}", cmd.to_string_lossy(), path.display())]
+    #[error("{}: cannot execute {}: {source}", crate::text::one_line(&cmd.to_string_lossy()), crate::text::shown(path))]
     Exec {
         cmd: OsString,
         path: PathBuf,

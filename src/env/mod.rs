@@ -88,7 +88,7 @@ pub struct Override {
 pub enum EnvError {
     #[error("{origin}: '{text}' is not NAME=value with a valid variable name")]
     Malformed { origin: String, text: String },
-    #[error("{}: cannot read: {reason}", path.display())]
+    #[error("{}: cannot read: {reason}", crate::text::shown(path))]
     Unreadable { path: PathBuf, reason: String },
 }
 

@@ -36,21 +36,25 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::container::rootfs::ServeError;
 use crate::container::sys::{FsParam, MountAttrs, Sys, SysError};
 use crate::exit::ExitKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("cannot mount image {}: {source}", image.display())]
+    #[error("cannot mount image {}: {source}", crate::text::shown(image))]
     Sys { image: PathBuf, source: SysError },
-    #[error("cannot start {}: {source}", program.display())]
+    #[error("cannot start {}: {source}", crate::text::shown(program))]
     Spawn {
         program: PathBuf,
         source: std::io::Error,
     },
     #[error(transparent)]
     Host(#[from] crate::host::HostError),
-    #[error("image {}: {server} could not serve it: {message}", image.display())]
+    #[error(
+        "image {}: {server} could not serve it: {message}",
+        crate::text::shown(image)
+    )]
     Server {
         image: PathBuf,
         server: &'static str,
@@ -316,8 +320,14 @@ impl ImageMount {
     }
 }
 
+impl From<MountError> for ServeError {
+    fn from(e: MountError) -> Self {
+        ServeError::new(e.exit_kind(), e)
+    }
+}
+
 impl crate::container::rootfs::ImageMounter for ImageMount {
-    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), ServeError> {
         match &mut self.kind {
             ServerKind::Builtin(b) => {
                 let fs = b.open(&self.fuse.image_path)?;
@@ -329,11 +339,7 @@ impl crate::container::rootfs::ImageMounter for ImageMount {
         Ok(())
     }
 
-    fn attach(
-        &mut self,
-        sys: &dyn Sys,
-        target: &Path,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn attach(&mut self, sys: &dyn Sys, target: &Path) -> Result<(), ServeError> {
         Ok(self.fuse.attach(sys, target)?)
     }
 }

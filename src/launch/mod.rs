@@ -26,9 +26,11 @@ pub use plan::{
 
 use crate::container::namespace;
 use crate::container::process::{self, CommandError, Payload};
+use crate::container::rootfs::ServeError;
 use crate::container::rootfs::{self, BindKind, Step};
 use crate::container::sys::{LinuxSys, Sys, SysError};
 use crate::error::Error;
+use crate::exit::ExitKind;
 use crate::image_server::{self, FuseMount, ImageMount, ServerKind};
 use crate::{env, host};
 
@@ -218,15 +220,14 @@ fn log_step(step: &Step, took: std::time::Duration, note: Option<&str>) {
 struct NoImageMount;
 
 impl rootfs::ImageMounter for NoImageMount {
-    fn prepare(&mut self, _: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Err("internal: no image mounter".into())
+    fn prepare(&mut self, _: &dyn Sys) -> Result<(), ServeError> {
+        Err(ServeError::new(ExitKind::Internal, "no image mounter"))
     }
-    fn attach(
-        &mut self,
-        _: &dyn Sys,
-        target: &Path,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Err(format!("internal: no image mounter for {}", target.display()).into())
+    fn attach(&mut self, _: &dyn Sys, target: &Path) -> Result<(), ServeError> {
+        Err(ServeError::new(
+            ExitKind::Internal,
+            format!("no image mounter for {}", target.display()),
+        ))
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::plan::HostUser;
 use super::settings::Settings;
 use super::{Action, Invoker, Request, plan};
+use crate::container::rootfs::ServeError;
 use crate::container::rootfs::{self, ImageMounter, Layout};
 use crate::container::sys::Sys;
 use crate::container::sys::recorder::Recorder;
@@ -65,14 +66,10 @@ fn no_lookup(_: u32, _: u32) -> Option<HostUser> {
 
 struct NoImage;
 impl ImageMounter for NoImage {
-    fn prepare(&mut self, _: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn prepare(&mut self, _: &dyn Sys) -> Result<(), ServeError> {
         Ok(())
     }
-    fn attach(
-        &mut self,
-        _: &dyn Sys,
-        _: &Path,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn attach(&mut self, _: &dyn Sys, _: &Path) -> Result<(), ServeError> {
         Ok(())
     }
 }

@@ -37,9 +37,11 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
 use super::{Plan, image_mount, keeper, watch};
+use crate::container::rootfs::ServeError;
 use crate::container::rootfs::{self, ImageMounter, Step};
 use crate::container::sys::{LinuxSys, Sys, SysError};
 use crate::error::Error;
+use crate::exit::ExitKind;
 use crate::launch::rendezvous::{self, JoinError, Role};
 
 /// Where the keeper attaches the image, in its own mount namespace.
@@ -226,19 +228,14 @@ pub struct WarmMount {
 }
 
 impl ImageMounter for WarmMount {
-    fn prepare(&mut self, _: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn prepare(&mut self, _: &dyn Sys) -> Result<(), ServeError> {
         Ok(())
     }
 
-    fn attach(
-        &mut self,
-        sys: &dyn Sys,
-        target: &Path,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let mount = self
-            .mount
-            .take()
-            .ok_or("internal: the warm mount is attached twice")?;
+    fn attach(&mut self, sys: &dyn Sys, target: &Path) -> Result<(), ServeError> {
+        let mount = self.mount.take().ok_or_else(|| {
+            ServeError::new(ExitKind::Internal, "the warm mount is attached twice")
+        })?;
         sys.move_mount(&mount, target)?;
         Ok(())
     }

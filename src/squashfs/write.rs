@@ -151,9 +151,9 @@ fn key(path: &Path) -> Option<PathBuf> {
     names(path).ok().map(|n| n.iter().collect())
 }
 
-/// "/a/b" for error messages.
+/// "/a/b" for error messages (control characters escaped).
 fn shown(path: &Path) -> String {
-    format!("/{}", path.display())
+    crate::text::shown(&Path::new("/").join(path))
 }
 
 impl<'a> Plan<'a> {

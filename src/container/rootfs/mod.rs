@@ -32,6 +32,7 @@ use nix::mount::MsFlags;
 use crate::container::passwd::UserEntry;
 use crate::container::paths::{self, PathError, Walk};
 use crate::container::sys::{MountAttrs, Sys, SysError};
+use crate::exit::ExitKind;
 use crate::text::shown;
 
 /// Where the staging tmpfs is mounted in the new mount namespace.
@@ -324,19 +325,42 @@ pub enum RootfsError {
         what: &'static str,
     },
     #[error(transparent)]
-    Image(Box<dyn std::error::Error + Send + Sync>),
+    Image(ServeError),
 }
 
-/// Serves a single-file image; the mount layer implements it.
+/// An image server's failure, with the exit code it means (its own error
+/// type stays in the image server).
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct ServeError {
+    pub exit: ExitKind,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ServeError {
+    pub fn new(
+        exit: ExitKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        ServeError {
+            exit,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<SysError> for ServeError {
+    fn from(e: SysError) -> Self {
+        ServeError::new(ExitKind::OsError, e)
+    }
+}
+
+/// Serves a single-file image; the image server implements it.
 pub trait ImageMounter {
     /// [`Step::ServeImage`]: make the image's filesystem, not yet attached.
-    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), ServeError>;
     /// [`Step::AttachImage`]: attach it at `target`, ready to use.
-    fn attach(
-        &mut self,
-        sys: &dyn Sys,
-        target: &Path,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    fn attach(&mut self, sys: &dyn Sys, target: &Path) -> Result<(), ServeError>;
 }
 
 /// What earlier steps decided, for later ones.

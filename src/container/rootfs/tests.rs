@@ -5,20 +5,17 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use super::ServeError;
 use super::*;
 use crate::container::sys::recorder::{Recorder, dev_null};
 
 struct FakeMounter;
 impl ImageMounter for FakeMounter {
-    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn prepare(&mut self, sys: &dyn Sys) -> Result<(), ServeError> {
         sys.mount_detached("fuse", &[], MountAttrs::default())?;
         Ok(())
     }
-    fn attach(
-        &mut self,
-        sys: &dyn Sys,
-        target: &Path,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn attach(&mut self, sys: &dyn Sys, target: &Path) -> Result<(), ServeError> {
         sys.move_mount(&dev_null(), target)?;
         Ok(())
     }
