@@ -184,20 +184,11 @@ pub fn mutations(
 /// (`$RFAKE_TEST_SIF_DIR`). Missing data fails under `CI=true` and skips the
 /// seed otherwise.
 pub fn seed_file(env: &str, default_dir: &str, name: &str) -> Option<Vec<u8>> {
-    let dir = std::env::var_os(env).map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default_dir),
-        PathBuf::from,
-    );
-    let path = dir.join(name);
+    let path = crate::testing::data_dir(env, default_dir)?.join(name);
     match std::fs::read(&path) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "fuzz seed {} missing under CI=true: {e}",
-                path.display()
-            );
-            eprintln!("note: fuzz seed {} missing: {e}", path.display());
+            crate::testing::missing(&format!("fuzz seed {}: {e}", path.display()));
             None
         }
     }

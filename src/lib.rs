@@ -50,6 +50,8 @@ mod input;
 mod inspect;
 mod launch;
 pub mod squashfs;
+#[cfg(test)]
+mod testing;
 mod text;
 
 use clap::Parser;

@@ -2,6 +2,7 @@
 //! malformed files, and `rfake config`.
 
 mod common;
+use rfake::exit::ExitKind;
 
 use common::*;
 use std::path::{Path, PathBuf};
@@ -153,7 +154,7 @@ fn policy_refusals_name_the_site_file() {
     let c = Configs::new("allow_user_binds = false\n");
     let t = tag("policy");
     let out = c.run(&t, &["exec", "-B", "/tmp:/mnt", img, "true"]);
-    assert_status(&out, 77);
+    assert_exit(&out, ExitKind::Refused);
     let err = stderr(&out);
     assert!(err.contains("user binds are disabled"), "{err}");
     assert!(err.contains(&format!("{}:1", c.site().display())), "{err}");
@@ -170,7 +171,7 @@ fn policy_refusals_name_the_site_file() {
 
     let c = Configs::new("allowed_image_paths = [\"/nonexistent/images\"]\n");
     let out = c.run(&t, &["exec", img, "true"]);
-    assert_status(&out, 77);
+    assert_exit(&out, ExitKind::Refused);
     let err = stderr(&out);
     assert!(
         err.contains("outside the directories the site allows"),
@@ -187,14 +188,14 @@ fn policy_refusals_name_the_site_file() {
 
     let c = Configs::new("user_may_set = [\"binds\"]\n").with_user("mount_home = false\n");
     let out = c.run(&t, &["exec", img, "true"]);
-    assert_status(&out, 78);
+    assert_exit(&out, ExitKind::Config);
     let err = stderr(&out);
     assert!(err.contains("user.toml:1: mount_home"), "{err}");
     assert!(err.contains("does not allow users to set it"), "{err}");
 
     let c = Configs::new("").with_user("allow_fakeroot = false\n");
     let out = c.run(&t, &["exec", img, "true"]);
-    assert_status(&out, 78);
+    assert_exit(&out, ExitKind::Config);
     assert!(
         stderr(&out).contains("only the site configuration"),
         "{}",
@@ -223,7 +224,7 @@ fn malformed_files_give_file_and_line() {
         let c = Configs::new(text);
         let t = tag("malformed");
         let out = c.run(&t, &["exec", img.to_str().unwrap(), "true"]);
-        assert_status(&out, 78);
+        assert_exit(&out, ExitKind::Config);
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
@@ -281,7 +282,7 @@ fn empty_and_degenerate_bind_entries_are_refused() {
     ] {
         let c = Configs::new(&format!("mount_tmp = true\nbinds = [\"{entry}\"]\n"));
         let out = c.run(&tag("cfg-bind"), &["config"]);
-        assert_status(&out, 78);
+        assert_exit(&out, ExitKind::Config);
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
@@ -304,7 +305,7 @@ fn an_oversized_configuration_file_is_refused() {
     let c = Configs::new(&text);
     let t = tag("oversize");
     let out = c.run(&t, &["config"]);
-    assert_status(&out, 78);
+    assert_exit(&out, ExitKind::Config);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -317,7 +318,7 @@ fn an_oversized_configuration_file_is_refused() {
     // The user file too.
     let c = Configs::new("").with_user(&text);
     let out = c.run(&t, &["config"]);
-    assert_status(&out, 78);
+    assert_exit(&out, ExitKind::Config);
     assert!(
         stderr(&out).contains("user.toml: larger than 1 MiB"),
         "{}",

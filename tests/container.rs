@@ -167,7 +167,7 @@ fn escaping_destinations_are_refused() {
     ] {
         let t = tag("escape");
         let out = rfake(&t, &["exec", "-B", spec, img.to_str().unwrap(), "true"]);
-        assert_status(&out, 77);
+        assert_exit(&out, ExitKind::Refused);
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(why), "{spec}: {err}");
@@ -230,7 +230,7 @@ fn procfs_links_in_images_and_binds_cannot_reach_the_host() {
     for (target, img) in &images {
         let t = tag("proclink");
         let out = rfake(&t, &["exec", "-B", &bind, img.to_str().unwrap(), "true"]);
-        assert_status(&out, ExitKind::Refused.code() as i32);
+        assert_exit(&out, ExitKind::Refused);
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "{target}: {err}");
         assert!(err.contains("symbolic link in /proc"), "{target}: {err}");
@@ -247,7 +247,7 @@ fn procfs_links_in_images_and_binds_cannot_reach_the_host() {
         let t = tag("proclink-dst");
         let spec = format!("{}:{target}", src.display());
         let out = rfake(&t, &["exec", "-B", &spec, demo.to_str().unwrap(), "true"]);
-        assert_status(&out, ExitKind::Refused.code() as i32);
+        assert_exit(&out, ExitKind::Refused);
         let err = stderr(&out);
         assert!(err.contains("symbolic link in /proc"), "{target}: {err}");
         assert!(
@@ -273,7 +273,7 @@ fn bind_errors_name_the_path_and_the_option() {
             "true",
         ],
     );
-    assert_status(&out, 66);
+    assert_exit(&out, ExitKind::NoInput);
     let err = stderr(&out);
     assert!(err.contains("/no/such/dir"), "{err}");
     assert!(err.contains("--bind"), "{err}");
@@ -282,13 +282,13 @@ fn bind_errors_name_the_path_and_the_option() {
         .args(["exec", img.to_str().unwrap(), "true"])
         .output()
         .unwrap();
-    assert_status(&out, 64);
+    assert_exit(&out, ExitKind::Usage);
     assert!(stderr(&out).contains("RFAKE_BIND"), "{}", stderr(&out));
     let out = rfake(
         &t,
         &["exec", "-B", "/tmp:/x:rx", img.to_str().unwrap(), "true"],
     );
-    assert_status(&out, 64);
+    assert_exit(&out, ExitKind::Usage);
     assert!(stderr(&out).contains("unknown bind mode 'rx'"));
     assert_nothing_left(&t);
 }
@@ -496,7 +496,7 @@ fn environment_on_the_demo_image_and_cleanenv() {
     );
     assert_eq!(stdout(&out).trim(), format!("1 {}", img.display()));
     let out = sh(&tag("badenv"), &["--env", "1BAD=x"], &img, "true");
-    assert_status(&out, 64);
+    assert_exit(&out, ExitKind::Usage);
     assert!(
         stderr(&out).contains("'1BAD=x' is not NAME=value"),
         "{}",
@@ -508,6 +508,6 @@ fn environment_on_the_demo_image_and_cleanenv() {
         &img,
         "true",
     );
-    assert_status(&out, 66);
+    assert_exit(&out, ExitKind::NoInput);
     assert!(stderr(&out).contains("/no/such.env"), "{}", stderr(&out));
 }

@@ -83,7 +83,7 @@ fn busybox_sif_contents_without_mounting() {
         &tag("bb"),
         &["inspect", "--cat", "/no/such/file", img.to_str().unwrap()],
     );
-    assert_status(&out, 66);
+    assert_exit(&out, ExitKind::NoInput);
     assert!(stderr(&out).contains("/no/such/file"), "{}", stderr(&out));
 }
 
@@ -104,9 +104,9 @@ fn demo_images_and_bad_input() {
         assert_eq!(stdout(&out), "hello from the demo image\n", "{name}");
     }
     let out = rfake(&tag("demo"), &["inspect", "/nonexistent.sif"]);
-    assert_status(&out, 66);
+    assert_exit(&out, ExitKind::NoInput);
     let out = rfake(&tag("demo"), &["inspect", "/etc/passwd"]);
-    assert_status(&out, 65);
+    assert_exit(&out, ExitKind::BadImage);
     assert!(
         stderr(&out).contains("not a SquashFS, SIF or directory"),
         "{}",

@@ -2,6 +2,7 @@
 //! one squashfuse, torn down after the last member, whoever crashes.
 
 mod common;
+use rfake::exit::ExitKind;
 
 use common::*;
 use nix::sys::signal::Signal;
@@ -205,12 +206,12 @@ fn a_container_that_cannot_be_built_fails_every_rank_clearly() {
             "true",
         ],
     );
-    assert_status(&out, 66);
+    assert_exit(&out, ExitKind::NoInput);
     let err = stderr(&out);
     assert!(err.contains("/no/such/dir"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     let out = rfake(&t, &["exec", "--join", img.to_str().unwrap(), "true"]);
-    assert_status(&out, 64);
+    assert_exit(&out, ExitKind::Usage);
     assert!(stderr(&out).contains("--join-key"), "{}", stderr(&out));
     assert_nothing_left(&t);
 }

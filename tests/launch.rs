@@ -2,6 +2,7 @@
 //! contents, exit statuses, signals, stdin, and nothing left behind.
 
 mod common;
+use rfake::exit::ExitKind;
 
 use common::*;
 use nix::sys::signal::Signal;
@@ -150,7 +151,7 @@ fn command_errors_name_the_command() {
         &tag("nf"),
         &["exec", img.to_str().unwrap(), "no-such-command"],
     );
-    assert_status(&out, 127);
+    assert_exit(&out, ExitKind::CommandNotFound);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("rfake["), "{err}");
@@ -163,7 +164,7 @@ fn command_errors_name_the_command() {
         &tag("nx"),
         &["exec", img.to_str().unwrap(), "/bin/not-executable"],
     );
-    assert_status(&out, 126);
+    assert_exit(&out, ExitKind::CannotExecute);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(

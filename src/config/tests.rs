@@ -43,7 +43,7 @@ fn user_origin(line: usize) -> Origin {
 /// The error message for a site file `text`.
 fn site_error(text: &str) -> String {
     let err = site(text).expect_err(text);
-    assert_eq!(err.exit_kind().code(), 78);
+    assert_eq!(err.exit_kind(), crate::exit::ExitKind::Config);
     let msg = err.to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");
     msg
@@ -729,7 +729,7 @@ fn load_reads_files_and_tolerates_missing_ones() {
         msg.starts_with(&format!("{}: cannot read: ", missing.display())),
         "{msg}"
     );
-    assert_eq!(err.exit_kind().code(), 78);
+    assert_eq!(err.exit_kind(), crate::exit::ExitKind::Config);
 
     // A directory is not a configuration file.
     let err = Config::load(&sources(&site_path, true, d.path(), false), &env()).unwrap_err();

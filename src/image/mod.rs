@@ -582,25 +582,7 @@ pub(crate) mod test_support {
     /// `../shared/testdata/sif` beside the crate. When it is missing this
     /// panics under `CI=true` and otherwise prints a note and returns None.
     pub(crate) fn sif_test_dir() -> Option<PathBuf> {
-        let dir = std::env::var_os("RFAKE_TEST_SIF_DIR").map_or_else(
-            || {
-                PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../shared/testdata/sif"
-                ))
-            },
-            PathBuf::from,
-        );
-        if dir.is_dir() {
-            return Some(dir);
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "SIF test data missing at {} (CI=true)",
-            dir.display()
-        );
-        eprintln!("note: SIF test data missing at {}: skipped", dir.display());
-        None
+        crate::testing::data_dir("RFAKE_TEST_SIF_DIR", "../shared/testdata/sif")
     }
 }
 
@@ -859,7 +841,7 @@ mod tests {
             assert_eq!(image.squashfs, Some(superblock));
         }
         if tried == 0 {
-            eprintln!("note: mksquashfs not installed: real SquashFS checks skipped");
+            crate::testing::missing("mksquashfs (squashfs-tools): real SquashFS checks");
         }
     }
 

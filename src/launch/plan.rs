@@ -703,7 +703,7 @@ mod tests {
             &no_lookup,
         )
         .unwrap_err();
-        assert_eq!(err.exit_kind().code(), 77);
+        assert_eq!(err.exit_kind(), crate::exit::ExitKind::Refused);
         assert!(err.to_string().contains("setuid"));
     }
 
@@ -753,7 +753,7 @@ mod tests {
             ..Settings::default()
         };
         let err = plan(&request(&img), &who(d.path()), &s, &no_lookup).unwrap_err();
-        assert_eq!(err.exit_kind().code(), 77);
+        assert_eq!(err.exit_kind(), crate::exit::ExitKind::Refused);
         assert!(err.to_string().contains("/etc/rfake/rfake.toml:3"), "{err}");
 
         let s = Settings {
@@ -798,6 +798,6 @@ mod tests {
             err.to_string(),
             "bind 'relative:/x' (from --bind): source 'relative' must be an absolute path"
         );
-        assert_eq!(err.exit_kind().code(), 64);
+        assert_eq!(err.exit_kind(), crate::exit::ExitKind::Usage);
     }
 }

@@ -398,11 +398,7 @@ fn check_reader(
 fn have(tool: &str) -> bool {
     let found = Command::new(tool).arg("-version").output().is_ok();
     if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is missing under CI=true (tests/setup-host.sh installs squashfs-tools)"
-        );
-        eprintln!("note: {tool} is not installed: skipping the checks that use it");
+        crate::testing::missing(&format!("{tool} (squashfs-tools)"));
     }
     found
 }

@@ -156,6 +156,11 @@ pub fn stderr(out: &Output) -> String {
 
 /// Assert an exit status, showing the output when it is wrong.
 #[track_caller]
+/// rfake's own failure of `kind` (its documented exit code).
+pub fn assert_exit(out: &Output, kind: rfake::exit::ExitKind) {
+    assert_status(out, i32::from(kind.code()));
+}
+
 pub fn assert_status(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),

@@ -426,16 +426,7 @@ mod tests {
     #[test]
     fn podman_saved_archives() {
         let podman = Path::new("/usr/bin/podman");
-        if !podman.exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{} missing (CI=true): install the Debian package podman",
-                podman.display()
-            );
-            eprintln!(
-                "note: {} not installed: podman archives not tested",
-                podman.display()
-            );
+        if !crate::testing::have(podman, "the Debian package podman") {
             return;
         }
         let d = tempfile::tempdir().unwrap();
