@@ -141,7 +141,7 @@ impl Spool {
 }
 
 /// Fill `buf` from `reader`; fewer bytes only at its end.
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match reader.read(&mut buf[got..]) {

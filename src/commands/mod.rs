@@ -11,7 +11,7 @@ mod man;
 use crate::cli::Commands;
 use crate::config::{Config, ConfigError, ConfigSources};
 use crate::error::Error;
-use crate::launch::Invoker;
+use crate::launch::{Action, Invoker};
 
 /// Run one subcommand; returns the process exit status.
 pub fn run(command: Commands) -> Result<u8, Error> {
@@ -21,36 +21,22 @@ pub fn run(command: Commands) -> Result<u8, Error> {
     // The configuration is read once, from the environment captured above;
     // a command that needs it decides what a broken file means.
     let load = || Config::load(&ConfigSources::from_env(&invoker.env), &invoker.env);
+    let launch = |args, image, action| launch::run(args, image, action, &invoker, load()?);
     match command {
         Commands::Exec {
-            launch,
+            launch: args,
             image,
             command,
-        } => launch::run(
-            launch,
-            image,
-            crate::launch::Action::Exec(command),
-            &invoker,
-            load()?,
-        ),
+        } => launch(args, image, Action::Exec(command)),
         Commands::Run {
-            launch,
+            launch: args,
             image,
-            args,
-        } => launch::run(
-            launch,
+            args: run_args,
+        } => launch(args, image, Action::Run(run_args)),
+        Commands::Shell {
+            launch: args,
             image,
-            crate::launch::Action::Run(args),
-            &invoker,
-            load()?,
-        ),
-        Commands::Shell { launch, image } => launch::run(
-            launch,
-            image,
-            crate::launch::Action::Shell,
-            &invoker,
-            load()?,
-        ),
+        } => launch(args, image, Action::Shell),
         Commands::Build { args, out, source } => build::run(args, out, source, &invoker, load),
         Commands::Inspect {
             json,

@@ -169,15 +169,7 @@ pub(super) fn decoder<'a>(
 /// a reader of its decompressed bytes (the probed bytes are put back).
 pub(super) fn sniff<'a>(mut r: impl Read + 'a) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let mut head = [0u8; 6];
-    let mut len = 0;
-    while len < head.len() {
-        match r.read(&mut head[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let len = crate::build::spool::read_full(&mut r, &mut head)?;
     let probed = head[..len].to_vec();
     let compression = compression_of(&probed).unwrap_or(Compression::None);
     let whole = io::Cursor::new(probed).chain(r);

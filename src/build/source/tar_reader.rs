@@ -28,6 +28,7 @@
 //! the stream delivers it, so a size beyond the stream's end is a
 //! truncated archive, found when the data runs out.
 
+use crate::build::spool::read_full;
 use std::io::{self, Read, Seek, SeekFrom};
 
 /// The longest GNU long name or long link accepted (Linux's `PATH_MAX` is
@@ -408,20 +409,6 @@ fn pax_number(records: &[u8], key: &[u8]) -> io::Result<Option<u64>> {
                 ))
             }),
     }
-}
-
-/// Fill `buf`; fewer bytes only at the end of the stream.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 #[cfg(test)]
