@@ -249,6 +249,60 @@ pub fn plan(
     lookup_user: &dyn Fn(u32, u32) -> Option<HostUser>,
 ) -> Result<Plan, Error> {
     who.refuse_setid()?;
+    let image = allowed_image(req, settings)?;
+    let (identity, keep_id) = identity_of(req, who, settings);
+    let host_user = if keep_id {
+        lookup_user(who.uid, who.gid)
+    } else {
+        None
+    };
+    let host_home = env::get(&who.env, "HOME")
+        .map(PathBuf::from)
+        .or_else(|| host_user.as_ref().map(|u| u.home.clone()));
+    let home = choose_home(req, settings, host_home.as_deref())?;
+    if let (Some(spec), Home::Bind { src, .. }) = (&req.home, &home) {
+        if !settings.allow_user_binds.value && host_home.as_deref() != Some(src.as_path()) {
+            return Err(Error::Refused(format!(
+                "--home {spec}: user binds are disabled by the site (allow_user_binds = false in {})",
+                settings.allow_user_binds.origin
+            )));
+        }
+    }
+    let mounts = mounts_of(req, who, settings, &home)?;
+    let (start_dir, start_dir_note) =
+        binds::start_dir(req.pwd.as_deref(), &who.cwd, &mounts, &home);
+    let container_home = home
+        .dst()
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            host_user
+                .as_ref()
+                .map(|u| u.home.clone())
+                .filter(|_| keep_id)
+        })
+        .unwrap_or_else(|| PathBuf::from(if keep_id { "/" } else { "/root" }));
+    let identity_files = identity_spec(&identity, host_user.as_ref(), who, &container_home);
+    let (steps, server) = steps_of(req, who, settings, &image, mounts, identity_files)?;
+    let (join, warm) = sharing_of(req, who, settings, &image, &identity, &steps, &server)?;
+    let base_env = env::base(&who.env, req.cleanenv, Some(&container_home));
+    let overrides = overrides(req, who)?;
+    Ok(Plan {
+        image,
+        identity,
+        server,
+        steps,
+        base_env,
+        overrides,
+        action: req.action.clone().unwrap_or(Action::Shell),
+        start_dir,
+        start_dir_note,
+        join,
+        warm,
+    })
+}
+
+/// The image, if the site allows it (`allowed_image_paths`).
+fn allowed_image(req: &Request, settings: &Settings) -> Result<Image, Error> {
     let image = image::open(&req.image)?;
     if !settings.image_allowed(&image.path) {
         return Err(Error::Refused(format!(
@@ -264,6 +318,13 @@ pub fn plan(
             settings.allowed_image_paths.origin
         )));
     }
+    Ok(image)
+}
+
+/// Root inside (fakeroot) or the user's own ids (`--keep-id`, a site
+/// without fakeroot, ranks under a launcher: then the `bool` is true),
+/// saying why at `-v`.
+fn identity_of(req: &Request, who: &Invoker, settings: &Settings) -> (Identity, bool) {
     let launcher = super::launcher::launcher(&who.env);
     // Under an MPI/PMIx launcher the ranks keep the user's uid: the host's
     // PMIx server refuses a peer claiming uid 0 ("psec: socket cred
@@ -286,30 +347,22 @@ pub fn plan(
             launcher.unwrap_or_default()
         );
     }
-
     let identity = if keep_id {
         Identity::keep_id(who.uid, who.gid)
     } else {
         Identity::fakeroot(who.uid, who.gid)
     };
-    let host_user = if keep_id {
-        lookup_user(who.uid, who.gid)
-    } else {
-        None
-    };
+    (identity, keep_id)
+}
 
-    let host_home = env::get(&who.env, "HOME")
-        .map(PathBuf::from)
-        .or_else(|| host_user.as_ref().map(|u| u.home.clone()));
-    let home = choose_home(req, settings, host_home.as_deref())?;
-    if let (Some(spec), Home::Bind { src, .. }) = (&req.home, &home) {
-        if !settings.allow_user_binds.value && host_home.as_deref() != Some(src.as_path()) {
-            return Err(Error::Refused(format!(
-                "--home {spec}: user binds are disabled by the site (allow_user_binds = false in {})",
-                settings.allow_user_binds.origin
-            )));
-        }
-    }
+/// The binds and private tmpfs mounts, in mount order: the defaults, the
+/// home, scratch, the site's binds, the launcher's, the user's.
+fn mounts_of(
+    req: &Request,
+    who: &Invoker,
+    settings: &Settings,
+    home: &Home,
+) -> Result<Vec<Mount>, Error> {
     let user_binds = user_bind_specs(req, who, settings)?;
     let mut extra = Vec::new();
     for b in &settings.site_binds {
@@ -338,10 +391,18 @@ pub fn plan(
         scratch,
         extra,
     };
-    let mounts = binds::container_mounts(&inputs);
-    let (start_dir, start_dir_note) =
-        binds::start_dir(req.pwd.as_deref(), &who.cwd, &mounts, &home);
+    Ok(binds::container_mounts(&inputs))
+}
 
+/// The mount steps, in order, and what serves a single-file image.
+fn steps_of(
+    req: &Request,
+    who: &Invoker,
+    settings: &Settings,
+    image: &Image,
+    mounts: Vec<Mount>,
+    identity_files: IdentitySpec,
+) -> Result<(Vec<Step>, Option<ServerPlan>), Error> {
     let single_file = image.format != ImageFormat::Directory;
     let mut steps = vec![Step::MakePrivate];
     if single_file {
@@ -367,25 +428,23 @@ pub fn plan(
         Mount::Bind(b) => Step::Bind(b),
         Mount::Tmpfs(t) => Step::Tmpfs(t),
     }));
-    let container_home = home
-        .dst()
-        .map(Path::to_path_buf)
-        .or_else(|| {
-            host_user
-                .as_ref()
-                .map(|u| u.home.clone())
-                .filter(|_| keep_id)
-        })
-        .unwrap_or_else(|| PathBuf::from(if keep_id { "/" } else { "/root" }));
-    steps.push(Step::IdentityFiles(identity_spec(
-        &identity,
-        host_user.as_ref(),
-        who,
-        &container_home,
-    )));
+    steps.push(Step::IdentityFiles(identity_files));
     steps.push(Step::SealRoot);
     steps.push(Step::EnterNewRoot);
+    Ok((steps, server))
+}
 
+/// Whether this launch shares a container (the ranks of a job step) or an
+/// image mount (a warm mount) with others on this node.
+fn sharing_of(
+    req: &Request,
+    who: &Invoker,
+    settings: &Settings,
+    image: &Image,
+    identity: &Identity,
+    steps: &[Step],
+    server: &Option<ServerPlan>,
+) -> Result<(Option<JoinPlan>, Option<WarmPlan>), Error> {
     // Ranks asking for a different container (identity, mounts) do not
     // share one: the socket name covers the setup.
     let setup = format!(
@@ -396,34 +455,20 @@ pub fn plan(
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let join = join_plan(req, who, &image, &setup)?;
-    let warm = match &server {
+    let join = join_plan(req, who, image, &setup)?;
+    let warm = match server {
         Some(server) if !settings.warm_linger.value.is_zero() => Some(WarmPlan {
             socket: super::rendezvous::warm_socket_name(
                 who.uid,
                 &who.env,
-                &image,
+                image,
                 &server.to_string(),
             ),
             linger: settings.warm_linger.value,
         }),
         _ => None,
     };
-    let base_env = env::base(&who.env, req.cleanenv, Some(&container_home));
-    let overrides = overrides(req, who)?;
-    Ok(Plan {
-        image,
-        identity,
-        server,
-        steps,
-        base_env,
-        overrides,
-        action: req.action.clone().unwrap_or(Action::Shell),
-        start_dir,
-        start_dir_note,
-        join,
-        warm,
-    })
+    Ok((join, warm))
 }
 
 /// What serves the image: squashfuse when `--squashfuse` (or

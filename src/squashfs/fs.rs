@@ -81,7 +81,7 @@ struct Tail {
 }
 
 /// A decoded inode, shared between threads.
-pub(super) struct Node {
+pub(super) struct Inode {
     pub(super) inode: Malloced<ffi::sqfs_inode_generic_t>,
     pub(super) attr: Attr,
     /// A file's full data blocks: their size words (on-disk size; bit 24:
@@ -95,11 +95,11 @@ pub(super) struct Node {
 
 // SAFETY: the inode memory is written once by libsquashfs when decoded and
 // only read afterwards; nothing in it is tied to a thread.
-unsafe impl Send for Node {}
+unsafe impl Send for Inode {}
 // SAFETY: as above: shared, read-only.
-unsafe impl Sync for Node {}
+unsafe impl Sync for Inode {}
 
-impl Node {
+impl Inode {
     /// The size words of the file's blocks.
     fn sizes(&self) -> &[u32] {
         // SAFETY: `decode` checked that libsquashfs decoded `block_count`
@@ -180,7 +180,7 @@ pub struct ImageFs {
     /// [`Drop`], whatever the order of the fields.
     pool: ManuallyDrop<Mutex<Vec<Readers>>>,
     /// Decoded inodes, and the bytes their block lists take.
-    nodes: Mutex<(HashMap<u64, Arc<Node>>, usize)>,
+    nodes: Mutex<(HashMap<u64, Arc<Inode>>, usize)>,
     /// Decoded listings, and how many entries they hold in all.
     dirs: Mutex<(HashMap<u64, Arc<Dir>>, usize)>,
     /// Decompressed blocks by (inode reference, block index).
@@ -362,7 +362,7 @@ impl ImageFs {
     }
 
     /// The decoded inode at reference `iref`.
-    pub(super) fn node(&self, iref: u64) -> Result<Arc<Node>, SqfsError> {
+    pub(super) fn node(&self, iref: u64) -> Result<Arc<Inode>, SqfsError> {
         if let Some(n) = lock(&self.nodes).0.get(&iref) {
             return Ok(n.clone());
         }
@@ -385,7 +385,7 @@ impl ImageFs {
         &self,
         inode: Malloced<ffi::sqfs_inode_generic_t>,
         iref: u64,
-    ) -> Result<Node, SqfsError> {
+    ) -> Result<Inode, SqfsError> {
         let corrupt = |detail: String| {
             SqfsError::corrupt("inode table", format!("the inode at {iref:#x}: {detail}"))
         };
@@ -458,7 +458,7 @@ impl ImageFs {
             mtime: i64::from(inode.base.mod_time),
             rdev,
         };
-        Ok(Node {
+        Ok(Inode {
             inode,
             attr,
             checkpoints,
@@ -468,7 +468,7 @@ impl ImageFs {
     }
 
     /// The listing of the directory `node` (at reference `iref`).
-    pub(super) fn dir_of(&self, iref: u64, node: &Node) -> Result<Arc<Dir>, SqfsError> {
+    pub(super) fn dir_of(&self, iref: u64, node: &Inode) -> Result<Arc<Dir>, SqfsError> {
         if let Some(d) = lock(&self.dirs).0.get(&iref) {
             return Ok(d.clone());
         }
@@ -591,7 +591,7 @@ impl ImageFs {
     }
 
     /// Full data block `index` of a file, decompressed.
-    fn block(&self, iref: u64, node: &Node, index: u32) -> Result<Arc<[u8]>, SqfsError> {
+    fn block(&self, iref: u64, node: &Inode, index: u32) -> Result<Arc<[u8]>, SqfsError> {
         self.cached((iref, index), || {
             let index = index as usize;
             let (at, word) = node.block_at(index);
@@ -731,21 +731,21 @@ impl ImageFs {
     }
 
     /// The node for a node ID.
-    pub(super) fn node_of(&self, node: u64) -> Result<(u64, Arc<Node>), SqfsError> {
+    pub(super) fn node_of(&self, node: u64) -> Result<(u64, Arc<Inode>), SqfsError> {
         let iref = self.inode_ref(node).map_err(|_| {
             SqfsError::corrupt("directory table", format!("node {node} does not exist"))
         })?;
         Ok((iref, self.node(iref)?))
     }
 
-    fn lookup_node(&self, node: u64) -> Result<(u64, Arc<Node>), Errno> {
+    fn lookup_node(&self, node: u64) -> Result<(u64, Arc<Inode>), Errno> {
         let iref = self.inode_ref(node)?;
         let n = self.node(iref).map_err(|e| self.failed(e))?;
         Ok((iref, n))
     }
 
     /// The extended attributes of `node`.
-    pub(super) fn xattrs_of(&self, node: &Node) -> Result<Vec<fuse::Xattr>, SqfsError> {
+    pub(super) fn xattrs_of(&self, node: &Inode) -> Result<Vec<fuse::Xattr>, SqfsError> {
         let mut index = u32::MAX;
         // SAFETY: a complete inode; `index` receives its xattr index.
         let ret = unsafe { ffi::sqfs_inode_get_xattr_index(&*node.inode, &mut index) };
@@ -770,7 +770,7 @@ impl ImageFs {
     pub(super) fn read_file(
         &self,
         iref: u64,
-        n: &Node,
+        n: &Inode,
         offset: u64,
         size: usize,
         out: &mut Vec<u8>,
@@ -825,7 +825,7 @@ impl ImageFs {
     }
 
     /// The target of the symlink `node`.
-    pub(super) fn link_target<'a>(&self, node: &'a Node) -> &'a [u8] {
+    pub(super) fn link_target<'a>(&self, node: &'a Inode) -> &'a [u8] {
         symlink_target(&node.inode)
     }
 }

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use super::file::SqfsFile;
-use super::fs::{ImageFs, Node};
+use super::fs::{ImageFs, Inode};
 use super::layout::Layout;
 use super::obj::{Obj, check};
 use super::{EntryInfo, EntryKind, SqfsError, SuperInfo, ffi};
@@ -265,7 +265,7 @@ impl Reader {
     }
 
     /// The regular file behind node `node`.
-    fn file_node(&self, node: u64, shown: &str) -> Result<(u64, Arc<Node>), SqfsError> {
+    fn file_node(&self, node: u64, shown: &str) -> Result<(u64, Arc<Inode>), SqfsError> {
         let (iref, n) = self.fs.node_of(node)?;
         if n.attr.mode & libc::S_IFMT != libc::S_IFREG {
             return Err(SqfsError::NotFile { path: shown.into() });

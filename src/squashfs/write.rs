@@ -60,7 +60,7 @@ pub fn write_image(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<WriteSummary, SqfsError> {
     check_options(opts)?;
-    let plan = Plan::new(tree)?;
+    let plan = WritePlan::new(tree)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -121,7 +121,7 @@ enum Item<'a> {
         parent: Option<usize>,
         subdirs: u32,
     },
-    /// A regular file: an index into `Plan::files`.
+    /// A regular file: an index into `WritePlan::files`.
     File(usize),
     Symlink {
         path: PathBuf,
@@ -140,7 +140,7 @@ struct PlanFile<'a> {
     nlink: u32,
 }
 
-struct Plan<'a> {
+struct WritePlan<'a> {
     files: Vec<PlanFile<'a>>,
     /// Inodes in writing order; inode number = index + 1.
     items: Vec<Item<'a>>,
@@ -156,8 +156,8 @@ fn shown(path: &Path) -> String {
     crate::text::shown(&Path::new("/").join(path))
 }
 
-impl<'a> Plan<'a> {
-    fn new(tree: &'a Tree) -> Result<Plan<'a>, SqfsError> {
+impl<'a> WritePlan<'a> {
+    fn new(tree: &'a Tree) -> Result<WritePlan<'a>, SqfsError> {
         // Regular files in path order, and where each one is.
         let mut files = Vec::new();
         let mut by_path = HashMap::new();
@@ -208,7 +208,7 @@ impl<'a> Plan<'a> {
             items: Vec::new(),
         };
         placer.place_dir(&tree.root, &mut PathBuf::new());
-        Ok(Plan {
+        Ok(WritePlan {
             files,
             items: placer.items,
         })
@@ -359,7 +359,7 @@ impl InodeBuf {
 }
 
 /// The metadata of an item (a hard-linked file's is its first name's).
-fn item_meta<'a>(plan: &Plan<'a>, item: &Item<'a>) -> &'a Meta {
+fn item_meta<'a>(plan: &WritePlan<'a>, item: &Item<'a>) -> &'a Meta {
     match item {
         Item::Dir { meta, .. } | Item::Symlink { meta, .. } => meta,
         Item::File(f) => plan.files[*f].meta,
@@ -367,7 +367,7 @@ fn item_meta<'a>(plan: &Plan<'a>, item: &Item<'a>) -> &'a Meta {
 }
 
 /// The `st_mode` of an item: type bits and permissions.
-fn item_mode(plan: &Plan<'_>, item: &Item<'_>) -> u16 {
+fn item_mode(plan: &WritePlan<'_>, item: &Item<'_>) -> u16 {
     let kind = match item {
         Item::Dir { .. } => ffi::SQFS_INODE_MODE_DIR,
         Item::File(_) => ffi::SQFS_INODE_MODE_REG,
@@ -550,7 +550,7 @@ impl<'f> Writer<'f> {
     /// Write everything; returns the inode count.
     fn write(
         &mut self,
-        plan: &Plan<'_>,
+        plan: &WritePlan<'_>,
         spool: Option<&Arc<File>>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<u64, SqfsError> {
@@ -563,7 +563,7 @@ impl<'f> Writer<'f> {
     /// Pass 1: every regular file's data through the block processor.
     fn write_data(
         &mut self,
-        plan: &Plan<'_>,
+        plan: &WritePlan<'_>,
         spool: Option<&Arc<File>>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), SqfsError> {
@@ -714,7 +714,7 @@ impl<'f> Writer<'f> {
     }
 
     /// Pass 2: the inode table and the directory listings.
-    fn write_inodes(&mut self, plan: &Plan<'_>) -> Result<(), SqfsError> {
+    fn write_inodes(&mut self, plan: &WritePlan<'_>) -> Result<(), SqfsError> {
         let count = u32::try_from(plan.items.len())
             .map_err(|_| SqfsError::Options("more than 2^32 inodes".into()))?;
         self.sb.inode_table_start = self.file.size();
@@ -812,7 +812,7 @@ impl<'f> Writer<'f> {
     /// (real size, extended) with its block list left to write after it.
     fn file_inode(
         &mut self,
-        plan: &Plan<'_>,
+        plan: &WritePlan<'_>,
         f: usize,
     ) -> Result<(InodeBuf, Option<HoleyBlocks>), SqfsError> {
         let pf = &plan.files[f];
@@ -876,7 +876,7 @@ impl<'f> Writer<'f> {
     /// Write the listing of a directory to the directory table.
     fn dir_listing(
         &mut self,
-        plan: &Plan<'_>,
+        plan: &WritePlan<'_>,
         path: &Path,
         children: &[(&OsStr, usize)],
         refs: &[u64],
