@@ -13,8 +13,9 @@ use clap::{Args, Parser, Subcommand};
     about = "Run container images without root on HPC clusters",
     long_about = "rfake runs a command inside a single-file container image (SquashFS or \
                   Apptainer/Singularity SIF) or an unpacked directory, as an unprivileged user: \
-                  no setuid helper, no daemon, no subuid ranges. The image is mounted with \
-                  squashfuse inside a private mount namespace and you appear as root inside \
+                  no setuid helper, no daemon, no subuid ranges. The image is served by \
+                  rfake's own FUSE server (or squashfuse) inside a private mount namespace \
+                  and you appear as root inside \
                   a user namespace with a one-entry map, while you stay yourself on the host.",
     after_help = "Exit status: the payload's own status (128+N when killed by signal N); \
                   rfake's own failures: 64 usage, 65 bad image, 66 missing or unreadable \

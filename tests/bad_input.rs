@@ -79,7 +79,8 @@ fn truncated_and_corrupt_squashfs() {
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
     refused(&truncated, BAD_IMAGE, &["truncated"]);
 
-    // A valid superblock over garbage tables: only squashfuse finds out.
+    // A valid superblock over garbage tables: found when the image server
+    // opens the image (its table checks, src/squashfs/layout.rs).
     // Garbage over the inode table, which holds the root inode.
     let mut corrupt = good.clone();
     let field = |at: usize| u64::from_le_bytes(good[at..at + 8].try_into().unwrap()) as usize;

@@ -1,8 +1,9 @@
 //! The SquashFS 4.0 superblock: parsing and sanity checks.
 //!
-//! rfake never reads a SquashFS itself (squashfuse or the kernel does), but it
-//! checks the 96-byte superblock first so that a truncated or corrupt image is
-//! refused with a clear message instead of a mount failure deep in the setup.
+//! Every image is checked here first, before anything reads its tables
+//! (rfake's own reader and server, `inspect`, or squashfuse): a truncated or
+//! corrupt image is refused with a clear message instead of a mount failure
+//! deep in the setup. The tables are checked next, by [`super::layout`].
 //!
 //! Layout (all little-endian): magic `hsqs` (u32), inode count (u32),
 //! modification time (u32), block size (u32), fragment entry count (u32),
