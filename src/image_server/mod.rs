@@ -343,3 +343,74 @@ impl crate::container::rootfs::ImageMounter for ImageMount {
         Ok(self.fuse.attach(sys, target)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::sys::recorder::Recorder;
+
+    /// A stand-in server: a child that is already running.
+    fn child() -> Server {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        Server::new(Pid::from_raw(child.id() as i32), None)
+    }
+
+    /// The image's file system is made detached, read-only, nosuid and
+    /// nodev in the fsmount call itself, on the device rfake opened; the
+    /// server starts before the first access; the mount is attached where
+    /// asked, once.
+    #[test]
+    fn an_image_is_served_detached_read_only_then_attached() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::new(dir.path());
+        // /dev/null stands in for /dev/fuse: the recorder mounts nothing.
+        let mut m = FuseMount::new("/img/a.sqfs".into(), "/dev/null".into(), "rfake");
+        let mut started = None;
+        m.prepare(&rec, "test server", |fd| {
+            started = Some(fd);
+            Ok(child())
+        })
+        .unwrap();
+        let fd = started.expect("the server was started");
+        let calls = rec.take();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(
+            calls[0],
+            format!(
+                "fsmount fuse [Value(\"source\", \"/img/a.sqfs\"), Value(\"subtype\", \"rfake\"), \
+                 Value(\"fd\", \"{fd}\"), Value(\"rootmode\", \"40000\"), Value(\"user_id\", \"0\"), \
+                 Value(\"group_id\", \"0\"), Flag(\"allow_other\"), Flag(\"default_permissions\"), \
+                 Flag(\"ro\")] +ro,nosuid,nodev"
+            )
+        );
+        m.attach(&rec, Path::new("/lower")).unwrap();
+        assert_eq!(rec.take(), vec!["move_mount /lower"]);
+        // Attached once: a second attach is an error, not a second mount.
+        assert!(m.attach(&rec, Path::new("/lower")).is_err());
+        assert!(rec.take().is_empty());
+        let server = m.take_server().expect("the server is handed over");
+        drop(server); // killed and reaped
+    }
+
+    /// A server that fails to start leaves no mount behind to attach.
+    #[test]
+    fn a_server_that_does_not_start_fails_the_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::new(dir.path());
+        let mut m = FuseMount::new("/img/a.sqfs".into(), "/dev/null".into(), "rfake");
+        let err = m
+            .prepare(&rec, "test server", |_| {
+                Err(MountError::Spawn {
+                    program: "/nonexistent".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                })
+            })
+            .unwrap_err();
+        assert_eq!(err.exit_kind(), ExitKind::HostUnavailable);
+        assert!(m.attach(&rec, Path::new("/lower")).is_err());
+        assert!(m.take_server().is_none());
+    }
+}
