@@ -349,7 +349,9 @@ mod tests {
     use super::*;
     use crate::container::sys::recorder::Recorder;
 
-    /// A stand-in server: a child that is already running.
+    /// A stand-in server: a child that is already running (the `Server`
+    /// kills and reaps it by pid when dropped).
+    #[allow(clippy::zombie_processes)]
     fn child() -> Server {
         let child = std::process::Command::new("sleep")
             .arg("30")
