@@ -85,8 +85,8 @@ fn parsed(root: &Path) -> Vec<(String, markdown::Doc)> {
         .collect()
 }
 
-/// Images, archives and recipes a block may name, from the test data.
-fn assets() -> Vec<session::Asset> {
+/// Images, archives, recipes and example job scripts a block may name.
+fn assets(root: &Path) -> Vec<session::Asset> {
     let mut out = Vec::new();
     let mut add_dir = |dir: &Path, keep: &dyn Fn(&str) -> bool| {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -127,6 +127,10 @@ fn assets() -> Vec<session::Asset> {
             source: src,
         });
     }
+    out.push(session::Asset {
+        name: "slurm".into(),
+        source: root.join("slurm"),
+    });
     out
 }
 
@@ -148,7 +152,7 @@ fn world(root: &Path) -> session::World {
             .tempdir_in(home())
             .expect("a directory under $HOME"),
         fixtures: root.join("tests/transcripts/home"),
-        assets: assets(),
+        assets: assets(root),
         user,
         uid: uid.as_raw(),
         gid: nix::unistd::getgid().as_raw(),
