@@ -60,7 +60,13 @@ if [ -d "$sif_src" ]; then
   cp -r "$sif_src" "$stage/sif"
   (cd "$stage/sif" && sha256sum --quiet -c SHA256SUMS)
 fi
-chmod -R a+rX "$stage/bin" "$stage/images" "$stage/images-src"
+# The documents whose console transcripts, option tables and keys
+# tests/transcripts.rs checks, with its fixtures and the example job scripts.
+mkdir -p "$stage/docs-src/tests" "$stage/docs-src/slurm"
+cp -r README.md docs "$stage/docs-src/"
+cp -r tests/transcripts "$stage/docs-src/tests/"
+cp -r slurm/examples "$stage/docs-src/slurm/"
+chmod -R a+rX "$stage/bin" "$stage/images" "$stage/images-src" "$stage/docs-src"
 [ -d "$stage/sif" ] && chmod -R a+rX "$stage/sif"
 
 echo "== MPI test image (debootstrap: cached in $mpi_cache)"
@@ -86,7 +92,7 @@ while read -r bin; do
       LANG=C.UTF-8 CI="${CI:-}" RUST_BACKTRACE=1 \
       RFAKE_BIN="$stage/bin/rfake" RFAKE_TEST_IMAGES="$stage/images" \
       RFAKE_TEST_SIF_DIR="$stage/sif" RFAKE_TEST_OCI="$stage/oci" \
-      RFAKE_TEST_RECIPES="$stage/images-src/recipes" \
+      RFAKE_TEST_RECIPES="$stage/images-src/recipes" RFAKE_TEST_DOCS="$stage/docs-src" \
       RFAKE_SLURM_CONF="$slurm_conf" RFAKE_MPI_IMAGE="$stage/mpi.sqfs" \
       RFAKE_FUZZ_SECONDS="${RFAKE_FUZZ_SECONDS:-20}" RFAKE_FUZZ_DIR="$stage/work/fuzz" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
@@ -112,5 +118,9 @@ passed=$((passed + p))
 failed=$((failed + f))
 
 echo
+# The transcripts test's own count (tests/transcripts.rs): blocks run,
+# passed, failed and marked not runnable.
+grep -ho 'transcripts: [0-9]* run, .*' "$stage"/*.log | tail -1 \
+  || echo "transcripts: no summary: the transcripts test did not report"
 echo "rfake-tests: $passed passed, $failed failed"
 exit "$status"
