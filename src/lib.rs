@@ -24,7 +24,8 @@
 //!
 //! Modules are private unless the integration tests use them (`exit`,
 //! `image`, `squashfs`, `fuse`: they read built images back as the image
-//! server does), so the compiler reports dead code.
+//! server does; [`command`] and [`ConfigKey`] for the documentation
+//! checks), so the compiler reports dead code.
 
 // Every unsafe block says why it is sound (generated FFI bindings excepted).
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -54,7 +55,16 @@ pub mod squashfs;
 mod testing;
 mod text;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+
+/// The configuration keys, for the documentation checks (tests/transcripts.rs).
+pub use config::Key as ConfigKey;
+
+/// The command line as clap describes it: `--help`, the man pages and the
+/// documentation checks (tests/transcripts.rs) read it.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
 
 use cli::Cli;
 use exit::ExitKind;

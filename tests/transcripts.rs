@@ -472,11 +472,10 @@ fn option_tables(docs: &[(String, markdown::Doc)]) -> BTreeMap<String, Vec<(Stri
 
 #[test]
 fn every_flag_is_documented_and_every_documented_flag_exists() {
-    use clap::CommandFactory;
     let Some(root) = docs_root() else { return };
     let docs = parsed(&root);
     let tables = option_tables(&docs);
-    let cli = rfake::cli::Cli::command();
+    let cli = rfake::command();
     let globals = clap_flags(&cli);
     let mut problems = Vec::new();
     let mut documented_globals = BTreeSet::new();
@@ -537,7 +536,6 @@ fn every_flag_is_documented_and_every_documented_flag_exists() {
 
 #[test]
 fn man_pages_match_the_docs() {
-    use clap::CommandFactory;
     let Some(root) = docs_root() else { return };
     let docs = parsed(&root);
     let tables = option_tables(&docs);
@@ -563,7 +561,7 @@ fn man_pages_match_the_docs() {
             "`rfake man DIR` writes {written:?}; the table marked `<!-- man-pages -->` lists {listed:?}"
         ));
     }
-    let globals = clap_flags(&rfake::cli::Cli::command());
+    let globals = clap_flags(&rfake::command());
     for page in &written {
         let Some(sub) = page
             .strip_prefix("rfake-")
@@ -599,7 +597,7 @@ fn row_names(cell: &str) -> Vec<String> {
 
 #[test]
 fn every_config_key_is_documented_and_every_documented_key_exists() {
-    use rfake::config::Key;
+    use rfake::ConfigKey as Key;
     let Some(root) = docs_root() else { return };
     let docs = parsed(&root);
     let keys: BTreeSet<String> = Key::ALL.iter().map(|k| k.name().to_string()).collect();
