@@ -399,9 +399,10 @@ impl State {
 
     fn root(&self) -> Result<BorrowedFd<'_>, RootfsError> {
         self.root.as_ref().map(|fd| fd.as_fd()).ok_or_else(|| {
-            RootfsError::Sys(SysError::new(
+            // A step that needs the root before `Root` made it: a planning bug.
+            RootfsError::Sys(SysError::about(
                 "resolve",
-                "the container root",
+                "the container root, not made yet",
                 nix::errno::Errno::ENOENT,
             ))
         })
