@@ -268,6 +268,11 @@ impl World {
         }
         let tag = crate::common::tag(&format!("transcript-{name}"));
         let bin_dir = self.bin.parent().unwrap_or(Path::new("/"));
+        if slurm {
+            if let Some(conf) = &self.slurm_conf {
+                self.wait_for_idle_cluster(conf);
+            }
+        }
         let mut command = std::process::Command::new("bash");
         command
             .args(["--noprofile", "--norc", "-c", &script])
@@ -388,6 +393,29 @@ impl World {
             ));
         }
         outcome
+    }
+
+    /// Wait (at most 60 s) until the user has no job on the Slurm test
+    /// cluster, not even one completing: a job an earlier block (or test)
+    /// left completing would make this block's `srun` wait for resources
+    /// and say so (`srun: job N queued and waiting for resources`).
+    fn wait_for_idle_cluster(&self, conf: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let out = std::process::Command::new("squeue")
+                .args(["-h", "-u", &self.user])
+                .env("SLURM_CONF", conf)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output();
+            match out {
+                Ok(o) if o.status.success() && o.stdout.is_empty() => return,
+                Ok(o) if o.status.success() => {}
+                // No squeue, or no controller: the block will say so.
+                _ => return,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn make_home(
