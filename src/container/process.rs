@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use std::time::Duration;
+
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::wait::WaitStatus;
@@ -272,9 +274,32 @@ fn watch_while_running(pid: u32, watch: &mut dyn Watch) {
             return;
         }
         if ended {
+            // A payload killed by a signal may have died of the server's
+            // end: the pages of its program the server can no longer supply
+            // fault with SIGBUS as soon as the FUSE connection aborts, a
+            // moment before the server's own exit is complete. Say so then
+            // too (a payload that exits normally costs no wait).
+            if killed_by_signal(pid) && readable(watch.fd(), Duration::from_millis(500)) {
+                if let Some(line) = watch.fired() {
+                    log::error!("{line}");
+                }
+            }
             return;
         }
     }
+}
+
+/// Whether the payload `pid`, which has ended, was killed by a signal (it
+/// stays unreaped: `WNOWAIT`).
+fn killed_by_signal(pid: u32) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    matches!(
+        waitid(
+            Id::Pid(Pid::from_raw(pid as i32)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG,
+        ),
+        Ok(WaitStatus::Signaled(..))
+    )
 }
 
 /// The payload's status as rfake's exit status: its code, or 128+N when it
