@@ -141,14 +141,8 @@ impl Walk {
             return Ok(());
         };
         let at = self.existing_path().join(&name);
-        let fd = rustix::fs::openat2(
-            self.deepest_dir(),
-            name.as_os_str(),
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            step_flags(),
-        )
-        .map_err(|e| io_error(&at, e))?;
+        let fd =
+            open_name(self.deepest_dir(), &name, OFlags::PATH).map_err(|e| io_error(&at, e))?;
         let st = rustix::fs::fstat(&fd).map_err(|e| io_error(&at, e))?;
         let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
         let is_file = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
@@ -176,13 +170,7 @@ impl Walk {
             return Some(Err(InputError::NotRegular(FileKind::Directory)));
         }
         let (name, _) = self.last_found();
-        let opened = rustix::fs::openat2(
-            self.deepest_dir(),
-            name.as_os_str(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-            step_flags(),
-        );
+        let opened = open_name(self.deepest_dir(), name, OFlags::RDONLY | OFlags::NONBLOCK);
         Some(match opened {
             Err(e) => Err(InputError::Io(e.into())),
             Ok(fd) => {
@@ -200,8 +188,17 @@ impl Walk {
     }
 }
 
-fn step_flags() -> ResolveFlags {
-    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+/// One step of a walk: open the single name `name` below `dir` with
+/// `flags`, never following it (`O_NOFOLLOW`), and with the kernel's
+/// guarantee that the step neither follows a link nor leaves `dir`.
+fn open_name(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat2(
+        dir,
+        name,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
 }
 
 /// Open `root` (a host path) as the root of later resolutions.
@@ -238,13 +235,7 @@ pub fn walk(root: BorrowedFd<'_>, path: &Path) -> Result<Walk, PathError> {
             continue;
         }
         let dir = found.last().expect("the root stays").1.as_fd();
-        let fd = match rustix::fs::openat2(
-            dir,
-            name.as_os_str(),
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            step_flags(),
-        ) {
+        let fd = match open_name(dir, &name, OFlags::PATH) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => {
                 let mut missing = vec![name];
