@@ -706,10 +706,12 @@ fn overrides(req: &Request, who: &Invoker) -> Result<Vec<Override>, Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn who(home: &Path) -> Invoker {
+    /// A user 1000 with `home`, working in `home/proj` (also for
+    /// `super::sequences`).
+    pub(in crate::launch) fn who(home: &Path) -> Invoker {
         Invoker {
             uid: 1000,
             gid: 1000,
@@ -724,7 +726,7 @@ mod tests {
         }
     }
 
-    fn no_lookup(_: u32, _: u32) -> Option<HostUser> {
+    pub(in crate::launch) fn no_lookup(_: u32, _: u32) -> Option<HostUser> {
         None
     }
 

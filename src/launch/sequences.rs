@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::plan::HostUser;
+use super::plan::tests::{no_lookup, who};
 use super::settings::Settings;
-use super::{Action, Invoker, Request, plan};
+use super::{Action, Request, plan};
 use crate::container::rootfs::ServeError;
 use crate::container::rootfs::{self, ImageMounter, Layout};
 use crate::container::sys::Sys;
@@ -45,25 +45,6 @@ fn copy_tree(from: &Path, to: &Path) {
     assert!(status.success());
 }
 
-fn invoker(home: &Path) -> Invoker {
-    Invoker {
-        uid: 1000,
-        gid: 1000,
-        euid: 1000,
-        egid: 1000,
-        cwd: home.join("proj"),
-        env: vec![
-            ("PATH".into(), "/usr/bin:/bin".into()),
-            ("HOME".into(), home.as_os_str().into()),
-            ("USER".into(), "u".into()),
-        ],
-    }
-}
-
-fn no_lookup(_: u32, _: u32) -> Option<HostUser> {
-    None
-}
-
 struct NoImage;
 impl ImageMounter for NoImage {
     fn prepare(&mut self, _: &dyn Sys) -> Result<(), ServeError> {
@@ -79,7 +60,7 @@ impl ImageMounter for NoImage {
 /// overlay). Returns the calls that change the container's mount tree:
 /// attachments, file systems made, and what is created for mount points.
 fn mounts(s: &Setup, req: &Request) -> Vec<String> {
-    let p = plan(req, &invoker(&s.home), &Settings::default(), &no_lookup).unwrap();
+    let p = plan(req, &who(&s.home), &Settings::default(), &no_lookup).unwrap();
     let base = s.dir.path().join("ns");
     let layout = Layout {
         oldroot: PathBuf::from("/"),
