@@ -37,6 +37,7 @@ mod commands;
 mod config;
 mod container;
 mod diag;
+mod digest;
 mod doctor;
 mod env;
 mod error;

@@ -15,7 +15,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256, Sha512};
 
 use super::super::ImageMeta;
 use super::super::tree::Tree;
@@ -23,6 +22,8 @@ use super::archive::Archive;
 use super::detect::input_error;
 use super::layer::{Origin, apply_layer};
 use super::{Cx, SourceError, io_text, one_line, set_env, shown};
+pub(super) use crate::digest::Digest;
+use crate::digest::Hasher;
 use crate::image::sif::Arch;
 use crate::input::{InputError, open_regular};
 
@@ -138,70 +139,6 @@ fn read_limited(reader: impl Read, size: u64, place: &str) -> Result<Vec<u8>, So
 pub(super) fn parse_json(bytes: &[u8], place: &str) -> Result<Value, SourceError> {
     serde_json::from_slice(bytes)
         .map_err(|e| SourceError::invalid(place, format!("bad JSON: {}", one_line(&e.to_string()))))
-}
-
-/// A content digest, `sha256:<64 hex>` or `sha512:<128 hex>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Digest {
-    pub(super) algorithm: &'static str,
-    pub(super) hex: String,
-}
-
-impl Digest {
-    pub(super) fn parse(s: &str) -> Option<Digest> {
-        let (algorithm, hex) = s.split_once(':')?;
-        let (algorithm, len) = match algorithm {
-            "sha256" => ("sha256", 64),
-            "sha512" => ("sha512", 128),
-            _ => return None,
-        };
-        let hex_ok =
-            hex.len() == len && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        hex_ok.then(|| Digest {
-            algorithm,
-            hex: hex.to_string(),
-        })
-    }
-
-    /// Where the blob is in a layout.
-    pub(super) fn blob_path(&self) -> String {
-        format!("blobs/{}/{}", self.algorithm, self.hex)
-    }
-
-    pub(super) fn hasher(&self) -> Hasher {
-        match self.algorithm {
-            "sha512" => Hasher::Sha512(Sha512::new()),
-            _ => Hasher::Sha256(Sha256::new()),
-        }
-    }
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.algorithm, self.hex)
-    }
-}
-
-pub(super) enum Hasher {
-    Sha256(Sha256),
-    Sha512(Sha512),
-}
-
-impl Hasher {
-    fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(bytes),
-            Hasher::Sha512(h) => h.update(bytes),
-        }
-    }
-
-    fn hex(self) -> String {
-        let bytes: Vec<u8> = match self {
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-            Hasher::Sha512(h) => h.finalize().to_vec(),
-        };
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
 }
 
 /// A reader that hashes and counts what passes through it.
