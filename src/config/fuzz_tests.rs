@@ -164,9 +164,15 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
             ]
             .boxed(),
         ),
-        Some(Key::MountHome | Key::MountTmp | Key::AllowUserBinds | Key::AllowFakeroot) => {
-            boolean()
-        }
+        Some(
+            Key::MountHome
+            | Key::MountTmp
+            | Key::AllowUserBinds
+            | Key::AllowFakeroot
+            | Key::Offline
+            | Key::CacheReadOnly,
+        ) => boolean(),
+        Some(Key::CacheDir | Key::RegistryCaFile) => path_piece().prop_map(|s| quoted(&s)).boxed(),
         Some(Key::ImageServer) => prop_oneof![
             6 => select(strings(&["\"builtin\"", "\"squashfuse\""])),
             1 => select(strings(&["\"BUILTIN\"", "\"\"", "\"builtin \""])),
@@ -181,7 +187,9 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
             1 => path_piece().prop_map(|s| quoted(&s)),
         ]
         .boxed(),
-        Some(Key::ImageCacheSize | Key::WritableTmpfsSize | Key::BuildMaxSize) => size_value(),
+        Some(
+            Key::ImageCacheSize | Key::WritableTmpfsSize | Key::BuildMaxSize | Key::CacheMaxSize,
+        ) => size_value(),
         Some(Key::WarmLinger) => seconds_value(),
         None => any_value(),
     };

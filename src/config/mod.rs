@@ -66,6 +66,8 @@ pub const DEFAULT_IMAGE_CACHE_SIZE: u64 = 64 << 20;
 /// The default limit on the files of a build, uncompressed: 4 TiB
 /// (`build_max_size`; `docs/build.md`, "Size limit").
 pub const DEFAULT_BUILD_MAX_SIZE: u64 = 4 << 40;
+/// The default limit on the image cache (`cache_max_size`): 20 GiB.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 20 << 30;
 /// The default time a warm mount outlives its last launch.
 pub const DEFAULT_WARM_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// The longest `warm_linger` accepted.
@@ -105,15 +107,20 @@ pub enum Key {
     WarmLinger,
     WritableTmpfsSize,
     BuildMaxSize,
+    CacheDir,
+    CacheMaxSize,
+    Offline,
+    RegistryCaFile,
     AllowUserBinds,
     AllowFakeroot,
     AllowedImagePaths,
     UserMaySet,
+    CacheReadOnly,
 }
 
 impl Key {
     /// Every key, in the order `render` prints them.
-    pub const ALL: [Key; 14] = [
+    pub const ALL: [Key; 19] = [
         Key::Binds,
         Key::Scratch,
         Key::MountHome,
@@ -124,9 +131,14 @@ impl Key {
         Key::WarmLinger,
         Key::WritableTmpfsSize,
         Key::BuildMaxSize,
+        Key::CacheDir,
+        Key::CacheMaxSize,
+        Key::Offline,
+        Key::RegistryCaFile,
         Key::AllowUserBinds,
         Key::AllowFakeroot,
         Key::AllowedImagePaths,
+        Key::CacheReadOnly,
         Key::UserMaySet,
     ];
 
@@ -143,6 +155,11 @@ impl Key {
             Key::WarmLinger => "warm_linger",
             Key::WritableTmpfsSize => "writable_tmpfs_size",
             Key::BuildMaxSize => "build_max_size",
+            Key::CacheDir => "cache_dir",
+            Key::CacheMaxSize => "cache_max_size",
+            Key::Offline => "offline",
+            Key::RegistryCaFile => "registry_ca_file",
+            Key::CacheReadOnly => "cache_read_only",
             Key::AllowUserBinds => "allow_user_binds",
             Key::AllowFakeroot => "allow_fakeroot",
             Key::AllowedImagePaths => "allowed_image_paths",
@@ -154,7 +171,11 @@ impl Key {
     pub const fn is_policy(self) -> bool {
         matches!(
             self,
-            Key::AllowUserBinds | Key::AllowFakeroot | Key::AllowedImagePaths | Key::UserMaySet
+            Key::AllowUserBinds
+                | Key::AllowFakeroot
+                | Key::AllowedImagePaths
+                | Key::UserMaySet
+                | Key::CacheReadOnly
         )
     }
 
@@ -293,6 +314,22 @@ pub struct Config {
     /// The most the files of a `rfake build` may add up to, uncompressed;
     /// `u64::MAX`: no limit (written 0; default 4 TiB).
     pub build_max_size: Setting<u64>,
+    /// Where pulled images are cached (`$VAR` expanded); `None`: the
+    /// default (`RFAKE_CACHEDIR`, else `$XDG_CACHE_HOME/rfake`, else
+    /// `~/.cache/rfake`, decided by the caller).
+    pub cache_dir: Setting<Option<ScratchEntry>>,
+    /// The most the image cache may hold before the least recently used
+    /// entries are evicted; 0: no limit (default 20 GiB).
+    pub cache_max_size: Setting<u64>,
+    /// Run registry images only from the cache, never asking a registry
+    /// (default false; `--offline`).
+    pub offline: Setting<bool>,
+    /// A PEM file of certificate authorities trusted for registries, besides
+    /// the system's (`--ca-file`).
+    pub registry_ca_file: Setting<Option<PathBuf>>,
+    /// Policy: the cache is a site-curated one that users only read: rfake
+    /// never writes to it (default false).
+    pub cache_read_only: Setting<bool>,
     /// Policy: accept `--bind`, `RFAKE_BIND` and user-file `binds` (default
     /// true).
     pub allow_user_binds: Setting<bool>,
@@ -324,6 +361,11 @@ impl Default for Config {
             squashfuse: Setting::default(None),
             writable_tmpfs_size: Setting::default(DEFAULT_WRITABLE_TMPFS_SIZE),
             build_max_size: Setting::default(DEFAULT_BUILD_MAX_SIZE),
+            cache_dir: Setting::default(None),
+            cache_max_size: Setting::default(DEFAULT_CACHE_MAX_SIZE),
+            offline: Setting::default(false),
+            registry_ca_file: Setting::default(None),
+            cache_read_only: Setting::default(false),
             allow_user_binds: Setting::default(true),
             allow_fakeroot: Setting::default(true),
             allowed_image_paths: Setting::default(Vec::new()),
@@ -654,6 +696,28 @@ impl Config {
                 self.writable_tmpfs_size = setting(bytes, origin);
             }
             Key::BuildMaxSize => self.build_max_size = setting(build_size(value, at)?, origin),
+            Key::CacheDir => {
+                let written = string(value, at, "an absolute directory")?;
+                let path = check_scratch(written, env).map_err(|p| at.error(p))?;
+                if let Err(why) = &path {
+                    log::debug!("{origin}: cache_dir {written:?} not used: {why}");
+                }
+                let entry = ScratchEntry {
+                    written: written.to_string(),
+                    path,
+                };
+                self.cache_dir = setting(Some(entry), origin);
+            }
+            Key::CacheMaxSize => self.cache_max_size = setting(size_or_zero(value, at)?, origin),
+            Key::Offline => self.offline = setting(boolean(value, at)?, origin),
+            Key::CacheReadOnly => self.cache_read_only = setting(boolean(value, at)?, origin),
+            Key::RegistryCaFile => {
+                let file = string(value, at, "an absolute file path")?;
+                if !Path::new(file).is_absolute() {
+                    return Err(at.error(format!("{file:?} must be an absolute path")));
+                }
+                self.registry_ca_file = setting(Some(file.into()), origin);
+            }
             Key::AllowedImagePaths => {
                 let dirs = strings(value, at)?
                     .into_iter()

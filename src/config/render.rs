@@ -93,6 +93,42 @@ impl Config {
             u64::MAX => "0".into(),
             v => toml_string(&format_size(v)),
         });
+        match &self.cache_dir.value {
+            Some(entry) => {
+                let note = match &entry.path {
+                    Ok(path) if path.as_os_str() == entry.written.as_str() => String::new(),
+                    Ok(path) => format!(" -> {}", shown(path)),
+                    Err(why) => format!(", not used: {why}"),
+                };
+                out.line(
+                    format!("cache_dir = {}", toml_string(&entry.written)),
+                    format!("{}{note}", self.cache_dir.origin),
+                );
+            }
+            None => out.line(
+                "# cache_dir: $RFAKE_CACHEDIR, else $XDG_CACHE_HOME/rfake, else ~/.cache/rfake"
+                    .into(),
+                self.cache_dir.origin.to_string(),
+            ),
+        }
+        out.setting(Key::CacheMaxSize, &self.cache_max_size, |v| match v {
+            0 => "0".into(),
+            v => toml_string(&format_size(*v)),
+        });
+        out.setting(Key::Offline, &self.offline, |v| v.to_string());
+        match &self.registry_ca_file.value {
+            Some(file) => out.line(
+                format!(
+                    "registry_ca_file = {}",
+                    toml_string(&file.display().to_string())
+                ),
+                self.registry_ca_file.origin.to_string(),
+            ),
+            None => out.line(
+                "# registry_ca_file: the system's certificate authorities only".into(),
+                self.registry_ca_file.origin.to_string(),
+            ),
+        }
         out.comment("# policy: the site file only".into());
         out.setting(Key::AllowUserBinds, &self.allow_user_binds, |v| {
             v.to_string()
@@ -101,6 +137,7 @@ impl Config {
         out.setting(Key::AllowedImagePaths, &self.allowed_image_paths, |v| {
             toml_list(v.iter().map(|p| p.display().to_string()))
         });
+        out.setting(Key::CacheReadOnly, &self.cache_read_only, |v| v.to_string());
         out.setting(Key::UserMaySet, &self.user_may_set, |v| {
             toml_list(v.iter().map(|k| k.name().to_string()))
         });

@@ -72,7 +72,11 @@ fn defaults_with_no_files() {
             Key::ImageCacheSize,
             Key::WarmLinger,
             Key::WritableTmpfsSize,
-            Key::BuildMaxSize
+            Key::BuildMaxSize,
+            Key::CacheDir,
+            Key::CacheMaxSize,
+            Key::Offline,
+            Key::RegistryCaFile
         ]
     );
     // An empty file or one with only comments is the defaults too.
@@ -779,11 +783,16 @@ image_cache_size = "64M"                                 # default
 warm_linger = 5                                          # default
 writable_tmpfs_size = "1G"                               # /home/alice/.config/rfake/rfake.toml:2
 build_max_size = "4T"                                    # default
+# cache_dir: $RFAKE_CACHEDIR, else $XDG_CACHE_HOME/rfake, else ~/.cache/rfake  # default
+cache_max_size = "20G"                                   # default
+offline = false                                          # default
+# registry_ca_file: the system's certificate authorities only  # default
 # policy: the site file only
 allow_user_binds = true                                  # default
 allow_fakeroot = true                                    # default
 allowed_image_paths = ["/data/images"]                   # /etc/rfake/rfake.toml:4
-user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size"]  # default
+cache_read_only = false                                  # default
+user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file"]  # default
 "#;
     assert_eq!(text, expected, "\n{text}");
 }
