@@ -17,11 +17,36 @@ use crate::image::sif::{
 use crate::image::sif::{Arch, DataType};
 use crate::squashfs::{self, Compression, SqfsError, WriteOptions};
 
+/// What a build reads.
+#[derive(Debug, Clone)]
+pub enum BuildSource {
+    /// A path on the host, whose kind is detected by content.
+    Path(PathBuf),
+    /// An image pulled from a registry: its manifest (checked against its
+    /// digest) and the blob store holding its layers (the image cache).
+    Pulled {
+        blobs_root: PathBuf,
+        manifest: Vec<u8>,
+        /// The reference, for messages and the SIF definition object.
+        reference: String,
+    },
+}
+
+impl BuildSource {
+    /// The source as messages name it: the path, or the reference.
+    pub fn name(&self) -> PathBuf {
+        match self {
+            BuildSource::Path(path) => path.clone(),
+            BuildSource::Pulled { reference, .. } => PathBuf::from(reference),
+        }
+    }
+}
+
 /// A build as requested on the command line.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub out: PathBuf,
-    pub source: PathBuf,
+    pub source: BuildSource,
     pub compression: Compression,
     pub block_size: u32,
     pub skip_special: bool,
@@ -130,8 +155,6 @@ pub fn run(
         what,
         error,
     };
-    let kind = source::detect(&req.source)?;
-    log::info!("source {}: {kind:?}", req.source.display());
     let dir = out_dir(&req.out);
     // Unnamed temporary files in OUT's directory: nothing to clean up, ever.
     let spool_file = tempfile::tempfile_in(&dir).map_err(|e| out_err("creating the spool", e))?;
@@ -142,11 +165,25 @@ pub fn run(
         skip_special: req.skip_special,
         max_size: req.max_size.clone(),
     };
-    for warning in source::load(&req.source, kind, &opts, &mut spool, &mut tree, &mut meta)? {
+    let warnings = match &req.source {
+        BuildSource::Path(path) => {
+            let kind = source::detect(path)?;
+            log::info!("source {}: {kind:?}", path.display());
+            source::load(path, kind, &opts, &mut spool, &mut tree, &mut meta)?
+        }
+        BuildSource::Pulled {
+            blobs_root,
+            manifest,
+            reference,
+        } => source::load_pulled(
+            blobs_root, manifest, reference, &opts, &mut spool, &mut tree, &mut meta,
+        )?,
+    };
+    for warning in warnings {
         log::warn!("{warning}");
     }
     let tree_err = |error| BuildError::Tree {
-        input: req.source.clone(),
+        input: req.source.name(),
         error,
     };
     meta_files::add(&mut tree, &meta).map_err(tree_err)?;
@@ -165,7 +202,7 @@ pub fn run(
     // rfake added (the metadata files).
     if data_bytes > req.max_size.bytes {
         return Err(SourceError::TooLarge {
-            place: crate::text::shown(&req.source),
+            place: crate::text::shown(&req.source.name()),
             limit: req.max_size.clone(),
         }
         .into());
@@ -255,13 +292,18 @@ pub fn run(
     })
 }
 
-/// The SIF definition-file object: the recipe, or a note of the source.
-fn definition(meta: &ImageMeta, source: &Path) -> String {
-    meta.definition.clone().unwrap_or_else(|| {
-        format!(
+/// The SIF definition-file object: the recipe; for a pulled image the
+/// header Apptainer writes for one (`bootstrap: docker`, `from: REF`);
+/// else a note of the source.
+fn definition(meta: &ImageMeta, source: &BuildSource) -> String {
+    meta.definition.clone().unwrap_or_else(|| match source {
+        BuildSource::Pulled { reference, .. } => {
+            format!("bootstrap: docker\nfrom: {reference}\n")
+        }
+        BuildSource::Path(path) => format!(
             "# built by rfake build from {}\n",
-            source.file_name().unwrap_or_default().to_string_lossy()
-        )
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ),
     })
 }
 
@@ -312,7 +354,7 @@ mod tests {
     fn build(source: &Path, out: &Path, epoch: Option<&str>) -> (Vec<u8>, squashfs::Reader) {
         let req = BuildRequest {
             out: out.to_path_buf(),
-            source: source.to_path_buf(),
+            source: BuildSource::Path(source.to_path_buf()),
             compression: Compression::Gzip,
             block_size: squashfs::DEFAULT_BLOCK_SIZE,
             skip_special: false,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::Loaded;
-use crate::build::run::{BuildRequest, parse_block_size};
+use crate::build::run::{BuildRequest, BuildSource, parse_block_size};
 use crate::build::source::SizeLimit;
 use crate::cli::BuildArgs;
 use crate::config;
@@ -22,7 +22,7 @@ pub fn run(
     let max_size = max_size(args.max_size.as_deref(), load)?;
     let request = BuildRequest {
         out,
-        source,
+        source: BuildSource::Path(source),
         compression: args
             .compress
             .parse()

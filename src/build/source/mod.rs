@@ -249,6 +249,25 @@ pub fn load(
     Ok(cx.finish())
 }
 
+/// Fill `tree` and `meta` from an image pulled from a registry: its
+/// manifest (checked against its digest), whose blobs are in `blobs_root`
+/// (the image cache, laid out as `blobs/<algorithm>/<hex>`). `place` names
+/// the image in messages (its reference). Layers are read, checked and
+/// applied as [`load`] does for an OCI layout.
+pub fn load_pulled(
+    blobs_root: &Path,
+    manifest: &[u8],
+    place: &str,
+    opts: &Options,
+    spool: &mut Spool,
+    tree: &mut Tree,
+    meta: &mut ImageMeta,
+) -> Result<Vec<String>, SourceError> {
+    let mut cx = Cx::new(opts, spool);
+    oci::load_manifest(&mut cx, blobs_root, manifest, place, tree, meta)?;
+    Ok(cx.finish())
+}
+
 /// The state of one [`load`]: options, the spool, warnings so far.
 struct Cx<'a> {
     opts: &'a Options,

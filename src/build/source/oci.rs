@@ -60,6 +60,28 @@ pub(super) fn load_archive(
     )
 }
 
+/// Load the image whose manifest is `manifest` (its bytes, already checked
+/// against their digest by whoever fetched them; `place` names it in
+/// messages) from a blob store laid out as an OCI layout's `blobs/` is:
+/// `root/blobs/<algorithm>/<hex>`. The image cache is one.
+pub(super) fn load_manifest(
+    cx: &mut Cx,
+    root: &Path,
+    manifest: &[u8],
+    place: &str,
+    tree: &mut Tree,
+    meta: &mut ImageMeta,
+) -> Result<(), SourceError> {
+    let doc = parse_json(manifest, place)?;
+    if doc.get("manifests").is_some() {
+        return Err(SourceError::invalid(
+            place,
+            "an image index, not an image manifest",
+        ));
+    }
+    apply_manifest(cx, &Store::Dir(root.to_path_buf()), &doc, place, tree, meta)
+}
+
 /// A file of the layout opened for reading, and its size.
 type Opened<'a> = (Box<dyn Read + 'a>, u64);
 
@@ -581,6 +603,34 @@ mod tests {
         let oci = two_layer_image(&d.path().join("layout"));
         assert_eq!(detect(&oci.dir).unwrap(), SourceKind::OciLayout);
         check_two_layer_image(&load_source(&oci.dir, &Options::default()).unwrap());
+    }
+
+    /// A pulled image: the manifest's bytes and the blob store (the image
+    /// cache has an OCI layout's `blobs/`), no `index.json` read.
+    #[test]
+    fn pulled_manifest_with_blobs_in_a_store() {
+        let d = tempfile::tempdir().unwrap();
+        let oci = two_layer_image(&d.path().join("cache"));
+        fs::remove_file(oci.dir.join("index.json")).unwrap();
+        let manifest = fs::read_dir(oci.dir.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| fs::read(e.unwrap().path()).unwrap())
+            .find(|b| b.starts_with(b"{") && b.windows(6).any(|w| w == b"layers"))
+            .unwrap();
+        check_two_layer_image(&load_pulled_source(&oci.dir, &manifest).unwrap());
+        // An index is not a manifest; a missing layer is named.
+        let err = load_pulled_source(&oci.dir, br#"{"manifests": []}"#).unwrap_err();
+        assert!(err.to_string().contains("an image index"), "{err}");
+        let layer = manifest_layer(&manifest);
+        fs::remove_file(oci.dir.join(layer.blob_path())).unwrap();
+        let err = load_pulled_source(&oci.dir, &manifest).unwrap_err();
+        assert_eq!(err.exit_kind(), ExitKind::BadImage);
+        assert!(err.to_string().contains(&layer.to_string()), "{err}");
+    }
+
+    fn manifest_layer(manifest: &[u8]) -> Digest {
+        let doc: Value = serde_json::from_slice(manifest).unwrap();
+        Digest::parse(doc["layers"][0]["digest"].as_str().unwrap()).unwrap()
     }
 
     #[test]

@@ -63,6 +63,28 @@ pub fn load_source(path: &Path, opts: &Options) -> Result<Loaded, SourceError> {
     })
 }
 
+/// Load a pulled image: `manifest`'s bytes, blobs under `root`.
+pub fn load_pulled_source(root: &Path, manifest: &[u8]) -> Result<Loaded, SourceError> {
+    let mut spool = Spool::new(tempfile::tempfile().unwrap());
+    let mut tree = Tree::default();
+    let mut meta = ImageMeta::default();
+    let warnings = super::load_pulled(
+        root,
+        manifest,
+        "docker://registry.example/demo:1",
+        &Options::default(),
+        &mut spool,
+        &mut tree,
+        &mut meta,
+    )?;
+    Ok(Loaded {
+        tree,
+        meta,
+        warnings,
+        spool: spool.finish().unwrap(),
+    })
+}
+
 pub fn mode_of(tree: &Tree, path: &str) -> u16 {
     match tree.get(Path::new(path)) {
         Some(Node::Dir { meta, .. } | Node::File { meta, .. } | Node::Symlink { meta, .. }) => {
