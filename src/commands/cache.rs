@@ -58,7 +58,7 @@ fn list(root: &Path, json: bool) -> Result<(), CacheError> {
         "KIND", "SIZE", "LAST USED", "DIGEST"
     );
     for e in &entries {
-        println!(
+        let line = format!(
             "{:<8} {:>10}  {:<11} {:<19}  {}",
             e.kind.name(),
             human(e.size),
@@ -66,6 +66,7 @@ fn list(root: &Path, json: bool) -> Result<(), CacheError> {
             short(e),
             refs_text(e),
         );
+        println!("{}", line.trim_end());
     }
     let n = entries.len();
     println!(
