@@ -107,6 +107,11 @@ pub enum Commands {
         /// Output directory.
         dir: PathBuf,
     },
+    /// List or clean the image cache (images pulled from registries).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
 }
 
 /// Options of `rfake build`.
@@ -216,6 +221,29 @@ pub struct LaunchArgs {
     /// running anything.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `rfake cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the cache's images, blobs and partial downloads, least
+    /// recently used last, with the references that resolve to them.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove partial downloads, temporaries and the layer blobs of images
+    /// already converted (entries in use by a running pull stay).
+    Clean {
+        /// Remove everything instead (references included).
+        #[arg(long, conflicts_with = "older_than")]
+        all: bool,
+        /// Remove the entries not used for DURATION instead: a whole
+        /// number and a unit s, m, h or d (30d).
+        #[arg(long, value_name = "DURATION", value_parser = crate::cache::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //!   `squashfs` reads and writes SquashFS (libsquashfs bindings, rfake's own
 //!   checks); `fuse` is the libfuse3 session; `image_server` serves an image
 //!   (rfake's own server or squashfuse);
+//! - `cache` is the image cache (blobs, converted images, references;
+//!   fcntl locks, temp + rename);
 //! - `build` makes images, `inspect` describes them, `env` is the container
 //!   environment, `config` the site and user files, `input` opens the files
 //!   users and images name (regular files only, size-capped), `host` and
@@ -32,6 +34,7 @@
 
 mod build;
 mod bytes;
+mod cache;
 mod cli;
 mod commands;
 mod config;

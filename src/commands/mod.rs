@@ -2,6 +2,7 @@
 //! them into its request and runs it. [`run`] is the table of contents.
 
 mod build;
+mod cache;
 mod config;
 mod doctor;
 mod inspect;
@@ -47,6 +48,7 @@ pub fn run(command: Commands) -> Result<u8, Error> {
         Commands::Doctor => Ok(doctor::run(&invoker, load())),
         Commands::Config => config::run(load()?),
         Commands::Man { dir } => man::run(&dir),
+        Commands::Cache { command } => cache::run(command, &invoker.env),
     }
 }
 
