@@ -26,6 +26,7 @@ user=${RFAKE_TEST_USER:-rfake-test}
 stage=/var/tmp/rfake-tests
 # The MPI image's Debian root is kept between runs (it takes minutes).
 mpi_cache=${RFAKE_MPI_CACHE:-/var/tmp/rfake-mpi-image}
+tests/registry/setup.sh stop "$stage"   # servers an interrupted run left
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$stage/work"
 chmod 0755 "$stage" "$stage/bin"
@@ -73,9 +74,14 @@ echo "== MPI test image (debootstrap: cached in $mpi_cache)"
 RFAKE_BIN="$root/target/debug/rfake" images/mpi/build-mpi-image.sh "$mpi_cache" >/dev/null
 install -m 0644 "$mpi_cache/mpi.sqfs" "$stage/mpi.sqfs"
 
+echo "== test registries (tests/registry/setup.sh)"
+trap 'tests/registry/setup.sh stop "$stage" >/dev/null 2>&1 || true' EXIT
+RFAKE_REGISTRY_DEBIAN_ROOT="$mpi_cache/rootfs" tests/registry/setup.sh start "$stage" >/dev/null
+mapfile -t registry_env <"$stage/registry/env"
+
 echo "== Slurm test cluster"
 slurm/cluster.sh start --nodes 2 >/dev/null
-trap 'slurm/cluster.sh stop >/dev/null 2>&1 || true' EXIT
+trap 'slurm/cluster.sh stop >/dev/null 2>&1 || true; tests/registry/setup.sh stop "$stage" >/dev/null 2>&1 || true' EXIT
 slurm_conf=${RFAKE_SLURM_DIR:-/var/tmp/rfake-slurm}/slurm.conf
 
 echo "== tests as $user"
@@ -95,6 +101,7 @@ while read -r bin; do
       RFAKE_TEST_RECIPES="$stage/images-src/recipes" RFAKE_TEST_DOCS="$stage/docs-src" \
       RFAKE_SLURM_CONF="$slurm_conf" RFAKE_MPI_IMAGE="$stage/mpi.sqfs" \
       RFAKE_FUZZ_SECONDS="${RFAKE_FUZZ_SECONDS:-20}" RFAKE_FUZZ_DIR="$stage/work/fuzz" \
+      "${registry_env[@]}" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e

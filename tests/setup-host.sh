@@ -20,6 +20,8 @@ PACKAGES=(
   slurmctld slurmd slurm-client munge       # the test Slurm cluster (slurm/cluster.sh)
   openmpi-bin libopenmpi-dev libpmix2       # MPI launches; mpicc for the MPI test program
   debootstrap                               # the MPI test image's Debian root
+  docker-registry skopeo apache2-utils openssl curl  # the test registries (tests/registry/setup.sh);
+                                            # the package's own service on :5000 is not used
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -58,5 +60,11 @@ fi
 # A scratch directory, as clusters have (the tests' site config lists
 # /scratch/$USER).
 install -d -o "$user" -g "$(id -gn "$user")" -m 0755 "/scratch/$user"
+
+# The TLS test registry's name (tests/registry/setup.sh): loopback, but not a
+# name rfake speaks plain http to (localhost, 127.0.0.0/8, ::1).
+if ! grep -qE '^127\.0\.0\.1[[:space:]].*\bregistry\.rfake\.test\b' /etc/hosts; then
+  printf '\n127.0.0.1 registry.rfake.test\n' >>/etc/hosts
+fi
 
 echo "setup-host.sh: ready (user $user, /dev/fuse $(stat -c %a /dev/fuse))"
