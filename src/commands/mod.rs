@@ -7,6 +7,7 @@ mod doctor;
 mod inspect;
 mod launch;
 mod man;
+mod registry;
 
 use crate::cli::Commands;
 use crate::config::{Config, ConfigError, ConfigSources};
@@ -47,6 +48,7 @@ pub fn run(command: Commands) -> Result<u8, Error> {
         Commands::Doctor => Ok(doctor::run(&invoker, load())),
         Commands::Config => config::run(load()?),
         Commands::Man { dir } => man::run(&dir),
+        Commands::Registry { command } => Ok(registry::run(command, &invoker.env)),
     }
 }
 
