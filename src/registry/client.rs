@@ -35,7 +35,7 @@ use ureq::{Agent, Body};
 
 use super::RegistryError;
 use super::auth::{self, Challenge, Credentials, Lookup};
-use super::reference::{Reference, api_base, host_of, is_loopback};
+use super::reference::{Reference, api_base, is_loopback};
 use crate::digest::Digest;
 use crate::exit::ExitKind;
 
@@ -677,13 +677,21 @@ fn truncated(what: &str, got: u64, expected: u64) -> RegistryError {
 /// message (`{"errors":[{"code","message"}]}`) are quoted when it sent them.
 fn status_error(what: &str, mut response: Response<Body>, detail: &str) -> RegistryError {
     let status = response.status().as_u16();
-    let said = response
+    let body = response
         .body_mut()
         .with_config()
         .limit(SMALL_BODY_MAX)
         .read_to_vec()
-        .ok()
-        .and_then(|b| registry_message(&b));
+        .unwrap_or_default();
+    // Go's TLS server answers plain HTTP with this 400.
+    if status == 400 && String::from_utf8_lossy(&body).contains("HTTP request to an HTTPS server") {
+        return RegistryError::protocol(
+            what,
+            "the registry speaks HTTPS, and rfake speaks plain HTTP to a loopback address \
+             or localhost: reach it by a host name (e.g. one in /etc/hosts)",
+        );
+    }
+    let said = registry_message(&body);
     let said = said.map(|s| format!(": {s}")).unwrap_or_default();
     let what = what.to_string();
     match status {
@@ -747,7 +755,6 @@ fn body_error(registry: &str, what: &str, e: ureq::Error) -> RegistryError {
 
 /// A transport failure: unreachable host (68) or a protocol error (76).
 fn transport_error(registry: &str, url: &str, e: ureq::Error) -> RegistryError {
-    let host = host_of(registry).to_string();
     let unreachable = |detail: String| RegistryError::Unreachable {
         host: registry.to_string(),
         detail,
@@ -759,7 +766,7 @@ fn transport_error(registry: &str, url: &str, e: ureq::Error) -> RegistryError {
         ));
     }
     match e {
-        ureq::Error::HostNotFound => unreachable(format!("unknown host {host}")),
+        ureq::Error::HostNotFound => unreachable("unknown host".to_string()),
         ureq::Error::ConnectionFailed => unreachable("cannot connect".to_string()),
         ureq::Error::Timeout(t) => match t {
             ureq::Timeout::Connect | ureq::Timeout::Resolve => unreachable(format!(
@@ -778,7 +785,12 @@ fn transport_error(registry: &str, url: &str, e: ureq::Error) -> RegistryError {
                 ConnectionReset => "connection reset".to_string(),
                 ConnectionAborted => "connection aborted".to_string(),
                 TimedOut => "timed out".to_string(),
-                NotFound if io.get_ref().is_none() => format!("unknown host {host}"),
+                _ if text.contains("lookup address") => {
+                    // getaddrinfo(3) failed: std words it "failed to lookup
+                    // address information: <gai_strerror>".
+                    let why = text.rsplit(": ").next().unwrap_or(&text);
+                    format!("unknown host ({why})")
+                }
                 HostUnreachable => "host unreachable".to_string(),
                 NetworkUnreachable => "network unreachable".to_string(),
                 _ => text,
@@ -800,6 +812,10 @@ fn transport_error(registry: &str, url: &str, e: ureq::Error) -> RegistryError {
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
+    // ureq words an io::Error "io: ...".
+    if let Some(rest) = text.strip_prefix("io: ") {
+        text = rest.to_string();
+    }
     let mut source = e.source();
     while let Some(s) = source {
         let next = s.to_string();

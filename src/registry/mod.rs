@@ -16,3 +16,8 @@ pub use error::RegistryError;
 pub use manifest::{Content, Descriptor, Resolved, resolve};
 #[allow(unused_imports)]
 pub use reference::{ImageRef, Reference};
+
+#[cfg(test)]
+mod client_tests;
+#[cfg(test)]
+mod live_tests;
