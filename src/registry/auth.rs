@@ -78,7 +78,7 @@ impl Lookup {
     pub fn describe(&self, registry: &str) -> String {
         match self {
             Lookup::Found { credentials, file } => format!(
-                "credentials of {:?} for {registry} from {}",
+                "rfake sent the credentials of {:?} for {registry} from {}",
                 credentials.username,
                 crate::text::shown(file)
             ),

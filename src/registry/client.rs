@@ -617,7 +617,7 @@ fn content_range_start(value: &str) -> Option<u64> {
 
 /// The manifest's media type: the `Content-Type` (parameters dropped)
 /// unless it is missing or generic JSON, then the document's `mediaType`.
-pub fn media_type_of(content_type: Option<&str>, bytes: &[u8]) -> String {
+fn media_type_of(content_type: Option<&str>, bytes: &[u8]) -> String {
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_ascii_lowercase())
         .filter(|c| {
