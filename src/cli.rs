@@ -112,6 +112,11 @@ pub enum Commands {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Save or remove the credentials rfake uses for an image registry.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
 }
 
 /// Options of `rfake build`.
@@ -243,6 +248,33 @@ pub enum CacheCommand {
         /// number and a unit s, m, h or d (30d).
         #[arg(long, value_name = "DURATION", value_parser = crate::cache::parse_duration)]
         older_than: Option<std::time::Duration>,
+    },
+}
+
+/// `rfake registry ...`.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Check a user name and password (or token) with REGISTRY, then save
+    /// them in $REGISTRY_AUTH_FILE, else ~/.docker/config.json (mode 0600).
+    Login {
+        /// The user name (asked on the terminal when not given).
+        #[arg(short, long, value_name = "USER")]
+        username: Option<String>,
+        /// Read the password from standard input instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Also trust the PEM CA certificate(s) in FILE for this registry's
+        /// TLS certificate.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// HOST[:PORT] (docker.io for Docker Hub).
+        registry: String,
+    },
+    /// Remove REGISTRY's credentials from $REGISTRY_AUTH_FILE, else
+    /// ~/.docker/config.json.
+    Logout {
+        /// HOST[:PORT].
+        registry: String,
     },
 }
 

@@ -31,33 +31,47 @@ pub enum ExitKind {
     CannotExecute,
     /// The command was not found in the image.
     CommandNotFound,
+    /// A registry cannot be reached: unknown host, connection refused or
+    /// reset, timeout, TLS failure.
+    RegistryUnreachable,
+    /// A registry answered something unexpected: 5xx, 429, an unhandled
+    /// status, a truncated download, a token endpoint without a token.
+    RegistryProtocol,
+    /// An output file cannot be created (it exists, without `--force`).
+    CannotCreate,
 }
 
 impl ExitKind {
     /// The process exit status for this failure.
     pub const fn code(self) -> u8 {
         match self {
-            ExitKind::Usage => 64,           // EX_USAGE
-            ExitKind::BadImage => 65,        // EX_DATAERR
-            ExitKind::NoInput => 66,         // EX_NOINPUT
-            ExitKind::HostUnavailable => 69, // EX_UNAVAILABLE
-            ExitKind::Internal => 70,        // EX_SOFTWARE
-            ExitKind::OsError => 71,         // EX_OSERR
-            ExitKind::Refused => 77,         // EX_NOPERM
-            ExitKind::Config => 78,          // EX_CONFIG
+            ExitKind::Usage => 64,               // EX_USAGE
+            ExitKind::BadImage => 65,            // EX_DATAERR
+            ExitKind::NoInput => 66,             // EX_NOINPUT
+            ExitKind::RegistryUnreachable => 68, // EX_NOHOST
+            ExitKind::HostUnavailable => 69,     // EX_UNAVAILABLE
+            ExitKind::Internal => 70,            // EX_SOFTWARE
+            ExitKind::OsError => 71,             // EX_OSERR
+            ExitKind::CannotCreate => 73,        // EX_CANTCREAT
+            ExitKind::RegistryProtocol => 76,    // EX_PROTOCOL
+            ExitKind::Refused => 77,             // EX_NOPERM
+            ExitKind::Config => 78,              // EX_CONFIG
             ExitKind::CannotExecute => 126,
             ExitKind::CommandNotFound => 127,
         }
     }
 
     /// Every kind, for documentation tests.
-    pub const ALL: [ExitKind; 10] = [
+    pub const ALL: [ExitKind; 13] = [
         ExitKind::Usage,
         ExitKind::BadImage,
         ExitKind::NoInput,
+        ExitKind::RegistryUnreachable,
         ExitKind::HostUnavailable,
         ExitKind::Internal,
         ExitKind::OsError,
+        ExitKind::CannotCreate,
+        ExitKind::RegistryProtocol,
         ExitKind::Refused,
         ExitKind::Config,
         ExitKind::CannotExecute,

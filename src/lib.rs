@@ -21,6 +21,8 @@
 //!   environment, `config` the site and user files, `input` opens the files
 //!   users and images name (regular files only, size-capped), `host` and
 //!   `doctor` the host's prerequisites;
+//! - `registry` speaks to image registries: references, credentials,
+//!   manifests and blobs over the OCI distribution API;
 //! - `error`, `exit`, `diag` and `text`: errors and their exit codes, the
 //!   `rfake[pid]:` diagnostics, one-line text.
 //!
@@ -54,6 +56,9 @@ mod image_server;
 mod input;
 mod inspect;
 mod launch;
+// Until src/pull uses the client, parts of it are used only by tests.
+#[allow(dead_code)]
+mod registry;
 pub mod squashfs;
 #[cfg(test)]
 mod testing;

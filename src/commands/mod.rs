@@ -8,6 +8,7 @@ mod doctor;
 mod inspect;
 mod launch;
 mod man;
+mod registry;
 
 use crate::cli::Commands;
 use crate::config::{Config, ConfigError, ConfigSources};
@@ -49,6 +50,7 @@ pub fn run(command: Commands) -> Result<u8, Error> {
         Commands::Config => config::run(load()?),
         Commands::Man { dir } => man::run(&dir),
         Commands::Cache { command } => cache::run(command, &invoker.env),
+        Commands::Registry { command } => Ok(registry::run(command, &invoker.env)),
     }
 }
 
