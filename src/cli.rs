@@ -12,16 +12,18 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Run container images without root on HPC clusters",
     long_about = "rfake runs a command inside a single-file container image (SquashFS or \
-                  Apptainer/Singularity SIF) or an unpacked directory, as an unprivileged user: \
+                  Apptainer/Singularity SIF), an unpacked directory or an image from a registry \
+                  (docker://, oras://), as an unprivileged user: \
                   no setuid helper, no daemon, no subuid ranges. The image is served by \
                   rfake's own FUSE server (or squashfuse) inside a private mount namespace \
                   and you appear as root inside \
                   a user namespace with a one-entry map, while you stay yourself on the host.",
     after_help = "Exit status: the payload's own status (128+N when killed by signal N); \
                   rfake's own failures: 64 usage, 65 bad image, 66 missing or unreadable \
-                  image, 69 host prerequisite missing, 70 internal error, 71 kernel call \
-                  failed, 77 refused, 78 configuration error, 126 command not executable, \
-                  127 command not found. See docs/exit-codes.md."
+                  image, 68 registry unreachable, 69 host prerequisite missing, 70 internal \
+                  error, 71 kernel call failed, 73 output exists (pull), 76 registry \
+                  protocol error, 77 refused, 78 configuration error, 126 command not \
+                  executable, 127 command not found. See docs/exit-codes.md."
 )]
 pub struct Cli {
     /// More output on stderr: -v shows each set-up step and its duration,
@@ -39,7 +41,11 @@ pub enum Commands {
     Exec {
         #[command(flatten)]
         launch: LaunchArgs,
-        /// A SquashFS file, a SIF file or an unpacked root directory.
+        #[command(flatten)]
+        pull: PullArgs,
+        /// A SquashFS file, a SIF file, an unpacked root directory, or a
+        /// reference: docker://NAME[:TAG|@DIGEST], oras://NAME[:TAG],
+        /// oci-archive:FILE, docker-archive:FILE.
         image: PathBuf,
         /// The command and its arguments, looked up in the image's PATH.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -49,7 +55,11 @@ pub enum Commands {
     Run {
         #[command(flatten)]
         launch: LaunchArgs,
-        /// A SquashFS file, a SIF file or an unpacked root directory.
+        #[command(flatten)]
+        pull: PullArgs,
+        /// A SquashFS file, a SIF file, an unpacked root directory, or a
+        /// reference: docker://NAME[:TAG|@DIGEST], oras://NAME[:TAG],
+        /// oci-archive:FILE, docker-archive:FILE.
         image: PathBuf,
         /// Arguments passed to the runscript.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -59,7 +69,11 @@ pub enum Commands {
     Shell {
         #[command(flatten)]
         launch: LaunchArgs,
-        /// A SquashFS file, a SIF file or an unpacked root directory.
+        #[command(flatten)]
+        pull: PullArgs,
+        /// A SquashFS file, a SIF file, an unpacked root directory, or a
+        /// reference: docker://NAME[:TAG|@DIGEST], oras://NAME[:TAG],
+        /// oci-archive:FILE, docker-archive:FILE.
         image: PathBuf,
     },
     /// Check that this host can run rfake and say how to fix what is missing.
@@ -83,8 +97,32 @@ pub enum Commands {
         args: BuildArgs,
         /// The image to write.
         out: PathBuf,
-        /// What to build it from.
+        #[command(flatten)]
+        pull: PullArgs,
+        /// What to build it from: a path, or a docker:// reference.
         source: PathBuf,
+    },
+    /// Fetch an image from a registry (or an archive) into a file of its
+    /// own: SIF when OUT ends in .sif, else SquashFS.
+    #[command(
+        long_about = "Fetch an image into a single file: SIF when OUT ends in .sif (with the \
+                      image's Env, Entrypoint, Cmd, WorkingDir and labels, as rfake build keeps \
+                      them), else SquashFS. REF is docker://NAME[:TAG|@DIGEST], \
+                      oras://NAME[:TAG] (a SIF pushed as an OCI artifact), oci-archive:FILE or \
+                      docker-archive:FILE. OUT defaults to NAME_TAG.sif in the current \
+                      directory, as Apptainer names it. Blobs go through the image cache \
+                      (RFAKE_CACHEDIR, cache_dir), so a second pull downloads nothing and an \
+                      interrupted one resumes."
+    )]
+    Pull {
+        #[command(flatten)]
+        pull: PullArgs,
+        /// Overwrite OUT if it exists.
+        #[arg(long)]
+        force: bool,
+        /// [OUT] REF: the file to write (optional) and the reference.
+        #[arg(required = true, num_args = 1..=2, value_names = ["OUT", "REF"])]
+        targets: Vec<PathBuf>,
     },
     /// Describe an image without mounting it: format, SIF objects,
     /// SquashFS, labels, environment, runscript, definition.
@@ -98,7 +136,11 @@ pub enum Commands {
         /// Print the file at PATH inside the image instead.
         #[arg(long, value_name = "PATH", conflicts_with = "list")]
         cat: Option<String>,
-        /// A SquashFS file, a SIF file or an unpacked root directory.
+        #[command(flatten)]
+        pull: PullArgs,
+        /// A SquashFS file, a SIF file, an unpacked root directory, or a
+        /// reference: docker://NAME[:TAG|@DIGEST], oras://NAME[:TAG],
+        /// oci-archive:FILE, docker-archive:FILE.
         image: PathBuf,
     },
     /// Write the man pages generated from this command line into DIR.
@@ -135,14 +177,33 @@ pub struct BuildArgs {
     /// Give a SIF a random UUID (default: all zeros, reproducible).
     #[arg(long)]
     pub random_uuid: bool,
-    /// The architecture a SIF says it is for (default: this host's).
-    #[arg(long, value_name = "ARCH")]
-    pub arch: Option<String>,
     /// The most the image's files may add up to, uncompressed (a
     /// sparse file counts at its full size; 0: no limit). Default:
     /// build_max_size in rfake.toml, else 4T.
     #[arg(long, value_name = "SIZE")]
     pub max_size: Option<String>,
+}
+
+/// Options for images named by reference (docker://, oras://), shared by
+/// every command that takes an image.
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// The architecture: which image of a multi-architecture reference to
+    /// take, and what a built SIF says it is for (amd64, arm64, ppc64le...;
+    /// default: this host's).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// Use only images already in the cache; never contact a registry
+    /// (also the configuration's offline).
+    #[arg(long)]
+    pub offline: bool,
+    /// Trust the certificate authorities in FILE (PEM) for registries,
+    /// besides the system's (also registry_ca_file).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// No progress on stderr while pulling.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// Options shared by exec, run and shell.

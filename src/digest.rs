@@ -27,6 +27,16 @@ impl Digest {
         })
     }
 
+    /// The sha256 digest of `bytes`.
+    pub fn sha256_of(bytes: &[u8]) -> Digest {
+        let mut h = Hasher::Sha256(Sha256::new());
+        h.update(bytes);
+        Digest {
+            algorithm: "sha256",
+            hex: h.hex(),
+        }
+    }
+
     /// Where the blob is in a layout.
     pub fn blob_path(&self) -> String {
         format!("blobs/{}/{}", self.algorithm, self.hex)

@@ -47,6 +47,13 @@ pub enum Error {
     Build(#[from] crate::build::run::BuildError),
     #[error(transparent)]
     Join(#[from] crate::launch::rendezvous::JoinError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// A pull that failed outside the registry client and the cache.
+    #[error("{message}")]
+    Pull { kind: ExitKind, message: String },
 }
 
 impl Error {
@@ -77,6 +84,9 @@ impl Error {
             Error::Env(_) => ExitKind::Usage,
             Error::Config(e) => e.exit_kind(),
             Error::Build(e) => e.exit_kind(),
+            Error::Pull { kind, .. } => *kind,
+            Error::Cache(e) => e.exit_kind(),
+            Error::Registry(e) => e.exit_kind(),
             Error::Join(crate::launch::rendezvous::JoinError::Foreign { .. }) => ExitKind::Refused,
             Error::Join(
                 crate::launch::rendezvous::JoinError::Keeper { code, .. }

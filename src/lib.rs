@@ -56,8 +56,7 @@ mod image_server;
 mod input;
 mod inspect;
 mod launch;
-// Until src/pull uses the client, parts of it are used only by tests.
-#[allow(dead_code)]
+mod pull;
 mod registry;
 pub mod squashfs;
 #[cfg(test)]

@@ -21,6 +21,34 @@ pub fn shown(path: &Path) -> String {
     one_line(&path.to_string_lossy())
 }
 
+/// An I/O error in one line: the errno's description and name
+/// (`Permission denied (EACCES)`), else its own text when it carries no
+/// errno (corrupt compressed data, a truncated archive).
+pub fn io_text(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(raw) => {
+            let errno = nix::errno::Errno::from_raw(raw);
+            format!("{} ({errno:?})", errno.desc())
+        }
+        None => one_line(&error.to_string()),
+    }
+}
+
+/// A size for people: `512 B`, `4.9 KiB`, `29.6 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,6 +157,9 @@ fn world(root: &Path) -> session::World {
         uid: uid.as_raw(),
         gid: nix::unistd::getgid().as_raw(),
         slurm_conf,
+        registry: std::env::var("RFAKE_TEST_REGISTRY")
+            .ok()
+            .filter(|r| !r.is_empty()),
     }
 }
 
@@ -233,6 +236,9 @@ fn check_block(
     let mut lacking = Vec::new();
     if marks.needs_slurm && w.slurm_conf.is_none() {
         lacking.push("no Slurm cluster: RFAKE_SLURM_CONF");
+    }
+    if marks.needs_registry && w.registry.is_none() {
+        lacking.push("no test registry: RFAKE_TEST_REGISTRY");
     }
     if session::mentions(&said, "mpi.sqfs") && !w.assets.iter().any(|a| a.name == "mpi.sqfs") {
         lacking.push("no MPI image: RFAKE_MPI_IMAGE");
@@ -480,8 +486,20 @@ fn every_flag_is_documented_and_every_documented_flag_exists() {
     let mut problems = Vec::new();
     let mut documented_globals = BTreeSet::new();
     let mut subs = BTreeSet::new();
+    // Nested subcommands (`rfake cache list`) are named `cache-list`, as
+    // their man pages are; a parent with subcommands has no table of its own.
+    let mut all: Vec<(String, &clap::Command)> = Vec::new();
     for sub in cli.get_subcommands() {
-        let name = sub.get_name().to_string();
+        if sub.has_subcommands() {
+            for leaf in sub.get_subcommands() {
+                all.push((format!("{}-{}", sub.get_name(), leaf.get_name()), leaf));
+            }
+            subs.insert(sub.get_name().to_string());
+        } else {
+            all.push((sub.get_name().to_string(), sub));
+        }
+    }
+    for (name, sub) in all {
         subs.insert(name.clone());
         let own = clap_flags(sub);
         let documented = tables.get(&name).cloned().unwrap_or_default();
@@ -513,7 +531,7 @@ fn every_flag_is_documented_and_every_documented_flag_exists() {
         let mut want: BTreeSet<String> = own.union(&globals).cloned().collect();
         want.extend(["-h".to_string(), "--help".to_string()]);
         if !sub.is_hide_set() {
-            let help = help_flags(&name);
+            let help = help_flags(&name.replace('-', " "));
             if help != want {
                 problems.push(format!(
                     "rfake {name} --help lists {help:?}, the definition has {want:?}"

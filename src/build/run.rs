@@ -55,6 +55,10 @@ pub struct BuildRequest {
     pub arch: Arch,
     /// The most the image's files may add up to, uncompressed.
     pub max_size: SizeLimit,
+    /// Report what the image cannot keep (owners, special files left out)
+    /// as warnings; else at `-v` only: a pulled image's device nodes and
+    /// owners are routine, and the container has its own `/dev`.
+    pub warn_losses: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +184,11 @@ pub fn run(
         )?,
     };
     for warning in warnings {
-        log::warn!("{warning}");
+        if req.warn_losses {
+            log::warn!("{warning}");
+        } else {
+            log::info!("{warning}");
+        }
     }
     let tree_err = |error| BuildError::Tree {
         input: req.source.name(),
@@ -361,6 +369,7 @@ mod tests {
             random_uuid: false,
             arch: Arch::host(),
             max_size: SizeLimit::default(),
+            warn_losses: true,
         };
         let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = epoch
             .map(|t| ("SOURCE_DATE_EPOCH".into(), t.into()))

@@ -25,7 +25,6 @@
 
 // Until `src/pull` (the lead's) uses the download, image and reference
 // side: `rfake cache` alone uses list and clean. Remove with the wiring.
-#![allow(dead_code, unused_imports)]
 
 mod lock;
 mod manage;
@@ -41,13 +40,8 @@ use std::time::Duration;
 use crate::exit::ExitKind;
 use crate::text::shown;
 
-pub use manage::{Clean, Entry, Kind, Removal};
-pub use store::{RefKey, RefRecord};
-
-/// What [`Cache::evict`] did.
-pub type EvictReport = Removal;
-/// What [`Cache::clean`] did.
-pub type CleanReport = Removal;
+pub use manage::{Clean, Entry, Removal};
+pub use store::RefKey;
 
 /// A callback's failure (the registry download, the image conversion),
 /// passed through [`CacheError::Fetch`] and [`CacheError::Make`] with its
@@ -59,6 +53,12 @@ pub trait Failure: std::error::Error + 'static {
 impl Failure for crate::error::Error {
     fn exit_kind(&self) -> ExitKind {
         crate::error::Error::exit_kind(self)
+    }
+}
+
+impl Failure for crate::registry::RegistryError {
+    fn exit_kind(&self) -> ExitKind {
+        crate::registry::RegistryError::exit_kind(self)
     }
 }
 
@@ -135,8 +135,7 @@ impl CacheError {
             CacheError::Mismatch { .. }
             | CacheError::TooLarge { .. }
             | CacheError::Corrupt { .. } => ExitKind::BadImage,
-            // The lead maps this to RegistryProtocol (76) once exit.rs has it.
-            CacheError::Short { .. } => ExitKind::BadImage,
+            CacheError::Short { .. } => ExitKind::RegistryProtocol,
             CacheError::ReadOnlyMissing { .. } | CacheError::ReadOnly { .. } => ExitKind::Refused,
             CacheError::BadName(_) => ExitKind::Usage,
             CacheError::NoRoot => ExitKind::Config,
@@ -192,7 +191,50 @@ pub fn root_from(
     }
 }
 
+/// Where the cache is and how it may be used, from the configuration and
+/// the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub root: PathBuf,
+    /// `cache_read_only`: it applies to the configured `cache_dir` only (a
+    /// user who names their own cache with `RFAKE_CACHEDIR` writes to it).
+    pub read_only: bool,
+    /// `cache_max_size`; 0: no limit.
+    pub max_size: u64,
+}
+
+impl Settings {
+    pub fn new(
+        config: &crate::config::Config,
+        env: &[(OsString, OsString)],
+    ) -> Result<Settings, CacheError> {
+        let configured = config
+            .cache_dir
+            .value
+            .as_ref()
+            .and_then(|entry| entry.path.as_ref().ok().cloned());
+        let from_env = crate::env::get(env, "RFAKE_CACHEDIR").is_some_and(|v| !v.is_empty());
+        let root = root_from(env, configured.as_deref())?;
+        if !root.is_absolute() {
+            return Err(CacheError::BadName(format!(
+                "{}: the cache directory must be an absolute path",
+                shown(&root)
+            )));
+        }
+        Ok(Settings {
+            read_only: !from_env && configured.is_some() && config.cache_read_only.value,
+            root,
+            max_size: config.cache_max_size.value,
+        })
+    }
+
+    pub fn open(&self) -> Result<Cache, CacheError> {
+        Cache::open(self.root.clone(), self.read_only, self.max_size)
+    }
+}
+
 /// [`root_from`] without a configured directory.
+#[cfg(test)]
 pub fn default_root(env: &[(OsString, OsString)]) -> Result<PathBuf, CacheError> {
     root_from(env, None)
 }
@@ -301,14 +343,6 @@ impl Cache {
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    pub fn read_only(&self) -> bool {
-        self.read_only
-    }
-
-    pub fn max_size(&self) -> u64 {
-        self.max_size
     }
 
     fn tmp(&self) -> PathBuf {

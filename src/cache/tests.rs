@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::lock::Lock;
+use super::manage::Kind;
 use super::*;
 use crate::digest::Digest;
 use crate::exit::ExitKind;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::Loaded;
 use crate::build::run::{BuildRequest, BuildSource, parse_block_size};
 use crate::build::source::SizeLimit;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, PullArgs};
 use crate::config;
 use crate::error::Error;
 use crate::image::sif::Arch;
@@ -14,15 +14,31 @@ use crate::squashfs::SqfsError;
 
 pub fn run(
     args: BuildArgs,
+    pull: &PullArgs,
     out: PathBuf,
     source: PathBuf,
     invoker: &Invoker,
     load: impl FnOnce() -> Loaded,
 ) -> Result<u8, Error> {
-    let max_size = max_size(args.max_size.as_deref(), load)?;
+    // The configuration is read only when needed (for the size limit
+    // without --max-size, for a reference's cache), so a broken file does
+    // not stop a build that needs nothing from it.
+    let reference = crate::registry::ImageRef::is_reference(source.as_os_str());
+    let config = match args.max_size.is_none() || reference {
+        true => Some(load()?),
+        false => None,
+    };
+    let max_size = max_size(args.max_size.as_deref(), config.as_ref())?;
+    let source = match &config {
+        Some(config) if reference => {
+            let opts = crate::pull::PullOptions::new(pull, config, &invoker.env)?;
+            crate::pull::build_source(&source, &opts)?
+        }
+        _ => BuildSource::Path(source),
+    };
     let request = BuildRequest {
         out,
-        source: BuildSource::Path(source),
+        source,
         compression: args
             .compress
             .parse()
@@ -30,14 +46,12 @@ pub fn run(
         block_size: parse_block_size(&args.block_size)?,
         skip_special: args.skip_special,
         random_uuid: args.random_uuid,
-        arch: match args.arch {
+        arch: match &pull.arch {
             None => Arch::host(),
-            Some(name) => Arch::ALL
-                .into_iter()
-                .find(|a| a.name() == name)
-                .ok_or_else(|| Error::Usage(format!("--arch {name}: unknown architecture")))?,
+            Some(name) => crate::pull::check_arch(name)?,
         },
         max_size,
+        warn_losses: true,
     };
     let summary = crate::build::run::run(&request, &invoker.env)?;
     println!("rfake build: {summary}");
@@ -47,7 +61,10 @@ pub fn run(
 /// The size limit: `--max-size`, else `build_max_size` from the
 /// configuration (read only when the flag is not given, so a broken file
 /// does not stop a build that names its limit).
-fn max_size(flag: Option<&str>, load: impl FnOnce() -> Loaded) -> Result<SizeLimit, Error> {
+fn max_size(
+    flag: Option<&str>,
+    config: Option<&crate::config::Config>,
+) -> Result<SizeLimit, Error> {
     if let Some(text) = flag {
         let bytes = config::parse_build_size(text)
             .map_err(|e| Error::Usage(format!("--max-size {text}: {e}")))?;
@@ -56,7 +73,12 @@ fn max_size(flag: Option<&str>, load: impl FnOnce() -> Loaded) -> Result<SizeLim
             origin: "--max-size".into(),
         });
     }
-    let setting = load()?.build_max_size;
+    let Some(config) = config else {
+        return Err(Error::Internal(
+            "no configuration for the size limit".into(),
+        ));
+    };
+    let setting = &config.build_max_size;
     Ok(SizeLimit {
         bytes: setting.value,
         origin: format!("build_max_size, {}", setting.origin),

@@ -4,33 +4,32 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cache::{Cache, CacheError, Clean, Entry, Removal};
+use crate::cache::{Cache, CacheError, Clean, Entry, Removal, Settings};
 use crate::cli::CacheCommand;
 use crate::error::Error;
 use crate::text::{one_line, shown};
 
-pub fn run(command: CacheCommand, env: &[(OsString, OsString)]) -> Result<u8, Error> {
-    // Until the configuration has cache_dir/cache_read_only: the
-    // environment's default root, writable. A cache error is reported here
-    // with its own exit code (the lead moves it into error::Error).
-    let result = crate::cache::default_root(env).and_then(|root| match command {
-        CacheCommand::List { json } => list(&root, json),
+/// The cache is the one pulls use: `RFAKE_CACHEDIR`, else `cache_dir`,
+/// else the default; a site-curated one (`cache_read_only`) is listed but
+/// never cleaned.
+pub fn run(
+    command: CacheCommand,
+    config: &crate::config::Config,
+    env: &[(OsString, OsString)],
+) -> Result<u8, Error> {
+    let settings = Settings::new(config, env)?;
+    match command {
+        CacheCommand::List { json } => list(&settings.root, json)?,
         CacheCommand::Clean { all, older_than } => {
             let what = match (all, older_than) {
                 (true, _) => Clean::All,
                 (false, Some(age)) => Clean::OlderThan(age),
                 (false, None) => Clean::Unneeded,
             };
-            clean(&root, what)
-        }
-    });
-    match result {
-        Ok(()) => Ok(0),
-        Err(e) => {
-            crate::diag::error(&e.to_string());
-            Ok(e.exit_kind().code())
+            clean(&settings, what)?
         }
     }
+    Ok(0)
 }
 
 fn list(root: &Path, json: bool) -> Result<(), CacheError> {
@@ -61,7 +60,7 @@ fn list(root: &Path, json: bool) -> Result<(), CacheError> {
         let line = format!(
             "{:<8} {:>10}  {:<11} {:<19}  {}",
             e.kind.name(),
-            human(e.size),
+            crate::text::human_size(e.size),
             ago(now, e.last_used),
             short(e),
             refs_text(e),
@@ -72,18 +71,19 @@ fn list(root: &Path, json: bool) -> Result<(), CacheError> {
     println!(
         "total: {n} entr{}, {} in {}",
         if n == 1 { "y" } else { "ies" },
-        human(total),
+        crate::text::human_size(total),
         shown(root)
     );
     Ok(())
 }
 
-fn clean(root: &Path, what: Clean) -> Result<(), CacheError> {
+fn clean(settings: &Settings, what: Clean) -> Result<(), CacheError> {
+    let root = &settings.root;
     if !root.exists() {
         println!("nothing to remove: there is no cache at {}", shown(root));
         return Ok(());
     }
-    let cache = Cache::open(root.to_path_buf(), false, 0)?;
+    let cache = Cache::open(root.to_path_buf(), settings.read_only, 0)?;
     let report = cache.clean(what)?;
     print!("{}", clean_text(&report));
     Ok(())
@@ -96,7 +96,7 @@ fn clean_text(report: &Removal) -> String {
             "removed {} {} ({}){}\n",
             e.kind.name(),
             short(e),
-            human(e.size),
+            crate::text::human_size(e.size),
             match refs_text(e).as_str() {
                 "" => String::new(),
                 r => format!(" {r}"),
@@ -106,7 +106,7 @@ fn clean_text(report: &Removal) -> String {
     let n = report.removed.len();
     out += &format!(
         "freed {} ({n} entr{}",
-        human(report.freed),
+        crate::text::human_size(report.freed),
         if n == 1 { "y" } else { "ies" }
     );
     if report.refs_removed > 0 {
@@ -116,7 +116,7 @@ fn clean_text(report: &Removal) -> String {
     if !report.busy.is_empty() {
         out += &format!("; kept {} in use by a running pull", report.busy.len());
     }
-    out += &format!("; the cache now holds {}\n", human(report.total));
+    out += &format!("; the cache now holds {}\n", crate::text::human_size(report.total));
     out
 }
 
@@ -156,21 +156,6 @@ fn refs_text(e: &Entry) -> String {
     text
 }
 
-/// `512 B`, `1.5 KiB`, `31.2 MiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// `12 s ago`, `5 min ago`, `3 h ago`, `40 d ago`.
 fn ago(now: SystemTime, then: SystemTime) -> String {
     let Ok(age) = now.duration_since(then) else {
@@ -192,11 +177,11 @@ mod tests {
 
     #[test]
     fn sizes_in_binary_units() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(1023), "1023 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(31 << 20), "31.0 MiB");
-        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(crate::text::human_size(0), "0 B");
+        assert_eq!(crate::text::human_size(1023), "1023 B");
+        assert_eq!(crate::text::human_size(1536), "1.5 KiB");
+        assert_eq!(crate::text::human_size(31 << 20), "31.0 MiB");
+        assert_eq!(crate::text::human_size(3 << 30), "3.0 GiB");
     }
 
     #[test]

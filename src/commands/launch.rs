@@ -3,18 +3,27 @@
 
 use std::path::PathBuf;
 
-use crate::cli::LaunchArgs;
+use crate::cli::{LaunchArgs, PullArgs};
 use crate::config::Config;
 use crate::error::Error;
 use crate::launch::{self, Action, Invoker, JoinMode, Request, settings::Settings};
+use crate::pull::PullOptions;
 
 pub fn run(
     args: LaunchArgs,
+    pull: &PullArgs,
     image: PathBuf,
     action: Action,
     invoker: &Invoker,
     config: Config,
 ) -> Result<u8, Error> {
+    // A reference is pulled into the cache first (a path stays a path).
+    let image = if crate::registry::ImageRef::is_reference(image.as_os_str()) {
+        let opts = PullOptions::new(pull, &config, &invoker.env)?;
+        crate::pull::local_image(&image, &opts)?
+    } else {
+        image
+    };
     let dry_run = args.dry_run;
     let request = request(args, image, action);
     let settings = Settings::from_config(&config);

@@ -8,6 +8,7 @@ mod doctor;
 mod inspect;
 mod launch;
 mod man;
+mod pull;
 mod registry;
 
 use crate::cli::Commands;
@@ -23,34 +24,49 @@ pub fn run(command: Commands) -> Result<u8, Error> {
     // The configuration is read once, from the environment captured above;
     // a command that needs it decides what a broken file means.
     let load = || Config::load(&ConfigSources::from_env(&invoker.env), &invoker.env);
-    let launch = |args, image, action| launch::run(args, image, action, &invoker, load()?);
+    let launch =
+        |args, pull, image, action| launch::run(args, &pull, image, action, &invoker, load()?);
     match command {
         Commands::Exec {
             launch: args,
+            pull,
             image,
             command,
-        } => launch(args, image, Action::Exec(command)),
+        } => launch(args, pull, image, Action::Exec(command)),
         Commands::Run {
             launch: args,
+            pull,
             image,
             args: run_args,
-        } => launch(args, image, Action::Run(run_args)),
+        } => launch(args, pull, image, Action::Run(run_args)),
         Commands::Shell {
             launch: args,
+            pull,
             image,
-        } => launch(args, image, Action::Shell),
-        Commands::Build { args, out, source } => build::run(args, out, source, &invoker, load),
+        } => launch(args, pull, image, Action::Shell),
+        Commands::Build {
+            args,
+            pull,
+            out,
+            source,
+        } => build::run(args, &pull, out, source, &invoker, load),
         Commands::Inspect {
             json,
             list,
             cat,
+            pull,
             image,
-        } => inspect::run(image, json, list, cat),
+        } => inspect::run(&pull, image, json, list, cat, &invoker, load),
+        Commands::Pull {
+            pull: args,
+            force,
+            targets,
+        } => pull::run(&args, force, targets, &invoker, load()?),
         Commands::Doctor => Ok(doctor::run(&invoker, load())),
         Commands::Config => config::run(load()?),
         Commands::Man { dir } => man::run(&dir),
-        Commands::Cache { command } => cache::run(command, &invoker.env),
-        Commands::Registry { command } => Ok(registry::run(command, &invoker.env)),
+        Commands::Cache { command } => cache::run(command, &load()?, &invoker.env),
+        Commands::Registry { command } => registry::run(command, &invoker.env, load),
     }
 }
 

@@ -14,25 +14,29 @@ use crate::registry::{Client, ClientOptions, RegistryError};
 /// The longest password read from standard input.
 const PASSWORD_MAX: u64 = 64 << 10;
 
-/// Run the subcommand; returns the exit status. Errors are printed here:
-/// they are registry errors with their own exit codes.
-pub fn run(command: RegistryCommand, env: &[(OsString, OsString)]) -> u8 {
-    let result = match command {
+/// Run the subcommand. `login` trusts `--ca-file`, else the
+/// configuration's `registry_ca_file` (the configuration is read only then).
+pub fn run(
+    command: RegistryCommand,
+    env: &[(OsString, OsString)],
+    load: impl FnOnce() -> super::Loaded,
+) -> Result<u8, crate::error::Error> {
+    match command {
         RegistryCommand::Login {
             username,
             password_stdin,
             ca_file,
             registry,
-        } => login(&registry, username, password_stdin, ca_file, env),
-        RegistryCommand::Logout { registry } => logout(&registry, env),
-    };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            crate::diag::error(&e.to_string());
-            e.exit_kind().code()
+        } => {
+            let ca_file = match ca_file {
+                Some(file) => Some(file),
+                None => load()?.registry_ca_file.value,
+            };
+            login(&registry, username, password_stdin, ca_file, env)?
         }
+        RegistryCommand::Logout { registry } => logout(&registry, env)?,
     }
+    Ok(0)
 }
 
 fn usage(detail: &str) -> RegistryError {

@@ -276,6 +276,12 @@ fn descriptor(what: &str, d: &RawDescriptor) -> Result<Descriptor, RegistryError
     })
 }
 
+/// What the image manifest `bytes` describes (a manifest kept in the
+/// cache, read again for an offline launch); `what` names it in messages.
+pub fn manifest_content(what: &str, bytes: &[u8]) -> Result<Content, RegistryError> {
+    content_of(what, &parse(what, bytes)?)
+}
+
 fn content_of(what: &str, doc: &Doc) -> Result<Content, RegistryError> {
     let layers = doc.layers.as_deref().unwrap_or_default();
     let sif: Vec<&RawDescriptor> = layers

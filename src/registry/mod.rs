@@ -8,13 +8,9 @@ mod error;
 pub mod manifest;
 pub mod reference;
 
-// The interface src/pull uses (until it does, only tests use parts of it).
-#[allow(unused_imports)]
-pub use client::{Client, ClientOptions, Fetched};
+pub use client::{Client, ClientOptions};
 pub use error::RegistryError;
-#[allow(unused_imports)]
-pub use manifest::{Content, Descriptor, Resolved, resolve};
-#[allow(unused_imports)]
+pub use manifest::{Content, Descriptor, resolve};
 pub use reference::{ImageRef, Reference};
 
 #[cfg(test)]

@@ -38,6 +38,12 @@ const NAME_MAX: usize = 255;
 const TAG_MAX: usize = 128;
 
 impl ImageRef {
+    /// Whether `arg` is (or is meant as) a reference rather than a path: a
+    /// malformed reference counts, so that pulling it reports why.
+    pub fn is_reference(arg: &OsStr) -> bool {
+        !matches!(ImageRef::parse(arg), Ok(ImageRef::Path(_)))
+    }
+
     /// Parse an IMAGE argument; a malformed reference is a usage error.
     /// Anything without a known prefix (and without `SCHEME://`) is a path.
     pub fn parse(arg: &OsStr) -> Result<ImageRef, RegistryError> {
@@ -120,6 +126,7 @@ pub struct Reference {
 
 impl Reference {
     /// Parse `NAME[:TAG][@DIGEST]` (no scheme).
+    #[cfg(test)]
     pub fn parse(input: &str) -> Result<Reference, RegistryError> {
         Reference::parse_named(input, input)
     }

@@ -17,6 +17,9 @@ pub const DOC_HOME: &str = "/home/rfaketest";
 pub const DOC_USER: &str = "rfaketest";
 /// The uid and gid the docs show.
 pub const DOC_ID: u32 = 1001;
+/// The registry the docs show; a `needs registry` block runs against the
+/// test registry (`RFAKE_TEST_REGISTRY`) in its place.
+pub const DOC_REGISTRY: &str = "localhost:5000";
 
 /// What the `<!-- transcript: ... -->` marker of a block says.
 #[derive(Debug, Default, PartialEq)]
@@ -25,6 +28,8 @@ pub struct Marks {
     pub not_runnable: Option<(String, String)>,
     /// `needs slurm`: run with SLURM_CONF naming the test cluster.
     pub needs_slurm: bool,
+    /// `needs registry`: `localhost:5000` is the test registry.
+    pub needs_registry: bool,
     /// `unordered`: each command's lines may come in any order.
     pub unordered: bool,
     /// `file PATH` (not on a console block): the block's text is written to
@@ -51,6 +56,7 @@ pub fn parse_marks(text: Option<&str>, console: bool) -> Result<Marks, String> {
         for item in text.split(';').map(str::trim) {
             match item.split_once(' ') {
                 _ if item == "needs slurm" => m.needs_slurm = true,
+                _ if item == "needs registry" => m.needs_registry = true,
                 _ if item == "unordered" => m.unordered = true,
                 Some(("file", path)) => m.file = Some(path.trim().to_string()),
                 _ => return Err(format!("unknown transcript marker `{item}`")),
@@ -163,6 +169,8 @@ pub struct World {
     pub uid: u32,
     pub gid: u32,
     pub slurm_conf: Option<PathBuf>,
+    /// The test registry's `HOST:PORT` (`RFAKE_TEST_REGISTRY`).
+    pub registry: Option<String>,
 }
 
 /// What a block's commands printed (mapped to the docs' names) and their
@@ -206,7 +214,10 @@ impl World {
     /// is the block's, and `rfake` as a command word is the binary under
     /// test (a line's own `PATH=...` may not contain it).
     pub fn command_text(&self, text: &str, home: &Path) -> String {
-        let text = text.replace(DOC_HOME, &home.to_string_lossy());
+        let mut text = text.replace(DOC_HOME, &home.to_string_lossy());
+        if let Some(registry) = &self.registry {
+            text = text.replace(DOC_REGISTRY, registry);
+        }
         let bin = self.bin.to_string_lossy().replace('$', "$$");
         RFAKE_WORD
             .replace_all(&text, format!("${{1}}{bin}${{2}}").as_str())
@@ -219,6 +230,9 @@ impl World {
         let mut s = line.to_string();
         for h in homes {
             s = s.replace(h.as_str(), DOC_HOME);
+        }
+        if let Some(registry) = &self.registry {
+            s = s.replace(registry.as_str(), DOC_REGISTRY);
         }
         if self.user != DOC_USER {
             s = s.replace(&self.user, DOC_USER);
@@ -550,6 +564,7 @@ mod tests {
             uid: 1002,
             gid: 1001,
             slurm_conf: None,
+            registry: None,
         };
         let home = Path::new("/home/rfake-test/t/b1");
         assert_eq!(

@@ -24,7 +24,7 @@
 //! [`Content::Host`]: super::tree::Content::Host
 
 mod archive;
-use crate::text::{one_line, shown};
+use crate::text::{io_text, one_line, shown};
 mod detect;
 mod dir;
 mod docker;
@@ -383,18 +383,6 @@ fn set_env(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     match env.iter_mut().find(|(n, _)| n == name) {
         Some((_, v)) => *v = value.to_string(),
         None => env.push((name.to_string(), value.to_string())),
-    }
-}
-
-/// An I/O error as "Permission denied (EACCES)", or its own text when it
-/// carries no errno (corrupt compressed data, a truncated archive).
-fn io_text(error: &io::Error) -> String {
-    match error.raw_os_error() {
-        Some(raw) => {
-            let errno = nix::errno::Errno::from_raw(raw);
-            format!("{} ({errno:?})", errno.desc())
-        }
-        None => one_line(&error.to_string()),
     }
 }
 
