@@ -130,6 +130,7 @@ pub fn build_source(source: &Path, opts: &PullOptions) -> Result<BuildSource, Er
                 return Err(not_an_oci_image(&r));
             };
             puller.fetch_blobs(&r, &image)?;
+            puller.record(&r, &image)?;
             Ok(BuildSource::Pulled {
                 blobs_root: puller.cache.root().to_path_buf(),
                 manifest: image.manifest_bytes,
@@ -205,17 +206,23 @@ impl<'o> Puller<'o> {
                 let oras = matches!(image, ImageRef::Oras(_));
                 let resolved = self.resolve(r)?;
                 let path = self.convert(r, &resolved, oras)?;
-                let tag = r.reference();
-                self.cache.record_ref(
-                    &ref_key(r, &tag),
-                    &self.opts.arch,
-                    &resolved.manifest,
-                    resolved.index.as_ref(),
-                )?;
+                self.record(r, &resolved)?;
                 self.evict();
                 Ok(Pulled { path })
             }
         }
+    }
+
+    /// Record what `r` resolved to, for `--offline` and `rfake cache list`.
+    fn record(&self, r: &Reference, image: &Resolved) -> Result<(), Error> {
+        let tag = r.reference();
+        self.cache.record_ref(
+            &ref_key(r, &tag),
+            &self.opts.arch,
+            &image.manifest,
+            image.index.as_ref(),
+        )?;
+        Ok(())
     }
 
     /// The manifest for `r`: from the cache's record when offline, when `r`

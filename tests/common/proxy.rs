@@ -63,7 +63,22 @@ struct Shared {
     addr: SocketAddr,
     mode: Mutex<Mode>,
     log: Mutex<Vec<Request>>,
+    /// How many requests `clear` dropped: a connection still running
+    /// from before it updates nothing (its index is below this).
+    cleared: std::sync::atomic::AtomicUsize,
     stop: AtomicBool,
+}
+
+impl Shared {
+    /// Update the request numbered `index` (counted since the start), if
+    /// it was not cleared.
+    fn update(&self, index: usize, f: impl FnOnce(&mut Request)) {
+        let mut log = self.log.lock().unwrap();
+        let cleared = self.cleared.load(Ordering::SeqCst);
+        if let Some(q) = index.checked_sub(cleared).and_then(|i| log.get_mut(i)) {
+            f(q);
+        }
+    }
 }
 
 pub struct Proxy {
@@ -79,6 +94,7 @@ impl Proxy {
             addr: listener.local_addr().unwrap(),
             mode: Mutex::new(mode),
             log: Mutex::new(Vec::new()),
+            cleared: std::sync::atomic::AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -122,7 +138,9 @@ impl Proxy {
 
     /// Forget the requests recorded so far.
     pub fn clear(&self) {
-        self.shared.log.lock().unwrap().clear();
+        let mut log = self.shared.log.lock().unwrap();
+        self.shared.cleared.fetch_add(log.len(), Ordering::SeqCst);
+        log.clear();
     }
 
     /// A blob GET that has had at least `bytes` of its body forwarded, if any.
@@ -203,7 +221,7 @@ fn serve(s: &Shared, client: TcpStream) -> std::io::Result<()> {
             body_bytes: 0,
             complete: false,
         });
-        log.len() - 1
+        log.len() - 1 + s.cleared.load(Ordering::SeqCst)
     };
 
     let upstream = TcpStream::connect(&s.upstream)?;
@@ -224,7 +242,7 @@ fn serve(s: &Shared, client: TcpStream) -> std::io::Result<()> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    s.log.lock().unwrap()[index].status = status;
+    s.update(index, |q| q.status = status);
     let mut head = format!("{status_line}\r\n");
     let upstream_url = format!("http://{}", s.upstream);
     let proxy_url = format!("http://{}", s.addr);
@@ -287,10 +305,10 @@ fn serve(s: &Shared, client: TcpStream) -> std::io::Result<()> {
             }
             client_w.write_all(&buf[..got])?;
             sent += got as u64;
-            s.log.lock().unwrap()[index].body_bytes = sent;
+            s.update(index, |q| q.body_bytes = sent);
         }
     }
     client_w.flush()?;
-    s.log.lock().unwrap()[index].complete = true;
+    s.update(index, |q| q.complete = true);
     Ok(())
 }
