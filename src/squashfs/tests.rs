@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use super::*;
-use crate::build::spool::{Spool, open_content};
+use crate::build::spool::{Spool, Spooled, open_content};
 use crate::build::tree::{Content, Meta, Node, Tree};
 
 /// The options' time: the super block's, and the entries' without their own.
@@ -84,7 +84,7 @@ fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
 }
 
 /// A tree with one of everything; returns it with its spool.
-fn sample_tree(block_size: u32) -> (Tree, Arc<File>) {
+fn sample_tree(block_size: u32) -> (Tree, Spooled) {
     let bs = block_size as usize;
     let mut t = Tree::default();
     let mut ins = |p: &str, n: Node| t.insert(Path::new(p), n).unwrap();
@@ -174,7 +174,7 @@ fn write(
     dir: &Path,
     name: &str,
     tree: &Tree,
-    spool: &Arc<File>,
+    spool: &Spooled,
     o: &WriteOptions,
 ) -> (PathBuf, WriteSummary) {
     let path = dir.join(name);
@@ -190,7 +190,7 @@ fn write(
     (path, summary)
 }
 
-fn content_of(node: &Node, spool: &Arc<File>) -> Vec<u8> {
+fn content_of(node: &Node, spool: &Spooled) -> Vec<u8> {
     let Node::File { content, size, .. } = node else {
         panic!("not a file")
     };
@@ -229,7 +229,7 @@ fn abs(path: &Path) -> String {
 fn check_reader(
     r: &Reader,
     tree: &Tree,
-    spool: &Arc<File>,
+    spool: &Spooled,
     o: &WriteOptions,
     summary: &WriteSummary,
 ) {
@@ -458,7 +458,7 @@ fn utc_minute(secs: u32) -> String {
 }
 
 /// `unsquashfs -lln`, `-stat` and a full extraction agree with the tree.
-fn check_unsquashfs(img: &Path, tree: &Tree, spool: &Arc<File>, o: &WriteOptions, scratch: &Path) {
+fn check_unsquashfs(img: &Path, tree: &Tree, spool: &Spooled, o: &WriteOptions, scratch: &Path) {
     if !have("unsquashfs") {
         return;
     }

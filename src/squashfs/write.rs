@@ -1,10 +1,15 @@
 //! Writing a [`Tree`] as a SquashFS image.
 //!
 //! Two passes over a plan made from the tree:
-//! 1. file data, in path order, through the block processor (compression
-//!    on `opts.workers` threads, tail ends packed into fragment blocks,
+//! 1. file data through the block processor (compression on
+//!    `opts.workers` threads, tail ends packed into fragment blocks,
 //!    duplicate blocks and fragments stored once); it hands back one
-//!    file inode per regular file;
+//!    file inode per regular file. Files are taken in path order, except
+//!    those from image layers, which come last in layer stream order
+//!    ([`data_order`]): each layer is then read once, from its start,
+//!    without going back. An inode records where its file's blocks and
+//!    fragment are, so the order of the data does not matter to readers,
+//!    and it depends on the tree only, so the output still does too;
 //! 2. inodes, children before their directory and the root last, into the
 //!    inode table, with the directory listings going to an in-memory meta
 //!    data writer that is appended after the inode table.
@@ -28,16 +33,15 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::file::SqfsFile;
 use super::obj::{Malloced, Obj, check};
 use super::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Progress, SqfsError, WriteOptions, WriteSummary, ffi};
-use crate::build::spool::open_content;
+use crate::build::spool::{Spooled, open_content};
 use crate::build::tree::{Content, Meta, Node, Tree, names};
 
 /// Progress is reported after each file and at least this often within one.
@@ -48,14 +52,15 @@ const PROGRESS_BYTES: u64 = 16 << 20;
 /// modification time ([`Meta::mtime`]) or, lacking one, `opts.mtime`, which
 /// is also the super block's time.
 ///
-/// `spool` is needed when the tree has [`Content::Spool`] files.
+/// `spool` is needed when the tree has [`Content::Spool`] or
+/// [`Content::Layer`] files.
 /// `progress` is called as file data goes in. The output is a function of
 /// `tree` and `opts` only (thread count included: the block processor
 /// writes blocks in submission order).
 pub fn write_image(
     out: &Path,
     tree: &Tree,
-    spool: Option<&Arc<File>>,
+    spool: Option<&Spooled>,
     opts: &WriteOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<WriteSummary, SqfsError> {
@@ -278,6 +283,27 @@ impl<'a> Placer<'a, '_> {
             self.items.len() - 1
         })
     }
+}
+
+/// The order pass 1 takes the files in (indices into `files`, which are in
+/// path order): files from the host, the spool and rfake itself first, in
+/// path order; then those from layers, by layer and by offset in its tar
+/// stream, so that the writer reads each layer's stream forward once
+/// (what later layers replaced or deleted is skipped over). A function of
+/// the files alone, as the output must be.
+fn data_order(files: &[PlanFile<'_>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    // Stable: equal keys (everything not from a layer) keep path order.
+    order.sort_by_key(|&i| match files[i].content {
+        Content::Layer { layer, offset, .. } => (1, *layer, *offset),
+        Content::LayerSparse { layer, extents, .. } => {
+            (1, *layer, extents.first().map_or(0, |e| e.spool))
+        }
+        Content::Host(_) | Content::Spool { .. } | Content::Sparse { .. } | Content::Bytes(_) => {
+            (0, 0, 0)
+        }
+    });
+    order
 }
 
 /// Pre-order walk with paths relative to the root (the root is "").
@@ -551,7 +577,7 @@ impl<'f> Writer<'f> {
     fn write(
         &mut self,
         plan: &WritePlan<'_>,
-        spool: Option<&Arc<File>>,
+        spool: Option<&Spooled>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<u64, SqfsError> {
         self.write_data(plan, spool, progress)?;
@@ -564,7 +590,7 @@ impl<'f> Writer<'f> {
     fn write_data(
         &mut self,
         plan: &WritePlan<'_>,
-        spool: Option<&Arc<File>>,
+        spool: Option<&Spooled>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), SqfsError> {
         let workers = self.opts.workers.clamp(1, 256) as u32;
@@ -600,7 +626,8 @@ impl<'f> Writer<'f> {
         let mut buf = vec![0u8; self.opts.block_size as usize];
         let mut done = Progress::default();
         let mut reported = 0;
-        for (i, f) in plan.files.iter().enumerate() {
+        for i in data_order(&plan.files) {
+            let f = &plan.files[i];
             let what = |step: &str| format!("{step} the data of {}", shown(&f.path));
             // SAFETY: the slot outlives the processor (`inodes` is dropped
             // after `processor`) and never moves.
@@ -1090,6 +1117,8 @@ mod tests {
     use crate::build::tree::Meta;
     use crate::fuse::{Filesystem, ROOT};
     use crate::squashfs::{DEFAULT_BLOCK_SIZE, ImageFs, Reader};
+    use std::fs::File;
+    use std::sync::Arc;
 
     #[test]
     fn holes_and_runs() {
@@ -1117,6 +1146,105 @@ mod tests {
         assert_eq!(pairs(data_runs(std::slice::from_ref(&all), 3)), []);
         assert_eq!(pairs(data_runs(&[0..1, 2..5], 7)), [(1, 2), (5, 7)]);
         assert_eq!(hole_bytes(&[0..1, 2..3], 9, 4), 4 + 1);
+    }
+
+    /// Files whose data is in layers are written in layer stream order:
+    /// each layer is opened once and read forward, skipping what the tree
+    /// no longer has, whatever the paths' order. Identical files are stored
+    /// once, a hard link shares its file's data, every file reads back
+    /// right, and the bytes do not depend on the thread count.
+    #[test]
+    fn layer_files_in_stream_order() {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let bs = u64::from(DEFAULT_BLOCK_SIZE);
+        let mut seed = 11u64;
+        let stream: Vec<u8> = (0..8 * bs + 5000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let mut spool = Spool::new(tempfile::tempfile().unwrap());
+        let mut layers = Vec::new();
+        for place in ["layer 1", "layer 2"] {
+            let (data, opened) = (Arc::<[u8]>::from(stream.clone()), opened.clone());
+            layers.push(spool.add_layer(
+                place.into(),
+                Box::new(move || {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    Ok(Box::new(std::io::Cursor::new(data.clone())) as Box<dyn Read>)
+                }),
+            ));
+        }
+        let spool = spool.finish().unwrap();
+        // (path, layer, offset, len): paths in the opposite order of the
+        // data; "b-dup" has "z-first"'s bytes; 2 * bs..3 * bs of layer 1
+        // is not used (a file deleted by a later layer).
+        let files = [
+            ("a-last", 0, 5 * bs + 7, 3 * bs - 7),
+            ("b-dup", 1, 0, bs + 100),
+            ("c-small", 1, 3 * bs, 10),
+            ("m-middle", 0, 3 * bs, 2 * bs + 1),
+            ("z-first", 0, 0, bs + 100),
+            ("y-empty", 1, 4 * bs, 0),
+        ];
+        let mut tree = Tree::default();
+        for (name, layer, offset, len) in files {
+            tree.insert(
+                Path::new(name),
+                Node::File {
+                    meta: Meta::with_mode(0o644),
+                    size: len,
+                    content: Content::Layer {
+                        layer: layers[layer],
+                        offset,
+                        len,
+                    },
+                },
+            )
+            .unwrap();
+        }
+        tree.insert(
+            Path::new("link"),
+            Node::HardLink {
+                target: "m-middle".into(),
+            },
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut images = Vec::new();
+        for workers in [1, 3] {
+            let img = dir.path().join(format!("{workers}.sqfs"));
+            File::create(&img).unwrap();
+            let before = opened.load(Ordering::Relaxed);
+            let opts = WriteOptions {
+                workers,
+                ..WriteOptions::default()
+            };
+            let summary = write_image(&img, &tree, Some(&spool), &opts, &mut |_| {}).unwrap();
+            assert_eq!(
+                opened.load(Ordering::Relaxed) - before,
+                2,
+                "each layer once"
+            );
+            // The duplicate is stored once.
+            let data: u64 = files.iter().map(|f| f.3).sum::<u64>() - (bs + 100);
+            assert!(summary.bytes < data + (16 << 10), "{}", summary.bytes);
+            images.push(std::fs::read(&img).unwrap());
+            let reader = Reader::open(File::open(&img).unwrap(), 0).unwrap();
+            for (name, _, offset, len) in files {
+                let got = reader.read_file(&format!("/{name}"), 1 << 24).unwrap();
+                let want = &stream[offset as usize..(offset + len) as usize];
+                assert!(got == want, "{name}");
+            }
+            let e = reader.stat("/link").unwrap();
+            assert_eq!((e.size, e.nlink), (2 * bs + 1, 2));
+        }
+        assert!(images[0] == images[1], "the thread count changed the bytes");
     }
 
     /// Sparse files of every layout (holes first, last, in the middle, a

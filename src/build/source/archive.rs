@@ -8,8 +8,10 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::detect::{input_error, member_name};
+use super::layer::Blob;
 use super::{SourceError, io_text, one_line, shown};
 use crate::input::open_regular;
 
@@ -135,6 +137,23 @@ impl Archive {
                 },
                 size,
             )
+        }))
+    }
+
+    /// The member `name` as a [`Blob`] to read (and read again) in place:
+    /// the archive file and where the member's data is; `None` if absent.
+    pub(super) fn member_blob(&self, name: &str) -> Result<Option<Blob>, SourceError> {
+        let Some((offset, len)) = self.find(name)? else {
+            return Ok(None);
+        };
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| SourceError::unreadable(&self.path, e))?;
+        Ok(Some(Blob {
+            file: Arc::new(file),
+            offset,
+            len,
         }))
     }
 

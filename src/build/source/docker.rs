@@ -84,7 +84,7 @@ pub(super) fn load(
     };
     for (i, name) in layers.iter().enumerate() {
         let what = format!("layer {} of {}", i + 1, layers.len());
-        let Some((reader, _)) = archive.open_member(name)? else {
+        let Some(blob) = archive.member_blob(name)? else {
             return Err(SourceError::invalid(
                 &manifest_place,
                 format!("{what}: {} is not in the archive", one_line(name)),
@@ -94,14 +94,8 @@ pub(super) fn load(
             archive: archive.path(),
             inner: Some(format!("{what} ({})", one_line(name))),
         };
-        match blob_digest(name) {
-            Some(digest) => {
-                let mut verify = Verify::new(reader, &digest);
-                apply_layer(cx, &origin, &mut verify, tree)?;
-                verify.check(&digest, None, &origin.place(None))?;
-            }
-            None => apply_layer(cx, &origin, reader, tree)?,
-        }
+        let digest = blob_digest(name);
+        apply_layer(cx, &origin, &blob, digest.as_ref().map(|d| (d, None)), tree)?;
     }
     Ok(())
 }

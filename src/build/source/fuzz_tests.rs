@@ -37,9 +37,9 @@ use proptest::prelude::*;
 use proptest::strategy::Union;
 use serde_json::{Value, json};
 
-use super::super::spool::{Spool, open_content};
+use super::super::spool::{Spool, Spooled, open_content};
 use super::super::tree::{Content, Node, Tree};
-use super::layer::{Origin, apply_layer};
+use super::layer::{Blob, Origin, apply_layer};
 use super::testutil::{TarMaker, compress, gnu_sparse_member, sha256_hex};
 use super::{Compression, Cx, Options, SizeLimit, SourceKind, detect, load};
 use crate::fuse::{Filesystem, ROOT};
@@ -562,9 +562,17 @@ fn check_layer(tar: &[u8], skip_special: bool) {
         archive: Path::new("fuzz.tar"),
         inner: Some("layer 1 of 1".into()),
     };
+    // A layer is read in place, and again when the image is written.
+    let mut file = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut file, tar).unwrap();
+    let blob = Blob {
+        file: Arc::new(file),
+        offset: 0,
+        len: tar.len() as u64,
+    };
     let result = {
         let mut cx = Cx::new(&opts, &mut spool);
-        apply_layer(&mut cx, &origin, tar, &mut tree)
+        apply_layer(&mut cx, &origin, &blob, None, &mut tree)
     };
     match result {
         Err(e) => {
@@ -575,14 +583,14 @@ fn check_layer(tar: &[u8], skip_special: bool) {
         Ok(()) => {
             let (_, bytes) = tree.totals();
             assert!(bytes <= FUZZ_MAX_SIZE, "{bytes} bytes over the limit");
-            write_and_compare(&tree, spool.finish().unwrap());
+            write_and_compare(&tree, &spool.finish().unwrap());
         }
     }
 }
 
 /// Write `tree` as SquashFS and compare every regular file read back (the
 /// first and last KiB of big ones) with its content.
-fn write_and_compare(tree: &Tree, spool: Arc<File>) {
+fn write_and_compare(tree: &Tree, spool: &Spooled) {
     if tree.check_hard_links().is_err() {
         return;
     }
@@ -592,7 +600,7 @@ fn write_and_compare(tree: &Tree, spool: Arc<File>) {
         workers: 1,
         ..Default::default()
     };
-    crate::squashfs::write_image(img.path(), tree, Some(&spool), &opts, &mut |_| {})
+    crate::squashfs::write_image(img.path(), tree, Some(spool), &opts, &mut |_| {})
         .unwrap_or_else(|e| panic!("writing what loaded: {e}"));
     // Read back as the FUSE server does: names are bytes.
     let fs = crate::squashfs::ImageFs::open(File::open(img.path()).unwrap(), 0, 1 << 20, "fuzz")
@@ -601,7 +609,7 @@ fn write_and_compare(tree: &Tree, spool: Arc<File>) {
         let Node::File { size, content, .. } = node else {
             return;
         };
-        let c = open_content(content, *size, Some(&spool)).unwrap();
+        let c = open_content(content, *size, Some(spool)).unwrap();
         for (at, len) in c.data_extents() {
             assert!(
                 at.checked_add(len).is_some_and(|end| end <= *size),
@@ -632,13 +640,29 @@ fn write_and_compare(tree: &Tree, spool: Arc<File>) {
                 done += n;
             }
             // A sparse file's bytes once more, from its extents directly.
-            if let Content::Sparse { extents, .. } = content {
+            let sparse = match content {
+                Content::Sparse { extents, .. } => Some((None, extents)),
+                Content::LayerSparse { layer, extents, .. } => Some((Some(*layer), extents)),
+                _ => None,
+            };
+            if let Some((layer, extents)) = sparse {
                 let mut again = vec![0u8; len as usize];
                 for e in extents.iter() {
                     let (from, to) = (e.at.max(at), (e.at + e.len).min(at + len));
                     if from < to {
                         let out = &mut again[(from - at) as usize..(to - at) as usize];
-                        spool.read_exact_at(out, e.spool + (from - e.at)).unwrap();
+                        let stored = e.spool + (from - e.at);
+                        match layer {
+                            None => spool.file().read_exact_at(out, stored).unwrap(),
+                            Some(layer) => {
+                                let mut done = 0;
+                                while done < out.len() {
+                                    done += spool
+                                        .read_layer(layer, stored + done as u64, &mut out[done..])
+                                        .unwrap();
+                                }
+                            }
+                        }
                     }
                 }
                 assert!(

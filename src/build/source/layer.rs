@@ -4,7 +4,11 @@
 //! Members are applied in archive order; a later member replaces an earlier
 //! one at the same path (a directory over a directory keeps its contents).
 //! Member names lose a leading `/` or `./`; one that climbs (`..`) is
-//! refused. File bytes are copied to the spool once. Owners are dropped
+//! refused. A layer's file bytes stay in the layer: a file is recorded as
+//! a range of the layer's (uncompressed) tar stream and skipped, and the
+//! writer reads the ranges still in the image from the layer again
+//! ([`Content::Layer`]); a root filesystem tarball's are copied to the
+//! spool once. Owners are dropped
 //! (counted for the summary warning); PAX `SCHILY.xattr.*` records become
 //! extended attributes. Each member keeps its modification time (a PAX
 //! `mtime` record's whole seconds, else the header's), clamped into
@@ -18,14 +22,20 @@
 //! layer: the paths this layer added so far are remembered, and an opaque
 //! directory keeps them.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
 
-use super::super::tree::{Content, Meta, Node, Tree, TreeError, mtime_from_secs};
+use super::super::spool::FileRange;
+use super::super::tree::{Content, Extent, Meta, Node, Tree, TreeError, mtime_from_secs};
 use super::detect::{decoder, input_error, sniff};
+use super::oci::{Digest, Verify};
 use super::tar_reader::{MAX_SPARSE_CHUNKS, SparseMap, TarReader};
 use super::{Compression, Cx, SourceError, io_text, keep_xattr, one_line, shown};
 use crate::input::open_regular;
@@ -73,35 +83,107 @@ pub(super) fn load_tarball(
     };
     let reader =
         decoder(compression, BufReader::new(file)).map_err(|e| origin.corrupt(None, &e))?;
-    apply(cx, &origin, reader, tree, false)
+    apply(cx, &origin, reader, tree, None)
 }
 
-/// Apply the layer read from `raw` (a tar, plain or gzip, xz or zstd
-/// compressed, told by its magic bytes) over `tree`.
+/// A layer that can be read again: `len` bytes at `offset` of `file` (a
+/// blob file, or a member of an uncompressed archive).
+pub(super) struct Blob {
+    pub(super) file: Arc<File>,
+    pub(super) offset: u64,
+    pub(super) len: u64,
+}
+
+impl Blob {
+    fn reader(&self) -> BufReader<FileRange> {
+        BufReader::with_capacity(
+            READ_BUF,
+            FileRange::new(self.file.clone(), self.offset, self.len),
+        )
+    }
+}
+
+/// Reads of layer blobs, compressed.
+const READ_BUF: usize = 256 << 10;
+
+/// Apply the layer in `blob` (a tar, plain or gzip, xz or zstd compressed,
+/// told by its magic bytes) over `tree`; with `digest`, check that the
+/// blob has that digest (and `size` bytes, if given). Its files are
+/// recorded as ranges of the layer, which the writer reads again.
 pub(super) fn apply_layer(
     cx: &mut Cx,
     origin: &Origin,
+    blob: &Blob,
+    digest: Option<(&Digest, Option<u64>)>,
+    tree: &mut Tree,
+) -> Result<(), SourceError> {
+    match digest {
+        Some((digest, size)) => {
+            let mut verify = Verify::new(blob.reader(), digest);
+            apply_stream(cx, origin, blob, &mut verify, tree)?;
+            verify.check(digest, size, &origin.place(None))
+        }
+        None => apply_stream(cx, origin, blob, blob.reader(), tree),
+    }
+}
+
+fn apply_stream(
+    cx: &mut Cx,
+    origin: &Origin,
+    blob: &Blob,
     raw: impl Read,
     tree: &mut Tree,
 ) -> Result<(), SourceError> {
-    let (_, reader) = sniff(raw).map_err(|e| origin.corrupt(None, &e))?;
-    apply(cx, origin, reader, tree, true)
+    let (compression, reader) = sniff(raw).map_err(|e| origin.corrupt(None, &e))?;
+    let (file, offset, len) = (blob.file.clone(), blob.offset, blob.len);
+    let layer = cx.spool.add_layer(
+        origin.place(None),
+        Box::new(move || {
+            let raw = BufReader::with_capacity(READ_BUF, FileRange::new(file.clone(), offset, len));
+            decoder(compression, raw)
+        }),
+    );
+    apply(cx, origin, reader, tree, Some(layer))
 }
 
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Apply the tar stream `reader`: a layer (whiteouts apply) whose file
+/// data stays in it when `layer` is its spool number, else a root
+/// filesystem tarball, whose file data is copied to the spool.
 fn apply(
     cx: &mut Cx,
     origin: &Origin,
     reader: impl Read,
     tree: &mut Tree,
-    layer: bool,
+    layer: Option<u32>,
 ) -> Result<(), SourceError> {
-    let mut archive = TarReader::new(reader);
+    // Where the tar stream is: after a member's headers, its data.
+    let read = Rc::new(Cell::new(0));
+    let mut archive = TarReader::new(Counted {
+        inner: reader,
+        count: read.clone(),
+    });
+    let mut skip = Vec::new();
     // The paths this layer added, which its whiteouts do not touch.
     let mut added: HashSet<PathBuf> = HashSet::new();
     while let Some(member) = archive
         .next_member()
         .map_err(|e| origin.corrupt(None, &e))?
     {
+        let data_start = read.get();
         let header = &member.header;
         let kind = header.entry_type();
         // Global PAX headers hold defaults (times, charset) that an image
@@ -116,7 +198,7 @@ fn apply(
         let place = || origin.place(Some(&member_name));
         let corrupt = |e: &io::Error| origin.corrupt(Some(&member_name), e);
         let path = member_path(raw).map_err(|p| SourceError::invalid(place(), p))?;
-        if layer && whiteout(tree, &path, &added) {
+        if layer.is_some() && whiteout(tree, &path, &added) {
             continue;
         }
         let uid = match pax.uid {
@@ -147,7 +229,14 @@ fn apply(
                 let map = member.sparse.clone().ok_or_else(|| {
                     SourceError::invalid(place(), "a GNU sparse member without a map")
                 })?;
-                let content = spool_sparse(cx, place(), &mut archive.data(), &map)?;
+                let content = match layer {
+                    Some(layer) => {
+                        cx.charge(&place(), map.size)?;
+                        skip_data(&mut archive.data(), member.size, &mut skip, place())?;
+                        layer_sparse(layer, data_start, &map)
+                    }
+                    None => spool_sparse(cx, place(), &mut archive.data(), &map)?,
+                };
                 Node::File {
                     meta,
                     size: map.size,
@@ -161,7 +250,17 @@ fn apply(
                     .sparse
                     .map(&mut data, member.size)
                     .map_err(|p| SourceError::invalid(place(), p))?;
-                let content = spool_sparse(cx, place(), &mut data, &map)?;
+                let content = match layer {
+                    Some(layer) => {
+                        cx.charge(&place(), map.size)?;
+                        let stored: u64 = map.chunks.iter().map(|c| c.1).sum();
+                        skip_data(&mut data, stored, &mut skip, place())?;
+                        // The chunks are the end of the member's data
+                        // (format 1.0: after the map).
+                        layer_sparse(layer, data_start + member.size - stored, &map)
+                    }
+                    None => spool_sparse(cx, place(), &mut data, &map)?,
+                };
                 Node::File {
                     meta,
                     size: map.size,
@@ -170,7 +269,18 @@ fn apply(
             }
             T::Regular | T::Continuous => {
                 let size = member.size;
-                let content = spool_copy(cx, place(), &mut archive.data(), size)?;
+                let content = match layer {
+                    Some(layer) => {
+                        cx.charge(&place(), size)?;
+                        skip_data(&mut archive.data(), size, &mut skip, place())?;
+                        Content::Layer {
+                            layer,
+                            offset: data_start,
+                            len: size,
+                        }
+                    }
+                    None => spool_copy(cx, place(), &mut archive.data(), size)?,
+                };
                 Node::File {
                     meta,
                     size,
@@ -222,7 +332,7 @@ fn apply(
         }
         tree.insert(&path, node)
             .map_err(|e| SourceError::invalid(place(), tree_problem(&e)))?;
-        if layer {
+        if layer.is_some() {
             added.insert(path);
         }
     }
@@ -519,6 +629,86 @@ fn tree_problem(e: &TreeError) -> String {
             shown(parent)
         ),
         other => other.to_string(),
+    }
+}
+
+/// Read past the `len` bytes of a member's data that `reader` gives (into
+/// `buf`, grown to a working size): a read that fails or ends early is the
+/// source's fault (corrupt or truncated).
+fn skip_data(
+    reader: &mut dyn Read,
+    len: u64,
+    buf: &mut Vec<u8>,
+    place: String,
+) -> Result<(), SourceError> {
+    if buf.is_empty() {
+        buf.resize(READ_BUF, 0);
+    }
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        match reader.read(&mut buf[..want]) {
+            Ok(0) => {
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("expected {len} bytes, got {}", len - left),
+                );
+                return Err(SourceError::invalid(
+                    place,
+                    format!("cannot read its data: {}", io_text(&e)),
+                ));
+            }
+            Ok(n) => left -= n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(SourceError::invalid(
+                    place,
+                    format!("cannot read its data: {}", io_text(&e)),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A sparse member of layer `layer` whose chunks (`map`) are stored one
+/// after another from `start` in the layer's tar stream: its data extents
+/// there, adjacent ones merged; one covering the whole file is a plain
+/// range.
+fn layer_sparse(layer: u32, start: u64, map: &SparseMap) -> Content {
+    let mut extents: Vec<Extent> = Vec::new();
+    let mut stream = start;
+    for &(at, len) in &map.chunks {
+        if len > 0 {
+            match extents.last_mut() {
+                Some(last) if last.at + last.len == at && last.spool + last.len == stream => {
+                    last.len += len;
+                }
+                _ => extents.push(Extent {
+                    at,
+                    len,
+                    spool: stream,
+                }),
+            }
+        }
+        stream += len;
+    }
+    match extents.as_slice() {
+        [] if map.size == 0 => Content::Layer {
+            layer,
+            offset: start,
+            len: 0,
+        },
+        [one] if one.at == 0 && one.len == map.size => Content::Layer {
+            layer,
+            offset: one.spool,
+            len: map.size,
+        },
+        _ => Content::LayerSparse {
+            layer,
+            size: map.size,
+            extents: extents.into(),
+        },
     }
 }
 
@@ -819,6 +1009,111 @@ mod tests {
                 .ends_with(": bad: a GNU sparse map with overlapping or out-of-range chunks"),
             "{e}"
         );
+    }
+
+    /// Sparse members of a layer (GNU PAX 1.0 with its map in the data,
+    /// PAX 0.1, old GNU) stay in the layer as extents of its tar stream;
+    /// a file a later layer replaces, and one it deletes, are not read
+    /// when the image is written. What is written reads back right.
+    #[test]
+    fn layer_files_stay_in_their_layer() {
+        let mut v1_data = b"2\n0\n3\n100\n2\n".to_vec();
+        v1_data.resize(512, 0);
+        v1_data.extend_from_slice(b"abcde");
+        let tar = TarMaker::default()
+            .file("replaced", &[1u8; 3000], 0o644)
+            .with_pax(
+                &[
+                    ("GNU.sparse.major", b"1"),
+                    ("GNU.sparse.minor", b"0"),
+                    ("GNU.sparse.name", b"v1"),
+                    ("GNU.sparse.realsize", b"110"),
+                ],
+                "./GNUSparseFile.1/v1",
+                &v1_data,
+            )
+            .with_pax(
+                &[
+                    ("GNU.sparse.size", b"110"),
+                    ("GNU.sparse.map", b"0,3,100,2"),
+                ],
+                "v01",
+                b"abcde",
+            )
+            .file("deleted", &[2u8; 700], 0o644)
+            // All data: a plain range.
+            .with_pax(
+                &[("GNU.sparse.size", b"5"), ("GNU.sparse.map", b"0,2,2,3")],
+                "dense",
+                b"abcde",
+            )
+            .finish();
+        let mut layer1 = tar[..tar.len() - 1024].to_vec();
+        layer1.extend(gnu_sparse_member("old", 110, &[(0, 3), (100, 2)], b"abcde"));
+        layer1.extend([0; 1024]);
+        let layer2 = TarMaker::default()
+            .file("replaced", b"new", 0o644)
+            .file(".wh.deleted", b"", 0o644)
+            .finish();
+        let d = tempfile::tempdir().unwrap();
+        let oci = OciMaker::new(d.path());
+        let manifest = oci.image(
+            &serde_json::json!({"architecture": "amd64", "os": "linux"}),
+            &[compress(&layer1, Compression::Gzip), layer2],
+        );
+        oci.index(&[manifest]);
+        let l = load_source(d.path(), &Options::default()).unwrap();
+        assert_eq!(l.spool_len(), 0);
+        let mut expected = vec![0u8; 110];
+        expected[..3].copy_from_slice(b"abc");
+        expected[100..102].copy_from_slice(b"de");
+        for name in ["v1", "v01", "old"] {
+            assert_eq!(l.bytes(name), expected, "{name}");
+            let Some(Node::File { content, .. }) = l.tree.get(Path::new(name)) else {
+                panic!()
+            };
+            let Content::LayerSparse {
+                layer: 0, extents, ..
+            } = content
+            else {
+                panic!("{name}: {content:?}")
+            };
+            assert_eq!(
+                extents.iter().map(|e| (e.at, e.len)).collect::<Vec<_>>(),
+                [(0, 3), (100, 2)]
+            );
+        }
+        let Some(Node::File { content, .. }) = l.tree.get(Path::new("dense")) else {
+            panic!()
+        };
+        assert!(
+            matches!(
+                content,
+                Content::Layer {
+                    layer: 0,
+                    len: 5,
+                    ..
+                }
+            ),
+            "{content:?}"
+        );
+        assert_eq!(l.text("dense"), "abcde");
+        assert_eq!(l.text("replaced"), "new");
+        assert!(l.tree.get(Path::new("deleted")).is_none());
+
+        let img = d.path().join("out.sqfs");
+        std::fs::File::create(&img).unwrap();
+        let opts = crate::squashfs::WriteOptions::default();
+        crate::squashfs::write_image(&img, &l.tree, Some(l.spooled()), &opts, &mut |_| {}).unwrap();
+        let reader = crate::squashfs::Reader::open(std::fs::File::open(&img).unwrap(), 0).unwrap();
+        for name in ["v1", "v01", "old"] {
+            assert_eq!(
+                reader.read_file(&format!("/{name}"), 1 << 20).unwrap(),
+                expected
+            );
+        }
+        assert_eq!(reader.read_file("/dense", 1 << 20).unwrap(), b"abcde");
+        assert_eq!(reader.read_file("/replaced", 1 << 20).unwrap(), b"new");
     }
 
     #[test]

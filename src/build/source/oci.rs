@@ -13,6 +13,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -20,7 +21,7 @@ use super::super::ImageMeta;
 use super::super::tree::Tree;
 use super::archive::Archive;
 use super::detect::input_error;
-use super::layer::{Origin, apply_layer};
+use super::layer::{Blob, Origin, apply_layer};
 use super::{Cx, SourceError, io_text, one_line, set_env, shown};
 pub(super) use crate::digest::Digest;
 use crate::digest::Hasher;
@@ -125,6 +126,29 @@ impl Store {
             Store::Archive(a) => Ok(a
                 .open_member(name)?
                 .map(|(r, size)| (Box::new(r) as Box<dyn Read>, size))),
+        }
+    }
+
+    /// The file `name` as a [`Blob`], to read (and read again) in place;
+    /// `None` if it is absent.
+    fn open_blob(&self, name: &str) -> Result<Option<Blob>, SourceError> {
+        match self {
+            Store::Dir(root) => {
+                let path = root.join(name);
+                let (file, meta) = match open_regular(&path) {
+                    Ok(opened) => opened,
+                    Err(InputError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(input_error(&path, e)),
+                };
+                Ok(Some(Blob {
+                    file: Arc::new(file),
+                    offset: 0,
+                    len: meta.len(),
+                }))
+            }
+            Store::Archive(a) => a.member_blob(name),
         }
     }
 
@@ -416,16 +440,22 @@ fn apply_manifest(
             ));
         }
         let name = desc.digest.blob_path();
-        let Some((reader, _)) = store.open(&name)? else {
+        let Some(blob) = store.open_blob(&name)? else {
             return Err(missing_blob(store, &desc.digest, &what));
         };
-        let mut verify = Verify::new(reader, &desc.digest);
         let origin = Origin {
             archive,
             inner: Some(format!("{what} ({})", short(&desc.digest))),
         };
-        apply_layer(cx, &origin, &mut verify, tree)?;
-        verify.check(&desc.digest, Some(desc.size), &origin.place(None))?;
+        // Checked while it is read; its files stay in it (the writer reads
+        // them from the same open file again).
+        apply_layer(
+            cx,
+            &origin,
+            &blob,
+            Some((&desc.digest, Some(desc.size))),
+            tree,
+        )?;
     }
     Ok(())
 }
@@ -509,6 +539,7 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{Compression, Options, SourceKind, detect};
     use super::*;
+    use crate::build::tree::{Content, Node};
     use crate::exit::ExitKind;
     use serde_json::json;
 
@@ -573,6 +604,22 @@ mod tests {
         );
         assert_eq!(l.text("var/cache/new"), "new");
         assert_eq!(l.text("bin/sh"), "shell");
+        // Read from its layer, not copied: the spool stays empty.
+        let Some(Node::File { content, .. }) = l.tree.get(Path::new("bin/sh")) else {
+            panic!()
+        };
+        assert!(
+            matches!(
+                content,
+                Content::Layer {
+                    layer: 0,
+                    len: 5,
+                    ..
+                }
+            ),
+            "{content:?}"
+        );
+        assert_eq!(l.spool_len(), 0);
         assert_eq!(mode_of(&l.tree, "etc/added"), 0o600);
         // Each entry has its layer's time; `var` was only implied.
         for (path, mtime) in [

@@ -5,12 +5,11 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use super::super::ImageMeta;
-use super::super::spool::{Spool, open_content};
+use super::super::spool::{Spool, Spooled, open_content};
 use super::super::tree::{Node, Tree};
 use super::{Compression, Options, SourceError, detect, load};
 
@@ -20,7 +19,7 @@ pub struct Loaded {
     pub tree: Tree,
     pub meta: ImageMeta,
     pub warnings: Vec<String>,
-    spool: Arc<fs::File>,
+    spool: Spooled,
 }
 
 impl Loaded {
@@ -38,9 +37,14 @@ impl Loaded {
         out
     }
 
+    /// What the spool holds, for writing the image.
+    pub fn spooled(&self) -> &Spooled {
+        &self.spool
+    }
+
     /// How much the spool holds.
     pub fn spool_len(&self) -> u64 {
-        self.spool.metadata().unwrap().len()
+        self.spool.file().metadata().unwrap().len()
     }
 
     pub fn text(&self, path: &str) -> String {
