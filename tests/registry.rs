@@ -22,13 +22,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-// Exit codes of the registry failures (docs/exit-codes.md). ExitKind gets
-// RegistryUnreachable (68) and CannotCreate (73) with the registry work;
-// until then the tests name the numbers. When it has them:
-// assert_exit(&o, ExitKind::RegistryUnreachable) and ExitKind::CannotCreate.
-const REGISTRY_UNREACHABLE: i32 = 68;
-const CANNOT_CREATE: i32 = 73;
-
 /// The test registries, from the variables tests/registry/setup.sh writes.
 struct Registry {
     /// host:port of the plain http registry (anonymous).
@@ -350,7 +343,7 @@ fn unreachable_registry() {
     let refused = format!("127.0.0.1:{port}");
     for host in [refused.as_str(), "no-such-host.invalid:5000"] {
         let o = case.run(&["exec", &format!("docker://{host}/demo:1"), "true"]);
-        assert_status(&o, REGISTRY_UNREACHABLE);
+        assert_exit(&o, ExitKind::RegistryUnreachable);
         assert_stderr_names(&o, &[host.split(':').next().unwrap()]);
     }
     assert_nothing_left(&case.tag);
@@ -367,7 +360,7 @@ fn tls_registry_needs_its_ca_and_credentials() {
     case.auth(&reg.tls, &reg.user, &reg.password);
     // Not trusted without the CA: never turned off by default.
     let o = case.run(&["exec", &r, "true"]);
-    assert_status(&o, REGISTRY_UNREACHABLE);
+    assert_exit(&o, ExitKind::RegistryUnreachable);
     assert_stderr_names(&o, &["--ca-file", reg.tls.split(':').next().unwrap()]);
     assert_ok(
         &case.run(&["exec", "--ca-file", ca, &r, "cat", "/opt/new.txt"]),
@@ -536,6 +529,133 @@ fn an_index_without_the_hosts_architecture() {
     assert_nothing_left(&case.tag);
 }
 
+/// A reference to one image (no index) for another architecture: refused
+/// as a SIF for another architecture is, unless --arch asks for it.
+#[test]
+fn a_single_manifest_for_another_architecture() {
+    let Some(reg) = registry() else { return };
+    let case = Case::new("foreign-single");
+    let r = format!("docker://{}/foreign:single", reg.plain);
+    let o = case.run(&["exec", "-q", &r, "true"]);
+    assert_exit(&o, ExitKind::BadImage);
+    assert_stderr_names(&o, &["foreign:single", "arm64", "amd64", "--arch arm64"]);
+    assert!(image_files(&case.cache()).is_empty());
+    let out = case.path("arm.sif");
+    let o = case.run(&["pull", "-q", "--arch", "arm64", out.to_str().unwrap(), &r]);
+    assert_status(&o, 0);
+    assert_eq!(inspect_json(&case, &out)["sif"]["arch"], "arm64");
+    assert_nothing_left(&case.tag);
+}
+
+/// A tag resolved long ago is asked again; when the registry cannot be
+/// reached then, the cached image runs, with a warning naming why.
+#[test]
+fn a_registry_that_is_down_falls_back_to_the_cached_tag() {
+    let Some(reg) = registry() else { return };
+    let case = Case::new("down");
+    let proxy = Proxy::start(&reg.plain, Mode::Pass);
+    let r = format!("docker://{}/offline/demo:1", proxy.addr());
+    let run = |case: &Case| case.run(&["exec", "-q", &r, "cat", "/opt/new.txt"]);
+    assert_ok(&run(&case), "layer-two\n");
+    // Make the record old: the next launch asks the registry again.
+    let record = std::fs::read_dir(
+        case.cache()
+            .join(format!("refs/{}/offline/demo", proxy.addr())),
+    )
+    .unwrap()
+    .next()
+    .unwrap()
+    .unwrap()
+    .path();
+    let age = |path: &Path| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        v["pulled"] = 0.into();
+        std::fs::write(path, v.to_string()).unwrap();
+    };
+    age(&record);
+    proxy.clear();
+    assert_ok(&run(&case), "layer-two\n");
+    let asked = proxy.requests();
+    assert!(
+        asked.iter().any(|q| q.path.contains("/manifests/1")),
+        "an old tag was not asked again: {asked:?}"
+    );
+    assert!(
+        !asked.iter().any(|q| q.path.contains("/blobs/")),
+        "blobs fetched again: {asked:?}"
+    );
+    // The registry goes away.
+    age(&record);
+    let addr = proxy.addr().to_string();
+    drop(proxy);
+    let o = case.run(&[
+        "exec",
+        "-q",
+        &format!("docker://{addr}/offline/demo:1"),
+        "cat",
+        "/opt/new.txt",
+    ]);
+    assert_ok(&o, "layer-two\n");
+    assert_stderr_names(&o, &["connection refused", "running the cached"]);
+    assert_nothing_left(&case.tag);
+}
+
+/// A site-curated cache (cache_dir with cache_read_only in the site file):
+/// what it holds runs, with nothing written to it; what it lacks is refused.
+#[test]
+fn a_read_only_site_cache() {
+    let Some(reg) = registry() else { return };
+    let case = Case::new("curated");
+    let r = format!("docker://{}/demo:1", reg.plain);
+    // The site fills it (here: the same user, with a writable cache).
+    assert_ok(
+        &case.run(&["exec", "-q", &r, "cat", "/opt/new.txt"]),
+        "layer-two\n",
+    );
+    let site = case.path("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "cache_dir = \"{}\"\ncache_read_only = true\n",
+            case.cache().display()
+        ),
+    )
+    .unwrap();
+    let snapshot = |dir: &Path| {
+        let out = Command::new("find")
+            .arg(dir)
+            .args(["-printf", "%p %s %T@\\n"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = snapshot(&case.cache());
+    let curated = |args: &[&str]| {
+        let mut c = case.cmd(args);
+        c.env_remove("RFAKE_CACHEDIR").env("RFAKE_CONFIG", &site);
+        c.output().unwrap()
+    };
+    assert_ok(
+        &curated(&["exec", "-q", &r, "cat", "/opt/new.txt"]),
+        "layer-two\n",
+    );
+    let o = curated(&[
+        "exec",
+        "-q",
+        &format!("docker://{}/zstd:1", reg.plain),
+        "true",
+    ]);
+    assert_exit(&o, ExitKind::Refused);
+    assert_stderr_names(&o, &["read-only", "cache_read_only"]);
+    assert_eq!(
+        snapshot(&case.cache()),
+        before,
+        "the read-only cache changed"
+    );
+    assert_nothing_left(&case.tag);
+}
+
 #[test]
 fn zstd_layers() {
     let Some(reg) = registry() else { return };
@@ -605,7 +725,7 @@ fn pull_refuses_an_existing_file_without_force() {
     let out = case.path("demo.sif");
     std::fs::write(&out, "mine").unwrap();
     let o = case.run(&["pull", "-q", out.to_str().unwrap(), &r]);
-    assert_status(&o, CANNOT_CREATE);
+    assert_exit(&o, ExitKind::CannotCreate);
     assert_stderr_names(&o, &[out.to_str().unwrap(), "--force"]);
     assert_eq!(std::fs::read(&out).unwrap(), b"mine");
     let o = case.run(&["pull", "-q", "--force", out.to_str().unwrap(), &r]);

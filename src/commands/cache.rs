@@ -116,7 +116,10 @@ fn clean_text(report: &Removal) -> String {
     if !report.busy.is_empty() {
         out += &format!("; kept {} in use by a running pull", report.busy.len());
     }
-    out += &format!("; the cache now holds {}\n", crate::text::human_size(report.total));
+    out += &format!(
+        "; the cache now holds {}\n",
+        crate::text::human_size(report.total)
+    );
     out
 }
 

@@ -214,7 +214,11 @@ impl<'o> Puller<'o> {
     }
 
     /// Record what `r` resolved to, for `--offline` and `rfake cache list`.
+    /// A read-only (site) cache is never written.
     fn record(&self, r: &Reference, image: &Resolved) -> Result<(), Error> {
+        if self.opts.cache.read_only {
+            return Ok(());
+        }
         let tag = r.reference();
         self.cache.record_ref(
             &ref_key(r, &tag),
@@ -231,13 +235,20 @@ impl<'o> Puller<'o> {
     fn resolve(&mut self, r: &Reference) -> Result<Resolved, Error> {
         let arch = self.opts.arch.clone();
         let tag = r.reference();
-        if let Some(record) = self.cache.lookup_ref(&ref_key(r, &tag), &arch) {
-            let now = SystemTime::now()
+        let record = self.cache.lookup_ref(&ref_key(r, &tag), &arch);
+        let age = |pulled: u64| {
+            SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+                .map_or(0, |d| d.as_secs())
+                .saturating_sub(pulled)
+        };
+        if let Some(record) = &record {
+            // A site-curated cache is what the site decided to run: its
+            // records are not second-guessed.
             let fresh = r.digest.is_some()
                 || self.opts.offline
-                || now.saturating_sub(record.pulled) < TAG_FRESH.as_secs();
+                || self.opts.cache.read_only
+                || age(record.pulled) < TAG_FRESH.as_secs();
             if fresh {
                 if let Some(resolved) = self.cached(&record.manifest, record.index.clone())? {
                     log::info!("{r}: {} from the cache", record.manifest);
@@ -255,11 +266,34 @@ impl<'o> Puller<'o> {
                 ),
             });
         }
-        let resolved = registry::resolve(self.client()?, r, &arch)?;
+        let resolved = match registry::resolve(self.client()?, r, &arch) {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                // A registry that is down does not stop a job whose image
+                // is cached: the tag's last resolution is used.
+                let down = matches!(
+                    e.exit_kind(),
+                    ExitKind::RegistryUnreachable | ExitKind::RegistryProtocol
+                );
+                if let (true, Some(record)) = (down, &record) {
+                    if let Some(resolved) = self.cached(&record.manifest, record.index.clone())? {
+                        log::warn!(
+                            "{e}; running the cached {} of {r} (resolved {} s ago)",
+                            record.manifest,
+                            age(record.pulled)
+                        );
+                        return Ok(resolved);
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         let manifest = resolved.manifest.digest.clone();
         // The manifest is kept as a blob: an offline launch, or a conversion
         // that was interrupted, needs nothing from the registry.
-        self.cache.put_blob(&manifest, &resolved.manifest.bytes)?;
+        if !self.opts.cache.read_only {
+            self.cache.put_blob(&manifest, &resolved.manifest.bytes)?;
+        }
         Ok(Resolved {
             manifest,
             manifest_bytes: resolved.manifest.bytes,
@@ -342,7 +376,40 @@ impl<'o> Puller<'o> {
             bar.done();
             paths.push(path);
         }
+        if let (Content::Oci { .. }, None) = (&image.content, &image.index) {
+            self.check_arch(r, &paths[0])?;
+        }
         Ok(paths)
+    }
+
+    /// A reference that names one image, not an index, has its
+    /// architecture only in its configuration (`config`): an image for
+    /// another architecture than `--arch` (the host's) is refused, as a SIF
+    /// built for one is.
+    fn check_arch(&self, r: &Reference, config: &Path) -> Result<(), Error> {
+        let found = std::fs::read(config)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|v| v.get("architecture")?.as_str().map(str::to_string));
+        let wanted = self.opts.arch.split('/').next().unwrap_or_default();
+        let Some(found) = found.filter(|f| !f.is_empty()) else {
+            return Ok(());
+        };
+        let known = |name: &str| Arch::ALL.into_iter().find(|a| a.name() == name);
+        let runs = match (known(&found), known(wanted)) {
+            (Some(image), Some(host)) => image.runs_on(host),
+            _ => found == wanted,
+        };
+        if runs {
+            return Ok(());
+        }
+        Err(Error::Pull {
+            kind: ExitKind::BadImage,
+            message: format!(
+                "{r}: an image for {found}, not {wanted}, and no index to choose another from \
+                 (--arch {found} takes it anyway)"
+            ),
+        })
     }
 
     /// The converted image for `image`, in the cache: made once, by
@@ -446,6 +513,9 @@ impl<'o> Puller<'o> {
     /// Evict down to the size limit; a failure is a warning, not the
     /// launch's failure.
     fn evict(&self) {
+        if self.opts.cache.read_only {
+            return;
+        }
         if let Err(e) = self.cache.evict() {
             log::warn!("cleaning the image cache: {e}");
         }
