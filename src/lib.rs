@@ -15,14 +15,15 @@
 //!   `squashfs` reads and writes SquashFS (libsquashfs bindings, rfake's own
 //!   checks); `fuse` is the libfuse3 session; `image_server` serves an image
 //!   (rfake's own server or squashfuse);
-//! - `cache` is the image cache (blobs, converted images, references;
-//!   fcntl locks, temp + rename);
 //! - `build` makes images, `inspect` describes them, `env` is the container
 //!   environment, `config` the site and user files, `input` opens the files
 //!   users and images name (regular files only, size-capped), `host` and
 //!   `doctor` the host's prerequisites;
-//! - `registry` speaks to image registries: references, credentials,
-//!   manifests and blobs over the OCI distribution API;
+//! - images from registries: `pull` turns a reference (`docker://`,
+//!   `oras://`, archives) into a local image; `registry` speaks to
+//!   registries (references, credentials, manifests and blobs over the OCI
+//!   distribution API); `cache` keeps what was pulled (blobs, converted
+//!   images, references; fcntl locks, temp + rename); `digest` names blobs;
 //! - `error`, `exit`, `diag` and `text`: errors and their exit codes, the
 //!   `rfake[pid]:` diagnostics, one-line text.
 //!
