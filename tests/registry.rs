@@ -656,6 +656,59 @@ fn a_read_only_site_cache() {
     assert_nothing_left(&case.tag);
 }
 
+/// A full disk: the cache on a 600 KiB tmpfs (mounted in a user and mount
+/// namespace of the test's own) cannot take the 1 MiB layer. The pull
+/// fails with 71 naming the cache path and ENOSPC, and leaves no blob, no
+/// image and no partial download behind.
+#[test]
+fn a_full_disk_leaves_nothing_in_the_cache() {
+    let Some(reg) = registry() else { return };
+    let case = Case::new("full");
+    let r = format!("docker://{}/demo:1", reg.plain);
+    let cache = case.cache();
+    std::fs::create_dir(&cache).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=600k tmpfs {cache} && \
+         {rfake} pull -q {out} {r}; echo status=$?; \
+         find {cache} -type f ! -name '*.lock' ! -name CACHEDIR.TAG -printf '%P\\n'",
+        cache = cache.display(),
+        rfake = rfake_bin().display(),
+        out = case.path("demo.sqfs").display(),
+    );
+    let o = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .env("RFAKE_CACHEDIR", &cache)
+        .env("RFAKE_TEST_TAG", &case.tag)
+        .current_dir(case.dir.path())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("status=71"), "{out}\n{err}");
+    assert!(err.contains("ENOSPC"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let left: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with("status=") && !l.starts_with("blobs/sha256/"))
+        .collect();
+    assert!(left.is_empty(), "left in the cache: {left:?}\n{err}");
+    // Blobs that fit (the manifest, the config) are whole, checked ones.
+    for blob in out.lines().filter(|l| l.starts_with("blobs/sha256/")) {
+        let hex = blob.rsplit('/').next().unwrap();
+        assert!(
+            blobs("DEMO").iter().any(|d| d.ends_with(hex))
+                || var("RFAKE_TEST_REGISTRY_DIGEST_DEMO_1").ends_with(hex),
+            "{blob}"
+        );
+        assert!(
+            !layers("DEMO")[0].0.ends_with(hex),
+            "the layer that did not fit is in the cache"
+        );
+    }
+    assert!(!case.path("demo.sqfs").exists());
+    assert_nothing_left(&case.tag);
+}
+
 #[test]
 fn zstd_layers() {
     let Some(reg) = registry() else { return };
