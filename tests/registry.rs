@@ -709,6 +709,32 @@ fn a_full_disk_leaves_nothing_in_the_cache() {
     assert_nothing_left(&case.tag);
 }
 
+/// A download cut short: exit 76 naming the blob and how far it got; what
+/// arrived is kept, and the next pull asks only for the rest.
+#[test]
+fn a_truncated_download_is_a_protocol_error_and_resumes() {
+    let Some(reg) = registry() else { return };
+    let case = Case::new("truncated");
+    let proxy = Proxy::start(&reg.plain, Mode::Truncate(300_000));
+    let r = format!("docker://{}/corrupt/demo:1", proxy.addr());
+    let out = case.path("demo.sqfs");
+    let o = case.run(&["pull", "-q", out.to_str().unwrap(), &r]);
+    assert_exit(&o, ExitKind::RegistryProtocol);
+    let (layer, size) = layers("DEMO")[0].clone();
+    assert_stderr_names(&o, &["truncated", "300000"]);
+    assert!(!out.exists());
+    assert!(image_files(&case.cache()).is_empty());
+    proxy.clear();
+    proxy.set_mode(Mode::Pass);
+    let o = case.run(&["pull", "-q", out.to_str().unwrap(), &r]);
+    assert_status(&o, 0);
+    let again = proxy.blob_gets(&layer);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].range_start(), Some(300_000), "{again:?}");
+    assert_eq!(again[0].body_bytes, size - 300_000);
+    assert_nothing_left(&case.tag);
+}
+
 #[test]
 fn zstd_layers() {
     let Some(reg) = registry() else { return };

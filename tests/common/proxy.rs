@@ -27,6 +27,9 @@ pub enum Mode {
     /// Change the middle byte of the body of blobs whose path contains this
     /// string (e.g. a digest), keeping the length.
     Corrupt(String),
+    /// End blob bodies after this many bytes (the connection is closed
+    /// with the length the headers promised unmet).
+    Truncate(u64),
 }
 
 /// One request as the proxy saw it.
@@ -269,10 +272,14 @@ fn serve(s: &Shared, client: TcpStream) -> std::io::Result<()> {
             Mode::Pass
         };
         let (rate, corrupt_at) = match &mode {
-            Mode::Pass => (None, None),
+            Mode::Pass | Mode::Truncate(_) => (None, None),
             Mode::Throttle(rate) => (Some((*rate).max(1)), None),
             Mode::Corrupt(part) if path.contains(part.as_str()) => (None, length.map(|n| n / 2)),
             Mode::Corrupt(_) => (None, None),
+        };
+        let cut = match mode {
+            Mode::Truncate(n) => Some(n),
+            _ => None,
         };
         let chunk = rate.map_or(64 * 1024, |r| (r / 20).clamp(1, 64 * 1024) as usize);
         let mut buf = vec![0u8; chunk];
@@ -281,7 +288,11 @@ fn serve(s: &Shared, client: TcpStream) -> std::io::Result<()> {
         loop {
             // Upstream closes after the response (Connection: close); a
             // Content-Length bounds it anyway.
-            let want = match length {
+            let end = match (length, cut) {
+                (Some(n), Some(c)) => Some(n.min(c)),
+                (n, c) => n.or(c),
+            };
+            let want = match end {
                 Some(n) if sent >= n => break,
                 Some(n) => buf.len().min((n - sent) as usize),
                 None => buf.len(),
