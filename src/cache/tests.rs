@@ -997,3 +997,54 @@ fn messages_name_the_errno() {
     );
     assert_eq!(e.exit_kind(), ExitKind::OsError);
 }
+
+/// `cache_read_only` applies to the configured `cache_dir` only: a user who
+/// names their own cache with RFAKE_CACHEDIR writes to it.
+#[test]
+fn read_only_applies_to_the_configured_cache_only() {
+    let env = |pairs: &[(&str, &str)]| -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    };
+    let site = "cache_dir = \"/apps/cache\"\ncache_read_only = true\ncache_max_size = \"1G\"\n";
+    let config = crate::config::Config::from_strs(
+        Some((Path::new("/etc/rfake/rfake.toml"), site)),
+        None,
+        &[],
+    )
+    .unwrap();
+    let home = env(&[("HOME", "/home/a")]);
+    let s = Settings::new(&config, &home).unwrap();
+    assert_eq!(
+        (s.root.as_path(), s.read_only, s.max_size),
+        (Path::new("/apps/cache"), true, 1 << 30)
+    );
+    let own = env(&[("HOME", "/home/a"), ("RFAKE_CACHEDIR", "/scratch/a/c")]);
+    let s = Settings::new(&config, &own).unwrap();
+    assert_eq!(
+        (s.root.as_path(), s.read_only),
+        (Path::new("/scratch/a/c"), false)
+    );
+    // Without cache_dir the flag has nothing to apply to.
+    let config = crate::config::Config::from_strs(
+        Some((
+            Path::new("/etc/rfake/rfake.toml"),
+            "cache_read_only = true\n",
+        )),
+        None,
+        &[],
+    )
+    .unwrap();
+    let s = Settings::new(&config, &home).unwrap();
+    assert_eq!(
+        (s.root.as_path(), s.read_only),
+        (Path::new("/home/a/.cache/rfake"), false)
+    );
+    let relative = env(&[("RFAKE_CACHEDIR", "cache")]);
+    assert_eq!(
+        Settings::new(&config, &relative).unwrap_err().exit_kind(),
+        ExitKind::Usage
+    );
+}

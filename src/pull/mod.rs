@@ -85,8 +85,10 @@ impl PullOptions {
     }
 }
 
-/// `--arch NAME`: a Go architecture name rfake knows.
-pub fn check_arch(name: &str) -> Result<Arch, Error> {
+/// `--arch NAME[/VARIANT]`: a Go architecture name rfake knows (`amd64`,
+/// `arm64`, `arm/v7`); the variant only chooses among an index's images.
+pub fn check_arch(arch: &str) -> Result<Arch, Error> {
+    let name = arch.split('/').next().unwrap_or_default();
     Arch::ALL
         .into_iter()
         .filter(|a| *a != Arch::Unknown)
@@ -94,7 +96,7 @@ pub fn check_arch(name: &str) -> Result<Arch, Error> {
         .ok_or_else(|| {
             let known: Vec<_> = Arch::ALL[1..].iter().map(|a| a.name()).collect();
             Error::Usage(format!(
-                "--arch {name}: unknown architecture (one of: {})",
+                "--arch {arch}: unknown architecture (one of: {})",
                 known.join(", ")
             ))
         })
@@ -638,5 +640,94 @@ fn default_out(image: &ImageRef) -> Result<PathBuf, Error> {
             "{}: not a reference (docker://, oras://, oci-archive:, docker-archive:)",
             shown(p)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn image(arg: &str) -> ImageRef {
+        ImageRef::parse(std::ffi::OsStr::new(arg)).unwrap()
+    }
+
+    /// `apptainer pull` names its output NAME_TAG.sif; so does rfake.
+    #[test]
+    fn default_output_names() {
+        for (arg, want) in [
+            ("docker://debian:12", "debian_12.sif"),
+            ("docker://ghcr.io/org/tools/app", "app_latest.sif"),
+            ("oras://127.0.0.1:5000/sif:1", "sif_1.sif"),
+            (
+                &format!("docker://x.io/a@sha256:{}", "ab".repeat(32)),
+                "a_abababababab.sif",
+            ),
+            ("oci-archive:/data/app-oci.tar", "app-oci.sif"),
+        ] {
+            assert_eq!(default_out(&image(arg)).unwrap(), Path::new(want), "{arg}");
+        }
+        assert_eq!(
+            default_out(&image("demo.sqfs")).unwrap_err().exit_kind(),
+            ExitKind::Usage
+        );
+    }
+
+    fn options(arch: &str) -> PullOptions {
+        let env = vec![("RFAKE_CACHEDIR".into(), "/nonexistent/cache".into())];
+        let args = crate::cli::PullArgs {
+            arch: Some(arch.into()),
+            offline: false,
+            ca_file: None,
+            quiet: true,
+        };
+        PullOptions::new(&args, &Config::default(), &env).unwrap()
+    }
+
+    /// A single image's configuration says its architecture; one for
+    /// another is refused unless --arch asks for it (386 runs on amd64).
+    #[test]
+    fn a_single_image_of_another_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        let r = Reference::parse("127.0.0.1:5000/foreign:1").unwrap();
+        let check = |opts: &PullOptions, arch: &str| {
+            std::fs::write(&config, format!(r#"{{"architecture":"{arch}"}}"#)).unwrap();
+            let puller = Puller {
+                opts,
+                cache: Cache::open(dir.path().join("cache"), true, 0).unwrap(),
+                client: None,
+                progress: Progress::new(true),
+            };
+            puller.check_arch(&r, &config)
+        };
+        let amd64 = options("amd64");
+        let err = check(&amd64, "arm64").unwrap_err();
+        assert_eq!(err.exit_kind(), ExitKind::BadImage);
+        assert_eq!(
+            err.to_string(),
+            "127.0.0.1:5000/foreign:1: an image for arm64, not amd64, and no index to choose \
+             another from (--arch arm64 takes it anyway)"
+        );
+        check(&amd64, "amd64").unwrap();
+        check(&amd64, "386").unwrap();
+        check(&options("arm64"), "arm64").unwrap();
+        check(&options("arm/v7"), "arm").unwrap();
+        // No architecture recorded: nothing to check.
+        std::fs::write(&config, "{}").unwrap();
+        let puller = Puller {
+            opts: &amd64,
+            cache: Cache::open(dir.path().join("cache"), true, 0).unwrap(),
+            client: None,
+            progress: Progress::new(true),
+        };
+        puller.check_arch(&r, &config).unwrap();
+    }
+
+    #[test]
+    fn unknown_architectures_are_usage_errors() {
+        let err = check_arch("x86_64").unwrap_err();
+        assert_eq!(err.exit_kind(), ExitKind::Usage);
+        assert!(err.to_string().contains("amd64, arm"), "{err}");
     }
 }
