@@ -5,8 +5,7 @@
 //! SquashFS in-process, wrapped in SIF when OUT ends in `.sif`, into a
 //! temporary file beside OUT that is renamed over it only at the end.
 
-// The definition-file build (issue 12) uses it next.
-#[allow(dead_code)]
+pub mod definition;
 pub mod materialize;
 pub mod meta_files;
 pub mod output;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::output::Pending;
-use super::source::{self, SizeLimit, SourceError};
+use super::source::{self, SizeLimit, SourceError, SourceKind};
 use super::spool::Spool;
 use super::tree::{Tree, TreeError};
 use super::{ImageMeta, meta_files};
@@ -59,6 +59,8 @@ pub struct BuildRequest {
     /// as warnings; else at `-v` only: a pulled image's device nodes and
     /// owners are routine, and the container has its own `/dev`.
     pub warn_losses: bool,
+    /// For a definition file: how its commands run.
+    pub definition: Option<super::definition::DefinitionOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,11 @@ pub enum BuildError {
     Write { out: PathBuf, error: SqfsError },
     #[error("--block-size {0}: must be a power of two from 4K to 1M")]
     BlockSize(String),
+    #[error(transparent)]
+    Deffile(#[from] super::deffile::DefError),
+    /// Preparing a definition file's root (bootstrap, `%files`, `%post`).
+    #[error(transparent)]
+    Definition(Box<crate::error::Error>),
 }
 
 impl BuildError {
@@ -86,6 +93,8 @@ impl BuildError {
             BuildError::Tree { .. } => ExitKind::BadImage,
             BuildError::Output { .. } | BuildError::Write { .. } => ExitKind::OsError,
             BuildError::BlockSize(_) => ExitKind::Usage,
+            BuildError::Deffile(e) => e.exit_kind(),
+            BuildError::Definition(e) => e.exit_kind(),
         }
     }
 }
@@ -169,11 +178,27 @@ pub fn run(
         skip_special: req.skip_special,
         max_size: req.max_size.clone(),
     };
+    // A definition file's prepared root: it must outlive the write, which
+    // reads its files.
+    let mut prepared = None;
     let warnings = match &req.source {
         BuildSource::Path(path) => {
             let kind = source::detect(path)?;
             log::info!("source {}: {kind:?}", path.display());
-            source::load(path, kind, &opts, &mut spool, &mut tree, &mut meta)?
+            if kind == SourceKind::Definition {
+                let def = super::deffile::parse(path)?;
+                let options = req.definition.clone().unwrap_or_default();
+                let base = options.tmpdir.clone().unwrap_or_else(|| dir.clone());
+                let p = super::definition::prepare(&def, &options, &base, env)
+                    .map_err(|e| BuildError::Definition(Box::new(e)))?;
+                let warnings =
+                    source::load(&p.root, SourceKind::Directory, &opts, &mut spool, &mut tree, &mut meta)?;
+                meta = p.meta.clone();
+                prepared = Some(p);
+                warnings
+            } else {
+                source::load(path, kind, &opts, &mut spool, &mut tree, &mut meta)?
+            }
         }
         BuildSource::Pulled {
             blobs_root,
@@ -290,6 +315,8 @@ pub fn run(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    // The definition's work directory goes now that the image is written.
+    drop(prepared);
     Ok(BuildSummary {
         out: req.out.clone(),
         format: if sif { "SIF" } else { "SquashFS" },
@@ -370,6 +397,7 @@ mod tests {
             arch: Arch::host(),
             max_size: SizeLimit::default(),
             warn_losses: true,
+            definition: None,
         };
         let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = epoch
             .map(|t| ("SOURCE_DATE_EPOCH".into(), t.into()))

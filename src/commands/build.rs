@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use super::Loaded;
+use crate::build::definition::DefinitionOptions;
+use crate::build::fakeroot::FakerootMode;
 use crate::build::run::{BuildRequest, BuildSource, parse_block_size};
 use crate::build::source::SizeLimit;
 use crate::cli::{BuildArgs, PullArgs};
@@ -24,7 +26,12 @@ pub fn run(
     // without --max-size, for a reference's cache), so a broken file does
     // not stop a build that needs nothing from it.
     let reference = crate::registry::ImageRef::is_reference(source.as_os_str());
-    let config = match args.max_size.is_none() || reference {
+    let definition = !reference
+        && matches!(
+            crate::build::source::detect(&source),
+            Ok(crate::build::source::SourceKind::Definition)
+        );
+    let config = match args.max_size.is_none() || reference || definition {
         true => Some(load()?),
         false => None,
     };
@@ -52,6 +59,22 @@ pub fn run(
         },
         max_size,
         warn_losses: true,
+        definition: match (definition, &config) {
+            (true, Some(config)) => Some(DefinitionOptions {
+                notest: args.notest,
+                fakeroot: match args.fakeroot_mode.as_str() {
+                    "none" => FakerootMode::None,
+                    _ => FakerootMode::Seccomp,
+                },
+                tmpdir: args.tmpdir.clone().or_else(|| {
+                    crate::env::get(&invoker.env, "RFAKE_TMPDIR")
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                }),
+                pull: Some(crate::pull::PullOptions::new(pull, config, &invoker.env)?),
+            }),
+            _ => None,
+        },
     };
     let summary = crate::build::run::run(&request, &invoker.env)?;
     println!("rfake build: {summary}");

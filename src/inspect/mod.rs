@@ -176,6 +176,20 @@ pub fn inspect(path: &Path, list: Option<&str>) -> Result<(Report, ImageFiles), 
     Ok((report, files))
 }
 
+/// The root file system of the single-file image at `path` (a SquashFS
+/// file, or a SIF's root partition), checked as `inspect` checks it; for
+/// a definition file's `Bootstrap: localimage`.
+pub fn squashfs_reader(path: &Path) -> Result<Reader, Error> {
+    match inspect(path, None)?.1 {
+        ImageFiles::Squashfs(reader) => Ok(*reader),
+        _ => Err(Error::Inside {
+            image: path.to_path_buf(),
+            detail: "no SquashFS root file system to start from".into(),
+            missing: false,
+        }),
+    }
+}
+
 fn inside_error(image: &Path, inner: &str, e: InsideError) -> Error {
     Error::Inside {
         image: image.to_path_buf(),

@@ -458,6 +458,7 @@ impl<'o> Puller<'o> {
                         origin: "pull".into(),
                     },
                     warn_losses: false,
+                    definition: None,
                 };
                 crate::build::run::run(&request, &[])?;
                 progress.step(&format!(
@@ -504,6 +505,7 @@ impl<'o> Puller<'o> {
                     origin: "pull".into(),
                 },
                 warn_losses: false,
+                definition: None,
             };
             crate::build::run::run(&request, &[])?;
             Ok::<(), Error>(())
@@ -598,6 +600,7 @@ pub fn pull_to_file(
                     origin: "pull".into(),
                 },
                 warn_losses: false,
+                definition: None,
             };
             crate::build::run::run(&request, &[])?;
             Ok(out)

@@ -90,13 +90,16 @@ pub fn detect(path: &Path) -> Result<SourceKind, SourceError> {
             if looks_like_recipe(path, text) {
                 return Ok(SourceKind::Recipe);
             }
+            if crate::build::deffile::looks_like_definition(text.as_bytes()) {
+                return Ok(SourceKind::Definition);
+            }
         }
     }
     Err(SourceError::invalid(
         shown(path),
         format!(
-            "not a build source: not a tar archive (plain, gzip, xz or zstd) or a recipe \
-             (TOML with an [image] table); {}",
+            "not a build source: not a tar archive (plain, gzip, xz or zstd), a recipe \
+             (TOML with an [image] table) or a definition file (a Bootstrap: header); {}",
             describe_start(&head)
         ),
     ))

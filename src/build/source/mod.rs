@@ -75,6 +75,9 @@ pub enum SourceKind {
     DockerArchive,
     /// A recipe (TOML with an `[image]` table).
     Recipe,
+    /// An Apptainer definition file (a `Bootstrap:` header): built by
+    /// [`crate::build::definition`], never loaded here.
+    Definition,
 }
 
 impl fmt::Display for SourceKind {
@@ -89,6 +92,7 @@ impl fmt::Display for SourceKind {
             SourceKind::OciArchive => "OCI archive",
             SourceKind::DockerArchive => "docker archive",
             SourceKind::Recipe => "recipe",
+            SourceKind::Definition => "definition file",
         })
     }
 }
@@ -311,6 +315,10 @@ impl<'a> Cx<'a> {
             SourceKind::OciArchive => oci::load_archive(self, path, tree, meta),
             SourceKind::DockerArchive => docker::load(self, path, tree, meta),
             SourceKind::Recipe => recipe::load(self, path, tree, meta),
+            SourceKind::Definition => Err(SourceError::invalid(
+                shown(path),
+                "a definition file cannot be a base here (build it into an image first)",
+            )),
         }
     }
 
@@ -376,6 +384,11 @@ fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
 fn keep_xattr(name: &str) -> bool {
     (name.starts_with("user.") || name.starts_with("trusted.") || name.starts_with("security."))
         && name != "security.selinux"
+}
+
+/// [`set_env`] for the definition-file build.
+pub(crate) fn set_env_pub(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    set_env(env, name, value)
 }
 
 /// Set `name` in `env`: replace its value where it is, or append it.
