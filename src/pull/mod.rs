@@ -286,6 +286,16 @@ impl<'o> Puller<'o> {
                 }
             }
         }
+        if self.opts.cache.read_only {
+            return Err(Error::Pull {
+                kind: ExitKind::Refused,
+                message: format!(
+                    "{r}: not in the site's read-only cache {} (cache_read_only) for {arch}; \
+                     ask for it to be added, or set RFAKE_CACHEDIR to a cache of your own",
+                    shown(self.cache.root())
+                ),
+            });
+        }
         if self.opts.offline {
             return Err(Error::Pull {
                 kind: ExitKind::NoInput,
