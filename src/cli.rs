@@ -114,6 +114,7 @@ pub enum Commands {
                       (RFAKE_CACHEDIR, cache_dir), so a second pull downloads nothing and an \
                       interrupted one resumes."
     )]
+    #[command(override_usage = "rfake pull [OPTIONS] [OUT] <REF>")]
     Pull {
         #[command(flatten)]
         pull: PullArgs,

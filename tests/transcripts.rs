@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 
 /// How long one block may run.
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a block on the test registry may run: a first pull of the
+/// Debian image converts ~230 MB to a gzip SquashFS (about 40 s of CPU in a
+/// debug build, more on a loaded machine).
+const REGISTRY_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a block on the Slurm test cluster may run.
 const SLURM_BLOCK_TIMEOUT: Duration = Duration::from_secs(150);
 
@@ -258,6 +262,8 @@ fn check_block(
     tally.run += 1;
     let timeout = if marks.needs_slurm {
         SLURM_BLOCK_TIMEOUT
+    } else if marks.needs_registry {
+        REGISTRY_BLOCK_TIMEOUT
     } else {
         BLOCK_TIMEOUT
     };

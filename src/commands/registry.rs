@@ -97,10 +97,7 @@ fn login(
     let check = client.check_login(&registry, &credentials)?;
     auth::save(&file, &registry, &credentials)?;
     if check == LoginCheck::NotNeeded {
-        eprintln!(
-            "{}: note: {registry} asks for no login; the credentials are saved anyway",
-            crate::diag::prefix()
-        );
+        log::warn!("{registry} asks for no login; the credentials are saved anyway");
     }
     println!(
         "Login succeeded: credentials for {registry} saved in {}",
@@ -119,9 +116,8 @@ fn logout(registry: &str, env: &[(OsString, OsString)]) -> Result<(), RegistryEr
             crate::text::shown(&file)
         );
     } else {
-        eprintln!(
-            "{}: note: not logged in to {registry}: {} has no entry for it",
-            crate::diag::prefix(),
+        log::warn!(
+            "not logged in to {registry}: {} has no entry for it",
             crate::text::shown(&file)
         );
     }

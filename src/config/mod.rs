@@ -708,7 +708,14 @@ impl Config {
                 };
                 self.cache_dir = setting(Some(entry), origin);
             }
-            Key::CacheMaxSize => self.cache_max_size = setting(size_or_zero(value, at)?, origin),
+            // Up to 1024T as for builds; 0 (u64::MAX from build_size): no limit.
+            Key::CacheMaxSize => {
+                let bytes = match build_size(value, at)? {
+                    u64::MAX => 0,
+                    bytes => bytes,
+                };
+                self.cache_max_size = setting(bytes, origin)
+            }
             Key::Offline => self.offline = setting(boolean(value, at)?, origin),
             Key::CacheReadOnly => self.cache_read_only = setting(boolean(value, at)?, origin),
             Key::RegistryCaFile => {

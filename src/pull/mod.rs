@@ -85,6 +85,14 @@ impl PullOptions {
     }
 }
 
+/// Seconds since `pulled` (seconds since the epoch).
+fn age(pulled: u64) -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_sub(pulled)
+}
+
 /// `--arch NAME[/VARIANT]`: a Go architecture name rfake knows (`amd64`,
 /// `arm64`, `arm/v7`); the variant only chooses among an index's images.
 pub fn check_arch(arch: &str) -> Result<Arch, Error> {
@@ -206,6 +214,9 @@ impl<'o> Puller<'o> {
             ImageRef::OciArchive(path) | ImageRef::DockerArchive(path) => self.archive(path),
             ImageRef::Docker(r) | ImageRef::Oras(r) => {
                 let oras = matches!(image, ImageRef::Oras(_));
+                if let Some(path) = self.converted(r, oras) {
+                    return Ok(Pulled { path });
+                }
                 let resolved = self.resolve(r)?;
                 let path = self.convert(r, &resolved, oras)?;
                 self.record(r, &resolved)?;
@@ -213,6 +224,35 @@ impl<'o> Puller<'o> {
                 Ok(Pulled { path })
             }
         }
+    }
+
+    /// The converted image of `r`, when its record may be trusted without
+    /// asking the registry (as [`Puller::resolve`] decides) and the image is
+    /// still in the cache: nothing else is read, so a launch from the cache
+    /// needs neither the manifest nor the blobs eviction may have removed.
+    fn converted(&self, r: &Reference, oras: bool) -> Option<PathBuf> {
+        let tag = r.reference();
+        let record = self.cache.lookup_ref(&ref_key(r, &tag), &self.opts.arch)?;
+        if !self.trusted(r, record.pulled) {
+            return None;
+        }
+        let path = self
+            .cache
+            .lookup_image(&record.manifest, if oras { "sif" } else { "sqfs" })?;
+        log::info!("{r}: {} from the cache", record.manifest);
+        Some(path)
+    }
+
+    /// Whether a record of `r` made at `pulled` (seconds since the epoch)
+    /// is used without asking the registry: a digest never changes, a tag
+    /// resolved less than [`TAG_FRESH`] ago is trusted, and so is every
+    /// record offline or in a site-curated cache (what the site decided to
+    /// run is not second-guessed).
+    fn trusted(&self, r: &Reference, pulled: u64) -> bool {
+        r.digest.is_some()
+            || self.opts.offline
+            || self.opts.cache.read_only
+            || age(pulled) < TAG_FRESH.as_secs()
     }
 
     /// Record what `r` resolved to, for `--offline` and `rfake cache list`.
@@ -238,25 +278,23 @@ impl<'o> Puller<'o> {
         let arch = self.opts.arch.clone();
         let tag = r.reference();
         let record = self.cache.lookup_ref(&ref_key(r, &tag), &arch);
-        let age = |pulled: u64| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                .saturating_sub(pulled)
-        };
         if let Some(record) = &record {
-            // A site-curated cache is what the site decided to run: its
-            // records are not second-guessed.
-            let fresh = r.digest.is_some()
-                || self.opts.offline
-                || self.opts.cache.read_only
-                || age(record.pulled) < TAG_FRESH.as_secs();
-            if fresh {
+            if self.trusted(r, record.pulled) {
                 if let Some(resolved) = self.cached(&record.manifest, record.index.clone())? {
                     log::info!("{r}: {} from the cache", record.manifest);
                     return Ok(resolved);
                 }
             }
+        }
+        if self.opts.cache.read_only {
+            return Err(Error::Pull {
+                kind: ExitKind::Refused,
+                message: format!(
+                    "{r}: not in the site's read-only cache {} (cache_read_only) for {arch}; \
+                     ask for it to be added, or set RFAKE_CACHEDIR to a cache of your own",
+                    shown(self.cache.root())
+                ),
+            });
         }
         if self.opts.offline {
             return Err(Error::Pull {
@@ -462,8 +500,8 @@ impl<'o> Puller<'o> {
                 };
                 crate::build::run::run(&request, &[])?;
                 progress.step(&format!(
-                    "{reference}: converted to SquashFS in {:.1} s",
-                    started.elapsed().as_secs_f64()
+                    "{reference}: converted to SquashFS in {:.1?}",
+                    started.elapsed()
                 ));
                 Ok::<(), Error>(())
             })
@@ -557,6 +595,13 @@ pub fn pull_to_file(
     opts: &PullOptions,
 ) -> Result<PathBuf, Error> {
     let image = ImageRef::parse(reference)?;
+    if let ImageRef::Path(_) = image {
+        return Err(Error::Usage(format!(
+            "{}: not a reference (docker://, oras://, oci-archive:, docker-archive:); \
+             `rfake build OUT SOURCE` converts files",
+            shown(Path::new(reference))
+        )));
+    }
     let out = match out {
         Some(out) => out.to_path_buf(),
         None => default_out(&image)?,
@@ -575,11 +620,7 @@ pub fn pull_to_file(
             let pulled = Puller::new(opts)?.pull(&image)?;
             copy_out(&pulled.path, &out)
         }
-        ImageRef::Path(_) => Err(Error::Usage(format!(
-            "{}: not a reference (docker://, oras://, oci-archive:, docker-archive:); \
-             `rfake build OUT SOURCE` converts files",
-            shown(Path::new(reference))
-        ))),
+        ImageRef::Path(_) => unreachable!("refused above"),
         _ if !sif => {
             // The cached SquashFS is the image: copy it.
             let pulled = Puller::new(opts)?.pull(&image)?;

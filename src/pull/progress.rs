@@ -90,7 +90,7 @@ impl BlobBar {
         if self.quiet {
             return;
         }
-        let secs = self.started.elapsed().as_secs_f64();
+        let took = self.started.elapsed();
         let fetched = self.size.saturating_sub(self.offset);
         let resumed = if self.offset > 0 {
             format!(", resumed at {}", crate::text::human_size(self.offset))
@@ -98,7 +98,7 @@ impl BlobBar {
             String::new()
         };
         eprintln!(
-            "{}: pulled {} ({} in {secs:.1} s{resumed})",
+            "{}: pulled {} ({} in {took:.1?}{resumed})",
             crate::diag::prefix(),
             self.label,
             crate::text::human_size(fetched),
