@@ -1,11 +1,16 @@
 //! `rfake build OUT SOURCE`: make a single-file image without root.
 //!
-//! SOURCE (a directory, a root filesystem tarball, an OCI image, a recipe)
-//! becomes a [`tree::Tree`] plus [`ImageMeta`]; the tree is written as
+//! SOURCE (a directory, a root filesystem tarball, an OCI image, a recipe,
+//! an Apptainer definition file) becomes a [`tree::Tree`] plus
+//! [`ImageMeta`]; a definition file's stage is first prepared as a
+//! directory (`definition`: bootstrap, `%files`, `%post` under `fakeroot`),
+//! which is then the source. The tree is written as
 //! SquashFS in-process, wrapped in SIF when OUT ends in `.sif`, into a
 //! temporary file beside OUT that is renamed over it only at the end.
 
+pub mod deffile;
 pub mod definition;
+pub mod fakeroot;
 pub mod materialize;
 pub mod meta_files;
 pub mod output;
