@@ -310,6 +310,8 @@ pub(super) fn looks_like_definition(bytes: &[u8]) -> bool {
     if head.contains(&0) {
         return false;
     }
+    // A value continued by a trailing `\` goes on over the next line.
+    let mut continued = false;
     for raw in head.split(|&b| b == b'\n') {
         let Ok(text) = std::str::from_utf8(raw) else {
             // The head may end inside a character; a line before it that is
@@ -317,8 +319,13 @@ pub(super) fn looks_like_definition(bytes: &[u8]) -> bool {
             return false;
         };
         let Some(text) = content(text) else {
+            continued = false;
             continue;
         };
+        let was_continued = std::mem::replace(&mut continued, text.trim_end().ends_with('\\'));
+        if was_continued {
+            continue;
+        }
         let Some((key, _)) = text.split_once(':') else {
             return false;
         };

@@ -29,6 +29,8 @@ mod header;
 mod parse;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
