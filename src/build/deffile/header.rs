@@ -1,5 +1,6 @@
 //! A stage's header: `Key: value` lines, and the bootstrap agent they name.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::parse::{Line, Problem};
@@ -96,11 +97,13 @@ fn content(text: &str) -> Option<&str> {
 /// newline). Keys are lower-cased; unknown and repeated keys are refused.
 pub(super) fn keys(lines: &[Line]) -> Result<Vec<HeaderKey>, Problem> {
     let mut keys: Vec<HeaderKey> = Vec::new();
+    // Key → where it is in `keys`, so that a repeat is found at once.
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut pending: Option<HeaderKey> = None;
     for line in lines {
         let Some(text) = content(line.text) else {
             if let Some(done) = pending.take() {
-                add(&mut keys, done)?;
+                add(&mut keys, &mut seen, done)?;
             }
             continue;
         };
@@ -144,29 +147,34 @@ pub(super) fn keys(lines: &[Line]) -> Result<Vec<HeaderKey>, Problem> {
             }
             None => {
                 key.value = value;
-                add(&mut keys, key)?;
+                add(&mut keys, &mut seen, key)?;
             }
         }
     }
     if let Some(done) = pending {
-        add(&mut keys, done)?;
+        add(&mut keys, &mut seen, done)?;
     }
     Ok(keys)
 }
 
 /// Apptainer keeps the last of a repeated key; a repeat is more likely a
 /// mistake than a wish, so it is refused.
-fn add(keys: &mut Vec<HeaderKey>, key: HeaderKey) -> Result<(), Problem> {
-    if let Some(first) = keys.iter().find(|k| k.key == key.key) {
+fn add(
+    keys: &mut Vec<HeaderKey>,
+    seen: &mut HashMap<String, usize>,
+    key: HeaderKey,
+) -> Result<(), Problem> {
+    if let Some(&first) = seen.get(&key.key) {
         return Err(Problem::header(
             key.line,
             format!(
                 "{} given again (first at line {})",
                 shown_key(&key.key),
-                first.line
+                keys[first].line
             ),
         ));
     }
+    seen.insert(key.key.clone(), keys.len());
     keys.push(key);
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! From the file's bytes to [`Definition`]: lines, stages, sections.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::header;
@@ -79,8 +80,13 @@ pub(super) fn definition(path: &Path, bytes: &[u8]) -> Result<Definition, DefErr
     let lines = lines(text);
     check_lines(&lines).map_err(|p| p.at(path))?;
     let mut stages: Vec<Stage> = Vec::new();
+    let mut names = Names::default();
     for chunk in stage_chunks(&lines) {
-        let stage = stage(chunk, &stages).map_err(|p| p.at(path))?;
+        let stage = stage(chunk, &names).map_err(|p| p.at(path))?;
+        if let Some(name) = &stage.name {
+            names.by_name.insert(name.clone(), stage.header.line);
+            names.in_order.push(name.clone());
+        }
         stages.push(stage);
     }
     if stages.is_empty() {
@@ -223,6 +229,20 @@ fn stage_chunks<'l, 't>(lines: &'l [Line<'t>]) -> Vec<&'l [Line<'t>]> {
     chunks
 }
 
+/// The names of the stages read so far, and their `Bootstrap:` lines.
+#[derive(Default)]
+struct Names {
+    by_name: HashMap<String, usize>,
+    in_order: Vec<String>,
+}
+
+/// A stage being read: the labels' places, so a repeated key is found at
+/// once.
+struct Reading<'n> {
+    earlier: &'n Names,
+    label_at: HashMap<String, usize>,
+}
+
 /// A section being read.
 struct Open<'l, 't> {
     /// Lower case, without `%`.
@@ -233,8 +253,8 @@ struct Open<'l, 't> {
     body: &'l [Line<'t>],
 }
 
-/// One stage from its lines; `earlier` are the stages before it.
-fn stage(lines: &[Line], earlier: &[Stage]) -> Result<Stage, Problem> {
+/// One stage from its lines; `earlier` names the stages before it.
+fn stage(lines: &[Line], earlier: &Names) -> Result<Stage, Problem> {
     let first_section = lines
         .iter()
         .position(|l| section_word(l.text).is_some())
@@ -255,15 +275,11 @@ fn stage(lines: &[Line], earlier: &[Stage]) -> Result<Stage, Problem> {
     };
     let name = header.get("stage").map(|k| k.value.clone());
     if let Some(name) = &name {
-        if let Some(s) = earlier.iter().find(|s| s.name.as_ref() == Some(name)) {
+        if let Some(at) = earlier.by_name.get(name) {
             let line = header.get("stage").map_or(header.line, |k| k.line);
             return Err(Problem::header(
                 line,
-                format!(
-                    "Stage: `{}` is also the stage at line {}",
-                    one_line(name),
-                    s.header.line
-                ),
+                format!("Stage: `{}` is also the stage at line {at}", one_line(name)),
             ));
         }
     }
@@ -278,6 +294,10 @@ fn stage(lines: &[Line], earlier: &[Stage]) -> Result<Stage, Problem> {
         test: None,
         help: None,
         labels: Vec::new(),
+    };
+    let mut reading = Reading {
+        earlier,
+        label_at: HashMap::new(),
     };
     let mut i = first_section;
     while i < lines.len() {
@@ -295,7 +315,7 @@ fn stage(lines: &[Line], earlier: &[Stage]) -> Result<Stage, Problem> {
             line: line.no,
             body: &lines[i + 1..end],
         };
-        section(&mut stage, open, earlier)?;
+        section(&mut stage, open, &mut reading)?;
         i = end;
     }
     Ok(stage)
@@ -307,14 +327,14 @@ fn blank(text: &str) -> bool {
 }
 
 /// Add one section to `stage`.
-fn section(stage: &mut Stage, open: Open, earlier: &[Stage]) -> Result<(), Problem> {
+fn section(stage: &mut Stage, open: Open, reading: &mut Reading) -> Result<(), Problem> {
     let name = open.name.as_str();
     let refuse = |why: &str| Err(Problem::section(open.line, name, why));
     match name {
-        "files" => return files(stage, &open, earlier),
+        "files" => return files(stage, &open, reading.earlier),
         "labels" => {
             no_arguments(&open)?;
-            labels(&mut stage.labels, open.body);
+            labels(&mut stage.labels, &mut reading.label_at, open.body);
             return Ok(());
         }
         "help" => {
@@ -450,7 +470,7 @@ fn body_text(body: &[Line]) -> String {
 
 /// `%labels`: `KEY VALUE` lines (the value may be empty or hold spaces);
 /// blank lines and lines starting with `#` skipped.
-fn labels(labels: &mut Vec<(String, String)>, body: &[Line]) {
+fn labels(labels: &mut Vec<(String, String)>, at: &mut HashMap<String, usize>, body: &[Line]) {
     for line in body {
         let t = line.text.trim();
         if t.is_empty() || t.starts_with('#') {
@@ -460,25 +480,27 @@ fn labels(labels: &mut Vec<(String, String)>, body: &[Line]) {
             Some((k, v)) => (k, v.trim()),
             None => (t, ""),
         };
-        match labels.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value.to_string(),
-            None => labels.push((key.to_string(), value.to_string())),
+        match at.get(key) {
+            Some(&i) => labels[i].1 = value.to_string(),
+            None => {
+                at.insert(key.to_string(), labels.len());
+                labels.push((key.to_string(), value.to_string()));
+            }
         }
     }
 }
 
 /// `%files [from STAGE]`: `SRC [DST]` lines.
-fn files(stage: &mut Stage, open: &Open, earlier: &[Stage]) -> Result<(), Problem> {
+fn files(stage: &mut Stage, open: &Open, earlier: &Names) -> Result<(), Problem> {
     let words: Vec<&str> = open.args.split_whitespace().collect();
     let from = match words.as_slice() {
         [] => None,
         [from, name] if from.eq_ignore_ascii_case("from") => {
-            if !earlier.iter().any(|s| s.name.as_deref() == Some(*name)) {
-                let names: Vec<&str> = earlier.iter().filter_map(|s| s.name.as_deref()).collect();
-                let known = if names.is_empty() {
+            if !earlier.by_name.contains_key(*name) {
+                let known = if earlier.in_order.is_empty() {
                     "no earlier stage has a Stage: name".to_string()
                 } else {
-                    format!("the earlier stages are {}", names.join(", "))
+                    format!("the earlier stages are {}", list(&earlier.in_order))
                 };
                 return Err(Problem::section(
                     open.line,
@@ -570,4 +592,14 @@ fn file_words(text: &str) -> Result<Vec<String>, &'static str> {
         rest = after.trim_start();
     }
     Ok(words)
+}
+
+/// `a, b, c`, or the first few and how many more, for a message.
+fn list(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text: Vec<String> = names.iter().take(SHOWN).map(|n| one_line(n)).collect();
+    if names.len() > SHOWN {
+        text.push(format!("and {} more", names.len() - SHOWN));
+    }
+    text.join(", ")
 }
