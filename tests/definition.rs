@@ -32,7 +32,12 @@ fn assert_clean(dir: &Path, out: &str) {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".rfake"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".rfake")
+        })
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
@@ -158,7 +163,8 @@ fn refused_sections_name_file_and_line() {
     assert_nothing_left(&t);
 }
 
-/// SIGINT while `%post` runs: the build ends as killed by it, nothing left.
+/// ^C (SIGINT to the process group) while `%post` runs: the build ends as
+/// killed by it, at once, and leaves nothing.
 #[test]
 fn an_interrupted_build_leaves_nothing() {
     let Some(_env) = setup() else { return };
@@ -171,9 +177,12 @@ fn an_interrupted_build_leaves_nothing() {
     );
     std::fs::write(d.path().join("slow.def"), def).unwrap();
     let mut c = command(&t);
+    // Its own process group, as a job in a terminal: ^C reaches it all.
+    use std::os::unix::process::CommandExt;
     c.current_dir(d.path())
         .args(["build", "slow.sif", "slow.def"])
-        .stderr(std::process::Stdio::piped());
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
     let mut child = c.spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     // Wait for the work directory, then a little for %post to start.
@@ -188,7 +197,7 @@ fn an_interrupted_build_leaves_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    nix::sys::signal::kill(
+    nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
@@ -231,7 +240,13 @@ fn apt_get_install_in_post() {
     let image = d.path().join("ssh.sif");
     let o = rfake(
         &t,
-        &["exec", image.to_str().unwrap(), "sh", "-c", "getent passwd sshd >/dev/null && ls /usr/sbin/sshd"],
+        &[
+            "exec",
+            image.to_str().unwrap(),
+            "sh",
+            "-c",
+            "getent passwd sshd >/dev/null && ls /usr/sbin/sshd",
+        ],
     );
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "/usr/sbin/sshd\n");

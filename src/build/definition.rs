@@ -21,7 +21,7 @@ use super::ImageMeta;
 use super::deffile::{Bootstrap, Definition, FileLine, Script, Stage};
 use super::fakeroot::{self, FakerootMode, RunSpec};
 use super::materialize::{image_to_dir, remove_tree, tree_to_dir};
-use super::source::{self, SourceKind};
+use super::source;
 use super::spool::Spool;
 use super::tree::Tree;
 use crate::error::Error;
@@ -57,6 +57,8 @@ impl Default for DefinitionOptions {
 /// `work`, removed when it is dropped) and what the image says about
 /// itself besides its files.
 pub struct Prepared {
+    /// Kept only to be dropped (removed) after the write.
+    #[allow(dead_code)]
     pub work: Work,
     pub root: PathBuf,
     pub meta: ImageMeta,
@@ -135,9 +137,17 @@ mod cleanup {
             // SAFETY: `on_signal` is an `extern "C"` function of the right
             // type; installing it changes no other state.
             unsafe {
-                libc::signal(signal, on_signal as libc::sighandler_t);
+                libc::signal(signal, on_signal as *const () as libc::sighandler_t);
             }
         }
+    }
+
+    /// End rfake as killed by `signal`, after removing the work directory:
+    /// the build was interrupted (its step died of the signal rfake got).
+    pub fn die_of(signal: libc::c_int) -> ! {
+        on_signal(signal);
+        // SAFETY: only reached if the signal did not end the process.
+        unsafe { libc::_exit(128 + signal) }
     }
 
     pub fn unregister() {
@@ -234,8 +244,9 @@ fn bootstrap(
         };
         let warnings = match &source {
             super::run::BuildSource::Path(path) => {
-                let kind = source::detect(path)?;
-                source::load(path, kind, &options, &mut spool, &mut tree, meta)?
+                let kind = source::detect(path).map_err(super::run::BuildError::from)?;
+                source::load(path, kind, &options, &mut spool, &mut tree, meta)
+                    .map_err(super::run::BuildError::from)?
             }
             super::run::BuildSource::Pulled {
                 blobs_root,
@@ -243,7 +254,8 @@ fn bootstrap(
                 reference,
             } => source::load_pulled(
                 blobs_root, manifest, reference, &options, &mut spool, &mut tree, meta,
-            )?,
+            )
+            .map_err(super::run::BuildError::from)?,
         };
         for warning in warnings {
             log::info!("{warning}");
@@ -271,9 +283,10 @@ fn bootstrap(
             from_tree(source, &mut meta)?;
         }
         Bootstrap::Oras(reference) => {
-            let pull = opts.pull.as_ref().ok_or_else(|| {
-                Error::Internal("no registry options for Bootstrap: oras".into())
-            })?;
+            let pull = opts
+                .pull
+                .as_ref()
+                .ok_or_else(|| Error::Internal("no registry options for Bootstrap: oras".into()))?;
             let image = crate::pull::local_image(Path::new(&format!("oras://{reference}")), pull)?;
             local_image(&image, root, &mut meta, &from_tree)?;
         }
@@ -326,12 +339,10 @@ fn copy_files(def: &Definition, stage: &Stage, root: &Path) -> Result<(), Error>
             }
             let from = PathBuf::from(src);
             let inside = dst.clone().unwrap_or_else(|| src.clone());
-            let to = inside_root(root, &inside).ok_or_else(|| {
-                bad(format!("{inside}: the destination leaves the image's root"))
-            })?;
-            let meta = fs::symlink_metadata(&from).map_err(|e| {
-                bad(format!("{src}: {}", io_text(&e)))
-            })?;
+            let to = inside_root(root, &inside)
+                .ok_or_else(|| bad(format!("{inside}: the destination leaves the image's root")))?;
+            let meta =
+                fs::symlink_metadata(&from).map_err(|e| bad(format!("{src}: {}", io_text(&e))))?;
             let to = if to.is_dir() && !meta.is_dir() || (to.is_dir() && dst.is_some()) {
                 to.join(from.file_name().unwrap_or_default())
             } else {
@@ -422,13 +433,20 @@ fn write_metadata(
     if !meta.env.is_empty() {
         let mut sh = String::from("#!/bin/sh\n# The base image's environment (rfake build).\n");
         for (k, v) in &meta.env {
-            sh.push_str(&format!("export {k}={}\n", super::meta_files::shell_quote(v)));
+            sh.push_str(&format!(
+                "export {k}={}\n",
+                super::meta_files::shell_quote(v)
+            ));
         }
         write("env/10-docker2singularity.sh", &sh, 0o755)?;
         meta.env.clear();
     }
     if let Some(env) = &stage.environment {
-        write("env/90-environment.sh", &format!("#!/bin/sh\n{}", env.text), 0o755)?;
+        write(
+            "env/90-environment.sh",
+            &format!("#!/bin/sh\n{}", env.text),
+            0o755,
+        )?;
     }
     let script = |s: &Script| format!("#!{}\n{}", s.shell.as_deref().unwrap_or("/bin/sh"), s.text);
     match &stage.runscript {
@@ -489,7 +507,14 @@ fn run_script(
         ("SINGULARITY_ROOTFS".into(), "/".into()),
         ("APPTAINER_ROOTFS".into(), "/".into()),
     ];
-    for name in ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+    for name in [
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    ] {
         if let Some(v) = crate::env::get(env, name) {
             run_env.push((name.into(), v.into()));
         }
@@ -511,6 +536,11 @@ fn run_script(
     })?;
     if status.success() {
         return Ok(());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal @ (libc::SIGINT | libc::SIGTERM | libc::SIGHUP)) = status.signal() {
+        log::info!("{section} ended by signal {signal}: the build is interrupted");
+        cleanup::die_of(signal);
     }
     let code = status
         .code()
@@ -563,9 +593,4 @@ impl Write for Tail {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// Whether `kind` is a definition file (for the build's dispatch).
-pub fn is_definition(kind: SourceKind) -> bool {
-    kind == SourceKind::Definition
 }

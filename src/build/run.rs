@@ -191,8 +191,14 @@ pub fn run(
                 let base = options.tmpdir.clone().unwrap_or_else(|| dir.clone());
                 let p = super::definition::prepare(&def, &options, &base, env)
                     .map_err(|e| BuildError::Definition(Box::new(e)))?;
-                let warnings =
-                    source::load(&p.root, SourceKind::Directory, &opts, &mut spool, &mut tree, &mut meta)?;
+                let warnings = source::load(
+                    &p.root,
+                    SourceKind::Directory,
+                    &opts,
+                    &mut spool,
+                    &mut tree,
+                    &mut meta,
+                )?;
                 meta = p.meta.clone();
                 prepared = Some(p);
                 warnings

@@ -204,6 +204,7 @@ impl DefError {
     }
 
     /// The line, for an error about the content.
+    #[cfg(test)]
     pub fn line(&self) -> Option<usize> {
         match self {
             DefError::Syntax { line, .. } => Some(*line),

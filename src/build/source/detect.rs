@@ -413,11 +413,19 @@ mod tests {
             detect(&at("broken.toml", b"[image\n")).unwrap(),
             SourceKind::Recipe
         );
+        assert_eq!(
+            detect(&at(
+                "app",
+                b"# an app\nBootstrap: docker\nFrom: debian:12\n\n%post\n  true\n"
+            ))
+            .unwrap(),
+            SourceKind::Definition
+        );
         for (name, bytes, expected) in [
             (
                 "empty",
                 &b""[..],
-                "not a build source: not a tar archive (plain, gzip, xz or zstd) or a recipe (TOML with an [image] table); the file is empty",
+                "not a build source: not a tar archive (plain, gzip, xz or zstd), a recipe (TOML with an [image] table) or a definition file (a Bootstrap: header); the file is empty",
             ),
             (
                 "elf",
