@@ -86,7 +86,10 @@ pub enum Commands {
         long_about = "Build a single-file image without root. SOURCE is a directory (a root \
                       filesystem), a root filesystem tarball (.tar, .tar.gz, .tar.xz, .tar.zst), \
                       an OCI image (layout directory, OCI archive, or docker-archive as written by \
-                      podman/docker save), or a recipe (TOML, see images/recipes/README.md). \
+                      podman/docker save), a recipe (TOML, see images/recipes/README.md), a \
+                      docker:// reference, or an Apptainer definition file (its %post and %test \
+                      run as root in a user namespace, under a seccomp filter that lets calls \
+                      for other users succeed; see docs/build.md). \
                       Everything is owned by root in the image. Entries keep their source's \
                       modification times, clamped to SOURCE_DATE_EPOCH when it is set; the files \
                       rfake generates and the image's own time are SOURCE_DATE_EPOCH, else 0. The \
