@@ -93,7 +93,8 @@ pub enum Commands {
                       Everything is owned by root in the image. Entries keep their source's \
                       modification times, clamped to SOURCE_DATE_EPOCH when it is set; the files \
                       rfake generates and the image's own time are SOURCE_DATE_EPOCH, else 0. The \
-                      output is reproducible: the same SOURCE gives the same bytes."
+                      output is reproducible: the same SOURCE gives the same bytes (what a \
+                      definition file's %post does may not be)."
     )]
     Build {
         #[command(flatten)]
