@@ -164,12 +164,23 @@ impl Cache {
             let busy = lock
                 .as_deref()
                 .is_some_and(|l| l != UNLOCKED && lock::is_held(&self.lock_path(l)));
+            // An image's use is recorded on its lock file (see
+            // `lookup_image`): its last use is the later of the two times.
+            let used_lock = match (kind, lock.as_deref()) {
+                (Kind::Image, Some(l)) if l != UNLOCKED => fs::metadata(self.lock_path(l))
+                    .and_then(|l| l.modified())
+                    .ok(),
+                _ => None,
+            };
             entries.push(Entry {
                 kind,
                 path,
                 digest,
                 size: m.len(),
-                last_used: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                last_used: m
+                    .modified()
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
+                    .max(used_lock.unwrap_or(SystemTime::UNIX_EPOCH)),
                 references: Vec::new(),
                 busy,
                 lock,

@@ -388,11 +388,22 @@ impl Cache {
         )))
     }
 
-    /// The converted image of `manifest` if the cache has it (marks it used).
+    /// The converted image of `manifest` if the cache has it (marks it
+    /// used). An image's use is recorded on its lock file, never on the
+    /// image itself: a launch's warm mount is keyed by the image file's
+    /// times, which must not change from one launch to the next.
     pub fn lookup_image(&self, manifest: &Digest, ext: &str) -> Option<PathBuf> {
         let path = self.image_path(manifest, ext).ok()?;
         path.is_file().then(|| {
-            self.touch(&path);
+            let lock = self.lock_path(&format!("{}.{ext}", manifest.hex));
+            if !self.read_only && !lock.exists() {
+                let _ = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&lock);
+            }
+            self.touch(&lock);
             path
         })
     }

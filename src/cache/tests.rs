@@ -1048,3 +1048,48 @@ fn read_only_applies_to_the_configured_cache_only() {
         ExitKind::Usage
     );
 }
+
+/// Looking an image up records its use without touching the image file: a
+/// warm mount is keyed by the image's times, which must stay as they were.
+#[test]
+fn using_an_image_leaves_its_times_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path().join("c"), false, 0).unwrap();
+    let manifest = Digest::sha256_of(b"manifest");
+    let path = cache
+        .image(&manifest, "sqfs", &mut |temp: &Path| {
+            fs::write(temp, b"image").map_err(|e| crate::error::Error::Internal(e.to_string()))
+        })
+        .unwrap();
+    let before = fs::metadata(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let listed = |cache: &Cache| {
+        cache
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.path == path)
+            .unwrap()
+            .last_used
+    };
+    let first = listed(&cache);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(cache.lookup_image(&manifest, "sqfs").unwrap(), path);
+    let after = fs::metadata(&path).unwrap();
+    assert_eq!(
+        (
+            before.mtime_nsec(),
+            before.ctime_nsec(),
+            before.mtime(),
+            before.ctime()
+        ),
+        (
+            after.mtime_nsec(),
+            after.ctime_nsec(),
+            after.mtime(),
+            after.ctime()
+        )
+    );
+    assert!(listed(&cache) > first, "the use was not recorded");
+}

@@ -479,25 +479,15 @@ impl<'o> Puller<'o> {
                     return link_or_copy(&blobs[0], temp);
                 }
                 let started = std::time::Instant::now();
-                let request = BuildRequest {
-                    out: temp.to_path_buf(),
-                    source: BuildSource::Pulled {
+                let request = conversion(
+                    temp.to_path_buf(),
+                    BuildSource::Pulled {
                         blobs_root: root.clone(),
                         manifest: image.manifest_bytes.clone(),
                         reference: reference.clone(),
                     },
-                    compression: crate::squashfs::Compression::Gzip,
-                    block_size: crate::squashfs::DEFAULT_BLOCK_SIZE,
-                    skip_special: true,
-                    random_uuid: false,
-                    arch: Arch::host(),
-                    max_size: SizeLimit {
-                        bytes: u64::MAX,
-                        origin: "pull".into(),
-                    },
-                    warn_losses: false,
-                    definition: None,
-                };
+                    Arch::host(),
+                );
                 crate::build::run::run(&request, &[])?;
                 progress.step(&format!(
                     "{reference}: converted to SquashFS in {:.1?}",
@@ -530,21 +520,11 @@ impl<'o> Puller<'o> {
         let key = Digest::sha256_of(identity.as_bytes());
         let source = path.to_path_buf();
         let path = self.cache.image(&key, "sqfs", &mut |temp: &Path| {
-            let request = BuildRequest {
-                out: temp.to_path_buf(),
-                source: BuildSource::Path(source.clone()),
-                compression: crate::squashfs::Compression::Gzip,
-                block_size: crate::squashfs::DEFAULT_BLOCK_SIZE,
-                skip_special: true,
-                random_uuid: false,
-                arch: Arch::host(),
-                max_size: SizeLimit {
-                    bytes: u64::MAX,
-                    origin: "pull".into(),
-                },
-                warn_losses: false,
-                definition: None,
-            };
+            let request = conversion(
+                temp.to_path_buf(),
+                BuildSource::Path(source.clone()),
+                Arch::host(),
+            );
             crate::build::run::run(&request, &[])?;
             Ok::<(), Error>(())
         })?;
@@ -628,34 +608,63 @@ pub fn pull_to_file(
         }
         _ => {
             let source = build_source(Path::new(reference), opts)?;
-            let request = BuildRequest {
-                out: out.clone(),
-                source,
-                compression: crate::squashfs::Compression::Gzip,
-                block_size: crate::squashfs::DEFAULT_BLOCK_SIZE,
-                skip_special: true,
-                random_uuid: false,
-                arch: check_arch(&opts.arch)?,
-                max_size: SizeLimit {
-                    bytes: u64::MAX,
-                    origin: "pull".into(),
-                },
-                warn_losses: false,
-                definition: None,
-            };
+            let request = conversion(out.clone(), source, check_arch(&opts.arch)?);
             crate::build::run::run(&request, &[])?;
             Ok(out)
         }
     }
 }
 
-/// Copy the cached image at `from` to `out`, through a temporary file
-/// beside `out` renamed over it at the end.
+/// How a pull converts what it fetched: a build into `out` with the
+/// build's defaults (gzip, 128 KiB blocks), special files left out and what
+/// the image cannot keep reported at `-v` only, no size limit (the
+/// registry's image is what it is), `arch` recorded in a SIF.
+fn conversion(out: PathBuf, source: BuildSource, arch: Arch) -> BuildRequest {
+    BuildRequest {
+        out,
+        source,
+        compression: crate::squashfs::Compression::Gzip,
+        block_size: crate::squashfs::DEFAULT_BLOCK_SIZE,
+        skip_special: true,
+        random_uuid: false,
+        arch,
+        max_size: SizeLimit {
+            bytes: u64::MAX,
+            origin: "pull".into(),
+        },
+        warn_losses: false,
+        definition: None,
+    }
+}
+
+/// The cached image at `from` as `out`: a second name for it when `out`
+/// is on the cache's file system (no copy, no second copy's disk space:
+/// cache entries are never written again, and eviction only removes a
+/// name), else a copy through a temporary file beside `out`; either is
+/// renamed over `out` at the end.
 fn copy_out(from: &Path, out: &Path) -> Result<PathBuf, Error> {
     let failed = |what: &str, e: std::io::Error| Error::Pull {
         kind: ExitKind::OsError,
         message: format!("{}: {what}: {}", shown(out), crate::text::io_text(&e)),
     };
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let link = dir.join(format!(
+        ".{}.rfake-link-{}",
+        out.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    if std::fs::hard_link(from, &link).is_ok() {
+        return match std::fs::rename(&link, out) {
+            Ok(()) => Ok(out.to_path_buf()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&link);
+                Err(failed("naming it", e))
+            }
+        };
+    }
     let mut pending =
         crate::build::output::Pending::create(out).map_err(|e| failed("creating it", e))?;
     let mut src = std::fs::File::open(from).map_err(|e| failed("reading the cached image", e))?;
