@@ -357,29 +357,61 @@ fn copy_files(def: &Definition, stage: &Stage, root: &Path) -> Result<(), Error>
     Ok(())
 }
 
-/// `inside` (an absolute or relative path in the image) under `root`,
-/// lexically: `..` may not climb out. The build root is the user's own
-/// directory, so a symbolic link in it is followed as the user could.
+/// `inside` (a path in the image) as a path under `root`, with the
+/// image's symbolic links followed as the container would follow them:
+/// an absolute target from the image's root, `..` never above it. So a
+/// link in an untrusted base (`/opt -> /home/you/.ssh`) leads inside the
+/// image, never to the host. `None` for a loop (more than 40 links).
+/// Nothing else changes the tree while the build writes into it.
 fn inside_root(root: &Path, inside: &str) -> Option<PathBuf> {
-    let mut out = root.to_path_buf();
-    let mut depth = 0usize;
-    for c in Path::new(inside).components() {
-        match c {
-            Component::Normal(name) => {
-                out.push(name);
-                depth += 1;
+    use std::collections::VecDeque;
+    let parts = |p: &Path| -> VecDeque<std::ffi::OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut todo = parts(Path::new(inside));
+    let mut at = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&part);
+        let full = root.join(&next);
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return None;
+                }
+                let target = fs::read_link(&full).ok()?;
+                if target.is_absolute() {
+                    at = PathBuf::new();
+                }
+                let mut rest = parts(&target);
+                rest.extend(todo);
+                todo = rest;
             }
-            Component::ParentDir => {
-                depth = depth.checked_sub(1)?;
-                out.pop();
-            }
-            _ => {}
+            _ => at = next,
         }
     }
-    Some(out)
+    Some(root.join(at))
 }
 
+/// Copy `from` (on the host) to `to` (in the build root, resolved by
+/// [`inside_root`]). What the image has at a path written here is replaced
+/// if it is a symbolic link, never followed: the image's links must not
+/// lead the copy out of the root.
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(to).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(to)?;
+    }
     let meta = fs::symlink_metadata(from)?;
     if meta.file_type().is_symlink() {
         let _ = fs::remove_file(to);
@@ -411,18 +443,36 @@ fn write_metadata(
     root: &Path,
     meta: &mut ImageMeta,
 ) -> Result<(), Error> {
-    let sd = root.join(".singularity.d");
+    // Resolved in the image: a base's `/.singularity.d` may be a link.
+    let sd = inside_root(root, ".singularity.d").unwrap_or_else(|| root.join(".singularity.d"));
+    if !sd.starts_with(root) {
+        return Err(Error::Internal(
+            "the metadata directory left the build root".into(),
+        ));
+    }
     let env_dir = sd.join("env");
+    for dir in [&sd, &env_dir] {
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(dir).map_err(|e| failed(dir, "replacing it", &e))?;
+        }
+    }
     fs::create_dir_all(&env_dir).map_err(|e| failed(&env_dir, "creating it", &e))?;
     let write = |name: &str, text: &str, mode: u32| -> Result<(), Error> {
         let path = sd.join(name);
+        // A link the base has there is replaced, never followed.
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(&path).map_err(|e| failed(&path, "replacing it", &e))?;
+        }
         fs::write(&path, text).map_err(|e| failed(&path, "writing it", &e))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))
             .map_err(|e| failed(&path, "setting its mode", &e))
     };
     // The base's environment: an OCI image's Env, or an rfake image's file.
+    // Read only if it is a regular file of the image (never through a link).
     let static_env = root.join(".rfake/environment");
-    if let Ok(text) = fs::read_to_string(&static_env) {
+    let regular = fs::symlink_metadata(root.join(".rfake")).is_ok_and(|m| m.is_dir())
+        && fs::symlink_metadata(&static_env).is_ok_and(|m| m.is_file());
+    if let (true, Ok(text)) = (regular, fs::read_to_string(&static_env)) {
         for line in text.lines() {
             if let Some((k, v)) = line.split_once('=') {
                 super::source::set_env_pub(&mut meta.env, k, v);
@@ -592,5 +642,44 @@ impl Write for Tail {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The image's links are followed inside the image, never to the host.
+    #[test]
+    fn paths_in_the_image_stay_in_it() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let host = d.path().join("host");
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        fs::create_dir_all(&host).unwrap();
+        symlink(&host, root.join("opt")).unwrap();
+        symlink("usr/lib", root.join("lib")).unwrap();
+        symlink("../../..", root.join("usr/lib/up")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        let at = |p: &str| inside_root(&root, p);
+        // An absolute link is taken from the image's root.
+        assert_eq!(
+            at("/opt/x").unwrap(),
+            root.join(host.strip_prefix("/").unwrap()).join("x")
+        );
+        assert_eq!(at("/lib/x").unwrap(), root.join("usr/lib/x"));
+        assert_eq!(at("/usr/lib/up/etc").unwrap(), root.join("etc"));
+        assert_eq!(at("../../etc/passwd").unwrap(), root.join("etc/passwd"));
+        assert_eq!(at("/loop/x"), None);
+        // Copying over a link replaces it.
+        fs::write(d.path().join("src"), "new").unwrap();
+        fs::write(host.join("victim"), "host file").unwrap();
+        symlink(host.join("victim"), root.join("usr/lib/f")).unwrap();
+        copy_tree(&d.path().join("src"), &root.join("usr/lib/f")).unwrap();
+        assert_eq!(
+            fs::read_to_string(host.join("victim")).unwrap(),
+            "host file"
+        );
+        assert_eq!(fs::read_to_string(root.join("usr/lib/f")).unwrap(), "new");
     }
 }
