@@ -130,6 +130,14 @@ fn a_failing_post_stops_the_build() {
         last.contains("bad.def:4: %post failed (exit status 3)") && last.contains("broken"),
         "{err}"
     );
+    // The step's whole log is kept beside OUT, and named.
+    let log = d.path().join("bad.def.post.log");
+    assert!(last.contains("bad.def.post.log"), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("step one") && text.contains("broken"),
+        "{text}"
+    );
     assert_clean(d.path(), "bad.sif");
     assert_nothing_left(&t);
 }

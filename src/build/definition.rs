@@ -595,13 +595,24 @@ fn run_script(
     let code = status
         .code()
         .map_or_else(|| format!("{status}"), |c| format!("exit status {c}"));
+    // The whole log is kept where the work area was (it goes with it).
+    let kept = work.parent().map(|base| {
+        base.join(format!(
+            "{}.{}.log",
+            def.path.file_name().unwrap_or_default().to_string_lossy(),
+            section.trim_start_matches('%')
+        ))
+    });
+    let kept = kept.filter(|to| fs::copy(&log_path, to).is_ok());
     Err(Error::Pull {
         kind: ExitKind::BadImage,
         message: format!(
-            "{}:{}: {section} failed ({code}); its last lines: {}",
+            "{}:{}: {section} failed ({code}); its last lines: {}{}",
             shown(&def.path),
             script.line,
-            log.last_lines(3)
+            log.last_lines(3),
+            kept.map(|k| format!(" (the whole log: {})", shown(&k)))
+                .unwrap_or_default()
         ),
     })
 }
