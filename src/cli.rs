@@ -76,6 +76,28 @@ pub enum Commands {
         /// oci-archive:FILE, docker-archive:FILE.
         image: PathBuf,
     },
+    /// Run the image's test script (a definition file's %test,
+    /// /.singularity.d/test) inside IMAGE; an image without one passes.
+    Test {
+        #[command(flatten)]
+        launch: LaunchArgs,
+        #[command(flatten)]
+        pull: PullArgs,
+        /// A SquashFS file, a SIF file, an unpacked root directory, or a
+        /// reference: docker://NAME[:TAG|@DIGEST], oras://NAME[:TAG],
+        /// oci-archive:FILE, docker-archive:FILE.
+        image: PathBuf,
+    },
+    /// Print the image's help (a definition file's %help,
+    /// /.singularity.d/runscript.help), without running anything.
+    RunHelp {
+        #[command(flatten)]
+        pull: PullArgs,
+        /// A SquashFS file, a SIF file, an unpacked root directory, or a
+        /// reference: docker://NAME[:TAG|@DIGEST], oras://NAME[:TAG],
+        /// oci-archive:FILE, docker-archive:FILE.
+        image: PathBuf,
+    },
     /// Check that this host can run rfake and say how to fix what is missing.
     Doctor,
     /// Print the effective configuration and where each value comes from.

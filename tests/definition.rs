@@ -105,6 +105,11 @@ fn a_definition_on_a_local_sif() {
         ],
     );
     assert_eq!(stdout(&help).trim(), "This image says hello.");
+    // rfake run-help and rfake test read the same sections.
+    let help = rfake(&t, &["run-help", image.to_str().unwrap()]);
+    assert_status(&help, 0);
+    assert_eq!(stdout(&help).trim(), "This image says hello.");
+    assert_status(&rfake(&t, &["test", image.to_str().unwrap()]), 0);
     assert_clean(d.path(), "nothing");
     assert_nothing_left(&t);
 }
@@ -259,5 +264,40 @@ fn apt_get_install_in_post() {
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "/usr/sbin/sshd\n");
     assert_clean(d.path(), "nothing");
+    assert_nothing_left(&t);
+}
+
+/// `--notest` skips `%test` at build time; `rfake test` runs it later and
+/// exits with its status; an image without one passes.
+#[test]
+fn rfake_test_runs_the_test_section() {
+    let Some(env) = setup() else { return };
+    let Some(sifs) = sif_dir() else { return };
+    let d = scratch();
+    let t = tag("def-test");
+    let def = format!(
+        "Bootstrap: localimage\nFrom: {}\n\n%test\n    echo checking\n    exit 4\n",
+        sifs.join("busybox_amd64.sif").display()
+    );
+    std::fs::write(d.path().join("t.def"), def).unwrap();
+    let o = build_in(&t, d.path(), &["t.sif", "t.def"]);
+    assert_exit(&o, ExitKind::BadImage);
+    assert!(
+        stderr(&o).contains("t.def:4: %test failed (exit status 4)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_status(&build_in(&t, d.path(), &["--notest", "t.sif", "t.def"]), 0);
+    let image = d.path().join("t.sif");
+    let o = rfake(&t, &["test", image.to_str().unwrap()]);
+    assert_status(&o, 4);
+    assert_eq!(stdout(&o), "checking\n");
+    let demo = env.image("demo.sqfs");
+    let o = rfake(&t, &["test", demo.to_str().unwrap()]);
+    assert_status(&o, 0);
+    assert!(stdout(&o).contains("has no test"), "{}", stdout(&o));
+    let o = rfake(&t, &["run-help", demo.to_str().unwrap()]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "No help sections were defined for this image\n");
     assert_nothing_left(&t);
 }

@@ -44,6 +44,36 @@ pub fn run(command: Commands) -> Result<u8, Error> {
             pull,
             image,
         } => launch(args, pull, image, Action::Shell),
+        Commands::Test {
+            launch: args,
+            pull,
+            image,
+        } => {
+            let image = inspect::local(&pull, image, &invoker, load)?;
+            match inspect::image_file(&image, TEST_SCRIPT)? {
+                None => {
+                    println!(
+                        "rfake test: {} has no test (%test)",
+                        crate::text::shown(&image)
+                    );
+                    Ok(0)
+                }
+                Some(_) => launch(
+                    args,
+                    pull,
+                    image,
+                    Action::Exec(vec!["/bin/sh".into(), TEST_SCRIPT.into()]),
+                ),
+            }
+        }
+        Commands::RunHelp { pull, image } => {
+            let image = inspect::local(&pull, image, &invoker, load)?;
+            match inspect::image_file(&image, HELP_FILE)? {
+                Some(text) => print!("{}", String::from_utf8_lossy(&text)),
+                None => println!("No help sections were defined for this image"),
+            }
+            Ok(0)
+        }
         Commands::Build {
             args,
             pull,
@@ -69,6 +99,10 @@ pub fn run(command: Commands) -> Result<u8, Error> {
         Commands::Registry { command } => registry::run(command, &invoker.env, load),
     }
 }
+
+/// Where a definition file's `%test` and `%help` are in an image.
+const TEST_SCRIPT: &str = "/.singularity.d/test";
+const HELP_FILE: &str = "/.singularity.d/runscript.help";
 
 /// The configuration as loaded: `rfake doctor` reports a broken file
 /// instead of stopping at it.
