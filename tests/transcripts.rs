@@ -494,18 +494,23 @@ fn every_flag_is_documented_and_every_documented_flag_exists() {
     let mut subs = BTreeSet::new();
     // Nested subcommands (`rfake cache list`) are named `cache-list`, as
     // their man pages are; a parent with subcommands has no table of its own.
-    let mut all: Vec<(String, &clap::Command)> = Vec::new();
+    // (table name, the words that name it on the command line, command)
+    let mut all: Vec<(String, String, &clap::Command)> = Vec::new();
     for sub in cli.get_subcommands() {
         if sub.has_subcommands() {
             for leaf in sub.get_subcommands() {
-                all.push((format!("{}-{}", sub.get_name(), leaf.get_name()), leaf));
+                all.push((
+                    format!("{}-{}", sub.get_name(), leaf.get_name()),
+                    format!("{} {}", sub.get_name(), leaf.get_name()),
+                    leaf,
+                ));
             }
             subs.insert(sub.get_name().to_string());
         } else {
-            all.push((sub.get_name().to_string(), sub));
+            all.push((sub.get_name().to_string(), sub.get_name().to_string(), sub));
         }
     }
-    for (name, sub) in all {
+    for (name, words, sub) in all {
         subs.insert(name.clone());
         let own = clap_flags(sub);
         let documented = tables.get(&name).cloned().unwrap_or_default();
@@ -537,7 +542,7 @@ fn every_flag_is_documented_and_every_documented_flag_exists() {
         let mut want: BTreeSet<String> = own.union(&globals).cloned().collect();
         want.extend(["-h".to_string(), "--help".to_string()]);
         if !sub.is_hide_set() {
-            let help = help_flags(&name.replace('-', " "));
+            let help = help_flags(&words);
             if help != want {
                 problems.push(format!(
                     "rfake {name} --help lists {help:?}, the definition has {want:?}"
