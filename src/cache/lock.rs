@@ -98,7 +98,10 @@ fn set(file: &File, wait: bool) -> Result<(), Errno> {
     }
 }
 
-fn open(path: &Path) -> io::Result<File> {
+/// Open `path` read-write, created 0644 if missing, never through a
+/// symbolic link: how the cache opens its lock files and the partial
+/// downloads it appends to.
+pub(super) fn open_rw(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -113,7 +116,7 @@ impl Lock {
     /// Wait for the exclusive lock on `path` (created if missing).
     /// `Ok(None)`: the file system does not do locks; go on unlocked.
     pub fn exclusive(path: &Path) -> io::Result<Option<Lock>> {
-        let file = open(path)?;
+        let file = open_rw(path)?;
         match set(&file, true) {
             Ok(()) => Ok(Some(Lock { _file: file })),
             Err(e) if unsupported(e) => {
@@ -127,7 +130,7 @@ impl Lock {
     /// Take the exclusive lock on `path` (created if missing) only if
     /// nobody holds it.
     pub fn try_exclusive(path: &Path) -> io::Result<Try> {
-        let file = open(path)?;
+        let file = open_rw(path)?;
         match set(&file, false) {
             Ok(()) => Ok(Try::Locked(Lock { _file: file })),
             Err(Errno::EAGAIN | Errno::EACCES) => Ok(Try::Busy),

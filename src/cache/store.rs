@@ -271,15 +271,7 @@ impl Cache {
             let _ = fs::remove_file(partial);
             e
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(partial)
-            .map_err(|e| io("open", e))?;
+        let mut file = super::lock::open_rw(partial).map_err(|e| io("open", e))?;
         let mut have = file.metadata().map_err(|e| io("read", e))?.len();
         let mut continued = digest.hasher();
         if have > size {
@@ -397,11 +389,7 @@ impl Cache {
         path.is_file().then(|| {
             let lock = self.lock_path(&format!("{}.{ext}", manifest.hex));
             if !self.read_only && !lock.exists() {
-                let _ = fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&lock);
+                let _ = super::lock::open_rw(&lock);
             }
             self.touch(&lock);
             path
