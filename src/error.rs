@@ -51,9 +51,11 @@ pub enum Error {
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
-    /// A pull that failed outside the registry client and the cache.
+    /// A failure of a pull or a definition build outside the registry
+    /// client, the cache and the build's own errors: its exit code and its
+    /// one-line message.
     #[error("{message}")]
-    Pull { kind: ExitKind, message: String },
+    Failed { kind: ExitKind, message: String },
 }
 
 impl Error {
@@ -84,7 +86,7 @@ impl Error {
             Error::Env(_) => ExitKind::Usage,
             Error::Config(e) => e.exit_kind(),
             Error::Build(e) => e.exit_kind(),
-            Error::Pull { kind, .. } => *kind,
+            Error::Failed { kind, .. } => *kind,
             Error::Cache(e) => e.exit_kind(),
             Error::Registry(e) => e.exit_kind(),
             Error::Join(crate::launch::rendezvous::JoinError::Foreign { .. }) => ExitKind::Refused,

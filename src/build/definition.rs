@@ -164,7 +164,7 @@ mod cleanup {
 }
 
 fn failed(path: &Path, what: &str, e: &io::Error) -> Error {
-    Error::Pull {
+    Error::Failed {
         kind: ExitKind::OsError,
         message: format!("{}: {what}: {}", shown(path), io_text(e)),
     }
@@ -172,7 +172,7 @@ fn failed(path: &Path, what: &str, e: &io::Error) -> Error {
 
 /// A problem with the definition file at `line` of `section`.
 fn refused(def: &Definition, line: usize, section: &str, problem: String) -> Error {
-    Error::Pull {
+    Error::Failed {
         kind: ExitKind::BadImage,
         message: format!("{}:{line}: {section}: {problem}", shown(&def.path)),
     }
@@ -263,7 +263,7 @@ fn bootstrap(
         let spooled = spool
             .finish()
             .map_err(|e| failed(work, "writing the build spool", &e))?;
-        tree_to_dir(&tree, Some(&spooled), root).map_err(|e| Error::Pull {
+        tree_to_dir(&tree, Some(&spooled), root).map_err(|e| Error::Failed {
             kind: ExitKind::OsError,
             message: format!("writing the base into the build root: {e}"),
         })
@@ -315,7 +315,7 @@ fn local_image(
         return from_tree(super::run::BuildSource::Path(path.to_path_buf()), meta);
     }
     let reader = crate::inspect::squashfs_reader(path)?;
-    let skipped = image_to_dir(&reader, root).map_err(|e| Error::Pull {
+    let skipped = image_to_dir(&reader, root).map_err(|e| Error::Failed {
         kind: ExitKind::OsError,
         message: format!("writing {} into the build root: {e}", shown(path)),
     })?;
@@ -580,7 +580,7 @@ fn run_script(
         mode: opts.fakeroot,
         log: &mut log,
     })
-    .map_err(|e| Error::Pull {
+    .map_err(|e| Error::Failed {
         kind: e.exit_kind(),
         message: format!("{}:{}: {section}: {e}", shown(&def.path), script.line),
     })?;
@@ -604,7 +604,7 @@ fn run_script(
         ))
     });
     let kept = kept.filter(|to| fs::copy(&log_path, to).is_ok());
-    Err(Error::Pull {
+    Err(Error::Failed {
         kind: ExitKind::BadImage,
         message: format!(
             "{}:{}: {section} failed ({code}); its last lines: {}{}",

@@ -287,7 +287,7 @@ impl<'o> Puller<'o> {
             }
         }
         if self.opts.cache.read_only {
-            return Err(Error::Pull {
+            return Err(Error::Failed {
                 kind: ExitKind::Refused,
                 message: format!(
                     "{r}: not in the site's read-only cache {} (cache_read_only) for {arch}; \
@@ -297,7 +297,7 @@ impl<'o> Puller<'o> {
             });
         }
         if self.opts.offline {
-            return Err(Error::Pull {
+            return Err(Error::Failed {
                 kind: ExitKind::NoInput,
                 message: format!(
                     "{r}: not in the cache {} for {arch}, and --offline (or offline = true) \
@@ -352,7 +352,7 @@ impl<'o> Puller<'o> {
         let Some(path) = self.cache.has_blob(manifest) else {
             return Ok(None);
         };
-        let bytes = std::fs::read(&path).map_err(|e| Error::Pull {
+        let bytes = std::fs::read(&path).map_err(|e| Error::Failed {
             kind: ExitKind::OsError,
             message: format!(
                 "{}: cannot read: {}",
@@ -393,7 +393,7 @@ impl<'o> Puller<'o> {
                 continue;
             }
             if self.opts.offline {
-                return Err(Error::Pull {
+                return Err(Error::Failed {
                     kind: ExitKind::NoInput,
                     message: format!(
                         "{r}: {what} ({}) is not in the cache {}, and --offline forbids \
@@ -443,7 +443,7 @@ impl<'o> Puller<'o> {
         if runs {
             return Ok(());
         }
-        Err(Error::Pull {
+        Err(Error::Failed {
             kind: ExitKind::BadImage,
             message: format!(
                 "{r}: an image for {found}, not {wanted}, and no index to choose another from \
@@ -503,7 +503,7 @@ impl<'o> Puller<'o> {
     /// archive is converted again.
     fn archive(&mut self, path: &Path) -> Result<Pulled, Error> {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).map_err(|e| Error::Pull {
+        let meta = std::fs::metadata(path).map_err(|e| Error::Failed {
             kind: ExitKind::NoInput,
             message: format!("{}: {}", shown(path), crate::text::io_text(&e)),
         })?;
@@ -553,7 +553,7 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), Error> {
     }
     std::fs::copy(from, to)
         .map(|_| ())
-        .map_err(|e| Error::Pull {
+        .map_err(|e| Error::Failed {
             kind: ExitKind::OsError,
             message: format!(
                 "copying {} to {}: {}",
@@ -587,7 +587,7 @@ pub fn pull_to_file(
         None => default_out(&image)?,
     };
     if !force && std::fs::symlink_metadata(&out).is_ok() {
-        return Err(Error::Pull {
+        return Err(Error::Failed {
             kind: ExitKind::CannotCreate,
             message: format!("{}: already exists; --force overwrites it", shown(&out)),
         });
@@ -643,7 +643,7 @@ fn conversion(out: PathBuf, source: BuildSource, arch: Arch) -> BuildRequest {
 /// name), else a copy through a temporary file beside `out`; either is
 /// renamed over `out` at the end.
 fn copy_out(from: &Path, out: &Path) -> Result<PathBuf, Error> {
-    let failed = |what: &str, e: std::io::Error| Error::Pull {
+    let failed = |what: &str, e: std::io::Error| Error::Failed {
         kind: ExitKind::OsError,
         message: format!("{}: {what}: {}", shown(out), crate::text::io_text(&e)),
     };
