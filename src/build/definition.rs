@@ -287,7 +287,10 @@ fn bootstrap(
                 .pull
                 .as_ref()
                 .ok_or_else(|| Error::Internal("no registry options for Bootstrap: oras".into()))?;
-            let image = crate::pull::local_image(Path::new(&format!("oras://{reference}")), pull)?;
+            let image =
+                crate::pull::local_image(Path::new(&format!("oras://{reference}")), || {
+                    Ok(pull.clone())
+                })?;
             local_image(&image, root, &mut meta, &from_tree)?;
         }
         Bootstrap::Debootstrap { .. } => {

@@ -16,12 +16,9 @@ pub fn local(
     invoker: &Invoker,
     load: impl FnOnce() -> Loaded,
 ) -> Result<PathBuf, Error> {
-    if crate::registry::ImageRef::is_reference(image.as_os_str()) {
-        let opts = crate::pull::PullOptions::new(pull, &load()?, &invoker.env)?;
-        crate::pull::local_image(&image, &opts)
-    } else {
-        Ok(image)
-    }
+    crate::pull::local_image(&image, || {
+        crate::pull::PullOptions::new(pull, &load()?, &invoker.env)
+    })
 }
 
 /// The file at `inner` in `image` (read without mounting it); `None` if the

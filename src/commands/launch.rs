@@ -18,12 +18,7 @@ pub fn run(
     config: Config,
 ) -> Result<u8, Error> {
     // A reference is pulled into the cache first (a path stays a path).
-    let image = if crate::registry::ImageRef::is_reference(image.as_os_str()) {
-        let opts = PullOptions::new(pull, &config, &invoker.env)?;
-        crate::pull::local_image(&image, &opts)?
-    } else {
-        image
-    };
+    let image = crate::pull::local_image(&image, || PullOptions::new(pull, &config, &invoker.env))?;
     let dry_run = args.dry_run;
     let request = request(args, image, action);
     let settings = Settings::from_config(&config);

@@ -117,12 +117,17 @@ pub struct Pulled {
     pub path: PathBuf,
 }
 
-/// The local image for `image` as `exec`, `run`, `shell` and `inspect`
-/// take it: a path stays a path; a reference is pulled into the cache.
-pub fn local_image(image: &Path, opts: &PullOptions) -> Result<PathBuf, Error> {
+/// The local image for `image` as `exec`, `run`, `shell`, `inspect`,
+/// `test` and `run-help` take it: a path stays a path; a reference is
+/// pulled into the cache with the options `opts` makes, only then (they
+/// read the configuration, which a local image does not need).
+pub fn local_image(
+    image: &Path,
+    opts: impl FnOnce() -> Result<PullOptions, Error>,
+) -> Result<PathBuf, Error> {
     match ImageRef::parse(image.as_os_str())? {
         ImageRef::Path(path) => Ok(path),
-        other => Ok(Puller::new(opts)?.pull(&other)?.path),
+        other => Ok(Puller::new(&opts()?)?.pull(&other)?.path),
     }
 }
 
