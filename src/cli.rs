@@ -222,6 +222,16 @@ pub struct BuildArgs {
     /// the build runs (default: RFAKE_TMPDIR, else OUT's directory).
     #[arg(long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
+    /// A definition file: keep the built root as the directory OUT (which
+    /// must not exist, or be empty) instead of writing an image; it is
+    /// built beside OUT.
+    #[arg(long, conflicts_with_all = ["tmpdir", "compress", "block_size", "random_uuid", "max_size", "skip_special"])]
+    pub sandbox: bool,
+    /// A definition file: make every file owner-readable and writable and
+    /// every directory owner-rwx before the tree is read (for what %post
+    /// left unreadable, as chmod 000 does).
+    #[arg(long)]
+    pub fix_perms: bool,
 }
 
 /// Options for images named by reference (docker://, oras://), shared by

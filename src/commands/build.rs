@@ -35,6 +35,41 @@ pub fn run(
         true => Some(load()?),
         false => None,
     };
+    if let (false, Some(flag)) = (
+        definition,
+        [(args.sandbox, "--sandbox"), (args.fix_perms, "--fix-perms")]
+            .into_iter()
+            .find_map(|(on, flag)| on.then_some(flag)),
+    ) {
+        return Err(Error::Usage(format!(
+            "{flag}: only for a definition file as SOURCE (rfake never changes a SOURCE \
+             directory: for one with unreadable files, run chmod -R u+rwX on it)"
+        )));
+    }
+    let definition_options = match (definition, &config) {
+        (true, Some(config)) => Some(DefinitionOptions {
+            notest: args.notest,
+            fakeroot: match args.fakeroot_mode.as_str() {
+                "none" => FakerootMode::None,
+                _ => FakerootMode::Seccomp,
+            },
+            // With --sandbox the tree is built beside OUT, to be renamed.
+            tmpdir: args.tmpdir.clone().or_else(|| {
+                crate::env::get(&invoker.env, "RFAKE_TMPDIR")
+                    .filter(|v| !v.is_empty() && !args.sandbox)
+                    .map(PathBuf::from)
+            }),
+            pull: Some(crate::pull::PullOptions::new(pull, config, &invoker.env)?),
+            fix_perms: args.fix_perms,
+        }),
+        _ => None,
+    };
+    if let (true, Some(options)) = (args.sandbox, &definition_options) {
+        let summary =
+            crate::build::definition::build_sandbox(&source, options, &out, &invoker.env)?;
+        println!("rfake build: {summary}");
+        return Ok(0);
+    }
     let max_size = max_size(args.max_size.as_deref(), config.as_ref())?;
     let source = match &config {
         Some(config) if reference => {
@@ -59,22 +94,7 @@ pub fn run(
         },
         max_size,
         warn_losses: true,
-        definition: match (definition, &config) {
-            (true, Some(config)) => Some(DefinitionOptions {
-                notest: args.notest,
-                fakeroot: match args.fakeroot_mode.as_str() {
-                    "none" => FakerootMode::None,
-                    _ => FakerootMode::Seccomp,
-                },
-                tmpdir: args.tmpdir.clone().or_else(|| {
-                    crate::env::get(&invoker.env, "RFAKE_TMPDIR")
-                        .filter(|v| !v.is_empty())
-                        .map(PathBuf::from)
-                }),
-                pull: Some(crate::pull::PullOptions::new(pull, config, &invoker.env)?),
-            }),
-            _ => None,
-        },
+        definition: definition_options,
     };
     let summary = crate::build::run::run(&request, &invoker.env)?;
     println!("rfake build: {summary}");
