@@ -15,6 +15,7 @@
 //! is refused with its file and line.
 
 mod bootstrap;
+mod debootstrap;
 mod files;
 mod metadata;
 mod steps;
@@ -116,7 +117,7 @@ pub fn prepare(
     let work = Work::create(work_base)?;
     let root = work.path().join("root");
     fs::create_dir(&root).map_err(|e| failed(&root, "creating the build root", &e))?;
-    let mut meta = bootstrap::bootstrap(def, stage, opts, &root, work.path())?;
+    let mut meta = bootstrap::bootstrap(def, stage, opts, env, &root, work.path())?;
     files::copy_files(def, stage, &root)?;
     metadata::write_metadata(def, stage, &root, &mut meta)?;
     if let Some(post) = &stage.post {
