@@ -24,7 +24,9 @@ user=${RFAKE_TEST_USER:-rfake-test}
 # Everything the test user reads lives in a fresh stage directory: the
 # checkout may sit under a directory the user cannot enter (/root).
 stage=/var/tmp/rfake-tests
-# The MPI image's Debian root is kept between runs (it takes minutes).
+# The MPI image (built from images/mpi/mpi.def by the test user: debootstrap,
+# minutes) and its unpacked root are kept between runs while its inputs are
+# unchanged (build-mpi-image.sh's image.stamp).
 mpi_cache=${RFAKE_MPI_CACHE:-/var/tmp/rfake-mpi-image}
 tests/registry/setup.sh stop "$stage"   # servers an interrupted run left
 rm -rf "$stage"
@@ -70,8 +72,9 @@ cp -r slurm/examples "$stage/docs-src/slurm/"
 chmod -R a+rX "$stage/bin" "$stage/images" "$stage/images-src" "$stage/docs-src"
 [ -d "$stage/sif" ] && chmod -R a+rX "$stage/sif"
 
-echo "== MPI test image (debootstrap: cached in $mpi_cache)"
-RFAKE_BIN="$root/target/debug/rfake" images/mpi/build-mpi-image.sh "$mpi_cache" >/dev/null
+echo "== MPI test image (images/mpi/mpi.def, built as $user: cached in $mpi_cache)"
+RFAKE_BIN="$root/target/debug/rfake" RFAKE_BUILD_USER="$user" \
+  images/mpi/build-mpi-image.sh "$mpi_cache" >/dev/null
 install -m 0644 "$mpi_cache/mpi.sqfs" "$stage/mpi.sqfs"
 
 echo "== test registries (tests/registry/setup.sh)"

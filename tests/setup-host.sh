@@ -19,7 +19,7 @@ PACKAGES=(
   libsquashfs-dev libfuse3-dev libclang-dev pkg-config  # libsquashfs (build, inspect, FUSE server), libfuse3 (FUSE server); bindgen
   slurmctld slurmd slurm-client munge       # the test Slurm cluster (slurm/cluster.sh)
   openmpi-bin libopenmpi-dev libpmix2       # MPI launches; mpicc for the MPI test program
-  debootstrap                               # the MPI test image's Debian root
+  debootstrap                               # Bootstrap: debootstrap (tests/debootstrap.rs, the MPI test image)
   docker-registry skopeo apache2-utils openssl curl  # the test registries (tests/registry/setup.sh);
                                             # the package's own service on :5000 is not used
 )

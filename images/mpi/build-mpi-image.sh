@@ -3,53 +3,55 @@
 #
 #   images/mpi/build-mpi-image.sh OUTDIR        # as root
 #
+# The image is built from the definition file images/mpi/mpi.def by
+# `rfake build`, run as the unprivileged user $RFAKE_BUILD_USER (Bootstrap:
+# debootstrap and %post as fakeroot: no root involved). This script keeps
+# what needs the host: the test program compiled with the host's mpicc, the
+# check that the image's Open MPI and PMIx are the host's, and the cache.
+#
 # Makes, in OUTDIR:
-#   rootfs/       a Debian 12 root (debootstrap minbase + Open MPI + PMIx), kept
-#                 as a cache: made again only when missing, unfinished, or made
-#                 with another package list (rootfs.stamp says what it is)
 #   mpi-test      images/mpi/mpi-test.c compiled with the host's mpicc
-#   mpi.toml      a copy of images/mpi/mpi.toml (its paths are relative to it)
-#   mpi.sqfs      the image: rfake build --skip-special OUTDIR/mpi.sqfs OUTDIR/mpi.toml
+#   mpi.def       the copy of images/mpi/mpi.def that was built (mirrors replaced)
+#   mpi.sqfs      the image
+#   rootfs/       the image unpacked (unsquashfs, as root): a Debian 12 root for
+#                 other tests (tests/run.sh gives it to tests/registry/setup.sh)
+#   image.stamp   what the image was built from: the definition file's and
+#                 mpi-test's sha256 and the host's package versions; while it
+#                 matches, the image and rootfs/ are kept (no debootstrap)
+#   build.log     the last build's output
 #
-# Idempotent: running it again reuses rootfs/ and rebuilds the rest.
-#
-# Needs: root, debootstrap, chroot, the host's Open MPI compiler wrapper
-# (apt-get install libopenmpi-dev openmpi-bin) of the same version as the image's,
-# and a built rfake.
+# Needs: root (runuser, unsquashfs into a root-owned rootfs/), debootstrap,
+# squashfs-tools, the host's Open MPI compiler wrapper (apt-get install
+# libopenmpi-dev openmpi-bin) of the same version as the image's, a built
+# rfake, and the user $RFAKE_BUILD_USER (tests/setup-host.sh makes it).
 # Environment:
-#   RFAKE_BIN       rfake to build with (default /work/main/target/debug/rfake)
-#   DEBIAN_MIRROR   default http://deb.debian.org/debian
-#   DEBIAN_SECURITY default http://deb.debian.org/debian-security
+#   RFAKE_BIN        rfake to build with (default /work/main/target/debug/rfake)
+#   RFAKE_BUILD_USER the user who builds (default $RFAKE_TEST_USER, else rfake-test)
+#   DEBIAN_MIRROR    default http://deb.debian.org/debian
+#   DEBIAN_SECURITY  default http://deb.debian.org/debian-security
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 rfake=${RFAKE_BIN:-/work/main/target/debug/rfake}
+user=${RFAKE_BUILD_USER:-${RFAKE_TEST_USER:-rfake-test}}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
-suite=bookworm
-# Open MPI's runtime (libopenmpi3 holds the MCA components, among them
-# mca_pmix_ext3x.so, the client of the external PMIx), PMIx itself (libpmix2,
-# the library Slurm's mpi/pmix plugin and the host's mpirun serve), and
-# openmpi-bin (mpirun/orted inside the image, for singleton runs and for
-# launching from inside). debootstrap adds their Depends (hwloc, libevent,
-# libfabric, ucx, verbs, munge, openssh-client, ...), not their Recommends.
-packages=openmpi-bin,libopenmpi3,libpmix2,openmpi-common
 # Packages whose versions must be the same on the host and in the image.
 match=(libpmix2 libopenmpi3 openmpi-common)
 
 die() { echo "build-mpi-image.sh: $*" >&2; exit 2; }
 
 [[ $# -eq 1 && -n $1 ]] || { echo "usage: build-mpi-image.sh OUTDIR" >&2; exit 64; }
-[[ $(id -u) == 0 ]] || die "must run as root (debootstrap and chroot)"
+[[ $(id -u) == 0 ]] || die "must run as root (runuser, unsquashfs of a root-owned tree)"
 command -v debootstrap >/dev/null || die "debootstrap missing: apt-get install debootstrap"
+command -v unsquashfs >/dev/null || die "unsquashfs missing: apt-get install squashfs-tools"
 command -v mpicc >/dev/null || die "mpicc missing: apt-get install libopenmpi-dev openmpi-bin"
 [[ -x $rfake ]] || die "$rfake missing: cargo build (or set RFAKE_BIN)"
+id "$user" >/dev/null 2>&1 || die "no user $user: run tests/setup-host.sh (or set RFAKE_BUILD_USER)"
 
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
-rootfs=$out/rootfs
-stamp=$out/rootfs.stamp
-want_stamp="debootstrap --variant=minbase --include=$packages $suite $mirror + $suite-updates + $suite-security"
+stamp=$out/image.stamp
 
 t_all=$EPOCHREALTIME
 t_step=$t_all
@@ -66,88 +68,80 @@ pkg_version() { # PACKAGE [ROOT]
   dpkg-query "${admin[@]}" -W -f '${Version}' "$1" 2>/dev/null || echo "(none)"
 }
 
-# --- 1. the Debian root (cached) -----------------------------------------
-if [[ -d $rootfs && -f $stamp && $(cat "$stamp") == "$want_stamp" ]]; then
-  echo "build-mpi-image.sh: $rootfs is there ($(cat "$stamp")): no debootstrap"
-else
-  if [[ -e $rootfs ]]; then
-    echo "build-mpi-image.sh: $rootfs unfinished or made differently: making it again"
-    rm -rf --one-file-system "$rootfs"
-  fi
-  rm -f "$stamp"
-  echo "build-mpi-image.sh: debootstrap --variant=minbase --include=$packages $suite $rootfs $mirror"
-  debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" \
-    >"$out/debootstrap.log" 2>&1 || {
-    tail -20 "$out/debootstrap.log" >&2
-    die "debootstrap failed (log: $out/debootstrap.log)"
-  }
-  step_done "debootstrap"
+# --- 1. the test program, with the host's mpicc ---------------------------
+mpicc -O2 -Wall -Wextra -o "$out/mpi-test.tmp" "$here/mpi-test.c"
+mv -f "$out/mpi-test.tmp" "$out/mpi-test"
+step_done "compile (mpicc)"
 
-  # debootstrap takes one suite: bring the root up to the point release and
-  # security updates the host has, so that PMIx and Open MPI are the same
-  # builds on both sides (Debian 12's libpmix2 is 4.2.2-1+deb12u1 from
-  # bookworm-security, debootstrap alone gives 4.2.2-1).
-  cat >"$rootfs/etc/apt/sources.list" <<EOF
-deb $mirror $suite main
-deb $mirror $suite-updates main
-deb $security $suite-security main
-EOF
-  {
-    chroot "$rootfs" apt-get -q update
-    DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get -q -y \
-      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade
-    chroot "$rootfs" apt-get clean
-  } >>"$out/debootstrap.log" 2>&1 || {
-    tail -20 "$out/debootstrap.log" >&2
-    die "apt-get upgrade inside $rootfs failed (log: $out/debootstrap.log)"
+# --- 2. the definition file, and what the image is made from ----------------
+sed -e "s|http://deb.debian.org/debian-security$|$security|" \
+    -e "s|http://deb.debian.org/debian$|$mirror|" \
+    "$here/mpi.def" >"$out/mpi.def.new"
+want_stamp=$(
+  echo "mpi.def $(sha256sum <"$out/mpi.def.new" | cut -d' ' -f1)"
+  echo "mpi-test $(sha256sum <"$out/mpi-test" | cut -d' ' -f1)"
+  for p in "${match[@]}" libopenmpi-dev; do echo "host $p $(pkg_version "$p")"; done
+)
+
+# --- 3. the image (cached) ----------------------------------------------------
+if [[ -f $out/mpi.sqfs && -d $out/rootfs && -f $stamp && $(cat "$stamp") == "$want_stamp" ]]; then
+  echo "build-mpi-image.sh: $out/mpi.sqfs is up to date ($stamp): no build"
+  rm -f "$out/mpi.def.new"
+else
+  rm -f "$stamp"
+  mv -f "$out/mpi.def.new" "$out/mpi.def"
+  # The build happens in a directory of the user's: the definition file,
+  # mpi-test and rfake copied in (the checkout may be where the user
+  # cannot read: /root), the image and the work area written there.
+  build=$out/build
+  rm -rf --one-file-system "$build"
+  install -d -o "$user" -g "$(id -gn "$user")" -m 0755 "$build"
+  install -m 0644 "$out/mpi.def" "$build/mpi.def"
+  install -m 0755 "$out/mpi-test" "$build/mpi-test"
+  install -m 0755 "$rfake" "$build/rfake"
+  home=$(getent passwd "$user" | cut -d: -f6)
+  proxies=()
+  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+    [[ -n ${!v:-} ]] && proxies+=("$v=${!v}")
+  done
+  echo "build-mpi-image.sh: as $user: rfake build mpi.sqfs mpi.def (Bootstrap: debootstrap bookworm)"
+  (cd "$build" && runuser -u "$user" -- env -i \
+      PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$home" USER="$user" \
+      LOGNAME="$user" LANG=C.UTF-8 "${proxies[@]}" \
+      ./rfake build mpi.sqfs mpi.def) >"$out/build.log" 2>&1 || {
+    tail -20 "$out/build.log" >&2
+    die "rfake build as $user failed (log: $out/build.log)"
   }
-  # The package lists are only needed to install more: 40+ MB less in the image.
-  find "$rootfs/var/lib/apt/lists" -mindepth 1 -maxdepth 1 -type f -delete
-  # debootstrap copied the build host's name and resolver: not the image's
-  # business (and it would make the image differ from host to host).
-  echo localhost >"$rootfs/etc/hostname"
-  : >"$rootfs/etc/resolv.conf"
-  echo "$want_stamp" >"$stamp"
-  step_done "apt-get upgrade in the root"
+  step_done "rfake build (as $user)"
+  install -m 0644 "$build/mpi.sqfs" "$out/mpi.sqfs"
+  rm -rf --one-file-system "$build"
+  # The unpacked root, for what wants a Debian 12 directory.
+  rm -rf --one-file-system "$out/rootfs"
+  unsquashfs -q -no-progress -d "$out/rootfs" "$out/mpi.sqfs" >/dev/null
+  step_done "unsquashfs rootfs/"
 fi
 
-# --- 2. the same Open MPI and PMIx on both sides --------------------------
+# --- 4. the same Open MPI and PMIx on both sides --------------------------
 # The host side is what launches the ranks (mpirun's orted or Slurm's
 # mpi/pmix plugin: both serve PMIx from the host's libpmix2) and what the
 # program is compiled against (mpicc). A different upstream version fails;
 # a different Debian revision of the same upstream version only warns.
 for p in "${match[@]}"; do
-  h=$(pkg_version "$p") i=$(pkg_version "$p" "$rootfs")
+  h=$(pkg_version "$p") i=$(pkg_version "$p" "$out/rootfs")
   if [[ $h == "$i" ]]; then
     echo "build-mpi-image.sh: $p $i on the host and in the image"
   elif [[ ${h%%-*} == "${i%%-*}" ]]; then
     echo "build-mpi-image.sh: warning: $p is $h on the host, $i in the image (same upstream version)" >&2
   else
-    die "$p is $h on the host but $i in the image: install the host's Debian 12 packages (or rm -r $rootfs)"
+    die "$p is $h on the host but $i in the image: install the host's Debian 12 packages (or rm $stamp)"
   fi
 done
-h=$(pkg_version libopenmpi-dev) i=$(pkg_version libopenmpi3 "$rootfs")
+h=$(pkg_version libopenmpi-dev) i=$(pkg_version libopenmpi3 "$out/rootfs")
 [[ ${h%%-*} == "${i%%-*}" ]] || die "host mpicc is from libopenmpi-dev $h, the image has libopenmpi3 $i"
+echo "$want_stamp" >"$stamp"
 
-# --- 3. the test program, with the host's mpicc ---------------------------
-mpicc -O2 -Wall -Wextra -o "$out/mpi-test.tmp" "$here/mpi-test.c"
-mv -f "$out/mpi-test.tmp" "$out/mpi-test"
-step_done "compile (mpicc)"
-
-# --- 4. the image ----------------------------------------------------------
-# The recipe's paths are relative to the recipe file: the copy in OUTDIR
-# finds rootfs/ and mpi-test beside it.
-cp -f "$here/mpi.toml" "$out/mpi.toml"
-"$rfake" build --skip-special "$out/mpi.sqfs" "$out/mpi.toml" 2>"$out/build.log" || {
-  grep -v 'skip' "$out/build.log" | tail -20 >&2
-  die "rfake build failed (log: $out/build.log)"
-}
-step_done "rfake build"
-echo "build-mpi-image.sh: $(grep -ci 'skip' "$out/build.log" || true) lines about skipped special files in $out/build.log"
-
-# Readable by all (the tests run the image as an unprivileged user). Not
-# rootfs/: the image is built from its modes as they are.
-chmod a+rX "$out" "$out/mpi.sqfs" "$out/mpi-test" "$out/mpi.toml"
+# Readable by all (the tests run the image as an unprivileged user).
+chmod a+rX "$out" "$out/mpi.sqfs" "$out/mpi-test" "$out/mpi.def"
 
 # --- 5. check ----------------------------------------------------------------
 listing=$("$rfake" inspect --list /opt/mpi-test "$out/mpi.sqfs")
@@ -157,5 +151,5 @@ grep -q 'mpi-test' <<<"$listing" ||
 step_done "rfake inspect"
 
 size=$(stat -c %s "$out/mpi.sqfs")
-echo "build-mpi-image.sh: $out/mpi.sqfs: $size bytes ($((size / 1048576)) MiB)," \
-  "from a root of $(du -sh "$rootfs" | cut -f1); total $(since "$t_all") s"
+echo "build-mpi-image.sh: $out/mpi.sqfs: $size bytes ($((size / 1048576)) MiB);" \
+  "total $(since "$t_all") s"

@@ -1,8 +1,9 @@
 //! A stage's `Bootstrap:` written out as a directory: the build root.
 
+use std::ffi::OsString;
 use std::path::Path;
 
-use super::{DefinitionOptions, failed, refused};
+use super::{DefinitionOptions, failed};
 use crate::build::ImageMeta;
 use crate::build::deffile::{Bootstrap, Definition, Stage};
 use crate::build::materialize::{image_to_dir, tree_to_dir};
@@ -19,6 +20,7 @@ pub fn bootstrap(
     def: &Definition,
     stage: &Stage,
     opts: &DefinitionOptions,
+    env: &[(OsString, OsString)],
     root: &Path,
     work: &Path,
 ) -> Result<ImageMeta, Error> {
@@ -88,15 +90,18 @@ pub fn bootstrap(
                 })?;
             local_image(&image, root, &mut meta, &from_tree)?;
         }
-        Bootstrap::Debootstrap { .. } => {
-            return Err(refused(
-                def,
+        Bootstrap::Debootstrap {
+            os_version,
+            mirror,
+            include,
+        } => {
+            let req = super::debootstrap::Request {
+                os_version,
+                mirror,
+                include,
                 line,
-                "Header",
-                "Bootstrap: debootstrap is not supported yet: build the root with debootstrap \
-                 and use it as a directory or tarball base (Bootstrap: localimage)"
-                    .into(),
-            ));
+            };
+            super::debootstrap::debootstrap(def, &req, opts, env, root, work)?;
         }
     }
     Ok(meta)

@@ -13,10 +13,12 @@
 //! `%test` as fakeroot), [`work`] (the work directory), [`space`] (the
 //! free-space check before it), [`perms`] (`--fix-perms`).
 //!
-//! Not yet: `Bootstrap: debootstrap` (refused with its file and line);
-//! `%post -c` with arguments after the shell; `**` in `%files`.
+//! [`debootstrap`] builds a `Bootstrap: debootstrap` base as fakeroot.
+//!
+//! Not yet: `%post -c` with arguments after the shell; `**` in `%files`.
 
 mod bootstrap;
+mod debootstrap;
 mod files;
 mod metadata;
 mod perms;
@@ -123,7 +125,7 @@ pub fn prepare(
         }
         let root = work.path().join(format!("stage-{}", i + 1));
         fs::create_dir(&root).map_err(|e| failed(&root, "creating the build root", &e))?;
-        meta = bootstrap::bootstrap(def, stage, opts, &root, work.path())?;
+        meta = bootstrap::bootstrap(def, stage, opts, env, &root, work.path())?;
         let stage_root = |name: &str| -> Option<PathBuf> {
             let at = def.stages[..i]
                 .iter()

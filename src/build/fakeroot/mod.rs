@@ -47,9 +47,23 @@ pub enum FakerootMode {
     None,
 }
 
+/// Where a script runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In [`RunSpec::root`] as `/` (after `pivot_root`), with the system
+    /// mounts of [`setup`]: a build step.
+    Tree,
+    /// In the host's file system as it is, started in [`RunSpec::root`]:
+    /// only the user and mount namespaces and the filter. For a program of
+    /// the host that writes the tree (debootstrap's first stage); the shell
+    /// is the host's, and what the user cannot write stays unwritable.
+    Host,
+}
+
 /// One script to run.
 pub struct RunSpec<'a> {
-    /// The writable tree that becomes `/`.
+    /// The writable tree that becomes `/` (with [`Place::Host`]: the
+    /// directory the script starts in).
     pub root: &'a Path,
     /// An absolute path inside the tree (`/bin/sh`, or `%post -c`'s).
     pub shell: &'a str,
@@ -122,24 +136,39 @@ fn errno(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> FakerootError {
 /// Run `spec.script` in `spec.root`; returns its status (a signal that
 /// killed it included). rfake's own failures are errors.
 pub fn run(spec: RunSpec) -> Result<ExitStatus, FakerootError> {
+    run_in(spec, Place::Tree)
+}
+
+/// [`run`], in the tree or on the host ([`Place`]).
+pub fn run_in(spec: RunSpec, place: Place) -> Result<ExitStatus, FakerootError> {
     // Validate before any side effect.
     let root = std::fs::canonicalize(spec.root).map_err(|source| FakerootError::Root {
         path: spec.root.to_path_buf(),
         source,
     })?;
-    check_shell(&root, spec.shell)?;
     let prog = match spec.mode {
         FakerootMode::Seccomp => Some(filter::program()?),
         FakerootMode::None => None,
     };
-    setup::make_mount_points(&LinuxSys, &root).map_err(|e| FakerootError::Setup {
-        message: e.to_string(),
-        exit: crate::error::Error::from(e).exit_kind(),
-    })?;
-    // Only under the filter: without it apt fails earlier, as it should.
-    let _apt = match spec.mode {
-        FakerootMode::Seccomp => apt::disable_sandbox(&root).map_err(io("apt sandbox file"))?,
-        FakerootMode::None => None,
+    let _apt = match place {
+        Place::Tree => {
+            check_shell(&root, spec.shell)?;
+            setup::make_mount_points(&LinuxSys, &root).map_err(|e| FakerootError::Setup {
+                message: e.to_string(),
+                exit: crate::error::Error::from(e).exit_kind(),
+            })?;
+            // Only under the filter: without it apt fails earlier, as it should.
+            match spec.mode {
+                FakerootMode::Seccomp => {
+                    apt::disable_sandbox(&root).map_err(io("apt sandbox file"))?
+                }
+                FakerootMode::None => None,
+            }
+        }
+        Place::Host => {
+            check_shell(Path::new("/"), spec.shell)?;
+            None
+        }
     };
     let id = Identity::fakeroot(
         nix::unistd::getuid().as_raw(),
@@ -158,9 +187,12 @@ pub fn run(spec: RunSpec) -> Result<ExitStatus, FakerootError> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(out_w2));
+    if place == Place::Host {
+        cmd.current_dir(&root);
+    }
     let parent = std::process::id() as i32;
     let child_setup = move || -> std::io::Result<()> {
-        child(parent, &id, &root, prog.as_ref(), report_w.as_fd())
+        child(parent, &id, &root, place, prog.as_ref(), report_w.as_fd())
     };
     // SAFETY: the closure runs in the forked child before exec; rfake is
     // single-threaded at build time, so the allocations it makes cannot
@@ -209,6 +241,7 @@ fn child(
     parent: i32,
     id: &Identity,
     root: &Path,
+    place: Place,
     prog: Option<&seccompiler::BpfProgram>,
     report: std::os::fd::BorrowedFd<'_>,
 ) -> std::io::Result<()> {
@@ -228,7 +261,11 @@ fn child(
         let _ = nix::unistd::write(report, &bytes);
         std::io::Error::from_raw_os_error(libc::ECANCELED)
     };
-    if let Err(e) = setup::enter(&LinuxSys, id, root) {
+    let entered = match place {
+        Place::Tree => setup::enter(&LinuxSys, id, root),
+        Place::Host => setup::enter_host(&LinuxSys, id),
+    };
+    if let Err(e) = entered {
         return Err(fail(e.exit_kind(), e.to_string()));
     }
     if let Some(prog) = prog {

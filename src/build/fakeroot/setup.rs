@@ -114,6 +114,13 @@ pub fn enter(sys: &dyn Sys, id: &Identity, root: &Path) -> Result<(), crate::err
     Ok(())
 }
 
+/// For [`super::Place::Host`]: only the namespaces (the mount namespace
+/// is the host's tree, copied, and nothing is mounted in it).
+pub fn enter_host(sys: &dyn Sys, id: &Identity) -> Result<(), crate::error::Error> {
+    namespace::enter(sys, id, Path::new("/proc/self"), Path::new("/proc/sys"))?;
+    Ok(())
+}
+
 /// The tree at `/lower`, writable: resolved on components below the old
 /// root, cloned recursively, `nosuid,nodev` added (never cleared).
 fn bind_tree(sys: &dyn Sys, layout: &Layout, root: &Path) -> Result<(), rootfs::RootfsError> {
