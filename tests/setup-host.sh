@@ -20,6 +20,7 @@ PACKAGES=(
   slurmctld slurmd slurm-client munge       # the test Slurm cluster (slurm/cluster.sh)
   openmpi-bin libopenmpi-dev libpmix2       # MPI launches; mpicc for the MPI test program
   debootstrap                               # the MPI test image's Debian root
+  gcc libc6-dev                             # the fake GPU driver and its probe (tests/gpu/make-fake-driver.sh)
   docker-registry skopeo apache2-utils openssl curl  # the test registries (tests/registry/setup.sh);
                                             # the package's own service on :5000 is not used
 )
