@@ -290,6 +290,12 @@ pub struct LaunchArgs {
     #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro|rw]]")]
     pub binds: Vec<String>,
 
+    /// Give the container a device from the CDI specs (cdi_spec_dirs,
+    /// default /etc/cdi and /var/run/cdi): VENDOR/CLASS=NAME, e.g.
+    /// nvidia.com/gpu=0 or nvidia.com/gpu=all; repeatable.
+    #[arg(long = "device", value_name = "VENDOR/CLASS=NAME")]
+    pub devices: Vec<String>,
+
     /// Bind SRC as your home directory (at DST, default the same path)
     /// instead of $HOME.
     #[arg(long, value_name = "SRC[:DST]", conflicts_with = "no_home")]

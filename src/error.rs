@@ -50,6 +50,8 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
     /// A failure of a pull or a definition build outside the registry
     /// client, the cache and the build's own errors: its exit code and its
@@ -88,6 +90,7 @@ impl Error {
             Error::Build(e) => e.exit_kind(),
             Error::Failed { kind, .. } => *kind,
             Error::Cache(e) => e.exit_kind(),
+            Error::Gpu(e) => e.exit_kind(),
             Error::Registry(e) => e.exit_kind(),
             Error::Join(crate::launch::rendezvous::JoinError::Foreign { .. }) => ExitKind::Refused,
             Error::Join(

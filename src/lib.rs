@@ -51,6 +51,7 @@ pub mod exit;
 pub mod fuse;
 #[cfg(test)]
 mod fuzz;
+mod gpu;
 mod host;
 pub mod image;
 mod image_server;

@@ -70,6 +70,9 @@ cp -r README.md docs "$stage/docs-src/"
 cp -r tests/transcripts "$stage/docs-src/tests/"
 cp -r slurm/examples "$stage/docs-src/slurm/"
 chmod -R a+rX "$stage/bin" "$stage/images" "$stage/images-src" "$stage/docs-src"
+
+echo "== fake GPU driver (tests/gpu.rs finds it beside bin/)"
+tests/gpu/make-fake-driver.sh "$stage/gpu" >/dev/null
 [ -d "$stage/sif" ] && chmod -R a+rX "$stage/sif"
 
 echo "== MPI test image (images/mpi/mpi.def, built as $user: cached in $mpi_cache)"

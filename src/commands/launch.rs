@@ -48,6 +48,7 @@ fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Request {
         join_key: args.join_key,
         squashfuse: args.squashfuse,
         binds: args.binds,
+        devices: args.devices,
         home: args.home,
         no_home: args.no_home,
         contain: args.contain,

@@ -156,7 +156,7 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
     let own: BoxedStrategy<String> = match Key::from_name(key) {
         Some(Key::Binds) => array(bind_entry().boxed()),
         Some(Key::Scratch) => array(path_piece().boxed()),
-        Some(Key::AllowedImagePaths) => array(path_piece().boxed()),
+        Some(Key::AllowedImagePaths | Key::CdiSpecDirs) => array(path_piece().boxed()),
         Some(Key::UserMaySet) => array(
             prop_oneof![
                 4 => select(key_names()),

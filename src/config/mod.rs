@@ -111,6 +111,7 @@ pub enum Key {
     CacheMaxSize,
     Offline,
     RegistryCaFile,
+    CdiSpecDirs,
     AllowUserBinds,
     AllowFakeroot,
     AllowedImagePaths,
@@ -120,7 +121,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in the order `render` prints them.
-    pub const ALL: [Key; 19] = [
+    pub const ALL: [Key; 20] = [
         Key::Binds,
         Key::Scratch,
         Key::MountHome,
@@ -135,6 +136,7 @@ impl Key {
         Key::CacheMaxSize,
         Key::Offline,
         Key::RegistryCaFile,
+        Key::CdiSpecDirs,
         Key::AllowUserBinds,
         Key::AllowFakeroot,
         Key::AllowedImagePaths,
@@ -159,6 +161,7 @@ impl Key {
             Key::CacheMaxSize => "cache_max_size",
             Key::Offline => "offline",
             Key::RegistryCaFile => "registry_ca_file",
+            Key::CdiSpecDirs => "cdi_spec_dirs",
             Key::CacheReadOnly => "cache_read_only",
             Key::AllowUserBinds => "allow_user_binds",
             Key::AllowFakeroot => "allow_fakeroot",
@@ -327,6 +330,9 @@ pub struct Config {
     /// A PEM file of certificate authorities trusted for registries, besides
     /// the system's (`--ca-file`).
     pub registry_ca_file: Setting<Option<PathBuf>>,
+    /// Where `--device` reads CDI specs, the last directory with priority
+    /// (default `/etc/cdi`, `/var/run/cdi`). Absolute, without `..`.
+    pub cdi_spec_dirs: Setting<Vec<PathBuf>>,
     /// Policy: the cache is a site-curated one that users only read: rfake
     /// never writes to it (default false).
     pub cache_read_only: Setting<bool>,
@@ -369,6 +375,12 @@ impl Default for Config {
             allow_user_binds: Setting::default(true),
             allow_fakeroot: Setting::default(true),
             allowed_image_paths: Setting::default(Vec::new()),
+            cdi_spec_dirs: Setting::default(
+                crate::gpu::cdi::DEFAULT_SPEC_DIRS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
+            ),
             user_may_set: Setting::default(Key::user_keys()),
             site_file: None,
             user_file: None,
@@ -611,7 +623,8 @@ impl Config {
                 self.user_may_set.origin
             )));
         }
-        if key == Key::Binds && !self.allow_user_binds.value {
+        // A CDI spec is a list of binds: a user's spec directory is a user bind.
+        if matches!(key, Key::Binds | Key::CdiSpecDirs) && !self.allow_user_binds.value {
             return Err(at.error(format!(
                 "the site configuration {} does not allow user binds (allow_user_binds = false)",
                 self.allow_user_binds.origin
@@ -731,6 +744,13 @@ impl Config {
                     .map(|(dir, line)| check_image_dir(dir).map_err(|p| at.error_on(line, p)))
                     .collect::<Result<_, _>>()?;
                 self.allowed_image_paths = setting(dirs, origin);
+            }
+            Key::CdiSpecDirs => {
+                let dirs = strings(value, at)?
+                    .into_iter()
+                    .map(|(dir, line)| check_image_dir(dir).map_err(|p| at.error_on(line, p)))
+                    .collect::<Result<_, _>>()?;
+                self.cdi_spec_dirs = setting(dirs, origin);
             }
             Key::UserMaySet => {
                 let keys = strings(value, at)?

@@ -129,6 +129,9 @@ impl Config {
                 self.registry_ca_file.origin.to_string(),
             ),
         }
+        out.setting(Key::CdiSpecDirs, &self.cdi_spec_dirs, |v| {
+            toml_list(v.iter().map(|p| p.display().to_string()))
+        });
         out.comment("# policy: the site file only".into());
         out.setting(Key::AllowUserBinds, &self.allow_user_binds, |v| {
             v.to_string()

@@ -76,7 +76,8 @@ fn defaults_with_no_files() {
             Key::CacheDir,
             Key::CacheMaxSize,
             Key::Offline,
-            Key::RegistryCaFile
+            Key::RegistryCaFile,
+            Key::CdiSpecDirs
         ]
     );
     // An empty file or one with only comments is the defaults too.
@@ -787,12 +788,13 @@ build_max_size = "4T"                                    # default
 cache_max_size = "20G"                                   # default
 offline = false                                          # default
 # registry_ca_file: the system's certificate authorities only  # default
+cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]             # default
 # policy: the site file only
 allow_user_binds = true                                  # default
 allow_fakeroot = true                                    # default
 allowed_image_paths = ["/data/images"]                   # /etc/rfake/rfake.toml:4
 cache_read_only = false                                  # default
-user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file"]  # default
+user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs"]  # default
 "#;
     assert_eq!(text, expected, "\n{text}");
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::container::rootfs::{Bind, BindKind, Tmpfs};
+use crate::container::rootfs::{Bind, BindKind, Symlink, Tmpfs};
 
 /// One parsed `SRC[:DST[:ro|rw]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +168,7 @@ pub struct BindInputs {
 pub enum Mount {
     Bind(Bind),
     Tmpfs(Tmpfs),
+    Symlink(Symlink),
 }
 
 #[cfg(test)]
@@ -176,6 +177,7 @@ impl Mount {
         match self {
             Mount::Bind(b) => &b.dst,
             Mount::Tmpfs(t) => &t.dst,
+            Mount::Symlink(l) => &l.link,
         }
     }
 }
@@ -275,7 +277,7 @@ pub fn start_dir(
     }
     let visible = mounts.iter().any(|m| match m {
         Mount::Bind(b) => b.kind != BindKind::File && b.src == b.dst && is_within(host_cwd, &b.src),
-        Mount::Tmpfs(_) => false,
+        Mount::Tmpfs(_) | Mount::Symlink(_) => false,
     });
     if visible {
         return (host_cwd.to_path_buf(), None);

@@ -259,6 +259,7 @@ fn run_inside(
         Err(e) => log::warn!("{e}; continuing without it"),
     }
     env::apply(&mut payload_env, &plan.overrides);
+    plan.devices.prepend_library_path(&mut payload_env);
     env::finish(&mut payload_env, &plan.image.path);
 
     let argv = command_line(&plan.action);

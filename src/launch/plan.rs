@@ -15,6 +15,7 @@ use crate::container::passwd::UserEntry;
 use crate::container::rootfs::{IdentitySpec, RootLayer, Step};
 use crate::env::{self, EnvList, Override};
 use crate::error::Error;
+use crate::gpu::{LaunchEdits, cdi};
 use crate::host;
 use crate::image::{self, Image, ImageFormat};
 
@@ -72,6 +73,8 @@ pub struct Request {
     pub join_key: Option<String>,
     pub squashfuse: Option<PathBuf>,
     pub binds: Vec<String>,
+    /// `--device VENDOR/CLASS=NAME`, in order.
+    pub devices: Vec<String>,
     pub home: Option<String>,
     pub no_home: bool,
     pub contain: bool,
@@ -188,6 +191,9 @@ pub struct Plan {
     pub join: Option<JoinPlan>,
     /// Set when launches of this image share one mount on this node.
     pub warm: Option<WarmPlan>,
+    /// What `--device` adds (its mounts are among the steps, its variables
+    /// among the overrides).
+    pub devices: LaunchEdits,
 }
 
 impl fmt::Display for Plan {
@@ -237,6 +243,7 @@ impl fmt::Display for Plan {
                 o.origin
             )?;
         }
+        write!(f, "{}", self.devices)?;
         write!(f, "action: {}", self.action)
     }
 }
@@ -268,7 +275,17 @@ pub fn plan(
             )));
         }
     }
-    let mounts = mounts_of(req, who, settings, &home)?;
+    let devices = device_edits(req, settings)?;
+    let mut mounts = mounts_of(req, who, settings, &home)?;
+    if let Some(dev) = &devices.dev {
+        // The private /dev takes the place of the host's.
+        if let Some(at) = mounts.iter().position(
+            |m| matches!(m, Mount::Bind(b) if b.dst == Path::new("/dev") && b.origin == "default"),
+        ) {
+            mounts.splice(at..=at, dev.iter().cloned());
+        }
+    }
+    mounts.extend(devices.mounts.iter().cloned());
     let (start_dir, start_dir_note) =
         binds::start_dir(req.pwd.as_deref(), &who.cwd, &mounts, &home);
     let container_home = home
@@ -285,7 +302,12 @@ pub fn plan(
     let (steps, server) = steps_of(req, who, settings, &image, mounts, identity_files)?;
     let (join, warm) = sharing_of(req, who, settings, &image, &identity, &steps, &server)?;
     let base_env = env::base(&who.env, req.cleanenv, Some(&container_home));
-    let overrides = overrides(req, who)?;
+    let mut overrides = overrides(req, who)?;
+    // The devices' variables first: the user's own settings win.
+    overrides.splice(0..0, devices.env.iter().cloned());
+    for note in &devices.notes {
+        log::info!("{note}");
+    }
     Ok(Plan {
         image,
         identity,
@@ -298,7 +320,26 @@ pub fn plan(
         start_dir_note,
         join,
         warm,
+        devices,
     })
+}
+
+/// `--device`: the CDI specs read, the devices found, their edits planned.
+/// Nothing is read without `--device`.
+fn device_edits(req: &Request, settings: &Settings) -> Result<LaunchEdits, Error> {
+    if req.devices.is_empty() {
+        return Ok(LaunchEdits::default());
+    }
+    let requests = req
+        .devices
+        .iter()
+        .map(|d| cdi::parse_request(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The spec directories are the site's, or the user's own only where
+    // user binds are allowed (checked when the configuration is read).
+    let registry = cdi::load(&settings.cdi_spec_dirs.value)?;
+    let edits = registry.edits(&requests)?;
+    Ok(crate::gpu::plan(&edits, Path::new("/dev"))?)
 }
 
 /// The image, if the site allows it (`allowed_image_paths`).
@@ -427,6 +468,7 @@ fn steps_of(
     steps.extend(mounts.into_iter().map(|m| match m {
         Mount::Bind(b) => Step::Bind(b),
         Mount::Tmpfs(t) => Step::Tmpfs(t),
+        Mount::Symlink(l) => Step::Symlink(l),
     }));
     steps.push(Step::IdentityFiles(identity_files));
     steps.push(Step::SealRoot);

@@ -44,6 +44,8 @@ pub struct Settings {
     pub allow_fakeroot: Sourced<bool>,
     /// Empty: any image.
     pub allowed_image_paths: Sourced<Vec<PathBuf>>,
+    /// Where CDI specs are read, the last with priority.
+    pub cdi_spec_dirs: Sourced<Vec<PathBuf>>,
 }
 
 impl Default for Settings {
@@ -62,6 +64,12 @@ impl Default for Settings {
             allow_user_binds: Sourced::default_value(true),
             allow_fakeroot: Sourced::default_value(true),
             allowed_image_paths: Sourced::default_value(Vec::new()),
+            cdi_spec_dirs: Sourced::default_value(
+                crate::gpu::cdi::DEFAULT_SPEC_DIRS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
+            ),
         }
     }
 }
@@ -107,6 +115,7 @@ impl Settings {
             allow_user_binds: sourced(&config.allow_user_binds),
             allow_fakeroot: sourced(&config.allow_fakeroot),
             allowed_image_paths: sourced(&config.allowed_image_paths),
+            cdi_spec_dirs: sourced(&config.cdi_spec_dirs),
         }
     }
 

@@ -147,6 +147,16 @@ pub struct Tmpfs {
     pub origin: String,
 }
 
+/// A symlink made inside the container: in the overlay (when the image
+/// lacks `link`) or in a private tmpfs; never in the image or on the host.
+/// When something is at `link` already, it is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symlink {
+    pub link: PathBuf,
+    pub target: PathBuf,
+    pub origin: String,
+}
+
 /// The container user's passwd and group entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentitySpec {
@@ -177,6 +187,7 @@ pub enum Step {
     Root(RootLayer),
     Bind(Bind),
     Tmpfs(Tmpfs),
+    Symlink(Symlink),
     IdentityFiles(IdentitySpec),
     SealRoot,
     EnterNewRoot,
@@ -188,6 +199,8 @@ pub enum Step {
 pub struct Wanted<'a> {
     pub dst: &'a Path,
     pub dir: bool,
+    /// A symlink to this target, not a file or directory.
+    pub link: Option<&'a Path>,
     pub origin: &'a str,
 }
 
@@ -210,19 +223,28 @@ impl Step {
                 vec![Wanted {
                     dst: &b.dst,
                     dir,
+                    link: None,
                     origin: &b.origin,
                 }]
             }
             Step::Tmpfs(t) => vec![Wanted {
                 dst: &t.dst,
                 dir: true,
+                link: None,
                 origin: &t.origin,
+            }],
+            Step::Symlink(l) => vec![Wanted {
+                dst: &l.link,
+                dir: false,
+                link: Some(&l.target),
+                origin: &l.origin,
             }],
             Step::IdentityFiles(_) => ["/etc/passwd", "/etc/group"]
                 .into_iter()
                 .map(|f| Wanted {
                     dst: Path::new(f),
                     dir: false,
+                    link: None,
                     origin: "identity files",
                 })
                 .collect(),
@@ -266,6 +288,13 @@ impl fmt::Display for Step {
                 t.dst.display(),
                 t.mode,
                 t.origin
+            ),
+            Step::Symlink(l) => write!(
+                f,
+                "symlink {} -> {} [{}]",
+                l.link.display(),
+                l.target.display(),
+                l.origin
             ),
             Step::IdentityFiles(spec) => write!(
                 f,
@@ -517,14 +546,25 @@ fn run_step(
                         == rustix::fs::FileType::Directory,
                 )
             };
+            // What goes inside a private tmpfs (a private /dev) is made
+            // there, not in the image's directory the tmpfs hides.
+            let private: Vec<&Path> = all_steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Tmpfs(t) => Some(t.dst.as_path()),
+                    _ => None,
+                })
+                .collect();
             let wanted: Vec<Wanted> = all_steps
                 .iter()
                 .flat_map(|s| s.wanted(&mut source_is_dir))
+                .filter(|w| !private.iter().any(|p| w.dst != *p && w.dst.starts_with(p)))
                 .collect();
             return mounts::root(sys, layout, layer, state, &wanted);
         }
         Step::Bind(bind) => return mounts::bind(sys, bind, state),
         Step::Tmpfs(tmpfs) => return mounts::tmpfs(sys, tmpfs, state),
+        Step::Symlink(link) => return mounts::symlink(sys, link, state),
         Step::IdentityFiles(spec) => return mounts::identity_files(sys, layout, spec, state),
         Step::SealRoot => {
             if state.seal {

@@ -1,6 +1,8 @@
 //! The root layer, binds, private tmpfs mounts and identity files.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -18,18 +20,59 @@ use crate::text::shown;
 /// Which of `wanted` the image at `lower` lacks: where each would be (a
 /// container path without symlinks) and whether it is a directory. Escapes
 /// are refused here, before anything is mounted over the image.
-fn missing_destinations(
+/// A destination the image lacks: its container path, whether it is a
+/// directory, the target when it is a symlink.
+type Missing<'a> = (PathBuf, bool, Option<&'a Path>);
+
+fn missing_destinations<'a>(
     lower: BorrowedFd<'_>,
-    wanted: &[Wanted],
-) -> Result<Vec<(PathBuf, bool)>, RootfsError> {
+    wanted: &[Wanted<'a>],
+) -> Result<Vec<Missing<'a>>, RootfsError> {
     let mut missing = Vec::new();
     for w in wanted {
+        if let Some(target) = w.link {
+            // A symlink: its own name is not followed.
+            let (parent, name) = split_link(w.dst, w.origin)?;
+            let walk = resolve(lower, parent, w.origin)?;
+            if !walk.exists() || entry_at(walk.deepest_dir(), name).is_none() {
+                missing.push((walk.container_path().join(name), false, Some(target)));
+            }
+            continue;
+        }
         let walk = resolve(lower, w.dst, w.origin)?;
         if !walk.exists() {
-            missing.push((walk.container_path(), w.dir));
+            missing.push((walk.container_path(), w.dir, None));
         }
     }
     Ok(missing)
+}
+
+/// A link's directory and name (the container root is never a link).
+fn split_link<'p>(link: &'p Path, origin: &str) -> Result<(&'p Path, &'p OsStr), RootfsError> {
+    match (link.parent(), link.file_name()) {
+        (Some(parent), Some(name)) => Ok((parent, name)),
+        _ => Err(RootfsError::Destination {
+            dst: link.to_path_buf(),
+            origin: origin.to_string(),
+            source: PathError::IsRoot {
+                path: link.to_path_buf(),
+            },
+        }),
+    }
+}
+
+/// What is at `name` in `dir`, not following a symlink: `Some(target)` for
+/// a symlink, `Some(None)` for anything else, `None` when nothing is.
+fn entry_at(dir: BorrowedFd<'_>, name: &OsStr) -> Option<Option<PathBuf>> {
+    let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+        let target = rustix::fs::readlinkat(dir, name, Vec::new()).ok()?;
+        Some(Some(PathBuf::from(std::ffi::OsString::from_vec(
+            target.into_bytes(),
+        ))))
+    } else {
+        Some(None)
+    }
 }
 
 /// Create the missing components of `walk` one by one below its deepest
@@ -105,9 +148,20 @@ pub(super) fn root(
     // owned by an id outside the one-entry map). The upper layer is a new
     // tmpfs of ours: the walk meets no symlink there.
     let upper_fd = open_root(&upper)?;
-    for (path, dir) in &missing {
-        let walk = resolve(upper_fd.as_fd(), path, "overlay")?;
-        create_missing(sys, walk, *dir, "overlay")?;
+    for (path, dir, link) in &missing {
+        match link {
+            Some(target) => {
+                let (parent, name) = split_link(path, "overlay")?;
+                let walk = resolve(upper_fd.as_fd(), parent, "overlay")?;
+                let walk = create_missing(sys, walk, true, "overlay")?;
+                let dir = walk.fd().expect("an existing walk has a descriptor");
+                sys.symlink_at(target, dir, name, path)?;
+            }
+            None => {
+                let walk = resolve(upper_fd.as_fd(), path, "overlay")?;
+                create_missing(sys, walk, *dir, "overlay")?;
+            }
+        }
     }
     drop(upper_fd);
     let mut data = std::ffi::OsString::from("lowerdir=");
@@ -129,7 +183,7 @@ pub(super) fn root(
     let why = if layer.writable_size.is_some() {
         "writable overlay".to_string()
     } else {
-        let names: Vec<String> = missing.iter().map(|(p, _)| shown(p)).collect();
+        let names: Vec<String> = missing.iter().map(|(p, _, _)| shown(p)).collect();
         format!("overlay for missing mount points: {}", names.join(", "))
     };
     Ok(Some(why))
@@ -336,6 +390,36 @@ pub(super) fn tmpfs(
         &tmpfs.dst,
     )?;
     state.private.push(dev_of(mount.as_fd(), &tmpfs.dst)?);
+    Ok(None)
+}
+
+/// [`super::Step::Symlink`]: a link the overlay does not hold yet is made in
+/// a private tmpfs of ours; one in the overlay was made with the mount
+/// points; whatever else is there is left alone.
+pub(super) fn symlink(
+    sys: &dyn Sys,
+    link: &super::Symlink,
+    state: &mut State,
+) -> Result<Option<String>, RootfsError> {
+    let (parent, name) = split_link(&link.link, &link.origin)?;
+    let Some(dir) = destination(sys, parent, true, IfMissing::Create, &link.origin, state)? else {
+        unreachable!("a missing directory is created, never skipped");
+    };
+    let dir_fd = dir.fd().expect("an existing walk has a descriptor");
+    match entry_at(dir_fd, name) {
+        Some(Some(target)) if target == link.target => return Ok(None),
+        Some(_) => return Ok(Some("skipped: the image has something there".into())),
+        None => {}
+    }
+    let dev = dev_of(dir_fd, parent)?;
+    if !state.private.contains(&dev) && Some(dev) != state.root_dev {
+        return Err(RootfsError::WouldCreateOnHost {
+            dst: link.link.clone(),
+            origin: link.origin.clone(),
+            inside: dir.existing_path(),
+        });
+    }
+    sys.symlink_at(&link.target, dir_fd, name, &link.link)?;
     Ok(None)
 }
 

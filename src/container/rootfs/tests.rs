@@ -407,6 +407,7 @@ fn steps_that_may_need_destinations() {
         vec![Wanted {
             dst: Path::new("/b"),
             dir: false,
+            link: None,
             origin: "t"
         }]
     );

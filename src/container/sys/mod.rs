@@ -203,6 +203,15 @@ pub trait Sys {
         mode: u32,
         what: &Path,
     ) -> SysResult;
+    /// Create the symlink `name` in `dir` pointing at `target`
+    /// (`symlinkat(2)`).
+    fn symlink_at(
+        &self,
+        target: &Path,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        what: &Path,
+    ) -> SysResult;
     /// A detached copy of the mount tree at `src` (`open_tree(2)` with
     /// `OPEN_TREE_CLONE`, and `AT_RECURSIVE` when `recursive`): a bind
     /// mount not yet attached anywhere.
@@ -372,6 +381,17 @@ impl Sys for LinuxSys {
         )
         .map(drop)
         .map_err(|e| SysError::new("create", what, errno(e)))
+    }
+
+    fn symlink_at(
+        &self,
+        target: &Path,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        what: &Path,
+    ) -> SysResult {
+        rustix::fs::symlinkat(target, dir, name)
+            .map_err(|e| SysError::new("symlink", what, errno(e)))
     }
 
     fn clone_tree(&self, src: BorrowedFd<'_>, recursive: bool, what: &Path) -> SysResult<OwnedFd> {

@@ -166,6 +166,21 @@ impl Sys for Recorder {
         ));
         LinuxSys.create_file_at(dir, name, mode, what)
     }
+    fn symlink_at(
+        &self,
+        target: &Path,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        what: &Path,
+    ) -> SysResult {
+        self.push(format!(
+            "symlinkat {}/{} -> {}",
+            self.fd_path(dir),
+            name.display(),
+            target.display()
+        ));
+        LinuxSys.symlink_at(target, dir, name, what)
+    }
     fn clone_tree(&self, src: BorrowedFd<'_>, recursive: bool, _what: &Path) -> SysResult<OwnedFd> {
         self.push(format!("open_tree {} rec={recursive}", self.fd_path(src)));
         Ok(dev_null())

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# On a machine with a real NVIDIA GPU: run nvidia-smi and a CUDA check
+# through rfake --device (CDI) and say pass/fail for each. Skips with one
+# line (status 0) where there is no GPU, as on the test machines.
+#   tests/gpu/check.sh [IMAGE]
+# IMAGE: an image with CUDA and python3+torch, or one with deviceQuery in
+# PATH (default: docker://nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04, which
+# has neither: only nvidia-smi and the libcuda probe are run then).
+# --nv is checked too once rfake has it.
+set -uo pipefail
+rfake=${RFAKE_BIN:-rfake}
+image=${1:-docker://nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04}
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "SKIP: no NVIDIA GPU or driver on this machine (nvidia-smi -L fails)"
+  exit 0
+fi
+if ! ls /etc/cdi/*.yaml /etc/cdi/*.json /var/run/cdi/*.yaml /var/run/cdi/*.json >/dev/null 2>&1; then
+  echo "note: no CDI spec; as root: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+fi
+fails=0
+check() { # NAME COMMAND...
+  local name=$1; shift
+  if out=$("$@" 2>&1); then echo "pass: $name"; else echo "FAIL: $name"; echo "$out" | tail -5 | sed 's/^/  /'; fails=$((fails + 1)); fi
+}
+check "nvidia-smi --device nvidia.com/gpu=all" "$rfake" exec --device nvidia.com/gpu=all "$image" nvidia-smi -L
+check "only gpu 0 with --device nvidia.com/gpu=0" sh -c \
+  "[ \"\$('$rfake' exec --device nvidia.com/gpu=0 '$image' nvidia-smi -L | wc -l)\" = 1 ]"
+if "$rfake" exec "$image" sh -c 'command -v deviceQuery' >/dev/null 2>&1; then
+  check "deviceQuery" "$rfake" exec --device nvidia.com/gpu=all "$image" deviceQuery
+elif "$rfake" exec "$image" python3 -c 'import torch' >/dev/null 2>&1; then
+  check "torch.cuda" "$rfake" exec --device nvidia.com/gpu=all "$image" \
+    python3 -c 'import torch; assert torch.cuda.is_available(); print(torch.cuda.get_device_name(0))'
+else
+  echo "note: $image has neither deviceQuery nor torch: CUDA itself not exercised"
+fi
+if "$rfake" exec --help | grep -q -- '--nv'; then
+  check "nvidia-smi --nv" "$rfake" exec --nv "$image" nvidia-smi -L
+fi
+echo "check.sh: $fails failed"
+[ "$fails" = 0 ]
