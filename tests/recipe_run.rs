@@ -247,3 +247,85 @@ fn a_failing_step_stops_the_build() {
     assert_eq!(left, ["bad.toml", "bash.toml"]);
     assert_nothing_left(&t);
 }
+
+/// `--fakeroot-mode none`: only the user namespace, so a step's chown to
+/// an id outside the one-entry map fails, as the kernel says, and stops the
+/// build (with the filter, the same step passes: `a_step_on_the_demo_tree`).
+#[test]
+fn without_the_filter_a_chown_fails() {
+    let Some(env) = setup() else { return };
+    let d = scratch();
+    let t = tag("recipe-run-none");
+    let recipe = format!(
+        "[image]\nbase = \"{}\"\n\n[[run]]\nscript = \"touch /opt/f; chown 1234 /opt/f\"\n",
+        env.image("demo").display()
+    );
+    std::fs::write(d.path().join("own.toml"), recipe).unwrap();
+    let o = build_in(
+        &t,
+        d.path(),
+        &["--fakeroot-mode", "none", "own.sqfs", "own.toml"],
+    );
+    assert_exit(&o, ExitKind::BadImage);
+    let err = stderr(&o);
+    assert!(
+        err.contains("own.toml:5: [[run]] failed (exit status 1); its last lines: chown: /opt/f: "),
+        "{err}"
+    );
+    assert!(!d.path().join("own.sqfs").exists());
+    assert!(
+        rfake_files(d.path()).is_empty(),
+        "{:?}",
+        rfake_files(d.path())
+    );
+    assert_status(&build_in(&t, d.path(), &["own.sqfs", "own.toml"]), 0);
+    assert_nothing_left(&t);
+}
+
+/// ^C (SIGINT to the process group) while a step runs: the build ends as
+/// killed by it and leaves nothing, the work directory included.
+#[test]
+fn an_interrupted_step_leaves_nothing() {
+    let Some(env) = setup() else { return };
+    let d = scratch();
+    let t = tag("recipe-run-int");
+    let recipe = format!(
+        "[image]\nbase = \"{}\"\n\n[[run]]\nscript = \"echo started; sleep 60\"\n",
+        env.image("demo").display()
+    );
+    std::fs::write(d.path().join("slow.toml"), recipe).unwrap();
+    let mut c = command(&t);
+    // Its own process group, as a job in a terminal: ^C reaches it all.
+    use std::os::unix::process::CommandExt;
+    c.current_dir(d.path())
+        .args(["build", "slow.sif", "slow.toml"])
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    let mut child = c.spawn().unwrap();
+    // The step has started when it says so.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    while line.trim() != "started" {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no step output");
+    }
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.signal() == Some(2) || status.code() == Some(130),
+        "{status:?}"
+    );
+    assert!(!d.path().join("slow.sif").exists());
+    assert!(
+        rfake_files(d.path()).is_empty(),
+        "{:?}",
+        rfake_files(d.path())
+    );
+    assert_nothing_left(&t);
+}

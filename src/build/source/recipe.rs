@@ -227,7 +227,7 @@ impl<'r> Recipe<'r> {
                         return Err(self.error(
                             at.line,
                             at.key,
-                            format!("unknown key (known: {})", list(&RUN_KEYS, false)),
+                            format!("unknown key (known: {})", list(&RUN_KEYS)),
                         ));
                     }
                 }
@@ -262,7 +262,7 @@ impl<'r> Recipe<'r> {
                 return Err(self.error(
                     self.line(key.span()),
                     format!("[image] {}", one_line(key.get_ref())),
-                    format!("unknown key (known: {})", list(&IMAGE_KEYS, false)),
+                    format!("unknown key (known: {})", list(&IMAGE_KEYS)),
                 ));
             }
         }
@@ -716,17 +716,7 @@ fn is_shell_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn list(items: &[&str], bracketed: bool) -> String {
-    let items: Vec<String> = items
-        .iter()
-        .map(|s| {
-            if bracketed {
-                format!("[{s}]")
-            } else {
-                s.to_string()
-            }
-        })
-        .collect();
+fn list(items: &[&str]) -> String {
     items.join(", ")
 }
 
