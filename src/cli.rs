@@ -212,14 +212,15 @@ pub struct BuildArgs {
     /// A definition file: do not run its %test section at the end.
     #[arg(long)]
     pub notest: bool,
-    /// A definition file: how %post runs as root: seccomp (calls for other
-    /// users and groups, like chown, succeed without effect) or none (only
-    /// the user namespace: such calls fail).
+    /// A definition file's %post, a recipe's [[run]] steps: how they run as
+    /// root: seccomp (calls for other users and groups, like chown, succeed
+    /// without effect) or none (only the user namespace: such calls fail).
     #[arg(long, value_name = "MODE", default_value = "seccomp",
           value_parser = ["seccomp", "none"])]
     pub fakeroot_mode: String,
-    /// A definition file: the directory its root is written out in while
-    /// the build runs (default: RFAKE_TMPDIR, else OUT's directory).
+    /// A definition file, a recipe with [[run]] steps: the directory its
+    /// root is written out in while the build runs (default: RFAKE_TMPDIR,
+    /// else OUT's directory).
     #[arg(long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
     /// A definition file: keep the built root as the directory OUT (which

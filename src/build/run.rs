@@ -59,7 +59,8 @@ pub struct BuildRequest {
     /// as warnings; else at `-v` only: a pulled image's device nodes and
     /// owners are routine, and the container has its own `/dev`.
     pub warn_losses: bool,
-    /// For a definition file: how its commands run.
+    /// For a definition file or a recipe's `[[run]]` steps: how their
+    /// commands run and where the work area goes.
     pub definition: Option<super::definition::DefinitionOptions>,
 }
 
@@ -178,9 +179,10 @@ pub fn run(
         skip_special: req.skip_special,
         max_size: req.max_size.clone(),
     };
-    // A definition file's prepared root: it must outlive the write, which
-    // reads its files.
+    // A definition file's prepared root, or the work area of a recipe's
+    // [[run]] steps: it must outlive the write, which reads its files.
     let mut prepared = None;
+    let mut recipe_steps = None;
     let warnings = match &req.source {
         BuildSource::Path(path) => {
             let kind = source::detect(path)?;
@@ -202,6 +204,12 @@ pub fn run(
                 meta = p.meta.clone();
                 prepared = Some(p);
                 warnings
+            } else if kind == SourceKind::Recipe {
+                let options = req.definition.clone().unwrap_or_default();
+                let base = options.tmpdir.clone().unwrap_or_else(|| dir.clone());
+                let steps =
+                    recipe_steps.insert(super::definition::RecipeSteps::new(&options, base, env));
+                source::load_with_steps(path, kind, &opts, &mut spool, &mut tree, &mut meta, steps)?
             } else {
                 source::load(path, kind, &opts, &mut spool, &mut tree, &mut meta)?
             }
@@ -321,8 +329,9 @@ pub fn run(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    // The definition's work directory goes now that the image is written.
+    // The work directory goes now that the image is written.
     drop(prepared);
+    drop(recipe_steps);
     Ok(BuildSummary {
         out: req.out.clone(),
         format: if sif { "SIF" } else { "SquashFS" },

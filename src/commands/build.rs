@@ -26,11 +26,12 @@ pub fn run(
     // without --max-size, for a reference's cache), so a broken file does
     // not stop a build that needs nothing from it.
     let reference = crate::registry::ImageRef::is_reference(source.as_os_str());
-    let definition = !reference
-        && matches!(
-            crate::build::source::detect(&source),
-            Ok(crate::build::source::SourceKind::Definition)
-        );
+    let kind = (!reference)
+        .then(|| crate::build::source::detect(&source).ok())
+        .flatten();
+    let definition = kind == Some(crate::build::source::SourceKind::Definition);
+    // A recipe's [[run]] steps run as a definition's %post does.
+    let recipe = kind == Some(crate::build::source::SourceKind::Recipe);
     let config = match args.max_size.is_none() || reference || definition {
         true => Some(load()?),
         false => None,
@@ -46,8 +47,8 @@ pub fn run(
              directory: for one with unreadable files, run chmod -R u+rwX on it)"
         )));
     }
-    let definition_options = match (definition, &config) {
-        (true, Some(config)) => Some(DefinitionOptions {
+    let definition_options = match (definition || recipe, &config) {
+        (true, config) => Some(DefinitionOptions {
             notest: args.notest,
             fakeroot: match args.fakeroot_mode.as_str() {
                 "none" => FakerootMode::None,
@@ -59,7 +60,12 @@ pub fn run(
                     .filter(|v| !v.is_empty() && !args.sandbox)
                     .map(PathBuf::from)
             }),
-            pull: Some(crate::pull::PullOptions::new(pull, config, &invoker.env)?),
+            pull: match config {
+                Some(config) if definition => {
+                    Some(crate::pull::PullOptions::new(pull, config, &invoker.env)?)
+                }
+                _ => None,
+            },
             fix_perms: args.fix_perms,
         }),
         _ => None,

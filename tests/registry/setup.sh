@@ -192,6 +192,8 @@ envfile=$reg/env.tmp
   echo "RFAKE_TEST_REGISTRY_PASSWORD=$password"
   echo "RFAKE_TEST_REGISTRY_LOG=$reg/plain/access.log"
   echo "RFAKE_TEST_REGISTRY_TLS_LOG=$reg/tls/access.log"
+  # The Debian root's OCI layout, as a build SOURCE (tests/recipe_run.rs).
+  echo "RFAKE_TEST_DEBIAN_OCI=$cache/debian-oci"
 } >"$envfile"
 
 push() {  # REPO:TAG SOURCE REGISTRY

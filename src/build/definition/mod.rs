@@ -37,6 +37,7 @@ use super::fakeroot::FakerootMode;
 use crate::error::Error;
 use crate::exit::ExitKind;
 use crate::text::{io_text, shown};
+pub use steps::RecipeSteps;
 pub use work::Work;
 
 /// How to run a definition file's commands, from the command line.

@@ -1,22 +1,39 @@
-//! Script sections (`%post`, `%test`) run in the build root as fakeroot,
-//! their output shown as it runs and kept on failure.
+//! Script steps run in the build root as fakeroot, their output shown as
+//! it runs and kept on failure: a definition file's `%post` and `%test`
+//! ([`run_script`]), and a recipe's `[[run]]` steps ([`RecipeSteps`]).
 
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::DefinitionOptions;
-use super::work::cleanup;
+use super::work::{Work, cleanup};
 use crate::build::deffile::{Definition, Script};
-use crate::build::fakeroot::{self, RunSpec};
+use crate::build::fakeroot::{self, FakerootMode, RunSpec};
+use crate::build::materialize::remove_tree;
+use crate::build::source::{RunStep, StepRunner};
 use crate::error::Error;
 use crate::exit::ExitKind;
 use crate::text::shown;
 
-/// Run a script section in the root as fakeroot; a failure stops the build
-/// with the command's status and the last lines of its output (the whole
-/// log is kept beside OUT... printed as it runs).
+/// One script to run, and where it is written (for messages and the name
+/// of the kept log).
+pub struct Step<'a> {
+    /// The definition file or recipe.
+    pub file: &'a Path,
+    /// The line the script starts at.
+    pub line: usize,
+    /// As messages name it: `%post`, `[[run]]`.
+    pub section: &'a str,
+    /// The kept log is `FILE.LOG_NAME.log`: `post`, `run`.
+    pub log_name: &'a str,
+    /// `None`: `/bin/sh`.
+    pub shell: Option<&'a str>,
+    pub text: &'a str,
+}
+
+/// Run a definition file's script section in the root as fakeroot.
 pub fn run_script(
     def: &Definition,
     section: &str,
@@ -26,7 +43,30 @@ pub fn run_script(
     env: &[(OsString, OsString)],
     work: &Path,
 ) -> Result<(), Error> {
-    let shell = script.shell.clone().unwrap_or_else(|| "/bin/sh".into());
+    let step = Step {
+        file: &def.path,
+        line: script.line,
+        section,
+        log_name: section.trim_start_matches('%'),
+        shell: script.shell.as_deref(),
+        text: &script.text,
+    };
+    run_step(&step, root, opts.fakeroot, env, work)
+}
+
+/// Run `step` in `root` as fakeroot (with `set -e`); a failure stops the
+/// build with the command's status and the last lines of its output (the
+/// output is printed as it runs, and the whole log is kept beside the work
+/// directory `work`, which goes).
+pub fn run_step(
+    step: &Step,
+    root: &Path,
+    mode: FakerootMode,
+    env: &[(OsString, OsString)],
+    work: &Path,
+) -> Result<(), Error> {
+    let section = step.section;
+    let shell = step.shell.unwrap_or("/bin/sh");
     let mut run_env: Vec<(OsString, OsString)> = vec![
         (
             "PATH".into(),
@@ -51,20 +91,20 @@ pub fn run_script(
             run_env.push((name.into(), v.into()));
         }
     }
-    let log_path = work.join(format!("{}.log", section.trim_start_matches('%')));
+    let log_path = work.join(format!("{}.log", step.log_name));
     let mut log = Tail::new(fs::File::create(&log_path).ok());
     log::info!("{section}: running with {shell} in {}", shown(root));
     let status = fakeroot::run(RunSpec {
         root,
-        shell: &shell,
-        script: &format!("set -e\n{}", script.text),
+        shell,
+        script: &format!("set -e\n{}", step.text),
         env: run_env,
-        mode: opts.fakeroot,
+        mode,
         log: &mut log,
     })
     .map_err(|e| Error::Failed {
         kind: e.exit_kind(),
-        message: format!("{}:{}: {section}: {e}", shown(&def.path), script.line),
+        message: format!("{}:{}: {section}: {e}", shown(step.file), step.line),
     })?;
     if status.success() {
         return Ok(());
@@ -81,8 +121,8 @@ pub fn run_script(
     let kept = work.parent().map(|base| {
         base.join(format!(
             "{}.{}.log",
-            def.path.file_name().unwrap_or_default().to_string_lossy(),
-            section.trim_start_matches('%')
+            step.file.file_name().unwrap_or_default().to_string_lossy(),
+            step.log_name
         ))
     });
     let kept = kept.filter(|to| fs::copy(&log_path, to).is_ok());
@@ -90,13 +130,83 @@ pub fn run_script(
         kind: ExitKind::BadImage,
         message: format!(
             "{}:{}: {section} failed ({code}); its last lines: {}{}",
-            shown(&def.path),
-            script.line,
+            shown(step.file),
+            step.line,
             log.last_lines(3),
             kept.map(|k| format!(" (the whole log: {})", shown(&k)))
                 .unwrap_or_default()
         ),
     })
+}
+
+/// A recipe's `[[run]]` steps as `rfake build` runs them: each recipe
+/// with steps writes its tree out as a new root in one work directory
+/// (made at the first, under `base`: `--tmpdir`, `RFAKE_TMPDIR` or OUT's
+/// directory), where its steps run as fakeroot. The work directory lives
+/// as long as this does: the image's files are read from the last root
+/// when it is written.
+pub struct RecipeSteps<'e> {
+    mode: FakerootMode,
+    base: PathBuf,
+    env: &'e [(OsString, OsString)],
+    work: Option<Work>,
+    roots: Vec<PathBuf>,
+}
+
+impl<'e> RecipeSteps<'e> {
+    pub fn new(
+        opts: &DefinitionOptions,
+        base: PathBuf,
+        env: &'e [(OsString, OsString)],
+    ) -> RecipeSteps<'e> {
+        RecipeSteps {
+            mode: opts.fakeroot,
+            base,
+            env,
+            work: None,
+            roots: Vec::new(),
+        }
+    }
+}
+
+impl StepRunner for RecipeSteps<'_> {
+    fn new_root(&mut self) -> Result<PathBuf, Error> {
+        let work = match &mut self.work {
+            Some(work) => work,
+            None => self.work.insert(Work::create(&self.base)?),
+        };
+        let root = work.path().join(format!("root-{}", self.roots.len() + 1));
+        fs::create_dir(&root).map_err(|e| super::failed(&root, "creating the build root", &e))?;
+        self.roots.push(root.clone());
+        Ok(root)
+    }
+
+    fn run(&mut self, recipe: &Path, step: &RunStep, root: &Path) -> Result<(), Error> {
+        let work = self
+            .work
+            .as_ref()
+            .ok_or_else(|| Error::Internal("a recipe step without a work directory".into()))?;
+        let step = Step {
+            file: recipe,
+            line: step.line,
+            section: "[[run]]",
+            log_name: "run",
+            shell: step.shell.as_deref(),
+            text: &step.script,
+        };
+        run_step(&step, root, self.mode, self.env, work.path())
+    }
+
+    fn only(&mut self, root: &Path) {
+        // An earlier recipe's root (a recipe built on a recipe with steps)
+        // was read into the tree written out as `root`: nothing reads it now.
+        for old in self.roots.iter().filter(|r| r.as_path() != root) {
+            if let Err(e) = remove_tree(old) {
+                log::warn!("removing {}: {}", shown(old), crate::text::io_text(&e));
+            }
+        }
+        self.roots.retain(|r| r.as_path() == root);
+    }
 }
 
 /// The output of a step: kept in a file and its last lines in memory.

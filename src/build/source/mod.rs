@@ -47,6 +47,7 @@ use super::tree::Tree;
 use crate::exit::ExitKind;
 
 pub use detect::detect;
+pub use recipe::{RunStep, StepRunner};
 
 /// How a tarball is compressed (detected by its magic bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +192,10 @@ pub enum SourceError {
     /// Writing the build's spool file failed (disk full...).
     #[error("writing the build spool (copying {place}): {}", io_text(.error))]
     Spool { place: String, error: io::Error },
+    /// A recipe's `[[run]]` step failed, or could not run (its message
+    /// names the recipe and the line).
+    #[error(transparent)]
+    Step(Box<crate::error::Error>),
     /// The files add up to more than the build's size limit; `place` is
     /// the file that went over it.
     #[error(
@@ -217,6 +222,7 @@ impl SourceError {
             | SourceError::RecipeSyntax { .. } => ExitKind::BadImage,
             SourceError::Spool { .. } => ExitKind::OsError,
             SourceError::TooLarge { .. } => ExitKind::Refused,
+            SourceError::Step(e) => e.exit_kind(),
         }
     }
 
@@ -249,6 +255,23 @@ pub fn load(
     meta: &mut ImageMeta,
 ) -> Result<Vec<String>, SourceError> {
     let mut cx = Cx::new(opts, spool);
+    cx.load(path, kind, tree, meta)?;
+    Ok(cx.finish())
+}
+
+/// [`load`], with `steps` to run a recipe's `[[run]]` steps (without it
+/// they are refused).
+pub fn load_with_steps(
+    path: &Path,
+    kind: SourceKind,
+    opts: &Options,
+    spool: &mut Spool,
+    tree: &mut Tree,
+    meta: &mut ImageMeta,
+    steps: &mut dyn StepRunner,
+) -> Result<Vec<String>, SourceError> {
+    let mut cx = Cx::new(opts, spool);
+    cx.steps = Some(steps);
     cx.load(path, kind, tree, meta)?;
     Ok(cx.finish())
 }
@@ -286,6 +309,8 @@ struct Cx<'a> {
     recipes: Vec<PathBuf>,
     /// The sizes of the files met so far ([`SizeLimit`]).
     total_size: u64,
+    /// What runs a recipe's `[[run]]` steps, if anything may.
+    steps: Option<&'a mut dyn StepRunner>,
 }
 
 impl<'a> Cx<'a> {
@@ -298,6 +323,7 @@ impl<'a> Cx<'a> {
             dropped_xattrs: 0,
             recipes: Vec::new(),
             total_size: 0,
+            steps: None,
         }
     }
 

@@ -2,11 +2,19 @@
 //! `images/recipes/README.md`.
 //!
 //! Sections are applied in a fixed order, whatever their order in the file:
-//! `[image] base`, `[dirs]`, `[files]`, `[inline]`, `[symlinks]`, `[modes]`,
-//! then `[env]`, `[labels]` and the rest of `[image]`; the entries of a
-//! section in the order written, a later one replacing an earlier one at the
-//! same image path. Host paths are relative to the recipe's directory.
-//! Every error names the recipe, the line and the key.
+//! `[image] base`, `[dirs]`, `[files]`, `[inline]`, `[symlinks]`, the
+//! `[[run]]` steps, `[modes]`, then `[env]`, `[labels]` and the rest of
+//! `[image]`; the entries of a section in the order written, a later one
+//! replacing an earlier one at the same image path. Host paths are relative
+//! to the recipe's directory. Every error names the recipe, the line and
+//! the key.
+//!
+//! `[[run]]` steps: the tree so far is written out as a directory in the
+//! build's work area, the steps run in it in order (as fakeroot, through a
+//! [`StepRunner`]: `rfake build` gives
+//! `crate::build::definition::RecipeSteps`), and the directory is read back
+//! as the tree, modes the steps did not change restored. The recipe's
+//! metadata (environment, labels, runscript...) is kept as it is.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,6 +25,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::super::ImageMeta;
+use super::super::materialize::tree_to_dir;
 use super::super::tree::{self, Content, Meta, Node, Tree};
 use super::detect::{MAX_RECIPE, detect, followed_metadata, input_error};
 use super::dir::{Modes, copy};
@@ -29,11 +38,45 @@ const SECTIONS: [&str; 8] = [
     "image", "dirs", "files", "inline", "symlinks", "modes", "env", "labels",
 ];
 const IMAGE_KEYS: [&str; 5] = ["base", "runscript", "entrypoint", "cmd", "workdir"];
+/// The keys of a `[[run]]` step.
+const RUN_KEYS: [&str; 2] = ["script", "shell"];
+/// Every section, as written, in the order applied (for messages).
+const ALL_SECTIONS: &str =
+    "[image], [dirs], [files], [inline], [symlinks], [[run]], [modes], [env], [labels]";
 /// Recipes whose base is a recipe, at most this deep.
 const MAX_DEPTH: usize = 8;
 
 type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
 type Value<'i> = Spanned<DeValue<'i>>;
+
+/// One `[[run]]` step of a recipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStep {
+    /// The line of its `script` key.
+    pub line: usize,
+    /// An absolute path in the image; `None`: `/bin/sh`.
+    pub shell: Option<String>,
+    pub script: String,
+}
+
+/// What runs a recipe's `[[run]]` steps: the build's work area and its
+/// fakeroot runner (`crate::build::definition::RecipeSteps`); the tests'
+/// own elsewhere.
+pub trait StepRunner {
+    /// A new empty directory in the work area, for the tree to be written
+    /// into.
+    fn new_root(&mut self) -> Result<PathBuf, crate::error::Error>;
+    /// Run `step` of `recipe` in `root`; an error names the recipe and the
+    /// step's line.
+    fn run(
+        &mut self,
+        recipe: &Path,
+        step: &RunStep,
+        root: &Path,
+    ) -> Result<(), crate::error::Error>;
+    /// The tree has been read back from `root`: no other root is read now.
+    fn only(&mut self, root: &Path);
+}
 
 /// Load the recipe at `path`.
 pub(super) fn load(
@@ -61,9 +104,9 @@ pub(super) fn load(
         dir: canonical.parent().unwrap_or(Path::new("/")),
         text: &text,
     };
-    let sections = recipe.sections(doc.get_ref())?;
+    let (sections, steps) = recipe.sections(doc.get_ref())?;
     cx.recipes.push(canonical.clone());
-    let result = recipe.apply(cx, &sections, tree, meta);
+    let result = recipe.apply(cx, &sections, &steps, tree, meta);
     cx.recipes.pop();
     result?;
     meta.definition = Some(text.clone());
@@ -96,17 +139,26 @@ impl<'r> Recipe<'r> {
         }
     }
 
-    /// Check the top level: known sections, each a table, `[image]` present.
-    fn sections<'a, 'i>(&self, doc: &'a DeTable<'i>) -> Result<Sections<'a, 'i>, SourceError> {
+    /// Check the top level: known sections, each a table, `[image]`
+    /// present; the `[[run]]` steps read whole (before anything runs).
+    fn sections<'a, 'i>(
+        &self,
+        doc: &'a DeTable<'i>,
+    ) -> Result<(Sections<'a, 'i>, Vec<RunStep>), SourceError> {
         let mut out = BTreeMap::new();
+        let mut steps = Vec::new();
         for (key, value) in in_file_order(doc) {
             let name = key.get_ref().as_ref();
             let line = self.line(key.span());
+            if name == "run" {
+                steps = self.steps(line, value)?;
+                continue;
+            }
             let Some(section) = SECTIONS.iter().find(|s| **s == name) else {
                 return Err(self.error(
                     line,
                     format!("[{}]", one_line(name)),
-                    format!("unknown section (a recipe has {})", list(&SECTIONS, true)),
+                    format!("unknown section (a recipe has {ALL_SECTIONS})"),
                 ));
             };
             let DeValue::Table(table) = value.get_ref() else {
@@ -128,13 +180,79 @@ impl<'r> Recipe<'r> {
                 "missing: every recipe has an [image] table (it may be empty)",
             ));
         }
-        Ok(out)
+        Ok((out, steps))
+    }
+
+    /// `[[run]]`: an array of tables, each a `script` and an optional
+    /// `shell`. `line`: where the first is.
+    fn steps(&self, line: usize, value: &Value) -> Result<Vec<RunStep>, SourceError> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.error(
+                line,
+                "[run]".into(),
+                format!(
+                    "write each step as a [[run]] table (an array of tables) with \
+                     script = \"...\"; found {}",
+                    found(value.get_ref())
+                ),
+            ));
+        };
+        let mut steps = Vec::new();
+        for item in items.iter() {
+            let line = self.line(item.span());
+            let DeValue::Table(table) = item.get_ref() else {
+                return Err(self.error(
+                    line,
+                    "[[run]]".into(),
+                    format!("expected a table, found {}", found(item.get_ref())),
+                ));
+            };
+            let (mut script, mut shell) = (None, None);
+            for (key, value) in in_file_order(table) {
+                let at = self.at("[run]", key);
+                match key.get_ref().as_ref() {
+                    "script" => script = Some((at.line, self.string(&at, value)?.to_string())),
+                    "shell" => {
+                        let path = self.string(&at, value)?;
+                        if !path.starts_with('/') || path.contains('\0') {
+                            return Err(self.error(
+                                at.line,
+                                at.key,
+                                "must be an absolute path in the image, like /bin/bash",
+                            ));
+                        }
+                        shell = Some(path.to_string());
+                    }
+                    _ => {
+                        return Err(self.error(
+                            at.line,
+                            at.key,
+                            format!("unknown key (known: {})", list(&RUN_KEYS)),
+                        ));
+                    }
+                }
+            }
+            let Some((line, script)) = script else {
+                return Err(self.error(
+                    line,
+                    "[[run]]".into(),
+                    "missing: a step needs its script = \"...\"",
+                ));
+            };
+            steps.push(RunStep {
+                line,
+                shell,
+                script,
+            });
+        }
+        Ok(steps)
     }
 
     fn apply(
         &self,
         cx: &mut Cx,
         sections: &Sections,
+        steps: &[RunStep],
         tree: &mut Tree,
         meta: &mut ImageMeta,
     ) -> Result<(), SourceError> {
@@ -144,7 +262,7 @@ impl<'r> Recipe<'r> {
                 return Err(self.error(
                     self.line(key.span()),
                     format!("[image] {}", one_line(key.get_ref())),
-                    format!("unknown key (known: {})", list(&IMAGE_KEYS, false)),
+                    format!("unknown key (known: {})", list(&IMAGE_KEYS)),
                 ));
             }
         }
@@ -196,6 +314,9 @@ impl<'r> Recipe<'r> {
             };
             insert(tree, &path, node, &at, self)?;
         }
+        if !steps.is_empty() {
+            self.run_steps(cx, steps, tree)?;
+        }
         for (key, value) in entries("modes") {
             let at = self.at("modes", key);
             let path = self.image_path(&at, key, true)?;
@@ -239,6 +360,70 @@ impl<'r> Recipe<'r> {
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// The `[[run]]` steps, in a directory written from `tree`, which is
+    /// then read back from it.
+    fn run_steps(
+        &self,
+        cx: &mut Cx,
+        steps: &[RunStep],
+        tree: &mut Tree,
+    ) -> Result<(), SourceError> {
+        let Some(runner) = cx.steps.take() else {
+            return Err(self.error(
+                steps[0].line,
+                "[[run]]".into(),
+                "run steps run only in rfake build of the recipe (or of one built on it)",
+            ));
+        };
+        let result = self.run_steps_with(cx, &mut *runner, steps, tree);
+        cx.steps = Some(runner);
+        result
+    }
+
+    fn run_steps_with(
+        &self,
+        cx: &mut Cx,
+        runner: &mut dyn StepRunner,
+        steps: &[RunStep],
+        tree: &mut Tree,
+    ) -> Result<(), SourceError> {
+        let failed = |e: crate::error::Error| SourceError::Step(Box::new(e));
+        let root = runner.new_root().map_err(failed)?;
+        // The tree's file data so far is in the spool (tar members) and
+        // the base's layers: that spool is handed over for reading, and a
+        // new one takes what comes after. Once the tree is read back from
+        // the root, none of it refers to the old one.
+        let spool_err = |error| SourceError::Spool {
+            place: shown(self.path),
+            error,
+        };
+        let file = tempfile::tempfile_in(root.parent().unwrap_or(&root)).map_err(spool_err)?;
+        let spooled = std::mem::replace(&mut *cx.spool, super::super::spool::Spool::new(file))
+            .finish()
+            .map_err(spool_err)?;
+        tree_to_dir(tree, Some(&spooled), &root).map_err(|e| {
+            failed(crate::error::Error::Failed {
+                kind: ExitKind::OsError,
+                message: format!(
+                    "{}: writing the image out for its [[run]] steps: {e}",
+                    shown(self.path)
+                ),
+            })
+        })?;
+        drop(spooled);
+        for step in steps {
+            runner.run(self.path, step, &root).map_err(failed)?;
+        }
+        let before = std::mem::take(tree);
+        // What is read back is the whole image now: it is counted against
+        // the size limit afresh.
+        cx.total_size = 0;
+        super::dir::load(cx, &root, tree)?;
+        keep_modes(&before, tree);
+        runner.only(&root);
         Ok(())
     }
 
@@ -455,6 +640,42 @@ fn insert(
     })
 }
 
+/// Give back the modes the steps did not change: the tree was written out
+/// with every directory owner-rwx and every file owner-writable (the steps
+/// run as its owner, [`tree_to_dir`]), so a 0555 directory or a 0440 file
+/// would otherwise come back as 0755 or 0640. An entry whose mode is its
+/// old one with just those bits added was not changed.
+fn keep_modes(before: &Tree, after: &mut Tree) {
+    before.visit(&mut |path, old| {
+        // Which name of a hard-linked file is the file, and which the
+        // link, depends on the order each tree was read in.
+        let old = match old {
+            Node::HardLink { target } => match before.get(target) {
+                Some(file) => file,
+                None => return,
+            },
+            other => other,
+        };
+        let (mode, written) = match old {
+            Node::Dir { meta, .. } => (meta.mode, meta.mode | 0o700),
+            Node::File { meta, .. } => (meta.mode, meta.mode | 0o200),
+            _ => return,
+        };
+        if mode == written {
+            return;
+        }
+        match node_mut(after, path) {
+            Some(Node::Dir { meta, .. }) if old.is_dir() && meta.mode == written => {
+                meta.mode = mode
+            }
+            Some(Node::File { meta, .. }) if !old.is_dir() && meta.mode == written => {
+                meta.mode = mode
+            }
+            _ => {}
+        }
+    });
+}
+
 fn node_mut<'t>(tree: &'t mut Tree, path: &Path) -> Option<&'t mut Node> {
     let mut node = &mut tree.root;
     for name in path.iter() {
@@ -495,17 +716,7 @@ fn is_shell_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn list(items: &[&str], bracketed: bool) -> String {
-    let items: Vec<String> = items
-        .iter()
-        .map(|s| {
-            if bracketed {
-                format!("[{s}]")
-            } else {
-                s.to_string()
-            }
-        })
-        .collect();
+fn list(items: &[&str]) -> String {
     items.join(", ")
 }
 
@@ -712,7 +923,7 @@ GREETING = "hello world"
             (
                 "[image]\n[file]\n",
                 "r.toml:2: [file]: unknown section (a recipe has [image], [dirs], [files], \
-                 [inline], [symlinks], [modes], [env], [labels])",
+                 [inline], [symlinks], [[run]], [modes], [env], [labels])",
                 ExitKind::BadImage,
             ),
             (
@@ -825,6 +1036,255 @@ GREETING = "hello world"
                 "{0}/r.toml:3: [files] \"/x\": {1}/missing.sh: No such file or directory (ENOENT)",
                 d.path().display(),
                 fs::canonicalize(d.path()).unwrap().display()
+            )
+        );
+    }
+
+    /// A [`StepRunner`] without namespaces: each step runs with the host's
+    /// `/bin/sh -ec` in the root (its working directory), so scripts use
+    /// relative paths. Enough to see what a recipe gives its steps and
+    /// takes back from them.
+    struct HostSteps {
+        work: tempfile::TempDir,
+        roots: usize,
+        /// (recipe file name, line) of each step run.
+        ran: Vec<(String, usize)>,
+        /// The roots [`StepRunner::only`] was told of.
+        only: Vec<PathBuf>,
+    }
+
+    impl HostSteps {
+        fn new() -> HostSteps {
+            HostSteps {
+                work: tempfile::tempdir().unwrap(),
+                roots: 0,
+                ran: Vec::new(),
+                only: Vec::new(),
+            }
+        }
+    }
+
+    impl StepRunner for HostSteps {
+        fn new_root(&mut self) -> Result<PathBuf, crate::error::Error> {
+            self.roots += 1;
+            let root = self.work.path().join(format!("root-{}", self.roots));
+            fs::create_dir(&root).unwrap();
+            Ok(root)
+        }
+
+        fn run(
+            &mut self,
+            recipe: &Path,
+            step: &RunStep,
+            root: &Path,
+        ) -> Result<(), crate::error::Error> {
+            let name = recipe.file_name().unwrap().to_string_lossy().into_owned();
+            self.ran.push((name.clone(), step.line));
+            let status = std::process::Command::new("/bin/sh")
+                .arg("-ec")
+                .arg(&step.script)
+                .current_dir(root)
+                .status()
+                .unwrap();
+            if status.success() {
+                return Ok(());
+            }
+            Err(crate::error::Error::Failed {
+                kind: ExitKind::BadImage,
+                message: format!("{name}:{}: [[run]] failed ({status})", step.line),
+            })
+        }
+
+        fn only(&mut self, root: &Path) {
+            self.only.push(root.to_path_buf());
+        }
+    }
+
+    /// Steps run after `[files]`, `[inline]`, `[symlinks]` and see them;
+    /// in order; `[modes]` applies to what they made; what they did not
+    /// touch keeps its mode (a 0555 directory, a 0440 file); the recipe's
+    /// metadata stays.
+    #[test]
+    fn run_steps_see_the_tree_and_give_it_back() {
+        let d = tempfile::tempdir().unwrap();
+        let base = TarMaker::default()
+            .dir("etc", 0o755)
+            .file("etc/sudoers", b"root ALL=(ALL) ALL\n", 0o440)
+            .dir("ro", 0o555)
+            .file("ro/inside", b"x", 0o444)
+            .file("bin/tool", b"#!/bin/sh\n", 0o4555)
+            .hard_link("bin/again", "bin/tool")
+            .finish();
+        fs::write(d.path().join("base.tar"), &base).unwrap();
+        write(&d.path().join("files/app.conf"), "conf\n");
+        let text = r##"[image]
+base = "base.tar"
+runscript = "#!/bin/sh\nexec /opt/made\n"
+
+[[run]]
+script = """
+cat etc/motd etc/app.conf > made-1
+test -L link
+"""
+
+[modes]
+"/opt/made" = "0700"
+
+[[run]]
+shell = "/bin/bash"
+script = "mkdir opt && cp made-1 opt/made && chmod 0644 etc/sudoers"
+
+[files]
+"/etc/app.conf" = "files/app.conf"
+
+[inline]
+"/etc/motd" = "motd\n"
+
+[symlinks]
+"/link" = "etc/motd"
+
+[env]
+A = "1"
+"##;
+        let recipe = d.path().join("r.toml");
+        write(&recipe, text);
+        let mut steps = HostSteps::new();
+        let l = load_source_with_steps(&recipe, &Options::default(), &mut steps).unwrap();
+        assert_eq!(steps.ran, [("r.toml".into(), 6), ("r.toml".into(), 16)]);
+        assert_eq!(steps.only, [steps.work.path().join("root-1")]);
+        assert_eq!(l.text("made-1"), "motd\nconf\n");
+        assert_eq!(l.text("opt/made"), "motd\nconf\n");
+        let t = &l.tree;
+        for (path, mode) in [
+            ("opt/made", 0o700),
+            ("etc/sudoers", 0o644),
+            ("ro", 0o555),
+            ("ro/inside", 0o444),
+            ("bin/tool", 0o4555),
+            ("bin/again", 0o4555),
+            ("etc", 0o755),
+        ] {
+            // A hard link's mode is its file's.
+            let path = match t.get(Path::new(path)) {
+                Some(Node::HardLink { target }) => target.to_str().unwrap(),
+                _ => path,
+            };
+            assert_eq!(mode_of(t, path), mode, "/{path}");
+        }
+        assert_eq!(link_of(t, "link"), "etc/motd");
+        assert!(
+            [t.get(Path::new("bin/again")), t.get(Path::new("bin/tool"))]
+                .iter()
+                .any(|n| matches!(n, Some(Node::HardLink { .. })))
+        );
+        assert_eq!(l.meta.env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(
+            l.meta.runscript.as_deref(),
+            Some("#!/bin/sh\nexec /opt/made\n")
+        );
+        assert_eq!(l.meta.definition.as_deref(), Some(text));
+    }
+
+    /// A recipe built on a recipe with steps: the base's steps run on the
+    /// base alone, before the top's sections; the top's on the whole.
+    #[test]
+    fn steps_of_a_base_recipe_run_first() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            &d.path().join("base.toml"),
+            "[image]\n[inline]\n\"/a\" = \"a\"\n[[run]]\nscript = \"test ! -e b; echo base >> log\"\n",
+        );
+        write(
+            &d.path().join("top.toml"),
+            "[image]\nbase = \"base.toml\"\n[inline]\n\"/b\" = \"b\"\n\
+             [[run]]\nscript = \"test -e a; test -e b; echo top >> log\"\n",
+        );
+        let mut steps = HostSteps::new();
+        let l = load_source_with_steps(&d.path().join("top.toml"), &Options::default(), &mut steps)
+            .unwrap();
+        assert_eq!(steps.ran, [("base.toml".into(), 5), ("top.toml".into(), 6)]);
+        assert_eq!(l.text("log"), "base\ntop\n");
+        assert_eq!(
+            steps.only,
+            [
+                steps.work.path().join("root-1"),
+                steps.work.path().join("root-2")
+            ]
+        );
+    }
+
+    /// Bad steps are refused before anything runs; a failing one stops the
+    /// load with the runner's error and exit code.
+    #[test]
+    fn run_step_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("r.toml");
+        let cases: &[(&str, &str, ExitKind)] = &[
+            (
+                "[image]\n[[run]]\nshell = \"/bin/sh\"\n",
+                "r.toml:2: [[run]]: missing: a step needs its script = \"...\"",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[[run]]\nscript = \"true\"\nsript = \"x\"\n",
+                "r.toml:4: [[run]] sript: unknown key (known: script, shell)",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[[run]]\nscript = \"true\"\nshell = \"bash\"\n",
+                "r.toml:4: [[run]] shell: must be an absolute path in the image, like /bin/bash",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[[run]]\nscript = [\"true\"]\n",
+                "r.toml:3: [[run]] script: expected a string, found an array",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[run]\nscript = \"true\"\n",
+                "r.toml:2: [run]: write each step as a [[run]] table (an array of tables) with \
+                 script = \"...\"; found a table",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[runs]\n",
+                "r.toml:2: [runs]: unknown section (a recipe has [image], [dirs], [files], \
+                 [inline], [symlinks], [[run]], [modes], [env], [labels])",
+                ExitKind::BadImage,
+            ),
+            // A bad step after a good one: the good one does not run.
+            (
+                "[image]\n[[run]]\nscript = \"touch ran\"\n[[run]]\nscript = 1\n",
+                "r.toml:5: [[run]] script: expected a string, found an integer",
+                ExitKind::BadImage,
+            ),
+            (
+                "[image]\n[[run]]\nscript = \"exit 3\"\n",
+                "r.toml:3: [[run]] failed (exit status: 3)",
+                ExitKind::BadImage,
+            ),
+        ];
+        for (text, expected, kind) in cases {
+            write(&r, text);
+            let mut steps = HostSteps::new();
+            let e = load_source_with_steps(&r, &Options::default(), &mut steps).unwrap_err();
+            let message = e.to_string();
+            let shown = message.replace(&format!("{}/", d.path().display()), "");
+            assert_eq!(&shown, expected, "{text:?}");
+            assert_eq!(e.exit_kind(), *kind, "{text:?}: {message}");
+            if !text.contains("exit 3") {
+                assert!(steps.ran.is_empty(), "{text:?}: {:?}", steps.ran);
+            }
+        }
+        // Without a runner (a recipe read as a definition's base, say).
+        write(&r, "[image]\n\n[[run]]\nscript = \"true\"\n");
+        let e = load_source(&r, &Options::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}/r.toml:4: [[run]]: run steps run only in rfake build of the recipe \
+                 (or of one built on it)",
+                d.path().display()
             )
         );
     }

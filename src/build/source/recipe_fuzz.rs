@@ -5,7 +5,8 @@
 //!
 //! Inputs, structure-aware: recipes generated from the real sections and
 //! keys (`[image] base/runscript/entrypoint/cmd/workdir`, `[dirs]`,
-//! `[files]`, `[inline]`, `[symlinks]`, `[modes]`, `[env]`, `[labels]`),
+//! `[files]`, `[inline]`, `[symlinks]`, `[[run]] script/shell`, `[modes]`,
+//! `[env]`, `[labels]`),
 //! with image paths, modes and host paths valid, invalid and at the
 //! boundaries (the root, `..`, NUL, deep and long paths, modes over 7777,
 //! decimal modes, base cycles); and byte mutations of
@@ -246,8 +247,27 @@ fn env_name() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// `[[run]]` steps (one to three): `script`, `shell`, a misspelt key.
+/// Loaded without a step runner, as here, a valid step is refused too.
+fn run_steps() -> BoxedStrategy<String> {
+    let key = prop_oneof![
+        4 => Just("script".to_string()),
+        2 => Just("shell".to_string()),
+        1 => Just("sript".to_string()),
+    ];
+    let value = prop_oneof![
+        3 => text_value(),
+        2 => select(strings(&["\"/bin/sh\"", "\"bash\"", "\"\"", "\"/bin/\\u0000\""])),
+        1 => any_value(),
+    ];
+    proptest::collection::vec(entries(key.boxed(), value.boxed()), 1..4)
+        .prop_map(|steps| steps.iter().map(|e| format!("[[run]]\n{e}")).collect())
+        .boxed()
+}
+
 fn section() -> BoxedStrategy<String> {
     prop_oneof![
+        2 => run_steps(),
         2 => entries(image_path(), mode()).prop_map(|e| format!("[dirs]\n{e}")),
         3 => entries(image_path(), host_path()).prop_map(|e| format!("[files]\n{e}")),
         2 => entries(image_path(), any_value()).prop_map(|e| format!("[inline]\n{e}")),
@@ -273,7 +293,8 @@ fn section() -> BoxedStrategy<String> {
         .prop_map(|e| format!("[labels]\n{e}")),
         1 => select(strings(&[
             "[file]\n", "[image.sub]\nx = 1\n", "dirs = 1\n", "[[dirs]]\n", "[env]\n[env]\n",
-            "image = \"x\"\n", "x\n",
+            "image = \"x\"\n", "x\n", "[run]\nscript = \"x\"\n", "run = \"x\"\n", "run = [1]\n",
+            "run = [{ script = \"x\" }]\n", "[[run]]\n[run]\n",
         ])),
     ]
     .boxed()

@@ -67,6 +67,26 @@ pub fn load_source(path: &Path, opts: &Options) -> Result<Loaded, SourceError> {
     })
 }
 
+/// [`load_source`], with `steps` running a recipe's `[[run]]` steps.
+pub fn load_source_with_steps(
+    path: &Path,
+    opts: &Options,
+    steps: &mut dyn super::StepRunner,
+) -> Result<Loaded, SourceError> {
+    let kind = detect(path)?;
+    let mut spool = Spool::new(tempfile::tempfile().unwrap());
+    let mut tree = Tree::default();
+    let mut meta = ImageMeta::default();
+    let warnings =
+        super::load_with_steps(path, kind, opts, &mut spool, &mut tree, &mut meta, steps)?;
+    Ok(Loaded {
+        tree,
+        meta,
+        warnings,
+        spool: spool.finish().unwrap(),
+    })
+}
+
 /// Load a pulled image: `manifest`'s bytes, blobs under `root`.
 pub fn load_pulled_source(root: &Path, manifest: &[u8]) -> Result<Loaded, SourceError> {
     let mut spool = Spool::new(tempfile::tempfile().unwrap());
