@@ -106,9 +106,33 @@ pub fn enter(
     proc_self: &Path,
     proc_sys: &Path,
 ) -> Result<(), NamespaceError> {
+    unshare_mapped(sys, CloneFlags::empty(), id, proc_self, proc_sys)
+}
+
+/// [`enter`], and a PID namespace owned by the new user namespace for the
+/// children to come: the caller's next child is its init (pid 1), and
+/// every process of the namespace dies when that init ends
+/// (pid_namespaces(7)). The caller itself stays in its PID namespace.
+pub fn enter_with_pids(
+    sys: &dyn Sys,
+    id: &Identity,
+    proc_self: &Path,
+    proc_sys: &Path,
+) -> Result<(), NamespaceError> {
+    unshare_mapped(sys, CloneFlags::CLONE_NEWPID, id, proc_self, proc_sys)
+}
+
+fn unshare_mapped(
+    sys: &dyn Sys,
+    more: CloneFlags,
+    id: &Identity,
+    proc_self: &Path,
+    proc_sys: &Path,
+) -> Result<(), NamespaceError> {
     // Must happen while rfake is single-threaded: unshare(CLONE_NEWUSER)
-    // fails with EINVAL in a multi-threaded process.
-    sys.unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+    // fails with EINVAL in a multi-threaded process. One call: the user
+    // namespace is made first and owns the others.
+    sys.unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | more)
         .map_err(|e| host::HostError::UserNamespace {
             errno: e.errno,
             advice: host::userns_advice(e.errno, proc_sys),

@@ -200,33 +200,12 @@ pub fn run(payload: &Payload, watch: Option<&mut dyn Watch>) -> Result<u8, Comma
         .env_clear()
         .envs(payload.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&payload.cwd);
-    let parent = std::process::id() as i32;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // If rfake dies (even SIGKILL), the payload dies too.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(exit::signal_status(libc::SIGKILL) as i32);
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|source| CommandError::Exec {
+    let mut child = spawn_forwarded(&mut cmd).map_err(|source| CommandError::Exec {
         cmd: payload.argv0.clone(),
         path: payload.program.clone(),
         source,
     })?;
     let pid = child.id() as i32;
-    CHILD.store(pid, Ordering::SeqCst);
-    let pending = PENDING.swap(0, Ordering::SeqCst);
-    if pending != 0 {
-        if let Ok(sig) = Signal::try_from(pending) {
-            let _ = kill(Pid::from_raw(pid), sig);
-        }
-    }
     if let Some(watch) = watch {
         watch_while_running(pid as u32, watch);
     }
@@ -242,8 +221,69 @@ pub fn run(payload: &Payload, watch: Option<&mut dyn Watch>) -> Result<u8, Comma
             }
         }
     };
-    CHILD.store(0, Ordering::SeqCst);
+    forward_to(0);
     Ok(exit_status(status))
+}
+
+/// Die with the process `parent` (the caller's parent, which it was forked
+/// from): `PR_SET_PDEATHSIG` with SIGKILL, and an immediate end if the
+/// parent is gone already. Only async-signal-safe calls: for a forked child.
+pub fn die_with_parent(parent: i32) -> std::io::Result<()> {
+    // SAFETY: plain system calls.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::_exit(exit::signal_status(libc::SIGKILL) as i32);
+        }
+    }
+    Ok(())
+}
+
+/// Start `cmd` as the process the forwarded signals go to ([`forward_to`]):
+/// it dies with its parent (even a SIGKILLed one).
+pub fn spawn_forwarded(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe { cmd.pre_exec(move || die_with_parent(parent)) };
+    let child = cmd.spawn()?;
+    forward_to(child.id() as i32);
+    Ok(child)
+}
+
+/// From now on the forwarded signals ([`install_forwarding`]) go to `pid`
+/// (0: nobody yet); one that came before is delivered now.
+pub fn forward_to(pid: i32) {
+    CHILD.store(pid, Ordering::SeqCst);
+    if pid <= 0 {
+        return;
+    }
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        if let Ok(sig) = Signal::try_from(pending) {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    }
+}
+
+/// As the init of a PID namespace: reap every process that ends (orphans
+/// come to the init) until `pid` does; its raw wait status (`wait(2)`).
+pub fn reap_until(pid: i32) -> std::io::Result<i32> {
+    loop {
+        let mut status = 0;
+        // SAFETY: a plain system call with a valid pointer.
+        let got = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if got == pid {
+            return Ok(status);
+        }
+        if got == -1 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// Wait until the payload `pid` ends or `watch` fires (then print its news

@@ -16,6 +16,12 @@
 //!    ([`Place::Tree`], as `%post` runs): configures and installs every
 //!    package with the root's own dpkg.
 //!
+//! Each runs in a PID namespace of its own with a new `/proc`: the second
+//! stage unmounts the `/proc` it is given, finds the second procfs the
+//! runner stacks under it, and so does not need to mount its own (which
+//! it could); the package scripts see only the step's processes, and what
+//! they leave running dies with the stage.
+//!
 //! Device nodes: debootstrap makes `/dev/null` and others with `mknod -m
 //! 666`. The filter fakes the mknod (nothing is made), and mknod's
 //! following chmod then fails (ENOENT), which ends debootstrap. rfake puts

@@ -1,19 +1,22 @@
 //! Run a build step's script as root of a writable tree, without
 //! privileges: a one-entry user namespace (the invoking user as uid 0), a
-//! mount namespace with the tree as `/`, and a seccomp filter that fakes
-//! the calls a package manager makes for ids outside the map ([`filter`]).
+//! mount namespace with the tree as `/`, a PID namespace with a procfs of
+//! its own at `/proc`, and a seccomp filter that fakes the calls a package
+//! manager makes for ids outside the map ([`filter`]).
 //!
-//! rfake forks first and only the child unshares (rfake itself may have
-//! threads, and must stay in the host's namespaces for the rest of the
-//! build). The parent copies the step's output to the caller's log and to
-//! stderr as it comes, passes SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/2 on,
-//! and returns the script's exact status. Nothing outlives the step: the
-//! child's mount namespace dies with its last process, and processes the
-//! script left running (a daemon a maintainer script started) are killed
-//! when the script ends, as a PID namespace's init ending would.
+//! rfake forks and only its child unshares (rfake must stay in the host's
+//! namespaces for the rest of the build); that child's child is the
+//! step's init, pid 1, and the script runs under it ([`init`]). rfake
+//! copies the step's output to the caller's log and to stderr as it comes,
+//! passes SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/2 on, and returns the
+//! script's exact status. Nothing outlives the step: when the script ends
+//! the init does, and the kernel then kills every process left in the PID
+//! namespace (a daemon a maintainer script started); the mount namespace
+//! dies with its last process.
 
 mod apt;
 mod filter;
+mod init;
 mod setup;
 #[cfg(test)]
 mod tests;
@@ -21,15 +24,15 @@ mod tests;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::unistd::Pid;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::ForkResult;
 
 use crate::container::namespace::Identity;
 use crate::container::paths;
@@ -54,7 +57,8 @@ pub enum Place {
     /// mounts of [`setup`]: a build step.
     Tree,
     /// In the host's file system as it is, started in [`RunSpec::root`]:
-    /// only the user and mount namespaces and the filter. For a program of
+    /// the namespaces (a new procfs over the host's `/proc`, nothing else
+    /// mounted) and the filter. For a program of
     /// the host that writes the tree (debootstrap's first stage); the shell
     /// is the host's, and what the user cannot write stays unwritable.
     Host,
@@ -179,6 +183,8 @@ pub fn run_in(spec: RunSpec, place: Place) -> Result<ExitStatus, FakerootError> 
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(errno("pipe"))?;
     let out_w2 = out_w.try_clone().map_err(io("dup"))?;
+    // Spawned by the step's init, after its pivot_root: the shell is the
+    // tree's.
     let mut cmd = Command::new(spec.shell);
     cmd.arg("-c")
         .arg(spec.script)
@@ -190,17 +196,16 @@ pub fn run_in(spec: RunSpec, place: Place) -> Result<ExitStatus, FakerootError> 
     if place == Place::Host {
         cmd.current_dir(&root);
     }
-    let parent = std::process::id() as i32;
-    let child_setup = move || -> std::io::Result<()> {
-        child(parent, &id, &root, place, prog.as_ref(), report_w.as_fd())
-    };
-    // SAFETY: the closure runs in the forked child before exec; rfake is
-    // single-threaded at build time, so the allocations it makes cannot
-    // meet a lock held by another thread.
-    unsafe { cmd.pre_exec(child_setup) };
+    if let Some(prog) = prog {
+        let report = report_w.try_clone().map_err(io("dup"))?;
+        // SAFETY: the closure runs in the script's process before exec,
+        // forked by the init, a single-threaded process.
+        unsafe { cmd.pre_exec(move || init::install_filter(&prog, report.as_fd())) };
+    }
 
     // Signals are taken through a signalfd while the step runs: blocked
-    // before the fork (the child unblocks them), restored afterwards.
+    // before the fork (the step's processes unblock them), restored
+    // afterwards.
     let mut forwarded = SigSet::empty();
     for sig in process::FORWARDED {
         forwarded.add(sig);
@@ -208,8 +213,16 @@ pub fn run_in(spec: RunSpec, place: Place) -> Result<ExitStatus, FakerootError> 
     let mut old_mask = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut old_mask))
         .map_err(errno("sigprocmask"))?;
-    let result = spawn_and_wait(&mut cmd, &forwarded, report_r, spec.shell, out_r, spec.log);
-    drop(cmd);
+    let outer = init::Outer {
+        parent: std::process::id() as i32,
+        id,
+        root,
+        place,
+        cmd,
+        report: report_w,
+        forwarded: &forwarded,
+    };
+    let result = spawn_and_wait(outer, report_r, spec.shell, out_r, spec.log);
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
     result
 }
@@ -234,91 +247,27 @@ fn check_shell(root: &Path, shell: &str) -> Result<(), FakerootError> {
     }
 }
 
-/// In the forked child: die with rfake, take signals again, enter the
-/// tree, install the filter. A failure is written to `report` (its exit
-/// code, then the message) for the parent.
-fn child(
-    parent: i32,
-    id: &Identity,
-    root: &Path,
-    place: Place,
-    prog: Option<&seccompiler::BpfProgram>,
-    report: std::os::fd::BorrowedFd<'_>,
-) -> std::io::Result<()> {
-    // SAFETY: plain system calls.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::getppid() != parent {
-            libc::_exit(crate::exit::signal_status(libc::SIGKILL) as i32);
-        }
-    }
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-    let fail = |exit: ExitKind, message: String| {
-        let mut bytes = vec![exit.code()];
-        bytes.extend(message.into_bytes());
-        let _ = nix::unistd::write(report, &bytes);
-        std::io::Error::from_raw_os_error(libc::ECANCELED)
-    };
-    let entered = match place {
-        Place::Tree => setup::enter(&LinuxSys, id, root),
-        Place::Host => setup::enter_host(&LinuxSys, id),
-    };
-    if let Err(e) = entered {
-        return Err(fail(e.exit_kind(), e.to_string()));
-    }
-    if let Some(prog) = prog {
-        filter::install(prog).map_err(|e| {
-            fail(
-                ExitKind::HostUnavailable,
-                format!("installing the seccomp filter: {e}"),
-            )
-        })?;
-    }
-    Ok(())
-}
-
 fn spawn_and_wait(
-    cmd: &mut Command,
-    forwarded: &SigSet,
+    outer: init::Outer,
     report_r: OwnedFd,
     shell: &str,
     out_r: OwnedFd,
     log: &mut dyn Write,
 ) -> Result<ExitStatus, FakerootError> {
     let signals =
-        SignalFd::with_flags(forwarded, SfdFlags::SFD_CLOEXEC).map_err(errno("signalfd"))?;
-    // Orphans of the script come to rfake, to be killed when it ends.
-    process::become_subreaper().map_err(errno("prctl(PR_SET_CHILD_SUBREAPER)"))?;
-    let spawned = cmd.spawn();
-    // Our copies of the child's ends: only the child (and its children)
-    // hold them now.
-    let mut report = std::fs::File::from(report_r);
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(source) => {
-            drop(std::mem::replace(cmd, Command::new("/")));
-            let mut text = Vec::new();
-            let _ = report.read_to_end(&mut text);
-            return Err(match text.split_first() {
-                Some((&code, message)) => FakerootError::Setup {
-                    message: String::from_utf8_lossy(message).into_owned(),
-                    exit: exit_kind_of(code),
-                },
-                None => FakerootError::Exec {
-                    shell: shell.into(),
-                    source,
-                },
-            });
-        }
+        SignalFd::with_flags(outer.forwarded, SfdFlags::SFD_CLOEXEC).map_err(errno("signalfd"))?;
+    // SAFETY: rfake is single-threaded at build time, and the child runs
+    // only init::outer, which ends with _exit; in a test harness with
+    // threads, the C library's fork handlers keep the allocator usable.
+    let child = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => init::outer(outer),
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(errno("fork")(e)),
     };
-    drop(std::mem::replace(cmd, Command::new("/")));
-    let pidfd = process::pidfd_open(child.id()).map_err(io("pidfd_open"))?;
-    // The step's own user namespace (the child has exec'd: it is in it).
-    let step_ns = std::fs::metadata(format!("/proc/{}/ns/user", child.id()))
-        .map(|m| m.ino())
-        .map_err(io("stat the step's user namespace"))?;
+    // Our copies of the step's ends of the pipes go: only the step's
+    // processes hold them now.
+    drop(outer);
+    let pidfd = process::pidfd_open(child.as_raw() as u32).map_err(io("pidfd_open"))?;
     let mut out = std::fs::File::from(out_r);
     let mut log_error = None;
     let mut buf = vec![0u8; 64 << 10];
@@ -362,7 +311,7 @@ fn spawn_and_wait(
                 // script too: passing it on would deliver it twice.
                 if info.ssi_code != libc::SI_KERNEL {
                     if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                        let _ = kill(Pid::from_raw(child.id() as i32), sig);
+                        let _ = kill(child, sig);
                     }
                 }
             }
@@ -371,12 +320,43 @@ fn spawn_and_wait(
             break;
         }
     }
-    let status = child.wait().map_err(io("wait"))?;
-    // What the script left running goes now; then the rest of its output.
-    kill_leftovers(step_ns);
+    let status = loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Ok(status) => break status,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(errno("wait")(e)),
+        }
+    };
+    // The init is gone, so is every process of the step: the rest of its
+    // output, then what the init (or the script's set-up) reported.
     while out_open {
         out_open = copy(&mut out, &mut log_error);
     }
+    let mut report = Vec::new();
+    std::fs::File::from(report_r)
+        .read_to_end(&mut report)
+        .map_err(io("reading the step's report"))?;
+    let status = match init::Report::decode(&report) {
+        Some(init::Report::Status(raw)) => ExitStatus::from_raw(raw),
+        Some(init::Report::Setup { exit, message }) => {
+            return Err(FakerootError::Setup {
+                message,
+                exit: exit_kind_of(exit),
+            });
+        }
+        Some(init::Report::Exec(e)) => {
+            return Err(FakerootError::Exec {
+                shell: shell.into(),
+                source: std::io::Error::from_raw_os_error(e),
+            });
+        }
+        // Killed before it could say (SIGKILL from outside): as it ended.
+        None => match status {
+            WaitStatus::Exited(_, code) => ExitStatus::from_raw(code << 8),
+            WaitStatus::Signaled(_, sig, _) => ExitStatus::from_raw(sig as i32),
+            _ => ExitStatus::from_raw(ExitKind::Internal.code() as i32 * 256),
+        },
+    };
     match log_error {
         Some(e) => Err(FakerootError::Log(e)),
         None => Ok(status),
@@ -394,45 +374,4 @@ fn exit_kind_of(code: u8) -> ExitKind {
     .into_iter()
     .find(|k| k.code() == code)
     .unwrap_or(ExitKind::OsError)
-}
-
-/// Kill and reap the processes the script left behind: rfake's children
-/// (orphans come to it, a subreaper) in the step's user namespace `ns`
-/// (its inode); rfake's other children are left alone.
-fn kill_leftovers(ns: u64) {
-    for _ in 0..100 {
-        let victims: Vec<i32> = children()
-            .into_iter()
-            .filter(|pid| {
-                let theirs = std::fs::metadata(format!("/proc/{pid}/ns/user")).map(|m| m.ino());
-                theirs.is_ok_and(|ino| ino == ns)
-            })
-            .collect();
-        if victims.is_empty() {
-            return;
-        }
-        for pid in &victims {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-        }
-        for pid in &victims {
-            let _ = nix::sys::wait::waitpid(Pid::from_raw(*pid), None);
-        }
-    }
-    log::warn!("some processes of the build step could not be reaped");
-}
-
-/// rfake's children (of every thread).
-fn children() -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect()
 }

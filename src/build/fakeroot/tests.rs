@@ -125,23 +125,94 @@ fn fakeroot_signals_pass_through() {
         unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGTERM) };
     });
     let started = std::time::Instant::now();
+    let mark = format!("100.{}", std::process::id());
     let (status, log) = sh(
         &root,
-        "sleep 100 & echo $! > /root/bg.pid; sleep 60",
+        &format!("sleep {mark} & sleep 60"),
         FakerootMode::Seccomp,
     );
     sender.join().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{log}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
-    let bg: i32 = std::fs::read_to_string(root.join("root/bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let left = running_with(&mark);
     assert!(
-        !Path::new(&format!("/proc/{bg}")).exists(),
-        "the background sleep {bg} outlived the step"
+        left.is_empty(),
+        "the background sleep outlived the step: {left:?}"
     );
+}
+
+/// The command lines of the user's processes on the host that contain
+/// `mark`.
+fn running_with(mark: &str) -> Vec<String> {
+    let me = nix::unistd::getuid().as_raw();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == me)
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(mark))
+        .collect()
+}
+
+/// The step has a PID namespace of its own: pid 1 is rfake's init, the
+/// script pid 2, and `/proc` (a procfs of that namespace) lists only the
+/// step's processes; a script can unmount it and mount a procfs itself
+/// (debootstrap's second stage does).
+#[test]
+fn fakeroot_has_its_own_pids_and_proc() {
+    let Some((_dir, root)) = debian_root() else {
+        return;
+    };
+    let script = r#"
+        set -u
+        test "$(cat /proc/1/comm)" = rfake-init || { echo "pid 1: $(cat /proc/1/comm)"; exit 10; }
+        test $$ = 2 || { echo "the script is pid $$"; exit 11; }
+        sleep 30 &
+        # The init, the script, the sleep; nothing of the host (the glob
+        # is the shell's own: no other process is started for it).
+        set -- /proc/[0-9]*
+        test "$*" = "/proc/1 /proc/2 /proc/$!" || { echo "processes: $*"; exit 12; }
+        kill $!
+        umount /proc || exit 13
+        test -e /proc/self/stat || exit 14
+        mount -t proc proc /proc || exit 15
+        test "$(cat /proc/1/comm)" = rfake-init || exit 16
+        echo ok
+    "#;
+    let (status, log) = sh(&root, script, FakerootMode::Seccomp);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("ok"), "{log}");
+}
+
+/// What the script leaves running (in the background, or detached as a
+/// daemon in a session of its own) is gone when the step ends: no process
+/// of it is left on the host.
+#[test]
+fn fakeroot_leaves_no_process_behind() {
+    let Some((_dir, root)) = debian_root() else {
+        return;
+    };
+    // An argument no other process has, to find them from the host.
+    let mark = format!("1000.{}", std::process::id());
+    // The probe sees such a process on the host.
+    let mut probe = std::process::Command::new("sleep")
+        .arg(&mark)
+        .spawn()
+        .unwrap();
+    let seen = running_with(&mark);
+    probe.kill().unwrap();
+    probe.wait().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let script = format!("sleep {mark} & setsid sh -c 'sleep {mark}' & sleep 0.2; echo started");
+    let (status, log) = sh(&root, &script, FakerootMode::Seccomp);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("started"), "{log}");
+    let left = running_with(&mark);
+    assert!(left.is_empty(), "left running: {left:?}");
 }
 
 /// A missing shell is named; rfake's own failure, not the script's.
