@@ -32,10 +32,11 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::steps::Tail;
 use super::work::cleanup;
 use super::{DefinitionOptions, failed, refused};
 use crate::build::deffile::Definition;
@@ -180,7 +181,7 @@ pub fn debootstrap(
     }
 
     let log_path = work.join("debootstrap.log");
-    let mut log = LogTail::new(fs::File::create(&log_path).ok());
+    let mut log = Tail::new(fs::File::create(&log_path).ok());
     // HOME: dpkg-deb reads $HOME/.dpkg.cfg, and the host's /root is not
     // the user's to read; the work directory is.
     let home = work.to_string_lossy().into_owned();
@@ -268,7 +269,7 @@ impl Stage<'_> {
         script: &str,
         env: Vec<(OsString, OsString)>,
         place: Place,
-        log: &mut LogTail,
+        log: &mut Tail,
     ) -> Result<(), Error> {
         let here = format!(
             "{}:{}: Bootstrap: debootstrap",
@@ -306,6 +307,7 @@ impl Stage<'_> {
         // by its path inside the root): it goes at the end of the kept log.
         let own_log = self.root.join("debootstrap/debootstrap.log");
         if let Ok(text) = fs::read(&own_log) {
+            log.file_only();
             let _ = log.write_all(b"\n== debootstrap/debootstrap.log\n");
             let _ = log.write_all(&text);
         }
@@ -330,51 +332,6 @@ fn keep_log(def: &Definition, work: &Path, log_path: &Path) -> Option<PathBuf> {
         def.path.file_name().unwrap_or_default().to_string_lossy()
     ));
     fs::copy(log_path, &to).ok().map(|_| to)
-}
-
-/// The stages' output: all of it in a file, the end of it in memory.
-struct LogTail {
-    file: Option<fs::File>,
-    last: Vec<u8>,
-}
-
-impl LogTail {
-    fn new(file: Option<fs::File>) -> LogTail {
-        LogTail {
-            file,
-            last: Vec::new(),
-        }
-    }
-
-    /// The last `n` non-empty lines, of the output only (not of
-    /// debootstrap.log, appended after a failure).
-    fn last_lines(&self, n: usize) -> String {
-        let text = String::from_utf8_lossy(&self.last);
-        let text = text
-            .split("\n== debootstrap/debootstrap.log\n")
-            .next()
-            .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        let start = lines.len().saturating_sub(n);
-        one_line(&lines[start..].join(" | "))
-    }
-}
-
-impl Write for LogTail {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(f) = &mut self.file {
-            let _ = f.write_all(buf);
-        }
-        self.last.extend_from_slice(buf);
-        if self.last.len() > 16384 {
-            self.last.drain(..self.last.len() - 8192);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -430,9 +387,10 @@ mod tests {
 
     #[test]
     fn the_last_lines_leave_out_the_appended_log() {
-        let mut t = LogTail::new(None);
+        let mut t = Tail::new(None);
         t.write_all(b"I: one\n\nE: Failed getting release file\n")
             .unwrap();
+        t.file_only();
         t.write_all(b"\n== debootstrap/debootstrap.log\nnoise\n")
             .unwrap();
         assert_eq!(t.last_lines(3), "I: one | E: Failed getting release file");

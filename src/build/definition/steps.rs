@@ -210,24 +210,34 @@ impl StepRunner for RecipeSteps<'_> {
 }
 
 /// The output of a step: kept in a file and its last lines in memory.
-struct Tail {
+pub(super) struct Tail {
     file: Option<fs::File>,
     last: Vec<u8>,
+    /// After [`Tail::file_only`]: what is written goes to the file alone.
+    frozen: bool,
 }
 
 impl Tail {
-    fn new(file: Option<fs::File>) -> Tail {
+    pub(super) fn new(file: Option<fs::File>) -> Tail {
         Tail {
             file,
             last: Vec::new(),
+            frozen: false,
         }
     }
 
-    fn last_lines(&self, n: usize) -> String {
+    /// The last `n` non-empty lines, joined on one line.
+    pub(super) fn last_lines(&self, n: usize) -> String {
         let text = String::from_utf8_lossy(&self.last);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let start = lines.len().saturating_sub(n);
         crate::text::one_line(&lines[start..].join(" | "))
+    }
+
+    /// From now on, write to the file only: what is appended to the kept
+    /// log (another log) is not the step's last lines.
+    pub(super) fn file_only(&mut self) {
+        self.frozen = true;
     }
 }
 
@@ -236,9 +246,11 @@ impl Write for Tail {
         if let Some(f) = &mut self.file {
             let _ = f.write_all(buf);
         }
-        self.last.extend_from_slice(buf);
-        if self.last.len() > 8192 {
-            self.last.drain(..self.last.len() - 4096);
+        if !self.frozen {
+            self.last.extend_from_slice(buf);
+            if self.last.len() > 16384 {
+                self.last.drain(..self.last.len() - 8192);
+            }
         }
         Ok(buf.len())
     }
