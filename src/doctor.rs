@@ -157,6 +157,23 @@ pub fn gpu_checks(
             Err(e) => format!("would fail: {e}"),
         })
     };
+    let rocm = nv::find(nv::Vendor::Amd, &host(nv::Vendor::Amd));
+    // A node without GPUs (a login or CPU node): one line.
+    if nodes.is_empty()
+        && nvidia.is_err()
+        && rocm.is_err()
+        && registry.as_ref().is_ok_and(|r| r.files.is_empty())
+    {
+        return vec![Check {
+            name: "GPUs",
+            outcome: Ok(format!(
+                "none (no device nodes in {}, no CDI spec in {dirs}, no NVIDIA driver or ROCm \
+                 runtime in {} or from nvidia-container-cli)",
+                dev.display(),
+                settings.ld_cache.value.display()
+            )),
+        }];
+    }
     vec![
         Check {
             name: "GPU devices",
@@ -180,10 +197,7 @@ pub fn gpu_checks(
         },
         Check {
             name: "--rocm",
-            outcome: would(
-                nv::Vendor::Amd,
-                nv::find(nv::Vendor::Amd, &host(nv::Vendor::Amd)),
-            ),
+            outcome: would(nv::Vendor::Amd, rocm),
         },
     ]
 }
