@@ -460,6 +460,29 @@ fn nv_uses_nvidia_container_cli_when_installed() {
             && err.contains("nvidia-container-cli list"),
         "{err}"
     );
+    // Where users may not bind files, the user's PATH is not looked in:
+    // the linker cache, and no nvidia-smi (not in the system's directories).
+    let (s, _d) = nv_site(&g, false, "allow_user_binds = false\n");
+    let out = run_image(
+        &g,
+        "image",
+        s.path(),
+        &["-v", "--nv"],
+        "/opt/probe/cuda-probe; command -v nvidia-smi || echo no-smi",
+        &[("PATH", &path)],
+    );
+    assert_status(&out, 0);
+    assert!(
+        stdout(&out).contains("fake: rfake fake libcuda"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("no-smi"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("the driver's files from the linker cache"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

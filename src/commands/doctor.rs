@@ -37,10 +37,14 @@ pub fn run(invoker: &Invoker, loaded: Loaded) -> u8 {
         .as_ref()
         .map(Settings::from_config)
         .unwrap_or_default();
-    checks.extend(doctor::gpu_checks(
-        &settings,
-        env::get(&invoker.env, "PATH"),
-    ));
+    // As a launch looks: the user's PATH only where user binds are allowed.
+    let system_path = std::ffi::OsString::from(env::STANDARD_PATH.join(":"));
+    let path_env = if settings.allow_user_binds.value {
+        env::get(&invoker.env, "PATH")
+    } else {
+        Some(system_path.as_os_str())
+    };
+    checks.extend(doctor::gpu_checks(&settings, path_env));
     if doctor::report(&checks) {
         0
     } else {

@@ -382,10 +382,18 @@ fn vendor_edits(
         nv::Vendor::Nvidia => &settings.nvidia_libs.value,
         nv::Vendor::Amd => &settings.rocm_libs.value,
     };
+    // The programs (and nvidia-container-cli, whose list is bound) come
+    // from the user's PATH only where the user may bind files anyway.
+    let system_path = OsString::from(env::STANDARD_PATH.join(":"));
+    let path_env = if settings.allow_user_binds.value {
+        env::get(&who.env, "PATH")
+    } else {
+        Some(system_path.as_os_str())
+    };
     let host = nv::Host {
         ld_cache: &settings.ld_cache.value,
         dev_dir: &settings.gpu_dev_dir.value,
-        path_env: env::get(&who.env, "PATH"),
+        path_env,
         extra_names: extra,
     };
     match nv::find(vendor, &host) {
