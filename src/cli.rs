@@ -297,6 +297,17 @@ pub struct LaunchArgs {
     #[arg(long = "device", value_name = "VENDOR/CLASS=NAME")]
     pub devices: Vec<String>,
 
+    /// NVIDIA GPUs: the CDI spec for nvidia.com/gpu when there is one, else
+    /// the driver's libraries (nvidia-container-cli list, or the linker
+    /// cache), nvidia-smi and /dev/nvidia* from the host.
+    #[arg(long)]
+    pub nv: bool,
+
+    /// AMD GPUs: the CDI spec for amd.com/gpu when there is one, else the
+    /// ROCm libraries from the linker cache, rocm-smi, /dev/kfd and /dev/dri.
+    #[arg(long)]
+    pub rocm: bool,
+
     /// Bind SRC as your home directory (at DST, default the same path)
     /// instead of $HOME.
     #[arg(long, value_name = "SRC[:DST]", conflicts_with = "no_home")]
@@ -320,8 +331,9 @@ pub struct LaunchArgs {
     #[arg(long)]
     pub writable_tmpfs: bool,
 
-    /// Start from an empty environment (keeping HOME, USER, TERM, LANG)
-    /// instead of the host's.
+    /// Start from an empty environment (keeping HOME, USER, TERM, LANG and
+    /// the scheduler's GPU binding, CUDA_VISIBLE_DEVICES...) instead of the
+    /// host's.
     #[arg(short = 'e', long)]
     pub cleanenv: bool,
 

@@ -62,6 +62,155 @@ pub fn run_checks(
     ]
 }
 
+/// The GPU findings: device nodes, the NVIDIA driver version, the CDI
+/// specs, and what `--nv` and `--rocm` would bind. A host without GPUs is
+/// not a problem; a CDI spec rfake cannot read is.
+pub fn gpu_checks(
+    settings: &crate::launch::settings::Settings,
+    path_env: Option<&std::ffi::OsStr>,
+) -> Vec<Check> {
+    use crate::gpu::{cdi, nv};
+    let dev = &settings.gpu_dev_dir.value;
+    let mut nodes: Vec<String> = Vec::new();
+    for vendor in [nv::Vendor::Nvidia, nv::Vendor::Amd] {
+        for (host, _) in nv::device_nodes(vendor, dev) {
+            if let Ok(rel) = host.strip_prefix(dev) {
+                nodes.push(rel.display().to_string());
+            }
+        }
+    }
+    let host = |vendor| nv::Host {
+        ld_cache: &settings.ld_cache.value,
+        dev_dir: dev,
+        path_env,
+        extra_names: match vendor {
+            nv::Vendor::Nvidia => &settings.nvidia_libs.value,
+            nv::Vendor::Amd => &settings.rocm_libs.value,
+        },
+    };
+    let nvidia = nv::find(nv::Vendor::Nvidia, &host(nv::Vendor::Nvidia));
+    let version = std::fs::read_to_string("/proc/driver/nvidia/version")
+        .ok()
+        .and_then(|t| kernel_module_version(&t))
+        .map(|v| format!("{v} (kernel module)"))
+        .or_else(|| {
+            nvidia
+                .as_ref()
+                .ok()?
+                .driver_version(nv::Vendor::Nvidia)
+                .map(|v| format!("{v} (libcuda)"))
+        });
+    let registry = cdi::load(&settings.cdi_spec_dirs.value);
+    let dirs = settings
+        .cdi_spec_dirs
+        .value
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let specs = match &registry {
+        Ok(r) if r.files.is_empty() => Ok(format!("none in {dirs}")),
+        Ok(r) => Ok(r
+            .files
+            .iter()
+            .map(|f| {
+                let names: Vec<&str> = f.device_names().collect();
+                format!("{} ({}: {})", f.path.display(), f.kind, names.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")),
+        Err(e) => Err(e.to_string()),
+    };
+    let would = |vendor: nv::Vendor, found: Result<nv::Listing, crate::gpu::GpuError>| {
+        let kind = vendor.cdi_kind();
+        if let Some(f) = registry
+            .as_ref()
+            .ok()
+            .and_then(|r| r.files.iter().rfind(|f| f.kind == kind))
+        {
+            return Ok(format!("the CDI spec {} ({kind}=all)", f.path.display()));
+        }
+        Ok(match found {
+            Ok(l) => {
+                let names = |v: &[std::path::PathBuf]| {
+                    let mut n: Vec<String> = v
+                        .iter()
+                        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+                        .collect();
+                    n.sort();
+                    n.join(", ")
+                };
+                let libs: Vec<std::path::PathBuf> =
+                    l.libraries.iter().map(|(p, _)| p.clone()).collect();
+                format!(
+                    "from {}: {} device nodes, libraries {}, programs {}",
+                    l.source,
+                    l.devices.len(),
+                    names(&libs),
+                    if l.programs.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names(&l.programs)
+                    }
+                )
+            }
+            Err(e) => format!("would fail: {e}"),
+        })
+    };
+    let rocm = nv::find(nv::Vendor::Amd, &host(nv::Vendor::Amd));
+    // A node without GPUs (a login or CPU node): one line.
+    if nodes.is_empty()
+        && nvidia.is_err()
+        && rocm.is_err()
+        && registry.as_ref().is_ok_and(|r| r.files.is_empty())
+    {
+        return vec![Check {
+            name: "GPUs",
+            outcome: Ok(format!(
+                "none (no device nodes in {}, no CDI spec in {dirs}, no NVIDIA driver or ROCm \
+                 runtime in {} or from nvidia-container-cli)",
+                dev.display(),
+                settings.ld_cache.value.display()
+            )),
+        }];
+    }
+    vec![
+        Check {
+            name: "GPU devices",
+            outcome: Ok(if nodes.is_empty() {
+                format!("none in {}", dev.display())
+            } else {
+                format!("{}: {}", dev.display(), nodes.join(", "))
+            }),
+        },
+        Check {
+            name: "NVIDIA driver",
+            outcome: Ok(version.unwrap_or_else(|| "not found".to_string())),
+        },
+        Check {
+            name: "CDI specs",
+            outcome: specs,
+        },
+        Check {
+            name: "--nv",
+            outcome: would(nv::Vendor::Nvidia, nvidia),
+        },
+        Check {
+            name: "--rocm",
+            outcome: would(nv::Vendor::Amd, rocm),
+        },
+    ]
+}
+
+/// The version in `/proc/driver/nvidia/version`'s first line (`NVRM
+/// version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar 5 ...`).
+fn kernel_module_version(text: &str) -> Option<String> {
+    let line = text.lines().next()?;
+    let rest = line.split("Kernel Module").nth(1)?;
+    let v = rest.split_whitespace().next()?;
+    crate::gpu::compat::major(v).map(|_| v.to_string())
+}
+
 /// The oldest kernel with everything rfake uses: mount_setattr(2) (5.12)
 /// and unprivileged overlayfs (5.11).
 pub const MIN_KERNEL: (u32, u32) = (5, 12);
@@ -157,5 +306,17 @@ mod tests {
         assert_eq!(parse_release("4.18.0-513.el8.x86_64"), Some((4, 18)));
         assert_eq!(parse_release("garbage"), None);
         assert!(parse_release("4.18.0").unwrap() < MIN_KERNEL);
+    }
+
+    #[test]
+    fn nvidia_kernel_module_version() {
+        assert_eq!(
+            kernel_module_version(
+                "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\nGCC version: gcc 12\n"
+            )
+            .as_deref(),
+            Some("550.54.15")
+        );
+        assert_eq!(kernel_module_version("garbage"), None);
     }
 }

@@ -8,7 +8,7 @@ use crate::config::{self, Config};
 use crate::doctor;
 use crate::env;
 use crate::exit::ExitKind;
-use crate::launch::Invoker;
+use crate::launch::{Invoker, settings::Settings};
 
 pub fn run(invoker: &Invoker, loaded: Loaded) -> u8 {
     let from_env = env::get(&invoker.env, "RFAKE_SQUASHFUSE").map(PathBuf::from);
@@ -27,12 +27,24 @@ pub fn run(invoker: &Invoker, loaded: Loaded) -> u8 {
         || loaded
             .as_ref()
             .is_ok_and(|c| c.image_server.value == config::ImageServer::Squashfuse);
-    let checks = doctor::run_checks(
+    let mut checks = doctor::run_checks(
         configured.as_deref(),
         env::get(&invoker.env, "PATH"),
         summary,
         needed,
     );
+    let settings = loaded
+        .as_ref()
+        .map(Settings::from_config)
+        .unwrap_or_default();
+    // As a launch looks: the user's PATH only where user binds are allowed.
+    let system_path = std::ffi::OsString::from(env::STANDARD_PATH.join(":"));
+    let path_env = if settings.allow_user_binds.value {
+        env::get(&invoker.env, "PATH")
+    } else {
+        Some(system_path.as_os_str())
+    };
+    checks.extend(doctor::gpu_checks(&settings, path_env));
     if doctor::report(&checks) {
         0
     } else {

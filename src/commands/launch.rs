@@ -49,6 +49,8 @@ fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Request {
         squashfuse: args.squashfuse,
         binds: args.binds,
         devices: args.devices,
+        nv: args.nv,
+        rocm: args.rocm,
         home: args.home,
         no_home: args.no_home,
         contain: args.contain,

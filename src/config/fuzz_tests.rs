@@ -157,6 +157,19 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
         Some(Key::Binds) => array(bind_entry().boxed()),
         Some(Key::Scratch) => array(path_piece().boxed()),
         Some(Key::AllowedImagePaths | Key::CdiSpecDirs) => array(path_piece().boxed()),
+        Some(Key::NvidiaLibs | Key::RocmLibs) => array(
+            select(strings(&[
+                "\"libfoo.so\"",
+                "\"nvidia-smi\"",
+                "\"\"",
+                "\"a/b\"",
+            ]))
+            .boxed(),
+        ),
+        Some(Key::LdCache | Key::GpuDevDir) => path_piece().prop_map(|s| quoted(&s)).boxed(),
+        Some(Key::GpuMissingDriver) => {
+            select(strings(&["\"error\"", "\"warn\"", "\"Warn\"", "\"\""])).boxed()
+        }
         Some(Key::UserMaySet) => array(
             prop_oneof![
                 4 => select(key_names()),

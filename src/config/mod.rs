@@ -94,6 +94,25 @@ impl ImageServer {
     }
 }
 
+/// What `--nv`/`--rocm` do on a host without the driver
+/// (`gpu_missing_driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingDriver {
+    /// One line, exit 69 (a host prerequisite is missing).
+    Error,
+    /// A warning; the container starts without GPUs.
+    Warn,
+}
+
+impl MissingDriver {
+    pub const fn name(self) -> &'static str {
+        match self {
+            MissingDriver::Error => "error",
+            MissingDriver::Warn => "warn",
+        }
+    }
+}
+
 /// A configuration key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -112,6 +131,11 @@ pub enum Key {
     Offline,
     RegistryCaFile,
     CdiSpecDirs,
+    NvidiaLibs,
+    RocmLibs,
+    LdCache,
+    GpuDevDir,
+    GpuMissingDriver,
     AllowUserBinds,
     AllowFakeroot,
     AllowedImagePaths,
@@ -121,7 +145,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in the order `render` prints them.
-    pub const ALL: [Key; 20] = [
+    pub const ALL: [Key; 25] = [
         Key::Binds,
         Key::Scratch,
         Key::MountHome,
@@ -137,6 +161,11 @@ impl Key {
         Key::Offline,
         Key::RegistryCaFile,
         Key::CdiSpecDirs,
+        Key::NvidiaLibs,
+        Key::RocmLibs,
+        Key::LdCache,
+        Key::GpuDevDir,
+        Key::GpuMissingDriver,
         Key::AllowUserBinds,
         Key::AllowFakeroot,
         Key::AllowedImagePaths,
@@ -162,6 +191,11 @@ impl Key {
             Key::Offline => "offline",
             Key::RegistryCaFile => "registry_ca_file",
             Key::CdiSpecDirs => "cdi_spec_dirs",
+            Key::NvidiaLibs => "nvidia_libs",
+            Key::RocmLibs => "rocm_libs",
+            Key::LdCache => "ld_cache",
+            Key::GpuDevDir => "gpu_dev_dir",
+            Key::GpuMissingDriver => "gpu_missing_driver",
             Key::CacheReadOnly => "cache_read_only",
             Key::AllowUserBinds => "allow_user_binds",
             Key::AllowFakeroot => "allow_fakeroot",
@@ -333,6 +367,20 @@ pub struct Config {
     /// Where `--device` reads CDI specs, the last directory with priority
     /// (default `/etc/cdi`, `/var/run/cdi`). Absolute, without `..`.
     pub cdi_spec_dirs: Setting<Vec<PathBuf>>,
+    /// Names `--nv` binds besides the compiled-in list (programs, and
+    /// libraries: a name with `.so`).
+    pub nvidia_libs: Setting<Vec<String>>,
+    /// The same for `--rocm`.
+    pub rocm_libs: Setting<Vec<String>>,
+    /// The host's linker cache `--nv`/`--rocm` read (default
+    /// `/etc/ld.so.cache`).
+    pub ld_cache: Setting<PathBuf>,
+    /// Where `--nv`/`--rocm` look for the GPUs' device nodes (default
+    /// `/dev`).
+    pub gpu_dev_dir: Setting<PathBuf>,
+    /// `--nv`/`--rocm` on a host without the driver: an error (exit 69), or
+    /// a warning and the launch goes on without GPUs (default error).
+    pub gpu_missing_driver: Setting<MissingDriver>,
     /// Policy: the cache is a site-curated one that users only read: rfake
     /// never writes to it (default false).
     pub cache_read_only: Setting<bool>,
@@ -381,6 +429,11 @@ impl Default for Config {
                     .map(PathBuf::from)
                     .collect(),
             ),
+            nvidia_libs: Setting::default(Vec::new()),
+            rocm_libs: Setting::default(Vec::new()),
+            ld_cache: Setting::default(crate::gpu::nv::DEFAULT_LD_CACHE.into()),
+            gpu_dev_dir: Setting::default(crate::gpu::nv::DEFAULT_DEV_DIR.into()),
+            gpu_missing_driver: Setting::default(MissingDriver::Error),
             user_may_set: Setting::default(Key::user_keys()),
             site_file: None,
             user_file: None,
@@ -624,7 +677,17 @@ impl Config {
             )));
         }
         // A CDI spec is a list of binds: a user's spec directory is a user bind.
-        if matches!(key, Key::Binds | Key::CdiSpecDirs) && !self.allow_user_binds.value {
+        // So are the GPU keys that choose which host files `--nv` binds.
+        if matches!(
+            key,
+            Key::Binds
+                | Key::CdiSpecDirs
+                | Key::NvidiaLibs
+                | Key::RocmLibs
+                | Key::LdCache
+                | Key::GpuDevDir
+        ) && !self.allow_user_binds.value
+        {
             return Err(at.error(format!(
                 "the site configuration {} does not allow user binds (allow_user_binds = false)",
                 self.allow_user_binds.origin
@@ -751,6 +814,59 @@ impl Config {
                     .map(|(dir, line)| check_image_dir(dir).map_err(|p| at.error_on(line, p)))
                     .collect::<Result<_, _>>()?;
                 self.cdi_spec_dirs = setting(dirs, origin);
+            }
+            Key::NvidiaLibs | Key::RocmLibs => {
+                let names = strings(value, at)?
+                    .into_iter()
+                    .map(|(name, line)| {
+                        if name.is_empty() || name.contains('/') || name.trim() != name {
+                            Err(at.error_on(
+                                line,
+                                format!(
+                                    "{name:?}: a file name (libfoo.so, nvidia-smi), without '/'"
+                                ),
+                            ))
+                        } else {
+                            Ok(name.to_string())
+                        }
+                    })
+                    .collect::<Result<_, _>>()?;
+                if key == Key::NvidiaLibs {
+                    self.nvidia_libs = setting(names, origin);
+                } else {
+                    self.rocm_libs = setting(names, origin);
+                }
+            }
+            Key::LdCache | Key::GpuDevDir => {
+                let written = string(value, at, "an absolute path")?;
+                let path = Path::new(written);
+                if !path.is_absolute()
+                    || path
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir)
+                {
+                    return Err(
+                        at.error(format!("{written:?} must be an absolute path without '..'"))
+                    );
+                }
+                let path: PathBuf = path.components().collect();
+                if key == Key::LdCache {
+                    self.ld_cache = setting(path, origin);
+                } else {
+                    self.gpu_dev_dir = setting(path, origin);
+                }
+            }
+            Key::GpuMissingDriver => {
+                let v = match string(value, at, "\"error\" or \"warn\"")? {
+                    "error" => MissingDriver::Error,
+                    "warn" => MissingDriver::Warn,
+                    other => {
+                        return Err(
+                            at.error(format!("expected \"error\" or \"warn\", found {other:?}"))
+                        );
+                    }
+                };
+                self.gpu_missing_driver = setting(v, origin);
             }
             Key::UserMaySet => {
                 let keys = strings(value, at)?

@@ -132,6 +132,21 @@ impl Config {
         out.setting(Key::CdiSpecDirs, &self.cdi_spec_dirs, |v| {
             toml_list(v.iter().map(|p| p.display().to_string()))
         });
+        out.setting(Key::NvidiaLibs, &self.nvidia_libs, |v| {
+            toml_list(v.iter().cloned())
+        });
+        out.setting(Key::RocmLibs, &self.rocm_libs, |v| {
+            toml_list(v.iter().cloned())
+        });
+        out.setting(Key::LdCache, &self.ld_cache, |v| {
+            toml_string(&v.display().to_string())
+        });
+        out.setting(Key::GpuDevDir, &self.gpu_dev_dir, |v| {
+            toml_string(&v.display().to_string())
+        });
+        out.setting(Key::GpuMissingDriver, &self.gpu_missing_driver, |v| {
+            toml_string(v.name())
+        });
         out.comment("# policy: the site file only".into());
         out.setting(Key::AllowUserBinds, &self.allow_user_binds, |v| {
             v.to_string()

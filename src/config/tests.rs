@@ -77,7 +77,12 @@ fn defaults_with_no_files() {
             Key::CacheMaxSize,
             Key::Offline,
             Key::RegistryCaFile,
-            Key::CdiSpecDirs
+            Key::CdiSpecDirs,
+            Key::NvidiaLibs,
+            Key::RocmLibs,
+            Key::LdCache,
+            Key::GpuDevDir,
+            Key::GpuMissingDriver
         ]
     );
     // An empty file or one with only comments is the defaults too.
@@ -789,12 +794,17 @@ cache_max_size = "20G"                                   # default
 offline = false                                          # default
 # registry_ca_file: the system's certificate authorities only  # default
 cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]             # default
+nvidia_libs = []                                         # default
+rocm_libs = []                                           # default
+ld_cache = "/etc/ld.so.cache"                            # default
+gpu_dev_dir = "/dev"                                     # default
+gpu_missing_driver = "error"                             # default
 # policy: the site file only
 allow_user_binds = true                                  # default
 allow_fakeroot = true                                    # default
 allowed_image_paths = ["/data/images"]                   # /etc/rfake/rfake.toml:4
 cache_read_only = false                                  # default
-user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs"]  # default
+user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs", "nvidia_libs", "rocm_libs", "ld_cache", "gpu_dev_dir", "gpu_missing_driver"]  # default
 "#;
     assert_eq!(text, expected, "\n{text}");
 }

@@ -32,8 +32,21 @@ pub const STANDARD_PATH: [&str; 6] = [
 
 /// Host variables that name host libraries: they never enter the container.
 const DROPPED: [&str; 2] = ["LD_LIBRARY_PATH", "LD_PRELOAD"];
-/// What `--cleanenv` keeps from the host.
-const CLEANENV_KEEP: [&str; 4] = ["HOME", "USER", "TERM", "LANG"];
+/// What `--cleanenv` keeps from the host: the basics, and the scheduler's
+/// GPU binding (which GPUs of the node this job or rank may use): that
+/// describes the allocation, not the user's environment, and without it a
+/// CUDA or ROCm program would pick GPUs that belong to other jobs.
+const CLEANENV_KEEP: [&str; 9] = [
+    "HOME",
+    "USER",
+    "TERM",
+    "LANG",
+    "CUDA_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "SLURM_STEP_GPUS",
+    "SLURM_JOB_GPUS",
+];
 /// Host variables that set a container variable: `RFAKE_ENV_NAME=value`.
 pub const ENV_PREFIX: &str = "RFAKE_ENV_";
 /// The prompt of interactive shells.

@@ -390,6 +390,9 @@ enum HookAction {
     Symlinks(Vec<(PathBuf, PathBuf)>),
     /// `update-ldcache --folder DIR`.
     LdCache(Vec<PathBuf>),
+    /// `enable-cuda-compat --host-driver-version V`: weigh the image's
+    /// CUDA compat libraries against V (see `gpu::compat`).
+    CudaCompat(Option<String>),
     /// A hook that has nothing to do in rfake's containers: its name, why.
     Nothing(&'static str, &'static str),
 }
@@ -447,13 +450,12 @@ fn hook_action(h: &Hook) -> Result<HookAction, String> {
             "disable-device-node-modification",
             "device nodes cannot be created in rfake's containers anyway",
         )),
-        // The image's CUDA forward-compatibility libraries (cuda-compat)
-        // are found through the image's own linker cache: rfake puts the
-        // driver's directories on LD_LIBRARY_PATH, so they are not shadowed
-        // only when the image lists them there itself (see docs/user-guide.md).
-        "enable-cuda-compat" => Ok(HookAction::Nothing(
-            "enable-cuda-compat",
-            "the image's compat libraries are left to its own linker configuration",
+        // The image's CUDA forward-compatibility libraries: done when the
+        // payload starts (gpu::compat), as for --nv.
+        "enable-cuda-compat" => Ok(HookAction::CudaCompat(
+            flag_values(flags, "--host-driver-version")?
+                .last()
+                .map(|v| v.to_string()),
         )),
         other => Err(format!(
             "{} hook {} {other}: not a hook rfake knows how to do \
@@ -670,6 +672,10 @@ fn add(out: &mut ContainerEdits, e: &Edits, origin: &str) {
                     }
                 }
             }
+            Ok(HookAction::CudaCompat(Some(v))) => out.cuda_compat = Some(v),
+            Ok(HookAction::CudaCompat(None)) => out.notes.push(format!(
+                "CDI {origin}: hook enable-cuda-compat skipped: no --host-driver-version"
+            )),
             Ok(HookAction::Nothing(name, why)) => out
                 .notes
                 .push(format!("CDI {origin}: hook {name} skipped: {why}")),

@@ -4,9 +4,9 @@
 //! ([`plan`]).
 //!
 //! Producers: [`cdi`] (`--device VENDOR/CLASS=NAME`, from the Container
-//! Device Interface specs in `cdi_spec_dirs`); `--nv`/`--rocm` are meant to
-//! produce the same type from the driver they find, so both paths share the
-//! device handling, the symlinks and the library path.
+//! Device Interface specs in `cdi_spec_dirs`) and [`nv`] (`--nv`/`--rocm`
+//! from the driver found on the host), so both paths share the device
+//! handling, the symlinks, the library path and CUDA compat ([`compat`]).
 //!
 //! The rules, whoever produced the edits:
 //! - Device nodes are bound from the host, never created (a one-entry user
@@ -25,8 +25,11 @@
 //!   image's (see docs/user-guide.md, "GPUs").
 
 pub mod cdi;
+pub mod compat;
 mod dev;
 mod elf;
+pub mod ldcache;
+pub mod nv;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -78,6 +81,49 @@ pub struct ContainerEdits {
     pub hidden_nodes: Vec<PathBuf>,
     /// Things said at `-v` (hooks with nothing to do, ignored fields).
     pub notes: Vec<String>,
+    /// The host's NVIDIA driver version, when the image's CUDA compat
+    /// libraries are to be weighed against it ([`compat`]).
+    pub cuda_compat: Option<String>,
+}
+
+impl ContainerEdits {
+    /// Add `other`'s edits; what is already at a container path stays.
+    pub fn extend(&mut self, other: ContainerEdits) {
+        for n in other.device_nodes {
+            if !self.device_nodes.iter().any(|d| d.path == n.path) {
+                self.device_nodes.push(n);
+            }
+        }
+        for m in other.mounts {
+            if !self
+                .mounts
+                .iter()
+                .any(|x| x.container_path == m.container_path)
+            {
+                self.mounts.push(m);
+            }
+        }
+        self.env.extend(other.env);
+        for l in other.symlinks {
+            if !self.symlinks.iter().any(|x| x.link == l.link) {
+                self.symlinks.push(l);
+            }
+        }
+        for d in other.library_dirs {
+            if !self.library_dirs.contains(&d) {
+                self.library_dirs.push(d);
+            }
+        }
+        let wanted: Vec<PathBuf> = self.device_nodes.iter().map(|n| n.path.clone()).collect();
+        self.hidden_nodes.retain(|h| !wanted.contains(h));
+        for h in other.hidden_nodes {
+            if !wanted.contains(&h) && !self.hidden_nodes.contains(&h) {
+                self.hidden_nodes.push(h);
+            }
+        }
+        self.notes.extend(other.notes);
+        self.cuda_compat = self.cuda_compat.take().or(other.cuda_compat);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +134,8 @@ pub enum GpuError {
     UnknownDevice { request: String, known: String },
     #[error("CDI spec {}: {}", shown(path), crate::text::one_line(what))]
     Spec { path: PathBuf, what: String },
+    #[error("{flag}: {why}")]
+    NoDriver { flag: &'static str, why: String },
     #[error("--device: reading the host's {}: {source}", shown(path))]
     HostDev {
         path: PathBuf,
@@ -101,6 +149,7 @@ impl GpuError {
             GpuError::Request { .. } | GpuError::UnknownDevice { .. } => ExitKind::Usage,
             GpuError::Spec { .. } => ExitKind::Config,
             GpuError::HostDev { .. } => ExitKind::OsError,
+            GpuError::NoDriver { .. } => ExitKind::HostUnavailable,
         }
     }
 }
@@ -116,21 +165,42 @@ pub struct LaunchEdits {
     pub env: Vec<Override>,
     pub library_dirs: Vec<PathBuf>,
     pub notes: Vec<String>,
+    /// The host driver's version, to weigh the image's CUDA compat
+    /// libraries against when the payload starts.
+    pub cuda_compat: Option<String>,
 }
 
 impl LaunchEdits {
     /// Put the library folders first on `LD_LIBRARY_PATH` (after the
     /// image's environment and the overrides: the driver must win over a
     /// stub library an image lists).
+    /// Run inside the container: the image's CUDA compat directory goes
+    /// first when it is of a newer driver branch than the host's.
     pub fn prepend_library_path(&self, env: &mut EnvList) {
+        self.prepend_library_path_in(env, Path::new("/"))
+    }
+
+    /// As [`Self::prepend_library_path`], with the container's root at `root`.
+    pub fn prepend_library_path_in(&self, env: &mut EnvList, root: &Path) {
         if self.library_dirs.is_empty() {
             return;
         }
-        let mut dirs: Vec<PathBuf> = self.library_dirs.clone();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(host) = &self.cuda_compat {
+            if let Some((dir, version)) = compat::newer(root, host) {
+                log::info!(
+                    "CUDA compat: the image's libcuda {version} in {} is used over the host driver {host}",
+                    dir.display()
+                );
+                dirs.push(dir);
+            }
+        }
+        dirs.extend(self.library_dirs.iter().cloned());
         if let Some(old) = crate::env::get(env, "LD_LIBRARY_PATH") {
+            let mine = dirs.clone();
             dirs.extend(
                 std::env::split_paths(old)
-                    .filter(|d| !d.as_os_str().is_empty() && !self.library_dirs.contains(d)),
+                    .filter(|d| !d.as_os_str().is_empty() && !mine.contains(d)),
             );
         }
         if let Ok(joined) = std::env::join_paths(&dirs) {
@@ -148,6 +218,13 @@ impl fmt::Display for LaunchEdits {
                 f,
                 "env (devices): LD_LIBRARY_PATH starts with {} [update-ldcache]",
                 dirs.join(":")
+            )?;
+        }
+        if let Some(host) = &self.cuda_compat {
+            writeln!(
+                f,
+                "env (devices): {} goes first if the image's libcuda there is of a newer branch than the host driver {host} [cuda-compat]",
+                compat::COMPAT_DIR
             )?;
         }
         for n in &self.notes {
@@ -180,6 +257,7 @@ pub fn plan(edits: &ContainerEdits, host_dev: &Path) -> Result<LaunchEdits, GpuE
         env: edits.env.clone(),
         library_dirs: edits.library_dirs.clone(),
         notes: edits.notes.clone(),
+        cuda_compat: edits.cuda_compat.clone(),
         ..LaunchEdits::default()
     };
     if hide || add {

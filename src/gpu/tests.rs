@@ -142,3 +142,57 @@ fn library_dirs_go_first_once() {
     LaunchEdits::default().prepend_library_path(&mut env);
     assert!(env.is_empty());
 }
+
+#[test]
+fn a_newer_compat_directory_goes_before_the_drivers() {
+    let root = tempfile::tempdir().unwrap();
+    let compat = root.path().join("usr/local/cuda/compat");
+    std::fs::create_dir_all(&compat).unwrap();
+    std::fs::write(compat.join("libcuda.so.560.28.03"), "").unwrap();
+    let mut edits = LaunchEdits {
+        library_dirs: vec!["/.singularity.d/libs".into()],
+        cuda_compat: Some("550.54.15".into()),
+        ..LaunchEdits::default()
+    };
+    let mut env: EnvList = vec![(
+        "LD_LIBRARY_PATH".into(),
+        "/usr/local/cuda/compat:/opt/x".into(),
+    )];
+    edits.prepend_library_path_in(&mut env, root.path());
+    assert_eq!(
+        crate::env::get(&env, "LD_LIBRARY_PATH").unwrap(),
+        "/usr/local/cuda/compat:/.singularity.d/libs:/opt/x"
+    );
+    // A host of the same branch: the image's list stays after the driver's.
+    edits.cuda_compat = Some("560.35.03".into());
+    let mut env: EnvList = vec![("LD_LIBRARY_PATH".into(), "/usr/local/cuda/compat".into())];
+    edits.prepend_library_path_in(&mut env, root.path());
+    assert_eq!(
+        crate::env::get(&env, "LD_LIBRARY_PATH").unwrap(),
+        "/.singularity.d/libs:/usr/local/cuda/compat"
+    );
+}
+
+#[test]
+fn extending_edits_keeps_the_first_at_each_path_and_unhides_wanted_nodes() {
+    let mut a = ContainerEdits {
+        device_nodes: vec![node("/dev/nvidia0", "/dev/nvidia0")],
+        hidden_nodes: vec!["/dev/nvidia1".into()],
+        ..ContainerEdits::default()
+    };
+    let b = ContainerEdits {
+        device_nodes: vec![
+            node("/dev/nvidia0", "/elsewhere/nvidia0"),
+            node("/dev/nvidia1", "/dev/nvidia1"),
+        ],
+        library_dirs: vec!["/l".into()],
+        cuda_compat: Some("550.54.15".into()),
+        ..ContainerEdits::default()
+    };
+    a.extend(b);
+    assert_eq!(a.device_nodes.len(), 2);
+    assert_eq!(a.device_nodes[0].host_path, Path::new("/dev/nvidia0"));
+    assert!(a.hidden_nodes.is_empty(), "{:?}", a.hidden_nodes);
+    assert_eq!(a.library_dirs, [Path::new("/l")]);
+    assert_eq!(a.cuda_compat.as_deref(), Some("550.54.15"));
+}

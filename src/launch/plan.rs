@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use super::settings::Settings;
 use super::warm::WarmPlan;
 use crate::config::ImageServer;
+use crate::config::MissingDriver;
 use crate::container::binds::{self, BindInputs, Home, Mount};
 use crate::container::namespace::Identity;
 use crate::container::passwd::UserEntry;
 use crate::container::rootfs::{IdentitySpec, RootLayer, Step};
 use crate::env::{self, EnvList, Override};
 use crate::error::Error;
-use crate::gpu::{LaunchEdits, cdi};
+use crate::gpu::{ContainerEdits, LaunchEdits, cdi, nv};
 use crate::host;
 use crate::image::{self, Image, ImageFormat};
 
@@ -75,6 +76,9 @@ pub struct Request {
     pub binds: Vec<String>,
     /// `--device VENDOR/CLASS=NAME`, in order.
     pub devices: Vec<String>,
+    /// `--nv`, `--rocm`.
+    pub nv: bool,
+    pub rocm: bool,
     pub home: Option<String>,
     pub no_home: bool,
     pub contain: bool,
@@ -275,7 +279,7 @@ pub fn plan(
             )));
         }
     }
-    let devices = device_edits(req, settings)?;
+    let devices = device_edits(req, who, settings)?;
     let mut mounts = mounts_of(req, who, settings, &home)?;
     if let Some(dev) = &devices.dev {
         // The private /dev takes the place of the host's.
@@ -324,10 +328,10 @@ pub fn plan(
     })
 }
 
-/// `--device`: the CDI specs read, the devices found, their edits planned.
-/// Nothing is read without `--device`.
-fn device_edits(req: &Request, settings: &Settings) -> Result<LaunchEdits, Error> {
-    if req.devices.is_empty() {
+/// `--device`, `--nv`, `--rocm`: the CDI specs read, the devices found,
+/// their edits planned. Nothing is read without one of them.
+fn device_edits(req: &Request, who: &Invoker, settings: &Settings) -> Result<LaunchEdits, Error> {
+    if req.devices.is_empty() && !req.nv && !req.rocm {
         return Ok(LaunchEdits::default());
     }
     let requests = req
@@ -338,8 +342,78 @@ fn device_edits(req: &Request, settings: &Settings) -> Result<LaunchEdits, Error
     // The spec directories are the site's, or the user's own only where
     // user binds are allowed (checked when the configuration is read).
     let registry = cdi::load(&settings.cdi_spec_dirs.value)?;
-    let edits = registry.edits(&requests)?;
+    let mut edits = registry.edits(&requests)?;
+    for (wanted, vendor) in [(req.nv, nv::Vendor::Nvidia), (req.rocm, nv::Vendor::Amd)] {
+        if wanted {
+            edits.extend(vendor_edits(vendor, &requests, &registry, who, settings)?);
+        }
+    }
     Ok(crate::gpu::plan(&edits, Path::new("/dev"))?)
+}
+
+/// `--nv`/`--rocm`: the vendor's CDI spec (all its GPUs) when there is
+/// one, else the driver found on the host; no driver is an error or a
+/// warning, as `gpu_missing_driver` says.
+fn vendor_edits(
+    vendor: nv::Vendor,
+    requests: &[cdi::DeviceRequest],
+    registry: &cdi::Registry,
+    who: &Invoker,
+    settings: &Settings,
+) -> Result<ContainerEdits, Error> {
+    let kind = vendor.cdi_kind();
+    if requests.iter().any(|r| r.kind == kind) {
+        log::info!("{}: the {kind} devices given with --device", vendor.flag());
+        return Ok(ContainerEdits::default());
+    }
+    if let Some(file) = registry.files.iter().rfind(|f| f.kind == kind) {
+        log::info!(
+            "{}: using the CDI spec {} ({kind}=all)",
+            vendor.flag(),
+            crate::text::shown(&file.path)
+        );
+        let all = cdi::DeviceRequest {
+            kind: kind.to_string(),
+            name: "all".to_string(),
+        };
+        return Ok(registry.edits(&[all])?);
+    }
+    let extra = match vendor {
+        nv::Vendor::Nvidia => &settings.nvidia_libs.value,
+        nv::Vendor::Amd => &settings.rocm_libs.value,
+    };
+    // The programs (and nvidia-container-cli, whose list is bound) come
+    // from the user's PATH only where the user may bind files anyway.
+    let system_path = OsString::from(env::STANDARD_PATH.join(":"));
+    let path_env = if settings.allow_user_binds.value {
+        env::get(&who.env, "PATH")
+    } else {
+        Some(system_path.as_os_str())
+    };
+    let host = nv::Host {
+        ld_cache: &settings.ld_cache.value,
+        dev_dir: &settings.gpu_dev_dir.value,
+        path_env,
+        extra_names: extra,
+    };
+    match nv::find(vendor, &host) {
+        Ok(listing) => {
+            log::info!(
+                "{}: no CDI spec for {kind}; the driver's files from {}",
+                vendor.flag(),
+                listing.source
+            );
+            Ok(nv::edits(vendor, &listing))
+        }
+        Err(e) if settings.gpu_missing_driver.value == MissingDriver::Warn => {
+            log::warn!(
+                "{e}; continuing without GPUs (gpu_missing_driver = \"warn\" in {})",
+                settings.gpu_missing_driver.origin
+            );
+            Ok(ContainerEdits::default())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The image, if the site allows it (`allowed_image_paths`).

@@ -46,6 +46,13 @@ pub struct Settings {
     pub allowed_image_paths: Sourced<Vec<PathBuf>>,
     /// Where CDI specs are read, the last with priority.
     pub cdi_spec_dirs: Sourced<Vec<PathBuf>>,
+    /// `--nv`/`--rocm`: the site's names, the linker cache, the device
+    /// directory, what a missing driver does.
+    pub nvidia_libs: Sourced<Vec<String>>,
+    pub rocm_libs: Sourced<Vec<String>>,
+    pub ld_cache: Sourced<PathBuf>,
+    pub gpu_dev_dir: Sourced<PathBuf>,
+    pub gpu_missing_driver: Sourced<crate::config::MissingDriver>,
 }
 
 impl Default for Settings {
@@ -70,6 +77,11 @@ impl Default for Settings {
                     .map(PathBuf::from)
                     .collect(),
             ),
+            nvidia_libs: Sourced::default_value(Vec::new()),
+            rocm_libs: Sourced::default_value(Vec::new()),
+            ld_cache: Sourced::default_value(crate::gpu::nv::DEFAULT_LD_CACHE.into()),
+            gpu_dev_dir: Sourced::default_value(crate::gpu::nv::DEFAULT_DEV_DIR.into()),
+            gpu_missing_driver: Sourced::default_value(crate::config::MissingDriver::Error),
         }
     }
 }
@@ -116,6 +128,11 @@ impl Settings {
             allow_fakeroot: sourced(&config.allow_fakeroot),
             allowed_image_paths: sourced(&config.allowed_image_paths),
             cdi_spec_dirs: sourced(&config.cdi_spec_dirs),
+            nvidia_libs: sourced(&config.nvidia_libs),
+            rocm_libs: sourced(&config.rocm_libs),
+            ld_cache: sourced(&config.ld_cache),
+            gpu_dev_dir: sourced(&config.gpu_dev_dir),
+            gpu_missing_driver: sourced(&config.gpu_missing_driver),
         }
     }
 

@@ -6,7 +6,7 @@
 # IMAGE: an image with CUDA and python3+torch, or one with deviceQuery in
 # PATH (default: docker://nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04, which
 # has neither: only nvidia-smi and the libcuda probe are run then).
-# --nv is checked too once rfake has it.
+# Each check runs through --device (CDI) and through --nv.
 set -uo pipefail
 rfake=${RFAKE_BIN:-rfake}
 image=${1:-docker://nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04}
@@ -25,16 +25,24 @@ check() { # NAME COMMAND...
 check "nvidia-smi --device nvidia.com/gpu=all" "$rfake" exec --device nvidia.com/gpu=all "$image" nvidia-smi -L
 check "only gpu 0 with --device nvidia.com/gpu=0" sh -c \
   "[ \"\$('$rfake' exec --device nvidia.com/gpu=0 '$image' nvidia-smi -L | wc -l)\" = 1 ]"
+# What --nv will use here (a CDI spec, nvidia-container-cli, the linker cache).
+"$rfake" doctor 2>/dev/null | grep -E '^(ok|PROBLEM) +(GPU devices|NVIDIA driver|CDI specs|--nv) ' | sed 's/^/  /'
+check "nvidia-smi --nv" "$rfake" exec --nv "$image" nvidia-smi -L
+check "nvidia-smi --nv --cleanenv keeps CUDA_VISIBLE_DEVICES" sh -c \
+  "[ \"\$(CUDA_VISIBLE_DEVICES=0 '$rfake' exec --nv --cleanenv '$image' sh -c 'echo \$CUDA_VISIBLE_DEVICES')\" = 0 ]"
 if "$rfake" exec "$image" sh -c 'command -v deviceQuery' >/dev/null 2>&1; then
-  check "deviceQuery" "$rfake" exec --device nvidia.com/gpu=all "$image" deviceQuery
+  for how in "--device nvidia.com/gpu=all" "--nv"; do
+    # shellcheck disable=SC2086
+    check "deviceQuery $how" "$rfake" exec $how "$image" deviceQuery
+  done
 elif "$rfake" exec "$image" python3 -c 'import torch' >/dev/null 2>&1; then
-  check "torch.cuda" "$rfake" exec --device nvidia.com/gpu=all "$image" \
-    python3 -c 'import torch; assert torch.cuda.is_available(); print(torch.cuda.get_device_name(0))'
+  for how in "--device nvidia.com/gpu=all" "--nv"; do
+    # shellcheck disable=SC2086
+    check "torch.cuda $how" "$rfake" exec $how "$image" \
+      python3 -c 'import torch; assert torch.cuda.is_available(); print(torch.cuda.get_device_name(0))'
+  done
 else
   echo "note: $image has neither deviceQuery nor torch: CUDA itself not exercised"
-fi
-if "$rfake" exec --help | grep -q -- '--nv'; then
-  check "nvidia-smi --nv" "$rfake" exec --nv "$image" nvidia-smi -L
 fi
 echo "check.sh: $fails failed"
 [ "$fails" = 0 ]

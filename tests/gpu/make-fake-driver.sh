@@ -5,6 +5,8 @@
 #             (soname libcuda.so.1) and libnvidia-ml.so.550.54.15 (soname
 #             libnvidia-ml.so.1), tiny shared objects with their links, and
 #             fake nvidia-smi and nvidia-container-cli scripts in usr/bin;
+#             a fake ROCm in opt/rocm: libhsa-runtime64.so.1.13.0 (soname
+#             libhsa-runtime64.so.1) and a rocm-smi script;
 # DIR/dev     fake device nodes made with mknod (NVIDIA's major 195, the DRM
 #             major 226 for AMD; kfd's major is dynamic on real hosts): no
 #             driver is behind them, so binding works and opening fails;
@@ -14,7 +16,9 @@
 #             AMD one (JSON);
 # DIR/image   a directory image: static busybox, the dynamic linker and libc,
 #             and /opt/probe/cuda-probe, which dlopen()s libcuda.so.1 and
-#             prints the file it got and the driver version it reports.
+#             prints the file it got and the driver version it reports;
+# DIR/image-compat  the same with an NGC-style CUDA compat library of a newer
+#             branch: /usr/local/cuda/compat/libcuda.so.560.28.03.
 # Everything is readable by every user; nothing outside DIR is touched.
 set -euo pipefail
 dir=${1:?usage: make-fake-driver.sh DIR}
@@ -22,7 +26,7 @@ src=$(cd "$(dirname "$0")" && pwd)
 version=550.54.15
 libdir=usr/lib/x86_64-linux-gnu
 rm -rf "$dir"
-mkdir -p "$dir/driver/$libdir" "$dir/driver/usr/bin" "$dir/dev/dri" "$dir/cdi" "$dir/build"
+mkdir -p "$dir/driver/$libdir" "$dir/driver/usr/bin" "$dir/driver/opt/rocm/lib" "$dir/driver/opt/rocm/bin" "$dir/dev/dri" "$dir/cdi" "$dir/build"
 dir=$(cd "$dir" && pwd)
 drv=$dir/driver
 
@@ -39,6 +43,16 @@ gcc -shared -fPIC -Wl,-soname,libnvidia-ml.so.1 -o "$drv/$libdir/libnvidia-ml.so
 ln -s "libcuda.so.$version" "$drv/$libdir/libcuda.so.1"
 ln -s libcuda.so.1 "$drv/$libdir/libcuda.so"
 ln -s "libnvidia-ml.so.$version" "$drv/$libdir/libnvidia-ml.so.1"
+echo 'int hsa_init(void) { return 0; }' >"$dir/build/hsa.c"
+gcc -shared -fPIC -Wl,-soname,libhsa-runtime64.so.1 -o "$drv/opt/rocm/lib/libhsa-runtime64.so.1.13.0" "$dir/build/hsa.c"
+ln -s libhsa-runtime64.so.1.13.0 "$drv/opt/rocm/lib/libhsa-runtime64.so.1"
+# The image's CUDA compat library (image-compat): a newer branch than the host's.
+compat=560.28.03
+cat >"$dir/build/compat.c" <<EOF
+int cuDriverGetVersion(int *v) { *v = 12060; return 0; }
+const char *rfake_fake_driver(void) { return "rfake fake compat libcuda $compat"; }
+EOF
+gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$dir/build/libcuda.so.$compat" "$dir/build/compat.c"
 
 cat >"$drv/usr/bin/nvidia-smi" <<EOF
 #!/bin/sh
@@ -60,7 +74,14 @@ case "\$*" in
   *) echo "nvidia-container-cli: fake: \$*" >&2; exit 1 ;;
 esac
 EOF
-chmod 0755 "$drv/usr/bin/nvidia-smi" "$drv/usr/bin/nvidia-container-cli"
+cat >"$drv/opt/rocm/bin/rocm-smi" <<'EOF'
+#!/bin/sh
+# Fake rocm-smi: no GPU behind it.
+echo "ROCm System Management Interface (rfake fake)"
+for n in /dev/dri/renderD*; do [ -e "$n" ] && echo "GPU: $n"; done
+exit 0
+EOF
+chmod 0755 "$drv/usr/bin/nvidia-smi" "$drv/usr/bin/nvidia-container-cli" "$drv/opt/rocm/bin/rocm-smi"
 
 # Device nodes (root only): NVIDIA 195/0, 195/1, 195/255 (nvidiactl); the
 # UVM and DRM ones on their usual majors.
@@ -75,7 +96,7 @@ mknod -m 0666 "$dir/dev/dri/card1" c 226 1
 mknod -m 0666 "$dir/dev/dri/renderD129" c 226 129
 
 # The test linker cache (ldconfig -C): what --nv finds without nvidia-container-cli.
-printf '%s\n' "$drv/$libdir" >"$dir/ld.so.conf"
+printf '%s\n' "$drv/$libdir" "$drv/opt/rocm/lib" >"$dir/ld.so.conf"
 ldconfig -C "$dir/ld.so.cache" -f "$dir/ld.so.conf" -X
 
 # CDI specs.
@@ -95,6 +116,10 @@ ldconfig -r "$img"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$img/etc/passwd"
 printf 'root:x:0:\n' >"$img/etc/group"
 gcc -O2 -o "$img/opt/probe/cuda-probe" "$src/cuda-probe.c"
+cp -a "$img" "$dir/image-compat"
+mkdir -p "$dir/image-compat/usr/local/cuda/compat"
+cp "$dir/build/libcuda.so.$compat" "$dir/image-compat/usr/local/cuda/compat/"
+ln -s "libcuda.so.$compat" "$dir/image-compat/usr/local/cuda/compat/libcuda.so.1"
 rm -rf "$dir/build"
 chmod -R a+rX "$dir"
 echo "$dir"
