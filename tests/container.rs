@@ -403,7 +403,8 @@ fn environment_order_on_a_real_sif() {
         stdout(&out)
     };
     // Steps 1, 2 and 4: host variables pass (minus host libraries), the
-    // image's env script sets PATH, rfake completes it and sets PS1/NAME.
+    // image's env script sets PATH and PS1, rfake completes PATH, keeps the
+    // image's prompt (as Apptainer does) and sets NAME.
     let text = run(
         &[
             ("LD_LIBRARY_PATH", "/host/lib"),
@@ -421,7 +422,7 @@ fn environment_order_on_a_real_sif() {
     assert!(text.contains("LD=/.singularity.d/libs\n"), "{text}");
     assert!(text.contains("SLURM=42\n"), "{text}");
     assert!(
-        text.contains("PS1=rfake> \n") && text.contains("NAME=busybox_amd64.sif\n"),
+        text.contains("PS1=Singularity> \n") && text.contains("NAME=busybox_amd64.sif\n"),
         "{text}"
     );
     // Step 3 overrides the image: RFAKE_ENV_, then --env-file, then --env.
@@ -475,6 +476,9 @@ fn environment_on_the_demo_image_and_cleanenv() {
     assert_eq!(
         names,
         [
+            "APPTAINER_CONTAINER",
+            "APPTAINER_ENVIRONMENT",
+            "APPTAINER_NAME",
             "HOME",
             "LANG",
             "PATH",
@@ -482,6 +486,9 @@ fn environment_on_the_demo_image_and_cleanenv() {
             "RFAKE_CONTAINER",
             "RFAKE_DEMO",
             "RFAKE_NAME",
+            "SINGULARITY_CONTAINER",
+            "SINGULARITY_ENVIRONMENT",
+            "SINGULARITY_NAME",
             "TERM",
             "USER"
         ],

@@ -166,6 +166,7 @@ fn errno_text(e: &io::Error) -> String {
 }
 
 /// The cache root when none is configured: `$RFAKE_CACHEDIR`, else
+/// `$APPTAINER_CACHEDIR/rfake` (else `$SINGULARITY_CACHEDIR/rfake`), else
 /// `configured` (the config key `cache_dir`), else `$XDG_CACHE_HOME/rfake`
 /// (an absolute value only, as the XDG spec says), else `~/.cache/rfake`.
 /// Empty values count as unset.
@@ -176,6 +177,11 @@ pub fn root_from(
     let var = |name| crate::env::get(env, name).filter(|v| !v.is_empty());
     if let Some(dir) = var("RFAKE_CACHEDIR") {
         return Ok(PathBuf::from(dir));
+    }
+    // Apptainer's cache variable: rfake's cache in a directory of its own
+    // there, beside Apptainer's `cache/`, never mixed with it.
+    if let Some(f) = crate::env::apptainer::lookup(env, "CACHEDIR") {
+        return Ok(PathBuf::from(f.value).join("rfake"));
     }
     if let Some(dir) = configured {
         return Ok(dir.to_path_buf());
@@ -213,7 +219,8 @@ impl Settings {
             .value
             .as_ref()
             .and_then(|entry| entry.path.as_ref().ok().cloned());
-        let from_env = crate::env::get(env, "RFAKE_CACHEDIR").is_some_and(|v| !v.is_empty());
+        let from_env = crate::env::get(env, "RFAKE_CACHEDIR").is_some_and(|v| !v.is_empty())
+            || crate::env::apptainer::lookup(env, "CACHEDIR").is_some();
         let root = root_from(env, configured.as_deref())?;
         if !root.is_absolute() {
             return Err(CacheError::BadName(format!(

@@ -56,9 +56,10 @@ pub fn run(
             },
             // With --sandbox the tree is built beside OUT, to be renamed.
             tmpdir: args.tmpdir.clone().or_else(|| {
-                crate::env::get(&invoker.env, "RFAKE_TMPDIR")
-                    .filter(|v| !v.is_empty() && !args.sandbox)
-                    .map(PathBuf::from)
+                // RFAKE_TMPDIR, else APPTAINER_TMPDIR, else SINGULARITY_TMPDIR.
+                crate::env::apptainer::rfake_or_apptainer(&invoker.env, "RFAKE_TMPDIR", "TMPDIR")
+                    .filter(|_| !args.sandbox)
+                    .map(|f| PathBuf::from(f.value))
             }),
             pull: match config {
                 Some(config) if definition => {

@@ -19,6 +19,11 @@ pub fn run(
 ) -> Result<u8, Error> {
     // A reference is pulled into the cache first (a path stays a path).
     let image = crate::pull::local_image(&image, || PullOptions::new(pull, &config, &invoker.env))?;
+    // Apptainer's APPTAINER_<FLAG> variables, under the command line's flags.
+    let (args, notes) = crate::env::apptainer::apply_flags(args, &invoker.env)?;
+    for note in &notes {
+        log::info!("{note}");
+    }
     let dry_run = args.dry_run;
     let request = request(args, image, action);
     let settings = Settings::from_config(&config);

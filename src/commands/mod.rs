@@ -93,7 +93,7 @@ pub fn run(command: Commands) -> Result<u8, Error> {
             targets,
         } => pull::run(&args, force, targets, &invoker, load()?),
         Commands::Doctor => Ok(doctor::run(&invoker, load())),
-        Commands::Config => config::run(load()?),
+        Commands::Config => config::run(load()?, &invoker.env),
         Commands::Man { dir } => man::run(&dir),
         Commands::Cache { command } => cache::run(command, &load()?, &invoker.env),
         Commands::Registry { command } => registry::run(command, &invoker.env, load),

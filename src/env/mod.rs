@@ -12,6 +12,7 @@
 //! 4. `PATH` completed with the standard directories, `PS1="rfake> "`,
 //!    `RFAKE_CONTAINER` (the image path) and `RFAKE_NAME` (its file name).
 
+pub mod apptainer;
 pub mod image;
 
 use std::ffi::{OsStr, OsString};
@@ -79,6 +80,7 @@ pub fn base(host: &[(OsString, OsString)], cleanenv: bool, home: Option<&Path>) 
                     && !k.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes())
                     && k != "RFAKE_CONTAINER"
                     && k != "RFAKE_NAME"
+                    && !apptainer::is_apptainer_var(k)
             }
         })
         .cloned()
@@ -150,38 +152,86 @@ pub fn parse_env_file(path: &Path, text: &str) -> Result<Vec<Override>, EnvError
     Ok(out)
 }
 
-/// Step 3's host part: `RFAKE_ENV_NAME=value` becomes `NAME=value`.
+/// Step 3's host part: `APPTAINERENV_NAME=value` (else
+/// `SINGULARITYENV_NAME`), then `RFAKE_ENV_NAME=value`, each becomes
+/// `NAME=value`.
 pub fn host_overrides(host: &[(OsString, OsString)]) -> Vec<Override> {
-    host.iter()
-        .filter_map(|(k, v)| {
-            let name = k.to_str()?.strip_prefix(ENV_PREFIX)?;
-            valid_name(name).then(|| Override {
-                name: name.to_string(),
-                value: v.clone(),
-                origin: format!("{ENV_PREFIX}{name}"),
-            })
+    let mut out = apptainer::env_overrides(host);
+    out.extend(host.iter().filter_map(|(k, v)| {
+        let name = k.to_str()?.strip_prefix(ENV_PREFIX)?;
+        valid_name(name).then(|| Override {
+            name: name.to_string(),
+            value: v.clone(),
+            origin: format!("{ENV_PREFIX}{name}"),
         })
-        .collect()
+    }));
+    out
 }
 
-/// Step 3: apply the overrides in order.
+/// Step 3: apply the overrides in order (`APPTAINERENV_` values expanded
+/// against the environment so far). As in Apptainer, `PREPEND_PATH` and
+/// `APPEND_PATH` (the last of each) are added to `PATH` rather than set,
+/// unless an override sets `PATH` itself, which then wins.
 pub fn apply(env: &mut EnvList, overrides: &[Override]) {
+    let (mut prepend, mut append, mut path_set) = (None, None, false);
     for o in overrides {
-        set(env, o.name.as_str(), o.value.clone());
+        let value = if apptainer::evaluated(o) {
+            apptainer::expand(&o.value, env)
+        } else {
+            o.value.clone()
+        };
+        match o.name.as_str() {
+            "PREPEND_PATH" => prepend = Some(value),
+            "APPEND_PATH" => append = Some(value),
+            name => {
+                path_set |= name == "PATH";
+                set(env, name, value);
+            }
+        }
+    }
+    if path_set {
+        return;
+    }
+    let mut path = OsString::new();
+    for part in [prepend.as_deref(), get(env, "PATH"), append.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|p| !p.is_empty())
+    {
+        if !path.is_empty() {
+            path.push(":");
+        }
+        path.push(part);
+    }
+    if prepend.is_some() || append.is_some() {
+        set(env, "PATH", path);
     }
 }
 
-/// Step 4: the variables rfake always sets.
+/// The file Apptainer names in `APPTAINER_ENVIRONMENT`: where a
+/// definition's `%post` appends lines for the runtime environment.
+pub const APPTAINER_ENVIRONMENT: &str = "/.singularity.d/env/91-environment.sh";
+
+/// Step 4: the variables rfake always sets: `PATH` completed, `PS1` when
+/// nothing set one (as Apptainer's action script does), and the image's
+/// path and name under rfake's, Apptainer's and Singularity's names.
 pub fn finish(env: &mut EnvList, image: &Path) {
     let path = with_standard_dirs(get(env, "PATH"));
     set(env, "PATH", path);
-    set(env, "PS1", PS1);
-    set(env, "RFAKE_CONTAINER", image.as_os_str());
+    if get(env, "PS1").is_none_or(OsStr::is_empty) {
+        set(env, "PS1", PS1);
+    }
     let name = image
         .file_name()
         .map(OsStr::to_os_string)
         .unwrap_or_else(|| image.as_os_str().to_owned());
-    set(env, "RFAKE_NAME", name);
+    for prefix in ["RFAKE", "APPTAINER", "SINGULARITY"] {
+        set(env, format!("{prefix}_CONTAINER"), image.as_os_str());
+        set(env, format!("{prefix}_NAME"), name.clone());
+    }
+    for prefix in ["APPTAINER", "SINGULARITY"] {
+        set(env, format!("{prefix}_ENVIRONMENT"), APPTAINER_ENVIRONMENT);
+    }
 }
 
 /// `path` followed by every standard directory it lacks.
@@ -273,12 +323,67 @@ mod tests {
                 "/opt/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/bin"
             ))
         );
+        // An image's (or the user's) prompt stays, as in Apptainer.
+        assert_eq!(get(&env, "PS1"), Some(OsStr::new("$ ")));
+        assert_eq!(
+            get(&env, "APPTAINER_CONTAINER"),
+            Some(OsStr::new("/images/demo.sif"))
+        );
+        assert_eq!(get(&env, "SINGULARITY_NAME"), Some(OsStr::new("demo.sif")));
+        assert_eq!(
+            get(&env, "APPTAINER_ENVIRONMENT"),
+            Some(OsStr::new(APPTAINER_ENVIRONMENT))
+        );
+        let mut env = vec![e("PS1", "")];
+        finish(&mut env, Path::new("/images/demo.sif"));
         assert_eq!(get(&env, "PS1"), Some(OsStr::new("rfake> ")));
         assert_eq!(
             get(&env, "RFAKE_CONTAINER"),
             Some(OsStr::new("/images/demo.sif"))
         );
         assert_eq!(get(&env, "RFAKE_NAME"), Some(OsStr::new("demo.sif")));
+    }
+
+    #[test]
+    fn prepend_and_append_path_unless_path_is_set() {
+        let o = |text: &str, origin: &str| parse_assignment(text, origin).unwrap();
+        let mut env = vec![e("PATH", "/usr/bin"), e("X", "x")];
+        apply(
+            &mut env,
+            &[
+                o("PREPEND_PATH=/pre", "APPTAINERENV_PREPEND_PATH"),
+                o("APPEND_PATH=/app", "--env"),
+                o("Y=$X-y", "APPTAINERENV_Y"),
+                o("Z=$X", "--env"),
+            ],
+        );
+        assert_eq!(get(&env, "PATH"), Some(OsStr::new("/pre:/usr/bin:/app")));
+        assert_eq!(get(&env, "Y"), Some(OsStr::new("x-y")));
+        assert_eq!(get(&env, "Z"), Some(OsStr::new("$X")));
+        let mut env = vec![e("PATH", "/usr/bin")];
+        apply(
+            &mut env,
+            &[
+                o("PATH=/only", "APPTAINERENV_PATH"),
+                o("PREPEND_PATH=/pre", "--env"),
+            ],
+        );
+        assert_eq!(get(&env, "PATH"), Some(OsStr::new("/only")));
+    }
+
+    #[test]
+    fn apptainer_host_variables_do_not_pass() {
+        let mut host = host();
+        host.push(e("APPTAINER_BIND", "/data"));
+        host.push(e("SINGULARITYENV_FOO", "s"));
+        host.push(e("APPTAINERENV_FOO", "a"));
+        let env = base(&host, false, None);
+        assert_eq!(get(&env, "APPTAINER_BIND"), None);
+        assert_eq!(get(&env, "APPTAINERENV_FOO"), None);
+        // APPTAINERENV_ first, then RFAKE_ENV_ (which wins).
+        let o = host_overrides(&host);
+        let names: Vec<&str> = o.iter().map(|o| o.origin.as_str()).collect();
+        assert_eq!(names, ["APPTAINERENV_FOO", "RFAKE_ENV_FOO"]);
     }
 
     #[test]

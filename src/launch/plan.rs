@@ -671,7 +671,8 @@ fn launcher_binds(env_list: &[(OsString, OsString)]) -> Vec<(binds::BindSpec, St
         .collect()
 }
 
-/// The user's binds: user file, `RFAKE_BIND`, `--bind`, in that order.
+/// The user's binds: user file, Apptainer's variables, `RFAKE_BIND`,
+/// `--bind`, in that order.
 fn user_bind_specs(
     req: &Request,
     who: &Invoker,
@@ -681,9 +682,9 @@ fn user_bind_specs(
     for b in &settings.user_binds {
         specs.extend(parse_binds(&b.value, &b.origin)?);
     }
-    // An empty RFAKE_BIND is as good as unset; an empty -B is an error.
-    if let Some(v) = env::get(&who.env, "RFAKE_BIND").filter(|v| !v.is_empty()) {
-        specs.extend(parse_binds(&v.to_string_lossy(), "RFAKE_BIND")?);
+    // APPTAINER_BIND, APPTAINER_BINDPATH (or SINGULARITY_), RFAKE_BIND.
+    for var in env::apptainer::bind_vars(&who.env) {
+        specs.extend(parse_binds(&var.value.to_string_lossy(), &var.name)?);
     }
     for b in &req.binds {
         specs.extend(parse_binds(b, "--bind")?);
