@@ -437,10 +437,12 @@ fn bad_and_unsupported_flag_variables() {
         stderr(&out)
     );
     // A flag rfake does not have: a warning with the advice, then it runs.
-    let out = run("appbad", &[("APPTAINER_NV", "1")], &[], "echo ran");
+    let out = run("appbad", &[("APPTAINER_WRITABLE", "1")], &[], "echo ran");
     assert_eq!(line(&out), "ran");
     assert!(
-        stderr(&out).contains("APPTAINER_NV is set, but rfake has no --nv: give the GPUs with --device nvidia.com/gpu=all (CDI); ignored"),
+        stderr(&out).contains(
+            "APPTAINER_WRITABLE is set, but rfake has no --writable: images are read-only; use --writable-tmpfs; ignored"
+        ),
         "{}",
         stderr(&out)
     );

@@ -98,6 +98,8 @@ pub enum Target {
     WritableTmpfs,
     Fakeroot,
     EnvFile,
+    Nv,
+    Rocm,
     /// A flag rfake does not have: a warning says what to do instead.
     Unsupported(&'static str),
 }
@@ -142,21 +144,15 @@ pub const FLAG_VARS: &[FlagVar] = &[
     ),
     row(&["FAKEROOT"], "--fakeroot", Target::Fakeroot),
     row(&["ENV_FILE"], "--env-file", Target::EnvFile),
-    row(
-        &["NV"],
-        "--nv",
-        Target::Unsupported("give the GPUs with --device nvidia.com/gpu=all (CDI)"),
-    ),
+    row(&["NV"], "--nv", Target::Nv),
     row(
         &["NVCCLI"],
         "--nvccli",
-        Target::Unsupported("give the GPUs with --device nvidia.com/gpu=all (CDI)"),
+        Target::Unsupported(
+            "--nv uses nvidia-container-cli's list of driver files when it is installed",
+        ),
     ),
-    row(
-        &["ROCM"],
-        "--rocm",
-        Target::Unsupported("give the GPUs with --device amd.com/gpu=all (CDI)"),
-    ),
+    row(&["ROCM"], "--rocm", Target::Rocm),
     row(
         &["WRITABLE"],
         "--writable",
@@ -277,6 +273,14 @@ pub fn apply_flags(
             }
             Target::Fakeroot if !args.fakeroot && !args.keep_id => {
                 args.fakeroot = true;
+                true
+            }
+            Target::Nv if !args.nv => {
+                args.nv = true;
+                true
+            }
+            Target::Rocm if !args.rocm => {
+                args.rocm = true;
                 true
             }
             Target::EnvFile if args.env_files.is_empty() => {
@@ -595,8 +599,16 @@ mod tests {
         );
         assert_eq!(err.exit_kind(), crate::exit::ExitKind::Usage);
         // An unsupported one only warns.
-        let (args, notes) = apply_flags(launch_args(&[]), &e(&[("APPTAINER_NV", "1")])).unwrap();
-        assert!(notes.is_empty() && !args.contain);
+        let (args, notes) =
+            apply_flags(launch_args(&[]), &e(&[("APPTAINER_WRITABLE", "1")])).unwrap();
+        assert!(notes.is_empty() && !args.contain && !args.writable_tmpfs);
+        // APPTAINER_NV and APPTAINER_ROCM are --nv and --rocm.
+        let (args, _) = apply_flags(
+            launch_args(&[]),
+            &e(&[("APPTAINER_NV", "1"), ("SINGULARITY_ROCM", "true")]),
+        )
+        .unwrap();
+        assert!(args.nv && args.rocm);
     }
 
     #[test]
