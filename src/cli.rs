@@ -186,6 +186,12 @@ pub enum Commands {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Start, list and stop instances: containers that run in the
+    /// background; exec, run and shell enter them as instance://NAME.
+    Instance {
+        #[command(subcommand)]
+        command: crate::instance::InstanceCommand,
+    },
 }
 
 /// Options of `rfake build`.

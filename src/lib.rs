@@ -57,6 +57,7 @@ pub mod image;
 mod image_server;
 mod input;
 mod inspect;
+mod instance;
 mod launch;
 mod pull;
 mod registry;

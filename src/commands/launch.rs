@@ -17,6 +17,9 @@ pub fn run(
     invoker: &Invoker,
     config: Config,
 ) -> Result<u8, Error> {
+    if let Some(name) = crate::instance::parse_uri(&image) {
+        return in_instance(args, name, action, invoker, config);
+    }
     // A reference is pulled into the cache first (a path stays a path).
     let image = crate::pull::local_image(&image, || PullOptions::new(pull, &config, &invoker.env))?;
     // Apptainer's APPTAINER_<FLAG> variables, under the command line's flags.
@@ -37,7 +40,61 @@ pub fn run(
     launch::execute(&plan)
 }
 
-fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Request {
+/// `exec/run/shell instance://NAME`: planned as a launch of the
+/// instance's image with its identity, then run inside its container. Its
+/// mounts were made when it started: options that would change them are
+/// ignored, with a warning.
+fn in_instance(
+    args: LaunchArgs,
+    name: &str,
+    action: Action,
+    invoker: &Invoker,
+    config: Config,
+) -> Result<u8, Error> {
+    let scope = crate::instance::Scope::new(invoker.uid, &invoker.env);
+    let live = crate::instance::find(&scope, name)?;
+    let mut ignored = Vec::new();
+    for (given, flag) in [
+        (!args.binds.is_empty(), "--bind"),
+        (!args.devices.is_empty(), "--device"),
+        (args.home.is_some(), "--home"),
+        (args.no_home, "--no-home"),
+        (args.contain, "--contain"),
+        (args.writable_tmpfs, "--writable-tmpfs"),
+    ] {
+        if given {
+            ignored.push(flag);
+        }
+    }
+    if !ignored.is_empty() {
+        log::warn!(
+            "instance {name}: its mounts were made when it started; {} ignored",
+            ignored.join(", ")
+        );
+    }
+    let dry_run = args.dry_run;
+    let mut request = request(args, live.record.image.clone(), action);
+    request.keep_id = live.record.keep_id;
+    request.fakeroot = !live.record.keep_id;
+    request.join = JoinMode::Off;
+    request.binds.clear();
+    request.devices.clear();
+    let settings = Settings::from_config(&config);
+    let plan = launch::plan(&request, invoker, &settings, &launch::lookup_host_user)?;
+    if dry_run {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "{plan}\ninstance: {name} (pid {}), socket @{}",
+            live.record.pid,
+            live.socket
+        );
+        return Ok(0);
+    }
+    crate::instance::enter::execute(&plan, &live)
+}
+
+pub(super) fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Request {
     Request {
         image,
         action: Some(action),

@@ -6,6 +6,7 @@ mod cache;
 mod config;
 mod doctor;
 mod inspect;
+mod instance;
 mod launch;
 mod man;
 mod pull;
@@ -97,6 +98,9 @@ pub fn run(command: Commands) -> Result<u8, Error> {
         Commands::Man { dir } => man::run(&dir),
         Commands::Cache { command } => cache::run(command, &load()?, &invoker.env),
         Commands::Registry { command } => registry::run(command, &invoker.env, load),
+        Commands::Instance { command } => {
+            instance::run(command, &invoker, || load().map_err(Error::from))
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! over it.
 
 mod joined;
-mod keeper;
+pub(crate) mod keeper;
 mod launcher;
 mod plan;
 pub mod rendezvous;
@@ -14,7 +14,7 @@ pub mod rendezvous;
 mod sequences;
 pub mod settings;
 pub mod warm;
-mod watch;
+pub(crate) mod watch;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -154,7 +154,7 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
 /// Enter the outer namespaces and build the container's root (everything
 /// up to and including `pivot_root` into it), on a warm mount of the image
 /// when the plan says so.
-fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, Error> {
+pub(crate) fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, Error> {
     let t0 = Instant::now();
     let mut lease = match &plan.warm {
         Some(w) => warm::lease(plan, w)?,
@@ -233,11 +233,20 @@ impl rootfs::ImageMounter for NoImageMount {
 
 /// Inside the new root: working directory, environment, command, payload
 /// (and `watch`, the image server, while it runs).
-fn run_inside(
+pub(crate) fn run_inside(
     sys: &dyn Sys,
     plan: &Plan,
     watch: Option<&mut dyn process::Watch>,
 ) -> Result<u8, Error> {
+    let payload = payload(sys, plan, &plan.action)?;
+    crate::diag::payload_started();
+    Ok(process::run(&payload, watch)?)
+}
+
+/// Inside the new root: change to the working directory and make the
+/// payload that runs `action` (the plan's environment, its command looked
+/// up in the image).
+pub(crate) fn payload(sys: &dyn Sys, plan: &Plan, action: &Action) -> Result<Payload, Error> {
     let cwd = if sys.chdir(&plan.start_dir).is_ok() {
         if let Some(note) = &plan.start_dir_note {
             log::warn!("{note}");
@@ -262,7 +271,7 @@ fn run_inside(
     plan.devices.prepend_library_path(&mut payload_env);
     env::finish(&mut payload_env, &plan.image.path);
 
-    let argv = command_line(&plan.action);
+    let argv = command_line(action);
     let (cmd, args) = argv.split_first().ok_or_else(|| {
         Error::Command(CommandError::NotFound {
             cmd: OsString::new(),
@@ -270,15 +279,13 @@ fn run_inside(
     })?;
     let program = process::resolve_command(cmd, env::get(&payload_env, "PATH"))?;
     log::info!("running {} as {}", program.display(), plan.identity);
-    let payload = Payload {
+    Ok(Payload {
         argv0: cmd.clone(),
         program,
         args: args.to_vec(),
         env: payload_env,
         cwd,
-    };
-    crate::diag::payload_started();
-    Ok(process::run(&payload, watch)?)
+    })
 }
 
 /// The argv to run for `action`, looked up inside the image.

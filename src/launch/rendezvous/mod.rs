@@ -41,6 +41,7 @@ mod names;
 mod secret;
 
 pub use names::{SocketName, socket_name, warm_socket_name};
+pub use secret::{SecretError, locate as secret_dir};
 
 /// How long a rank waits for the keeper to finish building the container.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
