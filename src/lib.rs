@@ -58,6 +58,7 @@ mod image_server;
 mod input;
 mod inspect;
 mod launch;
+mod overlay;
 mod pull;
 mod registry;
 pub mod squashfs;

@@ -54,6 +54,7 @@ fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Request {
         contain: args.contain,
         pwd: args.pwd,
         writable_tmpfs: args.writable_tmpfs,
+        overlays: args.overlays,
         cleanenv: args.cleanenv,
         env: args.env,
         env_files: args.env_files,

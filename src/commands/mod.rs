@@ -8,6 +8,7 @@ mod doctor;
 mod inspect;
 mod launch;
 mod man;
+mod overlay;
 mod pull;
 mod registry;
 
@@ -97,6 +98,7 @@ pub fn run(command: Commands) -> Result<u8, Error> {
         Commands::Man { dir } => man::run(&dir),
         Commands::Cache { command } => cache::run(command, &load()?, &invoker.env),
         Commands::Registry { command } => registry::run(command, &invoker.env, load),
+        Commands::Overlay { command } => overlay::run(command, &invoker.env),
     }
 }
 

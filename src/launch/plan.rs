@@ -80,6 +80,8 @@ pub struct Request {
     pub contain: bool,
     pub pwd: Option<PathBuf>,
     pub writable_tmpfs: bool,
+    /// `--overlay PATH[:ro]`, in order.
+    pub overlays: Vec<String>,
     pub cleanenv: bool,
     pub env: Vec<String>,
     pub env_files: Vec<PathBuf>,
@@ -464,6 +466,7 @@ fn steps_of(
         writable_size: req
             .writable_tmpfs
             .then_some(settings.writable_tmpfs_size.value),
+        overlays: crate::overlay::plan(&req.overlays, &who.cwd)?,
     }));
     steps.extend(mounts.into_iter().map(|m| match m {
         Mount::Bind(b) => Step::Bind(b),

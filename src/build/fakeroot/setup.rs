@@ -61,9 +61,7 @@ pub fn before_root() -> Vec<Step> {
 /// The steps after it: the root, the system mounts, the pivot into it.
 pub fn after_root() -> Vec<Step> {
     vec![
-        Step::Root(RootLayer {
-            writable_size: None,
-        }),
+        Step::Root(RootLayer::default()),
         Step::Bind(system_bind("/proc", false, false)),
         Step::Bind(system_bind("/sys", true, false)),
         Step::Bind(system_bind("/dev", false, true)),
