@@ -184,6 +184,81 @@ fn overlays_stack_in_order_under_the_writable_one() {
     assert_nothing_left(&t);
 }
 
+/// One container at a time writes to an overlay directory: a second
+/// writer is refused while the first runs; readers are not; once it
+/// ends, the directory is free again.
+#[test]
+fn a_second_writer_is_refused_while_the_first_runs() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("busy");
+    let ov = dir.path().join("ov");
+    std::fs::create_dir(&ov).unwrap();
+    let t = tag("busy");
+    let first = spawn(
+        &t,
+        &[
+            "exec",
+            "-o",
+            s(&ov),
+            s(&img),
+            "sh",
+            "-c",
+            "echo ready; sleep 30",
+        ],
+    );
+    first.expect_line("ready");
+    let out = sh(&t, &["-o", s(&ov)], &img, "echo second");
+    assert_exit(&out, ExitKind::Refused);
+    assert!(
+        stderr(&out).contains("in use as the writable overlay of another container"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    let arg = format!("{}:ro", s(&ov));
+    let out = sh(&t, &["-o", &arg], &img, "echo reader");
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "reader\n");
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _, _) = first.wait();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let out = sh(&t, &["-o", s(&ov)], &img, "echo free");
+    assert_eq!(stdout(&out), "free\n");
+    assert_nothing_left(&t);
+}
+
+/// The lock goes with the container, not with the image's warm mount,
+/// whose keeper (forked by the launch) lingers after it.
+#[test]
+fn the_overlay_is_free_while_the_warm_mount_lingers() {
+    let Some(env) = setup() else { return };
+    let dir = scratch("linger");
+    // An image of this test's own: a warm mount is shared by every launch
+    // of an image.
+    let img = dir.path().join("own.sqfs");
+    std::fs::copy(env.image("demo.sqfs"), &img).unwrap();
+    let site = dir.path().join("site.toml");
+    std::fs::write(&site, "warm_linger = 3\n").unwrap();
+    let ov = dir.path().join("ov");
+    std::fs::create_dir(&ov).unwrap();
+    let t = tag("linger");
+    for word in ["one", "two"] {
+        let out = command(&t)
+            .env("RFAKE_CONFIG", &site)
+            .args(["exec", "-o", s(&ov), s(&img), "sh", "-c"])
+            .arg(format!("echo {word} >> /log; cat /log"))
+            .output()
+            .unwrap();
+        assert_status(&out, 0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(ov.join("upper/log")).unwrap(),
+        "one\ntwo\n"
+    );
+    assert_nothing_left(&t);
+}
+
 /// Bad `--overlay` arguments: each refused with its exit code and a
 /// message naming the path, nothing made.
 #[test]

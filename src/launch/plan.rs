@@ -250,6 +250,20 @@ impl fmt::Display for Plan {
     }
 }
 
+impl Plan {
+    /// The `--overlay` layers of the root step.
+    pub fn overlays(&self) -> &crate::overlay::Overlays {
+        static NONE: std::sync::OnceLock<crate::overlay::Overlays> = std::sync::OnceLock::new();
+        self.steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Root(layer) => Some(&layer.overlays),
+                _ => None,
+            })
+            .unwrap_or_else(|| NONE.get_or_init(Default::default))
+    }
+}
+
 /// Validate the request and build the plan. No side effects.
 pub fn plan(
     req: &Request,

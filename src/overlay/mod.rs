@@ -124,6 +124,11 @@ pub enum OverlayError {
         shown(path)
     )]
     ImageUnsupported { path: PathBuf },
+    #[error(
+        "--overlay {}: in use as the writable overlay of another container (one container at a time may write to it; add :ro for the others)",
+        shown(path)
+    )]
+    InUse { path: PathBuf },
     #[error(transparent)]
     Create(#[from] create::CreateError),
 }
@@ -138,7 +143,7 @@ impl OverlayError {
             | OverlayError::BadMode { .. } => ExitKind::Usage,
             OverlayError::NotWritable { .. } => ExitKind::CannotCreate,
             OverlayError::NotAnOverlay { .. } => ExitKind::BadImage,
-            OverlayError::ImageUnsupported { .. } => ExitKind::Refused,
+            OverlayError::ImageUnsupported { .. } | OverlayError::InUse { .. } => ExitKind::Refused,
             OverlayError::Create(e) => e.exit_kind(),
         }
     }
@@ -299,6 +304,49 @@ pub fn plan(specs: &[String], cwd: &Path) -> Result<Overlays, OverlayError> {
         }
     }
     Ok(overlays)
+}
+
+/// A writable overlay, held for the container's life: an exclusive
+/// `flock(2)` on its directory. The kernel lets two overlays share an upper
+/// and work directory, with only a warning in its log ("accessing files
+/// from both mounts will result in undefined behavior"), and the second
+/// mount empties the work directory under the first.
+#[derive(Debug)]
+pub struct Lock {
+    _dir: std::os::fd::OwnedFd,
+}
+
+/// Take the writable overlay's lock (`None` without one). Close-on-exec:
+/// the payload never holds it; forked helpers (the keeper) do.
+pub fn lock(overlays: &Overlays) -> Result<Option<Lock>, OverlayError> {
+    let Some(rw) = overlays.writable.as_ref().filter(|l| l.kind == Kind::Dir) else {
+        return Ok(None);
+    };
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let dir = rustix::fs::open(
+        &rw.path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| OverlayError::Unusable {
+        path: rw.path.clone(),
+        what: std::io::Error::from(e).to_string(),
+    })?;
+    match rustix::fs::flock(&dir, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(Lock { _dir: dir })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(OverlayError::InUse {
+            path: rw.path.clone(),
+        }),
+        // A file system without locks (some network mounts): nothing
+        // to hold, said once.
+        Err(e) => {
+            log::warn!(
+                "--overlay {}: cannot lock it ({e}); make sure no other container writes to it",
+                rw.path.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The name of the file system at `path`, for messages about an upper
