@@ -11,12 +11,32 @@ use rfake::exit::ExitKind;
 use common::*;
 
 /// A scratch directory on a disk-backed file system (ext4 on the test
-/// hosts), removed when dropped.
-fn scratch(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("ovl-test-{name}-"))
-        .tempdir_in("/var/tmp")
-        .unwrap()
+/// hosts), removed when dropped: the kernel leaves `work/work` mode 0, so
+/// it is opened up first (as the user guide tells users to).
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "u+rwx"])
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    Scratch(
+        tempfile::Builder::new()
+            .prefix(&format!("ovl-test-{name}-"))
+            .tempdir_in("/var/tmp")
+            .unwrap(),
+    )
 }
 
 fn s(p: &Path) -> &str {
