@@ -192,6 +192,32 @@ pub enum Commands {
         #[command(subcommand)]
         command: crate::instance::InstanceCommand,
     },
+    /// Make persistent overlay images (for --overlay).
+    Overlay {
+        #[command(subcommand)]
+        command: OverlayCommand,
+    },
+}
+
+/// `rfake overlay ...`.
+#[derive(Debug, Subcommand)]
+pub enum OverlayCommand {
+    /// Make an ext3 overlay image IMAGE (with upper/ and work/, owned by
+    /// you), as `apptainer overlay create` does.
+    Create {
+        /// Size in MiB (64 to 1048576).
+        #[arg(short, long, value_name = "MiB", default_value_t = 64)]
+        size: u64,
+        /// Leave the image sparse instead of allocating its blocks now.
+        #[arg(long)]
+        sparse: bool,
+        /// Make this directory in the overlay (a container path),
+        /// repeatable.
+        #[arg(long = "create-dir", value_name = "DIR")]
+        create_dirs: Vec<PathBuf>,
+        /// The image file to make (it must not exist).
+        image: PathBuf,
+    },
 }
 
 /// Options of `rfake build`.
@@ -336,6 +362,13 @@ pub struct LaunchArgs {
     /// the configuration's writable_tmpfs_size, default 64 MiB).
     #[arg(long)]
     pub writable_tmpfs: bool,
+
+    /// A persistent overlay on the image: a directory (writes go to
+    /// DIR/upper); :ro adds it read-only (ext3 images from `rfake overlay
+    /// create` are refused for now, exit 77). Repeatable: the read-only ones stack in order, the
+    /// first on top, the one writable overlay above them all.
+    #[arg(short = 'o', long = "overlay", value_name = "PATH[:ro]")]
+    pub overlays: Vec<String>,
 
     /// Start from an empty environment (keeping HOME, USER, TERM, LANG and
     /// the scheduler's GPU binding, CUDA_VISIBLE_DEVICES...) instead of the

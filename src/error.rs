@@ -53,6 +53,8 @@ pub enum Error {
     Gpu(#[from] crate::gpu::GpuError),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Overlay(#[from] crate::overlay::OverlayError),
     /// A failure of a pull or a definition build outside the registry
     /// client, the cache and the build's own errors: its exit code and its
     /// one-line message.
@@ -76,6 +78,9 @@ impl Error {
                 | RootfsError::WouldCreateOnHost { .. },
             ) => ExitKind::Refused,
             Error::Rootfs(RootfsError::KindMismatch { .. }) => ExitKind::Usage,
+            // An upper layer on a file system overlayfs cannot use, or
+            // one in use by another container.
+            Error::Rootfs(RootfsError::Overlay { .. }) => ExitKind::HostUnavailable,
             Error::Rootfs(_) => ExitKind::OsError,
             Error::Command(e) => e.exit_kind(),
             Error::Refused(_) => ExitKind::Refused,
@@ -92,6 +97,7 @@ impl Error {
             Error::Cache(e) => e.exit_kind(),
             Error::Gpu(e) => e.exit_kind(),
             Error::Registry(e) => e.exit_kind(),
+            Error::Overlay(e) => e.exit_kind(),
             Error::Join(crate::launch::rendezvous::JoinError::Foreign { .. }) => ExitKind::Refused,
             Error::Join(
                 crate::launch::rendezvous::JoinError::Keeper { code, .. }

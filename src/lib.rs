@@ -59,6 +59,7 @@ mod input;
 mod inspect;
 mod instance;
 mod launch;
+mod overlay;
 mod pull;
 mod registry;
 pub mod squashfs;

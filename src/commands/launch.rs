@@ -118,6 +118,7 @@ pub(super) fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Reque
         contain: args.contain,
         pwd: args.pwd,
         writable_tmpfs: args.writable_tmpfs,
+        overlays: args.overlays,
         cleanenv: args.cleanenv,
         env: args.env,
         env_files: args.env_files,

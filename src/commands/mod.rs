@@ -9,6 +9,7 @@ mod inspect;
 mod instance;
 mod launch;
 mod man;
+mod overlay;
 mod pull;
 mod registry;
 
@@ -101,6 +102,7 @@ pub fn run(command: Commands) -> Result<u8, Error> {
         Commands::Instance { command } => {
             instance::run(command, &invoker, || load().map_err(Error::from))
         }
+        Commands::Overlay { command } => overlay::run(command, &invoker.env),
     }
 }
 

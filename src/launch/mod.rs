@@ -92,10 +92,12 @@ fn execute_alone(plan: &Plan) -> Result<u8, Error> {
 pub struct Container {
     pub server: Option<image_server::Server>,
     pub lease: Option<warm::Lease>,
+    /// The writable `--overlay`'s lock, held while the container lives.
+    pub overlay_lock: Option<crate::overlay::Lock>,
 }
 
 impl Container {
-    /// Stop the server, or leave the warm mount.
+    /// Stop the server, or leave the warm mount; then free the overlay.
     pub fn stop(self) {
         if let Some(server) = self.server {
             server.stop();
@@ -103,6 +105,7 @@ impl Container {
         if let Some(lease) = self.lease {
             lease.release();
         }
+        drop(self.overlay_lock);
     }
 }
 
@@ -193,6 +196,12 @@ pub(crate) fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, E
             }
         }
     };
+    // A writable --overlay is this container's alone while it lives (the
+    // ranks of a joined container share it). Taken here, in the process
+    // that holds the container (this launch, or a joined container's
+    // keeper), after a warm mount's keeper was forked: a fork shares the
+    // lock, and that keeper outlives the container.
+    let overlay_lock = crate::overlay::lock(plan.overlays())?;
     rootfs::execute(
         sys,
         &rootfs::Layout::container(),
@@ -203,6 +212,7 @@ pub(crate) fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, E
     Ok(Container {
         server: own_mount.and_then(|mut m| m.take_server()),
         lease,
+        overlay_lock,
     })
 }
 

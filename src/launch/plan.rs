@@ -84,6 +84,8 @@ pub struct Request {
     pub contain: bool,
     pub pwd: Option<PathBuf>,
     pub writable_tmpfs: bool,
+    /// `--overlay PATH[:ro]`, in order.
+    pub overlays: Vec<String>,
     pub cleanenv: bool,
     pub env: Vec<String>,
     pub env_files: Vec<PathBuf>,
@@ -249,6 +251,20 @@ impl fmt::Display for Plan {
         }
         write!(f, "{}", self.devices)?;
         write!(f, "action: {}", self.action)
+    }
+}
+
+impl Plan {
+    /// The `--overlay` layers of the root step.
+    pub fn overlays(&self) -> &crate::overlay::Overlays {
+        static NONE: std::sync::OnceLock<crate::overlay::Overlays> = std::sync::OnceLock::new();
+        self.steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Root(layer) => Some(&layer.overlays),
+                _ => None,
+            })
+            .unwrap_or_else(|| NONE.get_or_init(Default::default))
     }
 }
 
@@ -538,6 +554,7 @@ fn steps_of(
         writable_size: req
             .writable_tmpfs
             .then_some(settings.writable_tmpfs_size.value),
+        overlays: crate::overlay::plan(&req.overlays, &who.cwd)?,
     }));
     steps.extend(mounts.into_iter().map(|m| match m {
         Mount::Bind(b) => Step::Bind(b),

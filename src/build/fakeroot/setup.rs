@@ -73,9 +73,7 @@ pub fn before_root() -> Vec<Step> {
 /// follows [`procfs`]).
 pub fn after_root() -> Vec<Step> {
     vec![
-        Step::Root(RootLayer {
-            writable_size: None,
-        }),
+        Step::Root(RootLayer::default()),
         Step::Bind(system_bind("/sys", true, false)),
         Step::Bind(system_bind("/dev", false, true)),
         Step::Tmpfs(Tmpfs {

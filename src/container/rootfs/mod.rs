@@ -33,6 +33,7 @@ use crate::container::passwd::UserEntry;
 use crate::container::paths::{self, PathError, Walk};
 use crate::container::sys::{MountAttrs, Sys, SysError};
 use crate::exit::ExitKind;
+use crate::overlay::Overlays;
 use crate::text::shown;
 
 /// Where the staging tmpfs is mounted in the new mount namespace.
@@ -166,10 +167,12 @@ pub struct IdentitySpec {
 }
 
 /// How the image becomes the root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RootLayer {
     /// `--writable-tmpfs`: a writable overlay of this many bytes.
     pub writable_size: Option<u64>,
+    /// `--overlay`: persistent layers over the image.
+    pub overlays: Overlays,
 }
 
 /// One step of building the container's root.
@@ -265,10 +268,23 @@ impl fmt::Display for Step {
                 write!(f, "bind directory {} at {LOWER} (ro)", dir.display())
             }
             Step::Root(RootLayer {
+                overlays,
+                writable_size,
+            }) if !overlays.is_empty() => {
+                write!(f, "root: overlay {overlays} over the image")?;
+                match (&overlays.writable, writable_size) {
+                    (None, Some(size)) => write!(f, ", writable: {size} bytes of tmpfs"),
+                    (None, None) => write!(f, ", read-only"),
+                    (Some(_), _) => Ok(()),
+                }
+            }
+            Step::Root(RootLayer {
                 writable_size: Some(size),
+                ..
             }) => write!(f, "root: writable overlay, {size} bytes of tmpfs"),
             Step::Root(RootLayer {
                 writable_size: None,
+                ..
             }) => write!(
                 f,
                 "root: the image, read-only (overlay if a mount point is missing)"
@@ -355,6 +371,49 @@ pub enum RootfsError {
     },
     #[error(transparent)]
     Image(ServeError),
+    /// The kernel refused the overlay of `--overlay` layers.
+    #[error("--overlay {}: {}", shown(layer), overlay_advice(*errno, fs))]
+    Overlay {
+        /// The writable layer, else the topmost read-only one.
+        layer: PathBuf,
+        errno: nix::errno::Errno,
+        /// The name of the file system it is on.
+        fs: String,
+    },
+}
+
+/// What an overlay mount's errno means for the user.
+fn overlay_advice(errno: nix::errno::Errno, fs: &str) -> String {
+    use nix::errno::Errno;
+    match errno {
+        Errno::EBUSY => format!(
+            "in use as the writable overlay of another container ({}); \
+             one container at a time may write to it (add :ro for the others)",
+            errno.desc()
+        ),
+        Errno::EROFS => format!(
+            "the kernel could only mount it read-only (it could not use its work directory): \
+             it is on {fs}, and overlayfs in a user namespace needs an upper file system with \
+             user xattrs, d_type and RENAME_WHITEOUT (a local ext4, xfs or btrfs; tmpfs from \
+             Linux 6.6; not NFS, Lustre or FUSE): use a directory on a local disk, or add :ro"
+        ),
+        Errno::EINVAL | Errno::EOPNOTSUPP => format!(
+            "the kernel refused it as an overlay layer ({}: {errno:?}): it is on {fs}, and \
+             overlayfs in a user namespace needs an upper file system with user xattrs, \
+             d_type and RENAME_WHITEOUT (a local ext4, xfs or btrfs; tmpfs from Linux 6.6; \
+             not NFS, Lustre or FUSE): use a directory on a local disk",
+            errno.desc()
+        ),
+        Errno::EPERM => format!(
+            "the kernel does not allow overlay mounts in a user namespace here ({}: EPERM; \
+             Linux 5.11 or later is needed)",
+            errno.desc()
+        ),
+        _ => format!(
+            "mounting the overlay: {} ({errno:?}); it is on {fs}",
+            errno.desc()
+        ),
+    }
 }
 
 /// An image server's failure, with the exit code it means (its own error

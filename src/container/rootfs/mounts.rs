@@ -109,6 +109,16 @@ fn create_missing(
 }
 
 /// `lower` becomes `newroot`: moved as it is, or under an overlay.
+///
+/// The overlay's layers, top to bottom (overlayfs(5): the first lowerdir
+/// is the topmost):
+/// - upper: the `--overlay` writable directory's `upper` (its `work`
+///   beside it), else a tmpfs of ours (`--writable-tmpfs`, or mount points
+///   only), else none (a read-only overlay of lower layers);
+/// - a tmpfs layer holding the missing mount points, when the upper is a
+///   persistent one: they never land in the user's overlay;
+/// - the read-only `--overlay` layers, in command-line order;
+/// - the image.
 pub(super) fn root(
     sys: &dyn Sys,
     layout: &Layout,
@@ -120,35 +130,158 @@ pub(super) fn root(
     let lower_fd = open_root(lower)?;
     let missing = missing_destinations(lower_fd.as_fd(), wanted)?;
     drop(lower_fd);
-    if layer.writable_size.is_none() && missing.is_empty() {
+    let overlays = &layer.overlays;
+    if layer.writable_size.is_none() && missing.is_empty() && overlays.is_empty() {
         sys.mount(lower, newroot, None, MsFlags::MS_MOVE, None)?;
         state.enter_root(newroot)?;
         return Ok(Some("the image as it is".into()));
     }
-    // overlayfs(5) with a tmpfs upper layer: writes (and mount points) land
-    // in memory owned by this namespace; the image is never modified.
-    // Unprivileged overlay mounts in a user namespace: Linux 5.11+.
-    let size = layer.writable_size.unwrap_or(MOUNT_POINT_OVERLAY_SIZE);
+    // The host's paths, as seen after the first pivot.
+    let on_host = |p: &Path| layout.oldroot.join(p.strip_prefix("/").unwrap_or(p));
+    let mut lowers: Vec<PathBuf> = overlays
+        .readonly
+        .iter()
+        .map(|l| on_host(&l.lower_dir))
+        .collect();
+    lowers.push(lower.to_path_buf());
     let overlay = layout.overlay.as_path();
-    sys.mkdir(overlay, 0o755)?;
+    // A tmpfs of ours for what must not persist: the writable layer of
+    // `--writable-tmpfs`, or only the mount points.
+    let needs_tmpfs =
+        !missing.is_empty() || (overlays.writable.is_none() && layer.writable_size.is_some());
+    if needs_tmpfs {
+        // overlayfs(5) with a tmpfs upper layer: writes (and mount points)
+        // land in memory owned by this namespace; the image is never
+        // modified. Unprivileged overlay mounts in a user namespace: Linux
+        // 5.11+.
+        let size = match (&overlays.writable, layer.writable_size) {
+            (None, Some(size)) => size,
+            _ => MOUNT_POINT_OVERLAY_SIZE,
+        };
+        sys.mkdir(overlay, 0o755)?;
+        sys.mount(
+            Path::new("rfake-overlay"),
+            overlay,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(std::ffi::OsStr::new(&format!("mode=0755,size={size}"))),
+        )?;
+    }
+    let tmp_upper = overlay.join("upper");
+    let tmp_work = overlay.join("work");
+    if needs_tmpfs {
+        sys.mkdir(&tmp_upper, 0o755)?;
+        sys.mkdir(&tmp_work, 0o755)?;
+        make_mount_points(sys, &tmp_upper, &missing)?;
+    }
+    let upper = match &overlays.writable {
+        Some(rw) => {
+            // As Apptainer lays a directory overlay out: DIR/upper, and
+            // the kernel's scratch DIR/work (0700), made when missing. The
+            // mount points stay in our tmpfs, as a lower layer just below.
+            let dir = on_host(&rw.path);
+            let upper = dir.join("upper");
+            let work = dir.join("work");
+            for (d, mode) in [(&upper, 0o755), (&work, 0o700)] {
+                match sys.mkdir(d, mode) {
+                    Err(e) if e.errno != nix::errno::Errno::EEXIST => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            if needs_tmpfs {
+                lowers.insert(0, tmp_upper.clone());
+            }
+            Some((upper, work))
+        }
+        None if needs_tmpfs => Some((tmp_upper.clone(), tmp_work.clone())),
+        None => None,
+    };
+    let mut data = std::ffi::OsString::from("lowerdir=");
+    for (i, l) in lowers.iter().enumerate() {
+        if i > 0 {
+            data.push(":");
+        }
+        data.push(l);
+    }
+    if let Some((upper, work)) = &upper {
+        data.push(",upperdir=");
+        data.push(upper);
+        data.push(",workdir=");
+        data.push(work);
+    }
+    if !overlays.is_empty() {
+        // The overlay's own marks (opaque directories, redirects) in
+        // `user.overlay.*` xattrs: the only ones a user namespace may
+        // write, and the same on every run, so an overlay written once
+        // reads back the same (overlayfs(5), "userxattr").
+        data.push(",userxattr");
+    }
+    // A lower-only overlay needs two lower layers: with one read-only
+    // `--overlay` and nothing else there are (it and the image).
     sys.mount(
-        Path::new("rfake-overlay"),
-        overlay,
-        Some("tmpfs"),
+        Path::new("rfake-root"),
+        newroot,
+        Some("overlay"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(std::ffi::OsStr::new(&format!("mode=0755,size={size}"))),
+        Some(&data),
+    )
+    .map_err(
+        |e| match overlays.writable.as_ref().or(overlays.readonly.first()) {
+            Some(l) if e.op == "mount" => RootfsError::Overlay {
+                layer: l.path.clone(),
+                errno: e.errno,
+                fs: crate::overlay::fs_name(&on_host(&l.path)),
+            },
+            _ => e.into(),
+        },
     )?;
-    let upper = overlay.join("upper");
-    let work = overlay.join("work");
-    sys.mkdir(&upper, 0o755)?;
-    sys.mkdir(&work, 0o755)?;
-    // Mount points are made in the upper layer *before* the overlay exists:
-    // through the overlay, creating them would need write permission on the
-    // image's directories, which rfake may not have (an image directory
-    // owned by an id outside the one-entry map). The upper layer is a new
-    // tmpfs of ours: the walk meets no symlink there.
-    let upper_fd = open_root(&upper)?;
-    for (path, dir, link) in &missing {
+    if let Some(rw) = &overlays.writable {
+        // overlayfs falls back to a read-only mount, with only a kernel
+        // log line, when it cannot use the work directory (a FUSE upper,
+        // a file system without the features it needs): a writable
+        // overlay that is not is refused, not left to fail on each write.
+        let rdonly = rustix::fs::statvfs(newroot)
+            .map(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+            .unwrap_or(false);
+        if rdonly {
+            let _ = sys.umount_detach(newroot);
+            return Err(RootfsError::Overlay {
+                layer: rw.path.clone(),
+                errno: nix::errno::Errno::EROFS,
+                fs: crate::overlay::fs_name(&on_host(&rw.path)),
+            });
+        }
+    }
+    state.enter_root(newroot)?;
+    state.overlay = upper.is_some();
+    state.seal = layer.writable_size.is_none() && overlays.writable.is_none() && upper.is_some();
+    let mut why = Vec::new();
+    if let Some(rw) = &overlays.writable {
+        why.push(format!("persistent overlay {}", rw.path.display()));
+    } else if layer.writable_size.is_some() {
+        why.push("writable overlay".to_string());
+    }
+    if !overlays.readonly.is_empty() {
+        why.push(format!("{} read-only overlay(s)", overlays.readonly.len()));
+    }
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|(p, _, _)| shown(p)).collect();
+        why.push(format!(
+            "overlay for missing mount points: {}",
+            names.join(", ")
+        ));
+    }
+    Ok(Some(why.join("; ")))
+}
+
+/// Mount points are made in the tmpfs layer *before* the overlay exists:
+/// through the overlay, creating them would need write permission on the
+/// image's directories, which rfake may not have (an image directory owned
+/// by an id outside the one-entry map). The layer is a new tmpfs of ours:
+/// the walk meets no symlink there.
+fn make_mount_points(sys: &dyn Sys, upper: &Path, missing: &[Missing]) -> Result<(), RootfsError> {
+    let upper_fd = open_root(upper)?;
+    for (path, dir, link) in missing {
         match link {
             Some(target) => {
                 let (parent, name) = split_link(path, "overlay")?;
@@ -163,30 +296,7 @@ pub(super) fn root(
             }
         }
     }
-    drop(upper_fd);
-    let mut data = std::ffi::OsString::from("lowerdir=");
-    data.push(lower);
-    data.push(",upperdir=");
-    data.push(&upper);
-    data.push(",workdir=");
-    data.push(&work);
-    sys.mount(
-        Path::new("rfake-root"),
-        newroot,
-        Some("overlay"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&data),
-    )?;
-    state.enter_root(newroot)?;
-    state.overlay = true;
-    state.seal = layer.writable_size.is_none();
-    let why = if layer.writable_size.is_some() {
-        "writable overlay".to_string()
-    } else {
-        let names: Vec<String> = missing.iter().map(|(p, _, _)| shown(p)).collect();
-        format!("overlay for missing mount points: {}", names.join(", "))
-    };
-    Ok(Some(why))
+    Ok(())
 }
 
 /// Create the missing destination of `walk` in the overlay (or in a

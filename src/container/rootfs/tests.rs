@@ -102,6 +102,10 @@ fn bind(src: &str, dst: &str) -> Bind {
 
 const AS_IT_IS: Step = Step::Root(RootLayer {
     writable_size: None,
+    overlays: crate::overlay::Overlays {
+        readonly: Vec::new(),
+        writable: None,
+    },
 });
 
 #[test]

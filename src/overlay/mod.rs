@@ -1,0 +1,380 @@
+//! Persistent overlays: `--overlay PATH[:ro]`, as Apptainer lays them out.
+//!
+//! A directory overlay keeps its writable layer in `DIR/upper` and the
+//! kernel's work directory in `DIR/work` (both made when missing, `work`
+//! mode 0700). Read-only overlays are extra lower layers: `DIR/upper` when
+//! it exists, else `DIR` itself. Layers stack as Apptainer stacks them
+//! (its `overlay.Set`): the read-only ones in command-line order, the first
+//! on top, above the image; at most one writable overlay, on top of all.
+//!
+//! This module only parses and checks (no side effects but `stat` and
+//! `access`); the mounts are steps of the container's root
+//! (`container::rootfs`).
+
+mod create;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::exit::ExitKind;
+use crate::text::shown;
+
+pub use create::{CreateOptions, create};
+
+/// What an overlay is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory on a host file system.
+    Dir,
+    /// An ext3 (ext2/ext4) file system image, served by fuse2fs.
+    Ext3,
+}
+
+/// One `--overlay` argument, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Absolute, without symlinks (it is reached from inside the mount
+    /// namespace, where the host's own absolute links no longer lead home).
+    pub path: PathBuf,
+    pub kind: Kind,
+    pub readonly: bool,
+    /// What a read-only directory overlay contributes, decided on the
+    /// host when the launch is planned: its `upper` when it has one (an
+    /// overlay written earlier), else the directory itself.
+    pub lower_dir: PathBuf,
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Dir => "directory",
+            Kind::Ext3 => "ext3 image",
+        };
+        if !self.readonly {
+            write!(f, "{} ({kind}, rw)", self.path.display())
+        } else if self.lower_dir != self.path {
+            write!(f, "{} ({kind}, ro: its upper)", self.path.display())
+        } else {
+            write!(f, "{} ({kind}, ro)", self.path.display())
+        }
+    }
+}
+
+/// Every `--overlay` of a launch, in stacking order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overlays {
+    /// Read-only layers, the topmost first (command-line order).
+    pub readonly: Vec<Layer>,
+    /// The one writable layer, on top.
+    pub writable: Option<Layer>,
+}
+
+impl Overlays {
+    pub fn is_empty(&self) -> bool {
+        self.readonly.is_empty() && self.writable.is_none()
+    }
+}
+
+impl fmt::Display for Overlays {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(w) = &self.writable {
+            parts.push(w.to_string());
+        }
+        parts.extend(self.readonly.iter().map(ToString::to_string));
+        write!(f, "{}", parts.join(" over "))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    #[error("--overlay {}: does not exist", shown(path))]
+    Missing { path: PathBuf },
+    #[error("--overlay {}: {what}", shown(path))]
+    Unusable { path: PathBuf, what: String },
+    #[error(
+        "--overlay {}: the path has a '{ch}', which the kernel's overlay options cannot carry; move or link it elsewhere",
+        shown(path)
+    )]
+    BadPath { path: PathBuf, ch: char },
+    #[error(
+        "--overlay {} and {}: only one writable overlay per container (add :ro to the other)",
+        shown(first),
+        shown(second)
+    )]
+    TwoWritable { first: PathBuf, second: PathBuf },
+    #[error("--overlay {spec}: unknown mode '{mode}' (use :ro or :rw)")]
+    BadMode { spec: String, mode: String },
+    #[error(
+        "--overlay {}: not writable by you ({}); add :ro to use it read-only",
+        shown(path),
+        errno.desc()
+    )]
+    NotWritable {
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
+    #[error(
+        "--overlay {}: {what} is not a file system rfake can use as an overlay (a directory or an ext3 image from `rfake overlay create`)",
+        shown(path)
+    )]
+    NotAnOverlay { path: PathBuf, what: String },
+    #[error(
+        "--overlay {}: ext3 overlay images are not supported yet: the kernel's overlayfs refuses a fuse2fs mount as its upper layer (no RENAME_WHITEOUT), and rfake does not run fuse-overlayfs; use a directory overlay",
+        shown(path)
+    )]
+    ImageUnsupported { path: PathBuf },
+    #[error(
+        "--overlay {}: in use as the writable overlay of another container (one container at a time may write to it; add :ro for the others)",
+        shown(path)
+    )]
+    InUse { path: PathBuf },
+    #[error(transparent)]
+    Create(#[from] create::CreateError),
+}
+
+impl OverlayError {
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            OverlayError::Missing { .. } => ExitKind::NoInput,
+            OverlayError::Unusable { .. } => ExitKind::NoInput,
+            OverlayError::BadPath { .. }
+            | OverlayError::TwoWritable { .. }
+            | OverlayError::BadMode { .. } => ExitKind::Usage,
+            OverlayError::NotWritable { .. } => ExitKind::CannotCreate,
+            OverlayError::NotAnOverlay { .. } => ExitKind::BadImage,
+            OverlayError::ImageUnsupported { .. } | OverlayError::InUse { .. } => ExitKind::Refused,
+            OverlayError::Create(e) => e.exit_kind(),
+        }
+    }
+}
+
+/// Split `PATH[:ro|:rw]`: a final `:ro` or `:rw` is the mode; any other
+/// colon is part of the path (then refused by [`check_path`]).
+fn split_mode(spec: &str) -> Result<(&str, bool), OverlayError> {
+    match spec.rsplit_once(':') {
+        Some((path, "ro")) => Ok((path, true)),
+        Some((path, "rw")) => Ok((path, false)),
+        Some((path, mode)) if !mode.contains('/') && !path.is_empty() => {
+            Err(OverlayError::BadMode {
+                spec: spec.to_string(),
+                mode: mode.to_string(),
+            })
+        }
+        _ => Ok((spec, false)),
+    }
+}
+
+/// The characters the overlay mount options cannot carry unescaped.
+fn check_path(path: &Path) -> Result<(), OverlayError> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    for ch in [':', ',', '\\', '\n'] {
+        if bytes.contains(&(ch as u8)) {
+            return Err(OverlayError::BadPath {
+                path: path.to_path_buf(),
+                ch,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The magic of ext2/3/4 at 1024 + 56 (`s_magic`, little-endian).
+const EXT_MAGIC: [u8; 2] = [0x53, 0xEF];
+
+/// Whether the file at `path` starts with an ext2/3/4 superblock.
+fn is_ext_image(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let mut magic = [0u8; 2];
+    f.seek(SeekFrom::Start(1024 + 56))?;
+    match f.read_exact(&mut magic) {
+        Ok(()) => Ok(magic == EXT_MAGIC),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Check one `--overlay` argument (relative paths from `cwd`).
+pub fn parse(spec: &str, cwd: &Path) -> Result<Layer, OverlayError> {
+    let (raw, readonly) = split_mode(spec)?;
+    let given = cwd.join(raw);
+    let path = match std::fs::canonicalize(&given) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(OverlayError::Missing { path: given });
+        }
+        Err(e) => {
+            return Err(OverlayError::Unusable {
+                path: given,
+                what: e.to_string(),
+            });
+        }
+    };
+    check_path(&path)?;
+    let meta = std::fs::metadata(&path).map_err(|e| OverlayError::Unusable {
+        path: path.clone(),
+        what: e.to_string(),
+    })?;
+    let kind = if meta.is_dir() {
+        Kind::Dir
+    } else if meta.is_file() {
+        match is_ext_image(&path) {
+            Ok(true) => Kind::Ext3,
+            Ok(false) => {
+                return Err(OverlayError::NotAnOverlay {
+                    path,
+                    what: "the file".into(),
+                });
+            }
+            Err(e) => {
+                return Err(OverlayError::Unusable {
+                    path,
+                    what: e.to_string(),
+                });
+            }
+        }
+    } else {
+        return Err(OverlayError::NotAnOverlay {
+            path,
+            what: "a special file".into(),
+        });
+    };
+    let access = if readonly {
+        nix::unistd::AccessFlags::R_OK
+    } else {
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK
+    };
+    let upper = path.join("upper");
+    let lower_dir = if kind == Kind::Dir && readonly && upper.is_dir() {
+        upper
+    } else {
+        path.clone()
+    };
+    let layer = Layer {
+        path,
+        kind,
+        readonly,
+        lower_dir,
+    };
+    // Writable: the directory (and its upper and work when present) or
+    // the image file must be writable by the user, checked before anything
+    // is mounted.
+    let mut check = vec![layer.path.clone()];
+    if kind == Kind::Dir && !readonly {
+        check.extend(
+            ["upper", "work"]
+                .iter()
+                .map(|d| layer.path.join(d))
+                .filter(|p| p.exists()),
+        );
+    }
+    for p in check {
+        nix::unistd::access(&p, access).map_err(|errno| {
+            if readonly {
+                OverlayError::Unusable {
+                    path: p.clone(),
+                    what: format!("not readable by you ({})", errno.desc()),
+                }
+            } else {
+                OverlayError::NotWritable { path: p, errno }
+            }
+        })?;
+    }
+    Ok(layer)
+}
+
+/// Check every `--overlay` and stack them.
+pub fn plan(specs: &[String], cwd: &Path) -> Result<Overlays, OverlayError> {
+    let mut overlays = Overlays::default();
+    for spec in specs {
+        let layer = parse(spec, cwd)?;
+        if layer.kind == Kind::Ext3 {
+            return Err(OverlayError::ImageUnsupported { path: layer.path });
+        }
+        if layer.readonly {
+            overlays.readonly.push(layer);
+        } else if let Some(first) = &overlays.writable {
+            return Err(OverlayError::TwoWritable {
+                first: first.path.clone(),
+                second: layer.path,
+            });
+        } else {
+            overlays.writable = Some(layer);
+        }
+    }
+    Ok(overlays)
+}
+
+/// A writable overlay, held for the container's life: an exclusive
+/// `flock(2)` on its directory. The kernel lets two overlays share an upper
+/// and work directory, with only a warning in its log ("accessing files
+/// from both mounts will result in undefined behavior"), and the second
+/// mount empties the work directory under the first.
+#[derive(Debug)]
+pub struct Lock {
+    _dir: std::os::fd::OwnedFd,
+}
+
+/// Take the writable overlay's lock (`None` without one). Close-on-exec:
+/// the payload never holds it; forked helpers (the keeper) do.
+pub fn lock(overlays: &Overlays) -> Result<Option<Lock>, OverlayError> {
+    let Some(rw) = overlays.writable.as_ref().filter(|l| l.kind == Kind::Dir) else {
+        return Ok(None);
+    };
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let dir = rustix::fs::open(
+        &rw.path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| OverlayError::Unusable {
+        path: rw.path.clone(),
+        what: std::io::Error::from(e).to_string(),
+    })?;
+    match rustix::fs::flock(&dir, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(Lock { _dir: dir })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(OverlayError::InUse {
+            path: rw.path.clone(),
+        }),
+        // A file system without locks (some network mounts): nothing
+        // to hold, said once.
+        Err(e) => {
+            log::warn!(
+                "--overlay {}: cannot lock it ({e}); make sure no other container writes to it",
+                rw.path.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The name of the file system at `path`, for messages about an upper
+/// layer the kernel refused (`statfs(2)`'s `f_type`).
+pub fn fs_name(path: &Path) -> String {
+    let Ok(st) = rustix::fs::statfs(path) else {
+        return "an unknown file system".into();
+    };
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as u64;
+    let name = match magic {
+        0xEF53 => "ext2/3/4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x6969 => "NFS",
+        0x0BD0_0BD0 => "Lustre",
+        0x4750_4653 => "GPFS",
+        0x1983_0326 => "BeeGFS",
+        0x00C3_6400 => "CephFS",
+        0x2FC1_2FC1 => "ZFS",
+        0x6573_5546 => "FUSE",
+        0x794C_7630 => "overlayfs",
+        0x7371_7368 => "squashfs",
+        _ => return format!("a file system of type {magic:#x}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,461 @@
+//! Persistent overlays (`--overlay DIR[:ro]`, stacked) and `rfake overlay
+//! create`, as an unprivileged user: what survives a run, who owns it on
+//! the host, and the refusals.
+
+mod common;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rfake::exit::ExitKind;
+
+use common::*;
+
+/// A scratch directory on a disk-backed file system (ext4 on the test
+/// hosts), removed when dropped: the kernel leaves `work/work` mode 0, so
+/// it is opened up first (as the user guide tells users to).
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "u+rwx"])
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    Scratch(
+        tempfile::Builder::new()
+            .prefix(&format!("ovl-test-{name}-"))
+            .tempdir_in("/var/tmp")
+            .unwrap(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn me() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Files written through the overlay persist across runs, land in
+/// DIR/upper owned by the user (as fakeroot and with --keep-id), a removed
+/// image file stays removed, and the image itself is untouched.
+#[test]
+fn a_directory_overlay_survives_two_runs() {
+    let Some(env) = setup() else { return };
+    for image in ["demo.sqfs", "demo.sif"] {
+        let img = env.image(image);
+        let dir = scratch("persist");
+        let ov = dir.path().join("ov");
+        std::fs::create_dir(&ov).unwrap();
+        let t = tag("persist");
+        let out = sh(
+            &t,
+            &["--overlay", s(&ov)],
+            &img,
+            "mkdir -p /opt/tool && printf '#!/bin/sh\\necho tool ran: $1\\n' > /opt/tool/run \
+             && chmod 755 /opt/tool/run && rm /bin/arch && echo written",
+        );
+        assert_status(&out, 0);
+        assert_eq!(stdout(&out), "written\n");
+        // As Apptainer lays a directory overlay out.
+        let upper = ov.join("upper");
+        let work = ov.join("work");
+        assert!(
+            upper.is_dir() && work.is_dir(),
+            "{image}: upper and work made"
+        );
+        assert_eq!(
+            std::fs::metadata(&work).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let file = upper.join("opt/tool/run");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            meta.uid(),
+            me(),
+            "{image}: written as fakeroot, owned by the user"
+        );
+        assert_eq!(meta.gid(), nix::unistd::getgid().as_raw());
+        // The second run sees the first one's files, also with --keep-id.
+        let out = sh(
+            &t,
+            &["--overlay", s(&ov), "--keep-id"],
+            &img,
+            "/opt/tool/run again; test -e /bin/arch || echo arch gone; \
+             echo mine > /opt/tool/kept",
+        );
+        assert_status(&out, 0);
+        assert_eq!(stdout(&out), "tool ran: again\narch gone\n");
+        assert_eq!(
+            std::fs::metadata(upper.join("opt/tool/kept"))
+                .unwrap()
+                .uid(),
+            me()
+        );
+        // Without the overlay, the image is as it was.
+        let out = sh(
+            &t,
+            &[],
+            &img,
+            "test -e /opt/tool || test -e /bin/arch && echo intact",
+        );
+        assert_eq!(stdout(&out), "intact\n");
+        assert_nothing_left(&t);
+    }
+}
+
+/// `:ro` uses an overlay written earlier (its upper) without writing to
+/// it; a plain directory given `:ro` is itself the layer.
+#[test]
+fn a_read_only_overlay_is_seen_and_not_written() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("ro");
+    let ov = dir.path().join("ov");
+    std::fs::create_dir(&ov).unwrap();
+    let t = tag("ro");
+    let out = sh(&t, &["-o", s(&ov)], &img, "echo first > /opt/f");
+    assert_status(&out, 0);
+    let arg = format!("{}:ro", s(&ov));
+    let out = sh(&t, &["-o", &arg], &img, "cat /opt/f; echo x > /opt/g");
+    assert_eq!(stdout(&out), "first\n");
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    assert_status(&out, 1);
+    assert!(!ov.join("upper/opt/g").exists());
+    // A plain directory of files (no upper/): the directory is the layer.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(plain.join("data")).unwrap();
+    std::fs::write(plain.join("data/input"), "from the host\n").unwrap();
+    let arg = format!("{}:ro", s(&plain));
+    let out = sh(&t, &["-o", &arg], &img, "cat /data/input");
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "from the host\n");
+    assert_nothing_left(&t);
+}
+
+/// Read-only overlays stack in command-line order, the first on top, as
+/// Apptainer stacks them; the writable one is above them all and alone
+/// receives the writes.
+#[test]
+fn overlays_stack_in_order_under_the_writable_one() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("stack");
+    let [a, b, rw] = ["a", "b", "rw"].map(|n| dir.path().join(n));
+    for (d, text) in [(&a, "a"), (&b, "b")] {
+        std::fs::create_dir_all(d.join("opt")).unwrap();
+        std::fs::write(d.join("opt/which"), format!("{text}\n")).unwrap();
+        std::fs::write(d.join(format!("opt/only-{text}")), "").unwrap();
+    }
+    std::fs::create_dir(&rw).unwrap();
+    let t = tag("stack");
+    let (ra, rb) = (format!("{}:ro", s(&a)), format!("{}:ro", s(&b)));
+    let opts = ["-o", &ra, "-o", s(&rw), "-o", &rb];
+    let out = sh(
+        &t,
+        &opts,
+        &img,
+        "cat /opt/which; ls /opt | grep -e only -e which",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "a\nonly-a\nonly-b\nwhich\n");
+    let out = sh(&t, &opts, &img, "echo top > /opt/which; rm /opt/only-b");
+    assert_status(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(rw.join("upper/opt/which")).unwrap(),
+        "top\n"
+    );
+    // The lower layers are untouched; the removal is a whiteout above them.
+    assert_eq!(std::fs::read_to_string(a.join("opt/which")).unwrap(), "a\n");
+    assert!(b.join("opt/only-b").exists());
+    let out = sh(
+        &t,
+        &opts,
+        &img,
+        "cat /opt/which; ls /opt | grep -e only -e which",
+    );
+    assert_eq!(stdout(&out), "top\nonly-a\nwhich\n");
+    // Two writable overlays: refused before anything is mounted.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let out = sh(&t, &["-o", s(&rw), "-o", s(&other)], &img, "true");
+    assert_exit(&out, ExitKind::Usage);
+    assert!(
+        stderr(&out).contains("only one writable overlay per container"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!other.join("upper").exists());
+    assert_nothing_left(&t);
+}
+
+/// One container at a time writes to an overlay directory: a second
+/// writer is refused while the first runs; readers are not; once it
+/// ends, the directory is free again.
+#[test]
+fn a_second_writer_is_refused_while_the_first_runs() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("busy");
+    let ov = dir.path().join("ov");
+    std::fs::create_dir(&ov).unwrap();
+    let t = tag("busy");
+    let first = spawn(
+        &t,
+        &[
+            "exec",
+            "-o",
+            s(&ov),
+            s(&img),
+            "sh",
+            "-c",
+            "echo ready; sleep 30",
+        ],
+    );
+    first.expect_line("ready");
+    let out = sh(&t, &["-o", s(&ov)], &img, "echo second");
+    assert_exit(&out, ExitKind::Refused);
+    assert!(
+        stderr(&out).contains("in use as the writable overlay of another container"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    let arg = format!("{}:ro", s(&ov));
+    let out = sh(&t, &["-o", &arg], &img, "echo reader");
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "reader\n");
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _, _) = first.wait();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let out = sh(&t, &["-o", s(&ov)], &img, "echo free");
+    assert_eq!(stdout(&out), "free\n");
+    assert_nothing_left(&t);
+}
+
+/// The lock goes with the container, not with the image's warm mount,
+/// whose keeper (forked by the launch) lingers after it.
+#[test]
+fn the_overlay_is_free_while_the_warm_mount_lingers() {
+    let Some(env) = setup() else { return };
+    let dir = scratch("linger");
+    // An image of this test's own: a warm mount is shared by every launch
+    // of an image.
+    let img = dir.path().join("own.sqfs");
+    std::fs::copy(env.image("demo.sqfs"), &img).unwrap();
+    let site = dir.path().join("site.toml");
+    std::fs::write(&site, "warm_linger = 3\n").unwrap();
+    let ov = dir.path().join("ov");
+    std::fs::create_dir(&ov).unwrap();
+    let t = tag("linger");
+    for word in ["one", "two"] {
+        let out = command(&t)
+            .env("RFAKE_CONFIG", &site)
+            .args(["exec", "-o", s(&ov), s(&img), "sh", "-c"])
+            .arg(format!("echo {word} >> /log; cat /log"))
+            .output()
+            .unwrap();
+        assert_status(&out, 0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(ov.join("upper/log")).unwrap(),
+        "one\ntwo\n"
+    );
+    assert_nothing_left(&t);
+}
+
+/// Bad `--overlay` arguments: each refused with its exit code and a
+/// message naming the path, nothing made.
+#[test]
+fn bad_overlays_are_refused() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("bad");
+    let t = tag("bad");
+    let not_fs = dir.path().join("notes.txt");
+    std::fs::write(&not_fs, "hello").unwrap();
+    let comma = dir.path().join("a,b");
+    std::fs::create_dir(&comma).unwrap();
+    let missing = dir.path().join("missing");
+    let mode = format!("{}:rx", s(dir.path()));
+    let cases: Vec<(&str, ExitKind, &str)> = vec![
+        (s(&missing), ExitKind::NoInput, "does not exist"),
+        (
+            s(&not_fs),
+            ExitKind::BadImage,
+            "not a file system rfake can use",
+        ),
+        ("/usr", ExitKind::CannotCreate, "not writable by you"),
+        (s(&comma), ExitKind::Usage, "has a ','"),
+        (&mode, ExitKind::Usage, "unknown mode 'rx'"),
+    ];
+    for (arg, kind, want) in cases {
+        let out = sh(&t, &["--overlay", arg], &img, "echo ran");
+        assert_exit(&out, kind);
+        let err = stderr(&out);
+        assert!(
+            err.contains(want) && err.contains("--overlay"),
+            "{arg}: {err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "{err}"
+        );
+        assert_eq!(stdout(&out), "");
+    }
+    assert!(!comma.join("upper").exists());
+    assert_nothing_left(&t);
+}
+
+/// An upper directory on a file system overlayfs cannot write to (here a
+/// FUSE mount, as an NFS or Lustre directory may be): the kernel would
+/// quietly mount it read-only; rfake refuses, naming the file system.
+#[test]
+fn an_upper_on_an_unusable_file_system_is_refused() {
+    let Some(env) = setup() else { return };
+    if !have("fuse2fs") || !have("fusermount") {
+        missing("fuse2fs and fusermount (tests/setup-host.sh installs them)");
+        return;
+    }
+    let img = env.image("demo.sqfs");
+    let dir = scratch("fuse-upper");
+    let t = tag("fuse-upper");
+    let image = dir.path().join("ov.img");
+    let out = rfake(&t, &["overlay", "create", "--sparse", s(&image)]);
+    assert_status(&out, 0);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    host("fuse2fs", &[s(&image), s(&mnt)]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("fusermount")
+                .arg("-u")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let upper = mnt.join("upper");
+    let out = sh(&t, &["--overlay", s(&upper)], &img, "echo ran");
+    assert_exit(&out, ExitKind::HostUnavailable);
+    let err = stderr(&out);
+    assert!(
+        err.contains("could only mount it read-only") && err.contains("it is on FUSE"),
+        "{err}"
+    );
+    assert_eq!(stdout(&out), "");
+    // Read-only, the same directory is fine.
+    let arg = format!("{}:ro", s(&upper));
+    let out = sh(&t, &["--overlay", &arg], &img, "echo ran");
+    assert_status(&out, 0);
+    drop(_unmount);
+    assert_nothing_left(&t);
+}
+
+/// `rfake overlay create`: an ext3 image of the asked size with upper/
+/// (holding --create-dir) and work/ owned by the user; refusals leave
+/// nothing behind.
+#[test]
+fn overlay_create_makes_an_ext3_image() {
+    let Some(env) = setup() else { return };
+    if !Path::new("/usr/sbin/debugfs").exists() && !Path::new("/sbin/debugfs").exists() {
+        missing("debugfs (e2fsprogs)");
+        return;
+    }
+    let dir = scratch("create");
+    let t = tag("create");
+    let image = dir.path().join("overlay.img");
+    let out = rfake(
+        &t,
+        &[
+            "overlay",
+            "create",
+            "--size",
+            "80",
+            "--create-dir",
+            "/data/in",
+            s(&image),
+        ],
+    );
+    assert_status(&out, 0);
+    let meta = std::fs::metadata(&image).unwrap();
+    assert_eq!(meta.len(), 80 << 20);
+    assert_eq!(meta.uid(), me());
+    // Allocated, not sparse (a full disk shows at creation).
+    assert!(meta.blocks() * 512 >= 80 << 20, "blocks {}", meta.blocks());
+    let ls = |path: &str| {
+        host(
+            "/sbin/debugfs",
+            &["-R", &format!("ls -l {path}"), s(&image)],
+        )
+    };
+    let root = ls("/");
+    assert!(root.contains(" upper") && root.contains(" work"), "{root}");
+    let work = ls("/work");
+    let upper = ls("/upper/data");
+    assert!(upper.contains(" in"), "{upper}");
+    assert!(
+        root.lines()
+            .any(|l| l.contains(" work") && l.contains("40700")),
+        "work is 0700: {root}{work}"
+    );
+    assert!(
+        root.lines()
+            .any(|l| l.contains(" upper") && l.contains(&format!(" {} ", me()))),
+        "upper owned by the user: {root}"
+    );
+    let out = rfake(&t, &["overlay", "create", s(&image)]);
+    assert_exit(&out, ExitKind::CannotCreate);
+    assert!(stderr(&out).contains("exists already"), "{}", stderr(&out));
+    let small = dir.path().join("small.img");
+    let out = rfake(&t, &["overlay", "create", "--size", "1", s(&small)]);
+    assert_exit(&out, ExitKind::Usage);
+    assert!(!small.exists());
+    let sparse = dir.path().join("sparse.img");
+    let out = rfake(
+        &t,
+        &["overlay", "create", "--sparse", "--size", "200", s(&sparse)],
+    );
+    assert_status(&out, 0);
+    let meta = std::fs::metadata(&sparse).unwrap();
+    assert_eq!(meta.len(), 200 << 20);
+    assert!(meta.blocks() * 512 < 100 << 20, "sparse: {}", meta.blocks());
+    // Only the image files are in the directory (mkfs's tree is gone).
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["overlay.img", "sparse.img"]);
+    // Until rfake serves ext3 overlays, --overlay says so.
+    let out = sh(
+        &t,
+        &["--overlay", s(&image)],
+        &env.image("demo.sqfs"),
+        "true",
+    );
+    assert_exit(&out, ExitKind::Refused);
+    assert!(
+        stderr(&out).contains("ext3 overlay images are not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&t);
+}
