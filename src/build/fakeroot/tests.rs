@@ -203,7 +203,13 @@ fn fakeroot_leaves_no_process_behind() {
         .arg(&mark)
         .spawn()
         .unwrap();
-    let seen = running_with(&mark);
+    // Polled: the child shows its command line only once it has exec'd.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut seen = running_with(&mark);
+    while seen.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        seen = running_with(&mark);
+    }
     probe.kill().unwrap();
     probe.wait().unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
