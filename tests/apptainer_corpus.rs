@@ -375,6 +375,16 @@ fn run_entry(
     if !leftovers.is_empty() {
         wrong.push(format!("processes left behind: {leftovers:?}"));
     }
+    // Nothing left behind: the run directory goes (opened up first, as the
+    // kernel leaves an overlay's work/work with mode 0).
+    let path = dir.keep();
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+rwX"])
+        .arg(&path)
+        .status();
+    if let Err(err) = std::fs::remove_dir_all(&path) {
+        wrong.push(format!("cannot remove {}: {err}", path.display()));
+    }
     if wrong.is_empty() {
         Ok(())
     } else {
