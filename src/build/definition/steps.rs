@@ -34,6 +34,11 @@ pub struct Step<'a> {
 }
 
 /// Run a definition file's script section in the root as fakeroot.
+/// Sources the image's environment scripts in name order (errors in them
+/// do not stop the test, as they do not stop `exec`).
+const TEST_PRELUDE: &str = "set +e\nfor rfake_env in /.singularity.d/env/*.sh; do \
+    if [ -r \"$rfake_env\" ]; then . \"$rfake_env\"; fi; done\nunset rfake_env\nset -e\n";
+
 pub fn run_script(
     def: &Definition,
     section: &str,
@@ -43,13 +48,22 @@ pub fn run_script(
     env: &[(OsString, OsString)],
     work: &Path,
 ) -> Result<(), Error> {
+    // `%test` runs in the finished image as `exec` would run it: with the
+    // image's environment (`/.singularity.d/env/*.sh`, `%environment`
+    // included), as Apptainer runs it; `%post` builds that environment and
+    // runs without it.
+    let text = if section == "%test" {
+        format!("{TEST_PRELUDE}{}", script.text)
+    } else {
+        script.text.clone()
+    };
     let step = Step {
         file: &def.path,
         line: script.line,
         section,
         log_name: section.trim_start_matches('%'),
         shell: script.shell.as_deref(),
-        text: &script.text,
+        text: &text,
     };
     run_step(&step, root, opts.fakeroot, env, work)
 }
