@@ -38,7 +38,7 @@ pub fn execute(plan: &Plan, join_plan: &JoinPlan) -> Result<u8, Error> {
     process::become_subreaper()
         .map_err(|e| SysError::process("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
     let mut watch = watch::FromKeeper::new(&stream, server, &plan.image.path);
-    let result = run_inside(&LinuxSys, plan, Some(&mut watch));
+    let result = run_inside(&LinuxSys, plan, Some(&mut watch), process::Reaping::Payload);
     process::reap_leftovers(&[]);
     // Leaving: the keeper sees this connection close.
     drop(stream);

@@ -25,7 +25,7 @@ pub use plan::{
 };
 
 use crate::container::namespace;
-use crate::container::process::{self, CommandError, Payload};
+use crate::container::process::{self, CommandError, Payload, Reaping};
 use crate::container::rootfs::ServeError;
 use crate::container::rootfs::{self, BindKind, Step};
 use crate::container::sys::{LinuxSys, Sys, SysError};
@@ -61,29 +61,134 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
 fn execute_alone(plan: &Plan) -> Result<u8, Error> {
     let sys = LinuxSys;
     let t0 = Instant::now();
+    make_host_dirs(plan)?;
     let mut container = build_container(&sys, plan)?;
     process::become_subreaper()
         .map_err(|e| SysError::process("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
-    if plan.identity.needs_inner() {
-        namespace::enter_inner(&sys, &plan.identity, Path::new("/proc/self"))?;
-        log::info!("inner user namespace: {}", plan.identity);
+    if plan.isolation.any() {
+        namespace::isolate(&sys, &plan.isolation)?;
+        log::info!("namespaces: {}", plan.isolation);
     }
     // Watch the image server while the payload runs: it is this launch's
     // own, or the warm keeper's.
     let image = plan.image.path.as_path();
+    let run = |watch: Option<&mut dyn process::Watch>| {
+        if plan.isolation.pid {
+            start_init(&sys, plan, watch)
+        } else {
+            enter_inner(&sys, plan)?;
+            run_inside(&sys, plan, watch, Reaping::Payload)
+        }
+    };
     let result = match (&mut container.server, &mut container.lease) {
         (Some(server), _) => match watch::OwnServer::new(server, image) {
-            Some(mut w) => run_inside(&sys, plan, Some(&mut w)),
-            None => run_inside(&sys, plan, None),
+            Some(mut w) => run(Some(&mut w)),
+            None => run(None),
         },
-        (None, Some(lease)) => run_inside(&sys, plan, Some(&mut lease.watch(image))),
-        (None, None) => run_inside(&sys, plan, None),
+        (None, Some(lease)) => run(Some(&mut lease.watch(image))),
+        (None, None) => run(None),
     };
     let keep: Vec<u32> = container.server.iter().map(|s| s.pid()).collect();
     process::reap_leftovers(&keep);
     container.stop();
     log::info!("total {:.1?}", t0.elapsed());
     result
+}
+
+/// The directories `--workdir` asks for, made on the host as the user
+/// (before any namespace: they are the user's own files).
+fn make_host_dirs(plan: &Plan) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    for (dir, mode) in &plan.host_dirs {
+        if dir.is_dir() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(*mode)
+            .create(dir)
+            .map_err(|e| SysError::new("mkdir", dir, errno_of(&e)))?;
+        // The umask took bits away (the sticky bit of tmp).
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| SysError::new("chmod", dir, errno_of(&e)))?;
+    }
+    Ok(())
+}
+
+fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// The payload as the user (`--keep-id`): its inner user namespace.
+fn enter_inner(sys: &dyn Sys, plan: &Plan) -> Result<(), Error> {
+    if plan.identity.needs_inner() {
+        namespace::enter_inner(sys, &plan.identity, Path::new("/proc/self"))?;
+        log::info!("inner user namespace: {}", plan.identity);
+    }
+    Ok(())
+}
+
+/// `--pid`: a new PID namespace whose process 1 is a fork of rfake (an
+/// init: it mounts the namespace's /proc, starts the payload, passes
+/// signals on to it, reaps orphans, and exits with the payload's status).
+/// rfake, outside, passes signals on to the init and its status through.
+/// When the init exits, the kernel kills whatever is left in the
+/// namespace (pid_namespaces(7)): nothing outlives the payload.
+fn start_init(
+    sys: &dyn Sys,
+    plan: &Plan,
+    watch: Option<&mut dyn process::Watch>,
+) -> Result<u8, Error> {
+    namespace::unshare_pid(sys)?;
+    crate::diag::keep_pid();
+    // SAFETY: rfake is single-threaded here (its image server and keepers
+    // are processes of their own), so the child may go on running Rust.
+    match unsafe { nix::unistd::fork() }.map_err(|e| SysError::process("fork", e))? {
+        nix::unistd::ForkResult::Parent { child } => Ok(process::supervise(
+            child.as_raw() as u32,
+            watch,
+            Reaping::Payload,
+        )),
+        nix::unistd::ForkResult::Child => {
+            let status = match init(sys, plan) {
+                Ok(status) => status,
+                Err(e) => {
+                    crate::diag::error(&e.to_string());
+                    e.exit_kind().code()
+                }
+            };
+            // SAFETY: leave without running the parent's destructors and
+            // exit handlers (its server, its lease): they are the parent's.
+            unsafe { libc::_exit(status as i32) }
+        }
+    }
+}
+
+/// Process 1 of the PID namespace.
+fn init(sys: &dyn Sys, plan: &Plan) -> Result<u8, Error> {
+    process::init_started();
+    // If rfake dies, so does the init, and with it the namespace.
+    // SAFETY: prctl(2) with plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+        return Err(SysError::process("prctl(PR_SET_PDEATHSIG)", nix::errno::Errno::last()).into());
+    }
+    if plan.fresh_proc {
+        // proc(5): a procfs shows the PID namespace of the process that
+        // mounts it. It goes over the host's /proc bind, which must stay
+        // beneath: the kernel lets a user namespace mount procfs only
+        // where one is fully visible already (mount_namespaces(7)).
+        sys.mount(
+            Path::new("proc"),
+            Path::new("/proc"),
+            Some("proc"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            None,
+        )?;
+    }
+    enter_inner(sys, plan)?;
+    run_inside(sys, plan, None, Reaping::Init)
 }
 
 /// What a built container holds on to: its image's server (a mount of its
@@ -237,6 +342,7 @@ fn run_inside(
     sys: &dyn Sys,
     plan: &Plan,
     watch: Option<&mut dyn process::Watch>,
+    reaping: Reaping,
 ) -> Result<u8, Error> {
     let cwd = if sys.chdir(&plan.start_dir).is_ok() {
         if let Some(note) = &plan.start_dir_note {
@@ -276,9 +382,10 @@ fn run_inside(
         args: args.to_vec(),
         env: payload_env,
         cwd,
+        drop_caps: plan.drop_caps,
     };
     crate::diag::payload_started();
-    Ok(process::run(&payload, watch)?)
+    Ok(process::run(&payload, watch, reaping)?)
 }
 
 /// The argv to run for `action`, looked up inside the image.
