@@ -139,18 +139,24 @@ fn start_init(
     plan: &Plan,
     watch: Option<&mut dyn process::Watch>,
 ) -> Result<u8, Error> {
+    // In rfake, so that its warning is repeated at exit; the init inherits
+    // the directory.
+    let cwd = enter_start_dir(sys, plan)?;
     namespace::unshare_pid(sys)?;
     crate::diag::keep_pid();
     // SAFETY: rfake is single-threaded here (its image server and keepers
     // are processes of their own), so the child may go on running Rust.
     match unsafe { nix::unistd::fork() }.map_err(|e| SysError::process("fork", e))? {
-        nix::unistd::ForkResult::Parent { child } => Ok(process::supervise(
-            child.as_raw() as u32,
-            watch,
-            Reaping::Payload,
-        )),
+        nix::unistd::ForkResult::Parent { child } => {
+            crate::diag::payload_started();
+            Ok(process::supervise(
+                child.as_raw() as u32,
+                watch,
+                Reaping::Payload,
+            ))
+        }
         nix::unistd::ForkResult::Child => {
-            let status = match init(sys, plan) {
+            let status = match init(sys, plan, cwd) {
                 Ok(status) => status,
                 Err(e) => {
                     crate::diag::error(&e.to_string());
@@ -165,7 +171,7 @@ fn start_init(
 }
 
 /// Process 1 of the PID namespace.
-fn init(sys: &dyn Sys, plan: &Plan) -> Result<u8, Error> {
+fn init(sys: &dyn Sys, plan: &Plan, cwd: PathBuf) -> Result<u8, Error> {
     process::init_started();
     // If rfake dies, so does the init, and with it the namespace.
     // SAFETY: prctl(2) with plain integers.
@@ -188,7 +194,7 @@ fn init(sys: &dyn Sys, plan: &Plan) -> Result<u8, Error> {
         )?;
     }
     enter_inner(sys, plan)?;
-    run_inside(sys, plan, None, Reaping::Init)
+    run_payload(plan, cwd, None, Reaping::Init)
 }
 
 /// What a built container holds on to: its image's server (a mount of its
@@ -344,7 +350,14 @@ fn run_inside(
     watch: Option<&mut dyn process::Watch>,
     reaping: Reaping,
 ) -> Result<u8, Error> {
-    let cwd = if sys.chdir(&plan.start_dir).is_ok() {
+    let cwd = enter_start_dir(sys, plan)?;
+    run_payload(plan, cwd, watch, reaping)
+}
+
+/// Change to the directory the payload starts in, warning when it is not
+/// the current one (or missing).
+fn enter_start_dir(sys: &dyn Sys, plan: &Plan) -> Result<PathBuf, Error> {
+    Ok(if sys.chdir(&plan.start_dir).is_ok() {
         if let Some(note) = &plan.start_dir_note {
             log::warn!("{note}");
         }
@@ -356,7 +369,16 @@ fn run_inside(
         );
         sys.chdir(Path::new("/"))?;
         PathBuf::from("/")
-    };
+    })
+}
+
+/// In the start directory `cwd`: environment, command, payload.
+fn run_payload(
+    plan: &Plan,
+    cwd: PathBuf,
+    watch: Option<&mut dyn process::Watch>,
+    reaping: Reaping,
+) -> Result<u8, Error> {
     let mut payload_env = plan.base_env.clone();
     let t = Instant::now();
     match env::image::apply(&mut payload_env, &cwd) {
