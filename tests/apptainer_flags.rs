@@ -480,7 +480,7 @@ fn mount_no_mount_and_spellings() {
 
 /// The current directory outside home is bound at its own path (as
 /// Apptainer), so `cd DIR && rfake exec img ./prog` works; not with
-/// --no-mount cwd or --contain.
+/// --no-mount cwd, --contain or mount_cwd = false.
 #[test]
 fn current_directory_is_bound() {
     let Some(env) = setup() else { return };
@@ -509,6 +509,27 @@ fn current_directory_is_bound() {
     let out = in_run(&["exec", "-c", s(&img), "pwd"]);
     assert_status(&out, 0);
     assert_eq!(stdout(&out), format!("{}\n", home().display()));
+    // A site (or user) file with mount_cwd = false: not bound, and -v says
+    // why.
+    let site = w.path().join("site.toml");
+    std::fs::write(&site, "warm_linger = 0\nmount_cwd = false\n").unwrap();
+    let out = command(&t)
+        .current_dir(&run)
+        .env("RFAKE_CONFIG", &site)
+        .args(["-vv", "exec", s(&img), "pwd"])
+        .output()
+        .unwrap();
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), format!("{}\n", home().display()));
+    assert!(
+        stderr(&out).contains(&format!(
+            "the current directory {} is not bound: mount_cwd = false in {}:2",
+            run.display(),
+            site.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
     assert_nothing_left(&t);
 }
 

@@ -617,7 +617,7 @@ const SYSTEM_DIRS: [&str; 10] = [
 
 /// The current directory, bound at the same path when nothing else makes
 /// it visible (as Apptainer): not with `--contain`, `--no-mount cwd`,
-/// without user binds, nor for a system or virtual
+/// `mount_cwd = false`, without user binds, nor for a system or virtual
 /// directory.
 fn cwd_bind(
     req: &Request,
@@ -631,6 +631,11 @@ fn cwd_bind(
         Some("--contain".to_string())
     } else if no.cwd {
         Some("--no-mount cwd".to_string())
+    } else if !settings.mount_cwd.value {
+        Some(format!(
+            "mount_cwd = false in {}",
+            settings.mount_cwd.origin
+        ))
     } else if !settings.allow_user_binds.value {
         Some(format!(
             "allow_user_binds = false in {}",
