@@ -259,8 +259,85 @@ fn uts_ipc_net() {
     assert_nothing_left(&t);
 }
 
+/// Ranks sharing a container (`--join-key`) with `-C --hostname` share
+/// one set of namespaces: each sees the other's payload in `ps` (and no
+/// host process), the same PID, IPC and UTS namespaces; statuses pass
+/// through per rank; nothing is left when both are done.
+#[test]
+fn joined_ranks_share_the_namespaces() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let t = tag("joined-ns");
+    let w = workdir("joined");
+    let release = w.path().join("release");
+    let key = format!("ns-{}", std::process::id());
+    let script = |name: &str, other: &str, code: u32| {
+        format!(
+            "echo {name} $(hostname) $(readlink /proc/self/ns/pid) $(readlink /proc/self/ns/ipc) \
+             $(readlink /proc/self/ns/uts); ps -o comm,args | grep -c '^sh .*[e]cho {other} '; i=0; \
+             while [ ! -e {rel} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; exit {code}",
+            rel = "/rel/release"
+        )
+    };
+    // -C hides the host's /tmp, /var/tmp and home: the release file comes
+    // through a bind.
+    let bind = format!("{}:/rel", w.path().display());
+    let rank = |name: &str, code: u32| {
+        spawn(
+            &t,
+            &[
+                "exec",
+                "-B",
+                &bind,
+                "-C",
+                "--hostname",
+                "nodebox",
+                "--join-key",
+                &key,
+                s(&img),
+                "sh",
+                "-c",
+                &script(name, if name == "a" { "b" } else { "a" }, code),
+            ],
+        )
+    };
+    let a = rank("a", 3);
+    let first_a = a.next_line("rank a");
+    let shells_a = a.next_line("rank a's ps");
+    let b = rank("b", 4);
+    let first_b = b.next_line("rank b");
+    let shells_b = b.next_line("rank b's ps");
+    std::fs::write(&release, "").unwrap();
+    let (status_a, rest_a, err_a) = a.wait();
+    let (status_b, rest_b, err_b) = b.wait();
+    assert_eq!(status_a.code(), Some(3), "{err_a}");
+    assert_eq!(status_b.code(), Some(4), "{err_b}");
+    let words_a: Vec<&str> = first_a.split(' ').collect();
+    let words_b: Vec<&str> = first_b.split(' ').collect();
+    assert_eq!(words_a[1], "nodebox", "{first_a}");
+    assert_eq!(
+        words_a[2..],
+        words_b[2..],
+        "one set of namespaces: {first_a} / {first_b}"
+    );
+    for ns in ["pid", "ipc", "uts"] {
+        assert!(
+            !first_a.contains(&host_ns(ns)),
+            "a new {ns} namespace: {first_a}"
+        );
+    }
+    // Rank b's ps sees rank a's shell (waiting for the release); rank a,
+    // alone then, none of b's.
+    assert_eq!((shells_a.as_str(), shells_b.as_str()), ("0", "1"));
+    assert!(
+        rest_a.is_empty() && rest_b.is_empty(),
+        "{rest_a:?} {rest_b:?}"
+    );
+    assert_nothing_left(&t);
+}
+
 /// Refusals, each with its status and reason: other networks, --net alone,
-/// --app, a bad --hostname, --join with namespaces, a bad --no-mount word.
+/// --app, a bad --hostname, a bad --no-mount word.
 #[test]
 fn refusals() {
     let Some(env) = setup() else { return };
@@ -286,11 +363,6 @@ fn refusals() {
             vec!["--hostname", "a b"],
             ExitKind::Usage,
             "--hostname a b: a host name is",
-        ),
-        (
-            vec!["--pid", "--join-key", "k"],
-            ExitKind::Usage,
-            "--join with new namespaces (pid)",
         ),
         (
             vec!["--no-mount", "home,bogus"],

@@ -74,7 +74,7 @@ fn execute_alone(plan: &Plan) -> Result<u8, Error> {
     let image = plan.image.path.as_path();
     let run = |watch: Option<&mut dyn process::Watch>| {
         if plan.isolation.pid {
-            start_init(&sys, plan, watch)
+            start_init(&sys, plan, watch, PidEntry::New)
         } else {
             enter_inner(&sys, plan)?;
             run_inside(&sys, plan, watch, Reaping::Payload)
@@ -128,21 +128,38 @@ fn enter_inner(sys: &dyn Sys, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
+/// How the payload gets into its PID namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PidEntry {
+    /// A new namespace of this launch: the fork is its process 1.
+    New,
+    /// The shared container's (entered with `setns`, which moves only the
+    /// children): the fork is one of its members.
+    Joined,
+}
+
 /// `--pid`: a new PID namespace whose process 1 is a fork of rfake (an
 /// init: it mounts the namespace's /proc, starts the payload, passes
 /// signals on to it, reaps orphans, and exits with the payload's status).
 /// rfake, outside, passes signals on to the init and its status through.
 /// When the init exits, the kernel kills whatever is left in the
 /// namespace (pid_namespaces(7)): nothing outlives the payload.
+///
+/// A rank of a shared container forks the same way into the container's
+/// namespace (whose process 1 is the keeper's): the fork sees the
+/// namespace's /proc as its own, which the rank, outside, would not.
 fn start_init(
     sys: &dyn Sys,
     plan: &Plan,
     watch: Option<&mut dyn process::Watch>,
+    entry: PidEntry,
 ) -> Result<u8, Error> {
     // In rfake, so that its warning is repeated at exit; the init inherits
     // the directory.
     let cwd = enter_start_dir(sys, plan)?;
-    namespace::unshare_pid(sys)?;
+    if entry == PidEntry::New {
+        namespace::unshare_pid(sys)?;
+    }
     crate::diag::keep_pid();
     // SAFETY: rfake is single-threaded here (its image server and keepers
     // are processes of their own), so the child may go on running Rust.
@@ -156,7 +173,7 @@ fn start_init(
             ))
         }
         nix::unistd::ForkResult::Child => {
-            let status = match init(sys, plan, cwd) {
+            let status = match init(sys, plan, cwd, entry) {
                 Ok(status) => status,
                 Err(e) => {
                     crate::diag::error(&e.to_string());
@@ -170,13 +187,17 @@ fn start_init(
     }
 }
 
-/// Process 1 of the PID namespace.
-fn init(sys: &dyn Sys, plan: &Plan, cwd: PathBuf) -> Result<u8, Error> {
+/// Process 1 of the PID namespace (or a member, joined).
+fn init(sys: &dyn Sys, plan: &Plan, cwd: PathBuf, entry: PidEntry) -> Result<u8, Error> {
     process::init_started();
     // If rfake dies, so does the init, and with it the namespace.
     // SAFETY: prctl(2) with plain integers.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
         return Err(SysError::process("prctl(PR_SET_PDEATHSIG)", nix::errno::Errno::last()).into());
+    }
+    if entry == PidEntry::Joined {
+        // In the namespaces already (the keeper mounted its /proc).
+        return run_payload(plan, cwd, None, Reaping::Payload);
     }
     if plan.fresh_proc {
         // proc(5): a procfs shows the PID namespace of the process that

@@ -858,8 +858,10 @@ fn sharing_of(
 ) -> Result<(Option<JoinPlan>, Option<WarmPlan>), Error> {
     // Ranks asking for a different container (identity, mounts) do not
     // share one: the socket name covers the setup.
+    // The namespaces too: ranks with and without --pid do not share.
     let setup = format!(
-        "{identity}\n{}",
+        "{identity}\n{}\n{}",
+        req.isolation,
         steps
             .iter()
             .map(ToString::to_string)
@@ -914,22 +916,7 @@ fn join_plan(
     if req.join == JoinMode::Off {
         return Ok(None);
     }
-    if req.isolation.any() {
-        // One set of namespaces per launch, as Apptainer makes them for
-        // each rank; ranks that share a container do not get them.
-        if req.join == JoinMode::On || req.join_key.is_some() {
-            return Err(Error::Usage(format!(
-                "--join with new namespaces ({}): ranks sharing a container cannot have them \
-                 yet; leave one of them out",
-                req.isolation
-            )));
-        }
-        log::info!(
-            "not sharing a container with the other ranks: new namespaces ({}) are made per launch",
-            req.isolation
-        );
-        return Ok(None);
-    }
+
     let key = match &req.join_key {
         Some(k) => Some(super::launcher::JoinKey {
             key: format!("user.{k}"),
@@ -1398,7 +1385,8 @@ pub(super) mod tests {
 
     /// `-W` with `--contain`: /tmp, /var/tmp and the home under DIR (made
     /// before the container), `-S` under DIR/scratch; a PID namespace
-    /// remounts /proc; namespaces keep a launch from joining.
+    /// remounts /proc; ranks with other namespaces do not share one
+    /// container.
     #[test]
     fn workdir_scratch_and_namespaces() {
         let d = tempfile::tempdir().unwrap();
@@ -1445,10 +1433,12 @@ pub(super) mod tests {
             ]
         );
         assert!(p.fresh_proc);
-        assert!(p.join.is_none(), "a PID namespace per launch");
-        req.join = JoinMode::On;
-        let err = plan(&req, &who, &Settings::default(), &no_lookup).unwrap_err();
-        assert_eq!(err.exit_kind(), crate::exit::ExitKind::Usage);
+        // Ranks share the namespaces; not with ranks that have others.
+        let joined = p.join.expect("ranks join");
+        req.isolation.pid = false;
+        let without = plan(&req, &who, &Settings::default(), &no_lookup).unwrap();
+        assert_ne!(without.join.unwrap().socket, joined.socket);
+        req.isolation.pid = true;
         // Without -W: tmpfs.
         req.workdir = None;
         req.join = JoinMode::Off;
