@@ -267,7 +267,7 @@ pub struct LaunchArgs {
 
     /// Appear as root inside even under an MPI or PMIx launcher (where
     /// rfake keeps your uid by default: PMIx servers refuse uid 0).
-    #[arg(long)]
+    #[arg(short = 'f', long)]
     pub fakeroot: bool,
 
     /// Share one container with the other ranks of this job step on this
@@ -351,11 +351,11 @@ pub struct LaunchArgs {
 
     /// A new PID namespace: the payload is process 1's only child and
     /// sees only the container's processes.
-    #[arg(long)]
+    #[arg(short = 'p', long)]
     pub pid: bool,
 
     /// A new IPC namespace (System V IPC, POSIX message queues).
-    #[arg(long)]
+    #[arg(short = 'i', long)]
     pub ipc: bool,
 
     /// A new UTS namespace (its own host name).
@@ -368,7 +368,7 @@ pub struct LaunchArgs {
 
     /// A new network namespace; with --network none (the only type rfake
     /// makes) only the loopback interface, up.
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     pub net: bool,
 
     /// The network type for --net (implies it): none.
@@ -384,6 +384,11 @@ pub struct LaunchArgs {
     /// user namespace's capabilities.
     #[arg(long)]
     pub keep_privs: bool,
+
+    /// Accepted for Apptainer's scripts: rfake always runs in a user
+    /// namespace.
+    #[arg(short = 'u', long)]
+    pub userns: bool,
 
     /// Apptainer's SCIF apps: refused (rfake runs no SCIF apps).
     #[arg(long, value_name = "NAME")]

@@ -107,7 +107,7 @@ fn pid_namespace_statuses_and_leftovers() {
         ("kill -KILL $$", 137),
         ("kill -TERM $$", 143),
     ] {
-        let out = rfake(&t, &["exec", "--pid", s(&img), "sh", "-c", script]);
+        let out = rfake(&t, &["exec", "-p", "-u", s(&img), "sh", "-c", script]);
         assert_status(&out, want);
     }
     // Processes left running in the background end with the payload.
@@ -203,7 +203,7 @@ fn uts_ipc_net() {
             "exec",
             "--hostname",
             "box-1",
-            "--net",
+            "-n",
             "--network",
             "none",
             s(&img),
@@ -252,7 +252,7 @@ fn uts_ipc_net() {
         stdout(&out).split_whitespace().any(|w| w == id)
     };
     let without = seen(&[]);
-    let with = seen(&["--ipc"]);
+    let with = seen(&["-i"]);
     host("ipcrm", &["-m", &id]);
     assert!(without, "the host's segment {id} without --ipc");
     assert!(!with, "no host segment with --ipc");
