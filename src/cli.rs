@@ -299,7 +299,7 @@ pub struct LaunchArgs {
 
     /// Appear as root inside even under an MPI or PMIx launcher (where
     /// rfake keeps your uid by default: PMIx servers refuse uid 0).
-    #[arg(long)]
+    #[arg(short = 'f', long)]
     pub fakeroot: bool,
 
     /// Share one container with the other ranks of this job step on this
@@ -342,26 +342,107 @@ pub struct LaunchArgs {
 
     /// Bind SRC as your home directory (at DST, default the same path)
     /// instead of $HOME.
-    #[arg(long, value_name = "SRC[:DST]", conflicts_with = "no_home")]
+    #[arg(
+        short = 'H',
+        long,
+        value_name = "SRC[:DST]",
+        conflicts_with = "no_home"
+    )]
     pub home: Option<String>,
 
     /// Do not bind your home directory.
     #[arg(long)]
     pub no_home: bool,
 
-    /// No host home, /tmp or scratch directories: private, empty tmpfs
-    /// mounts for /tmp and the home directory instead.
-    #[arg(long)]
+    /// No host home, /tmp, /var/tmp, scratch or current directory:
+    /// private, empty tmpfs mounts for /tmp, /var/tmp and the home
+    /// directory instead (directories under --workdir with it).
+    #[arg(short = 'c', long)]
     pub contain: bool,
 
+    /// --contain, --cleanenv, and new PID and IPC namespaces (as
+    /// Apptainer's -C).
+    #[arg(short = 'C', long)]
+    pub containall: bool,
+
     /// Start the command in DIR (inside the container).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "cwd", value_name = "DIR")]
     pub pwd: Option<std::path::PathBuf>,
 
-    /// Give the whole root a throw-away writable layer (tmpfs, size from
-    /// the configuration's writable_tmpfs_size, default 64 MiB).
+    /// Leave out default mounts, comma-separated: home, tmp (/tmp and
+    /// /var/tmp), cwd, proc, sys, dev, hostfs (never mounted), bind-paths
+    /// (the site's binds), or a site bind's destination path.
+    #[arg(long = "no-mount", value_name = "WHAT,...")]
+    pub no_mount: Vec<String>,
+
+    /// A bind in Docker's form: type=bind,src=SRC,dst=DST[,ro]
+    /// (source/destination/target too; CSV quoting for a ',' in a path),
+    /// repeatable.
+    #[arg(long = "mount", value_name = "type=bind,src=SRC,dst=DST[,ro]")]
+    pub mounts: Vec<String>,
+
+    /// With --contain: /tmp, /var/tmp and the home directory are DIR/tmp,
+    /// DIR/var_tmp and DIR/home on disk instead of tmpfs; --scratch
+    /// directories are under DIR/scratch.
+    #[arg(short = 'W', long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
+    /// An empty scratch directory at DIR inside (tmpfs, or under
+    /// --workdir), comma-separated, repeatable.
+    #[arg(short = 'S', long = "scratch", value_name = "DIR")]
+    pub scratch: Vec<String>,
+
+    /// A new PID namespace: the payload is process 1's only child and
+    /// sees only the container's processes.
+    #[arg(short = 'p', long)]
+    pub pid: bool,
+
+    /// A new IPC namespace (System V IPC, POSIX message queues).
+    #[arg(short = 'i', long)]
+    pub ipc: bool,
+
+    /// A new UTS namespace (its own host name).
     #[arg(long)]
-    pub writable_tmpfs: bool,
+    pub uts: bool,
+
+    /// Set the host name inside (implies --uts).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// A new network namespace; with --network none (the only type rfake
+    /// makes) only the loopback interface, up.
+    #[arg(short = 'n', long)]
+    pub net: bool,
+
+    /// The network type for --net (implies it): none.
+    #[arg(long, value_name = "TYPE")]
+    pub network: Option<String>,
+
+    /// Drop every capability of the payload (root inside can then do no
+    /// more than you outside).
+    #[arg(long, conflicts_with = "keep_privs")]
+    pub no_privs: bool,
+
+    /// Accepted for Apptainer's scripts: root inside already keeps the
+    /// user namespace's capabilities.
+    #[arg(long)]
+    pub keep_privs: bool,
+
+    /// Accepted for Apptainer's scripts: rfake always runs in a user
+    /// namespace.
+    #[arg(short = 'u', long)]
+    pub userns: bool,
+
+    /// Apptainer's SCIF apps: refused (rfake runs no SCIF apps).
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+
+    /// Give the whole root a throw-away writable layer (tmpfs of SIZE,
+    /// e.g. --writable-tmpfs=1G; default the configuration's
+    /// writable_tmpfs_size, else 64 MiB).
+    #[arg(long, value_name = "SIZE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "")]
+    pub writable_tmpfs: Option<String>,
 
     /// A persistent overlay on the image: a directory (writes go to
     /// DIR/upper); :ro adds it read-only (ext3 images from `rfake overlay

@@ -33,9 +33,21 @@ impl log::Log for Logger {
     }
 }
 
+/// rfake's pid on the host, kept by [`keep_pid`] for a forked init, which
+/// is pid 1 in its own namespace.
+static HOST_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Keep saying rfake's host pid in a process forked into a PID namespace.
+pub fn keep_pid() {
+    HOST_PID.store(std::process::id(), std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The prefix of every line rfake prints: `rfake[pid]`.
 pub fn prefix() -> String {
-    format!("rfake[{}]", std::process::id())
+    match HOST_PID.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => format!("rfake[{}]", std::process::id()),
+        pid => format!("rfake[{pid}]"),
+    }
 }
 
 /// Set up logging: `RFAKE_LOG` (env_logger syntax, e.g. `debug` or

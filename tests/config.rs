@@ -99,9 +99,11 @@ fn site_binds_mount_home_and_mount_tmp() {
         data.path().display(),
         tmp_marker.path().display()
     );
+    // The current directory, the home, would be bound as such (as
+    // Apptainer binds it whatever `mount home` says).
     let out = c.sh(
         &tag("sitebind"),
-        &["--pwd", "/"],
+        &["--pwd", "/", "--no-mount", "cwd"],
         &env.image("demo.sqfs"),
         &script,
     );

@@ -428,6 +428,8 @@ fn help_flags(sub: &str) -> BTreeSet<String> {
         let head = t.split("  ").next().unwrap_or_default();
         for piece in head.split(", ") {
             let w = piece.split_whitespace().next().unwrap_or_default();
+            // `--writable-tmpfs[=<SIZE>]`: an optional value.
+            let w = w.split("[=").next().unwrap_or_default();
             flags.insert(w.trim_end_matches("...").to_string());
         }
     }

@@ -39,7 +39,7 @@ impl Site {
     fn exec(&self, tag: &str, image: &Path, script: &str) -> Output {
         self.command(tag)
             // In /: no warning about the start directory.
-            .args(["exec", "--no-home", "--pwd", "/"])
+            .args(["exec", "--no-mount", "home,cwd", "--pwd", "/"])
             .arg(image)
             .args(["sh", "-c", script])
             .output()
@@ -434,7 +434,8 @@ fn a_server_killed_under_a_payload_is_reported_once() {
         let site = Site::new(config);
         let image = site.image(&t, "a.sqfs", "x\n");
         let mut cmd = site.command(&t);
-        cmd.args(["exec", "--no-home", "--pwd", "/"]).arg(&image);
+        cmd.args(["exec", "--no-mount", "home,cwd", "--pwd", "/"])
+            .arg(&image);
         let run = Waiting::start(cmd);
         let server = servers(&t);
         assert_eq!(server.len(), 1, "{config}");
@@ -465,7 +466,8 @@ fn a_warm_keeper_killed_under_a_payload_is_reported_once() {
     let site = Site::new("warm_linger = 1\n");
     let image = site.image(&t, "a.sqfs", "x\n");
     let mut cmd = site.command(&t);
-    cmd.args(["exec", "--no-home", "--pwd", "/"]).arg(&image);
+    cmd.args(["exec", "--no-mount", "home,cwd", "--pwd", "/"])
+        .arg(&image);
     let run = Waiting::start(cmd);
     let server = servers(&t);
     assert_eq!(server.len(), 1);
@@ -504,7 +506,7 @@ fn warm_socket(site: &Site, tag: &str, image: &Path, home: Option<&Path>) -> Str
         cmd.env("HOME", home);
     }
     let out = cmd
-        .args(["exec", "--dry-run", "--no-home", "--pwd", "/"])
+        .args(["exec", "--dry-run", "--no-mount", "home,cwd", "--pwd", "/"])
         .arg(image)
         .args(["sh", "-c", "true"])
         .output()
@@ -666,7 +668,7 @@ fn warm_socket_names_are_keyed_by_a_per_user_secret() {
         let out = site
             .command(&t)
             .env("HOME", home)
-            .args(["exec", "--no-home", "--pwd", "/"])
+            .args(["exec", "--no-mount", "home,cwd", "--pwd", "/"])
             .arg(&image)
             .args(["sh", "-c", "true"])
             .output()
@@ -690,7 +692,7 @@ fn warm_socket_names_are_keyed_by_a_per_user_secret() {
         .command(&t)
         .env("HOME", &homes[0])
         .env("XDG_RUNTIME_DIR", &runtime)
-        .args(["exec", "--no-home", "--pwd", "/"])
+        .args(["exec", "--no-mount", "home,cwd", "--pwd", "/"])
         .arg(&image)
         .args(["sh", "-c", "true"])
         .output()
@@ -716,7 +718,7 @@ fn a_secret_others_can_read_is_refused() {
     let launch = || {
         site.command(&t)
             .env("HOME", &home)
-            .args(["exec", "--no-home", "--pwd", "/"])
+            .args(["exec", "--no-mount", "home,cwd", "--pwd", "/"])
             .arg(&image)
             .args(["cat", "/v"])
             .output()

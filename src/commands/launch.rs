@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::cli::{LaunchArgs, PullArgs};
 use crate::config::Config;
+use crate::container::namespace::Isolation;
 use crate::error::Error;
 use crate::launch::{self, Action, Invoker, JoinMode, Request, settings::Settings};
 use crate::pull::PullOptions;
@@ -60,7 +61,7 @@ fn in_instance(
         (args.home.is_some(), "--home"),
         (args.no_home, "--no-home"),
         (args.contain, "--contain"),
-        (args.writable_tmpfs, "--writable-tmpfs"),
+        (args.writable_tmpfs.is_some(), "--writable-tmpfs"),
     ] {
         if given {
             ignored.push(flag);
@@ -115,12 +116,28 @@ pub(super) fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Reque
         rocm: args.rocm,
         home: args.home,
         no_home: args.no_home,
-        contain: args.contain,
+        // Apptainer's -C: --contain, --cleanenv, --pid and --ipc.
+        contain: args.contain || args.containall,
         pwd: args.pwd,
-        writable_tmpfs: args.writable_tmpfs,
+        writable_tmpfs: args.writable_tmpfs.is_some(),
+        writable_tmpfs_size: args.writable_tmpfs,
         overlays: args.overlays,
-        cleanenv: args.cleanenv,
+        cleanenv: args.cleanenv || args.containall,
         env: args.env,
         env_files: args.env_files,
+        no_mount: args.no_mount,
+        mounts: args.mounts,
+        workdir: args.workdir,
+        scratch: args.scratch,
+        isolation: Isolation {
+            pid: args.pid || args.containall,
+            ipc: args.ipc || args.containall,
+            uts: args.uts || args.hostname.is_some(),
+            hostname: args.hostname,
+            net: args.net || args.network.is_some(),
+        },
+        network: args.network,
+        no_privs: args.no_privs,
+        app: args.app,
     }
 }

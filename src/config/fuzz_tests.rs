@@ -180,6 +180,7 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
         Some(
             Key::MountHome
             | Key::MountTmp
+            | Key::MountCwd
             | Key::AllowUserBinds
             | Key::AllowFakeroot
             | Key::Offline

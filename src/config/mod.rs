@@ -120,6 +120,7 @@ pub enum Key {
     Scratch,
     MountHome,
     MountTmp,
+    MountCwd,
     ImageServer,
     Squashfuse,
     ImageCacheSize,
@@ -145,11 +146,12 @@ pub enum Key {
 
 impl Key {
     /// Every key, in the order `render` prints them.
-    pub const ALL: [Key; 25] = [
+    pub const ALL: [Key; 26] = [
         Key::Binds,
         Key::Scratch,
         Key::MountHome,
         Key::MountTmp,
+        Key::MountCwd,
         Key::ImageServer,
         Key::Squashfuse,
         Key::ImageCacheSize,
@@ -180,6 +182,7 @@ impl Key {
             Key::Scratch => "scratch",
             Key::MountHome => "mount_home",
             Key::MountTmp => "mount_tmp",
+            Key::MountCwd => "mount_cwd",
             Key::ImageServer => "image_server",
             Key::Squashfuse => "squashfuse",
             Key::ImageCacheSize => "image_cache_size",
@@ -335,6 +338,9 @@ pub struct Config {
     pub mount_home: Setting<bool>,
     /// Bind the host's `/tmp` (default true).
     pub mount_tmp: Setting<bool>,
+    /// Bind the current directory at its own path when nothing else shows
+    /// it, as Apptainer does (default true).
+    pub mount_cwd: Setting<bool>,
     /// Which server serves images (default builtin).
     pub image_server: Setting<ImageServer>,
     /// Size of the built-in server's block cache in bytes; 0 turns it off
@@ -409,6 +415,7 @@ impl Default for Config {
             scratch: Vec::new(),
             mount_home: Setting::default(true),
             mount_tmp: Setting::default(true),
+            mount_cwd: Setting::default(true),
             image_server: Setting::default(ImageServer::Builtin),
             image_cache_size: Setting::default(DEFAULT_IMAGE_CACHE_SIZE),
             warm_linger: Setting::default(DEFAULT_WARM_LINGER),
@@ -736,6 +743,7 @@ impl Config {
             }
             Key::MountHome => self.mount_home = setting(boolean(value, at)?, origin),
             Key::MountTmp => self.mount_tmp = setting(boolean(value, at)?, origin),
+            Key::MountCwd => self.mount_cwd = setting(boolean(value, at)?, origin),
             Key::AllowUserBinds => self.allow_user_binds = setting(boolean(value, at)?, origin),
             Key::AllowFakeroot => self.allow_fakeroot = setting(boolean(value, at)?, origin),
             Key::Squashfuse => {

@@ -58,6 +58,7 @@ impl Config {
         list(&mut out, Key::Scratch, scratch);
         out.setting(Key::MountHome, &self.mount_home, |v| v.to_string());
         out.setting(Key::MountTmp, &self.mount_tmp, |v| v.to_string());
+        out.setting(Key::MountCwd, &self.mount_cwd, |v| v.to_string());
         out.setting(Key::ImageServer, &self.image_server, |v| {
             toml_string(v.name())
         });

@@ -67,6 +67,7 @@ fn defaults_with_no_files() {
             Key::Scratch,
             Key::MountHome,
             Key::MountTmp,
+            Key::MountCwd,
             Key::ImageServer,
             Key::Squashfuse,
             Key::ImageCacheSize,
@@ -783,6 +784,7 @@ scratch = [
 ]
 mount_home = true                                        # default
 mount_tmp = false                                        # /etc/rfake/rfake.toml:3
+mount_cwd = true                                         # default
 image_server = "builtin"                                 # default
 # squashfuse: squashfuse_ll, else squashfuse, from PATH  # default
 image_cache_size = "64M"                                 # default
@@ -804,7 +806,7 @@ allow_user_binds = true                                  # default
 allow_fakeroot = true                                    # default
 allowed_image_paths = ["/data/images"]                   # /etc/rfake/rfake.toml:4
 cache_read_only = false                                  # default
-user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs", "nvidia_libs", "rocm_libs", "ld_cache", "gpu_dev_dir", "gpu_missing_driver"]  # default
+user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "mount_cwd", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs", "nvidia_libs", "rocm_libs", "ld_cache", "gpu_dev_dir", "gpu_missing_driver"]  # default
 "#;
     assert_eq!(text, expected, "\n{text}");
 }

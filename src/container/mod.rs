@@ -4,6 +4,7 @@
 //! [`paths`]), and the payload ([`process`]).
 
 pub mod binds;
+pub mod mountspec;
 pub mod namespace;
 pub mod passwd;
 pub mod paths;

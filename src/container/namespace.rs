@@ -87,6 +87,88 @@ impl fmt::Display for Identity {
     }
 }
 
+/// The namespaces a launch adds to the user and mount ones (`--pid`,
+/// `--ipc`, `--uts`/`--hostname`, `--net --network none`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// A PID namespace: a forked init is its process 1 (see
+    /// `crate::launch`), the payload its child.
+    pub pid: bool,
+    pub ipc: bool,
+    pub uts: bool,
+    /// The host name set in the new UTS namespace.
+    pub hostname: Option<String>,
+    /// A network namespace with only the loopback interface, up.
+    pub net: bool,
+}
+
+impl Isolation {
+    /// Any namespace besides the user and mount ones.
+    pub fn any(&self) -> bool {
+        self.pid || self.ipc || self.uts || self.net
+    }
+
+    /// The namespaces made at once by [`isolate`] (the PID namespace is
+    /// made separately, just before its init is forked).
+    fn flags(&self) -> CloneFlags {
+        let mut flags = CloneFlags::empty();
+        for (on, flag) in [
+            (self.ipc, CloneFlags::CLONE_NEWIPC),
+            (self.uts, CloneFlags::CLONE_NEWUTS),
+            (self.net, CloneFlags::CLONE_NEWNET),
+        ] {
+            if on {
+                flags |= flag;
+            }
+        }
+        flags
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = Vec::new();
+        if self.pid {
+            words.push("pid".to_string());
+        }
+        if self.ipc {
+            words.push("ipc".to_string());
+        }
+        match (&self.hostname, self.uts) {
+            (Some(name), _) => words.push(format!("uts (hostname {name})")),
+            (None, true) => words.push("uts".to_string()),
+            _ => {}
+        }
+        if self.net {
+            words.push("net (loopback only)".to_string());
+        }
+        write!(f, "{}", words.join(", "))
+    }
+}
+
+/// Enter the IPC, UTS and network namespaces `iso` asks for, as root of
+/// the outer user namespace (which then owns them), set the host name and
+/// bring the loopback interface up.
+pub fn isolate(sys: &dyn Sys, iso: &Isolation) -> Result<(), SysError> {
+    let flags = iso.flags();
+    if flags.is_empty() {
+        return Ok(());
+    }
+    sys.unshare(flags)?;
+    if let Some(name) = &iso.hostname {
+        sys.sethostname(name)?;
+    }
+    if iso.net {
+        sys.loopback_up()?;
+    }
+    Ok(())
+}
+
+/// Enter a new PID namespace: the next child forked is its process 1.
+pub fn unshare_pid(sys: &dyn Sys) -> Result<(), SysError> {
+    sys.unshare(CloneFlags::CLONE_NEWPID)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
     #[error(transparent)]
@@ -168,6 +250,35 @@ fn write_maps(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the namespaces asked for, then the host name, then loopback.
+    #[test]
+    fn isolate_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = crate::container::sys::recorder::Recorder::new(dir.path());
+        isolate(&rec, &Isolation::default()).unwrap();
+        assert!(rec.take().is_empty());
+        let iso = Isolation {
+            pid: true,
+            ipc: true,
+            uts: true,
+            hostname: Some("box".into()),
+            net: true,
+        };
+        isolate(&rec, &iso).unwrap();
+        assert_eq!(
+            rec.take(),
+            vec![
+                "unshare CloneFlags(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)",
+                "sethostname \"box\"",
+                "loopback up",
+            ]
+        );
+        assert_eq!(
+            iso.to_string(),
+            "pid, ipc, uts (hostname box), net (loopback only)"
+        );
+    }
 
     #[test]
     fn maps_have_one_entry() {

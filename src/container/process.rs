@@ -4,7 +4,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -108,6 +108,9 @@ pub struct Payload {
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub cwd: PathBuf,
+    /// `--no-privs`: no capability survives the exec (the bounding set is
+    /// emptied, so even root inside gets none).
+    pub drop_caps: bool,
 }
 
 /// The payload's pid while it runs; 0 before. Read by the signal handler.
@@ -130,6 +133,13 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     } else {
         PENDING.store(sig, Ordering::SeqCst);
     }
+}
+
+/// In a forked init: forget a signal the parent kept before the fork (the
+/// parent passes it on to the init, which passes it on to the payload).
+pub fn init_started() {
+    PENDING.store(0, Ordering::SeqCst);
+    CHILD.store(0, Ordering::SeqCst);
 }
 
 /// Catch the forwarded signals from now on (before any set-up step, so a
@@ -191,38 +201,112 @@ pub trait Watch {
     fn fired(&mut self) -> Option<String>;
 }
 
+/// How the process that starts the payload waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaping {
+    /// Wait for the payload only (rfake is a subreaper and kills and reaps
+    /// what is left afterwards: [`reap_leftovers`]).
+    Payload,
+    /// Process 1 of a PID namespace: reap every process that ends while
+    /// the payload runs (orphans are re-parented to it), so no zombie
+    /// piles up; when it exits the kernel kills the rest.
+    Init,
+}
+
 /// Start the payload and wait for it; returns rfake's exit status. While
 /// it runs, `watch` (if any) is watched too, and its news printed.
-pub fn run(payload: &Payload, watch: Option<&mut dyn Watch>) -> Result<u8, CommandError> {
+pub fn run(
+    payload: &Payload,
+    watch: Option<&mut dyn Watch>,
+    reaping: Reaping,
+) -> Result<u8, CommandError> {
     let mut cmd = Command::new(&payload.program);
     cmd.arg0(&payload.argv0)
         .args(&payload.args)
         .env_clear()
         .envs(payload.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&payload.cwd);
-    let mut child = spawn_forwarded(&mut cmd).map_err(|source| CommandError::Exec {
+    let parent = std::process::id() as i32;
+    let drop_caps = payload.drop_caps;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // If rfake dies (even SIGKILL), the payload dies too.
+            die_with_parent(parent)?;
+            if drop_caps {
+                drop_bounding_set()?;
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| CommandError::Exec {
         cmd: payload.argv0.clone(),
         path: payload.program.clone(),
         source,
     })?;
-    let pid = child.id() as i32;
-    if let Some(watch) = watch {
-        watch_while_running(pid as u32, watch);
+    // The child is reaped below by its pid, not through `child`.
+    let pid = child.id();
+    Ok(supervise(pid, watch, reaping))
+}
+
+/// The payload's status as rfake's exit status: its code, or 128+N when it
+/// was killed by signal N.
+pub fn exit_status(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => exit::signal_status(sig),
+        (None, None) => exit::ExitKind::Internal.code(),
     }
+}
+
+/// capabilities(7), "Capability bounding set": a capability dropped from
+/// it is never gained again by execve, not even by root. Async-signal-safe
+/// (runs between fork and exec).
+fn drop_bounding_set() -> std::io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: prctl(2) is async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } == -1 {
+            let err = std::io::Error::last_os_error();
+            // EINVAL: past the kernel's last capability.
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(());
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Pass forwarded signals to the started process `pid`, watch `watch`
+/// while it runs, and wait for it (as `reaping` says); returns its status
+/// as rfake's exit status.
+pub fn supervise(pid: u32, watch: Option<&mut dyn Watch>, reaping: Reaping) -> u8 {
+    forward_to(pid as i32);
+    if let Some(watch) = watch {
+        watch_while_running(pid, watch);
+    }
+    let target = match reaping {
+        Reaping::Payload => Pid::from_raw(pid as i32),
+        Reaping::Init => Pid::from_raw(-1),
+    };
     let status = loop {
-        match child.wait() {
-            Ok(status) => break status,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        match nix::sys::wait::waitpid(target, None) {
+            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid as i32 => break code as u8,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid as i32 => {
+                break exit::signal_status(sig as i32);
+            }
+            // Another process of the namespace (as its init), or a stop.
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
                 log::error!("waiting for the payload: {e}");
-                break std::process::ExitStatus::from_raw(
-                    exit::ExitKind::Internal.code() as i32 * 256,
-                );
+                break exit::ExitKind::Internal.code();
             }
         }
     };
     forward_to(0);
-    Ok(exit_status(status))
+    status
 }
 
 /// Die with the process `parent` (the caller's parent, which it was forked
@@ -342,16 +426,6 @@ fn killed_by_signal(pid: u32) -> bool {
     )
 }
 
-/// The payload's status as rfake's exit status: its code, or 128+N when it
-/// was killed by signal N.
-pub fn exit_status(status: std::process::ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(sig)) => exit::signal_status(sig),
-        (None, None) => exit::ExitKind::Internal.code(),
-    }
-}
-
 /// Make rfake the reaper of everything the payload leaves behind, so that
 /// no process of the container outlives it (see [`reap_leftovers`]).
 pub fn become_subreaper() -> nix::Result<()> {
@@ -433,12 +507,5 @@ mod tests {
                 .code(),
             127
         );
-    }
-
-    #[test]
-    fn statuses() {
-        assert_eq!(exit_status(std::process::ExitStatus::from_raw(42 << 8)), 42);
-        assert_eq!(exit_status(std::process::ExitStatus::from_raw(9)), 137);
-        assert_eq!(exit_status(std::process::ExitStatus::from_raw(15)), 143);
     }
 }

@@ -267,8 +267,8 @@ pub fn apply_flags(
                 args.pwd = Some(value.clone().into());
                 true
             }
-            Target::WritableTmpfs if !args.writable_tmpfs => {
-                args.writable_tmpfs = true;
+            Target::WritableTmpfs if args.writable_tmpfs.is_none() => {
+                args.writable_tmpfs = Some(String::new());
                 true
             }
             Target::Fakeroot if !args.fakeroot && !args.keep_id => {
@@ -569,7 +569,7 @@ mod tests {
             ("APPTAINER_HOME", "/h"),
         ]);
         let (args, notes) = apply_flags(launch_args(&[]), &env).unwrap();
-        assert!(args.contain && args.cleanenv && !args.writable_tmpfs);
+        assert!(args.contain && args.cleanenv && args.writable_tmpfs.is_none());
         assert_eq!(args.pwd.as_deref(), Some(std::path::Path::new("/opt")));
         assert_eq!(args.home.as_deref(), Some("/h"));
         assert!(notes.contains(&"--contain (from APPTAINER_CONTAIN)".to_string()));
@@ -601,7 +601,7 @@ mod tests {
         // An unsupported one only warns.
         let (args, notes) =
             apply_flags(launch_args(&[]), &e(&[("APPTAINER_WRITABLE", "1")])).unwrap();
-        assert!(notes.is_empty() && !args.contain && !args.writable_tmpfs);
+        assert!(notes.is_empty() && !args.contain && args.writable_tmpfs.is_none());
         // APPTAINER_NV and APPTAINER_ROCM are --nv and --rocm.
         let (args, _) = apply_flags(
             launch_args(&[]),

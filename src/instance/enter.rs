@@ -39,7 +39,7 @@ pub fn execute(plan: &Plan, live: &Live) -> Result<u8, Error> {
         stream: &stream,
         name,
     };
-    let result = run_inside(&LinuxSys, plan, Some(&mut watch));
+    let result = run_inside(&LinuxSys, plan, Some(&mut watch), process::Reaping::Payload);
     process::reap_leftovers(&[]);
     drop(stream);
     result

@@ -3,14 +3,17 @@
 //! keeper that builds the container; every rank, the first included,
 //! enters it and runs its own payload.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+
+use nix::sched::CloneFlags;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{JoinPlan, Plan, build_container, keeper, run_inside, watch};
 use crate::container::namespace;
 use crate::container::process::{self, Watch};
-use crate::container::sys::{LinuxSys, SysError};
+use crate::container::sys::{LinuxSys, Sys, SysError};
 use crate::error::Error;
 use crate::launch::rendezvous::{self, JoinError, Namespaces, Role};
 
@@ -38,7 +41,11 @@ pub fn execute(plan: &Plan, join_plan: &JoinPlan) -> Result<u8, Error> {
     process::become_subreaper()
         .map_err(|e| SysError::process("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
     let mut watch = watch::FromKeeper::new(&stream, server, &plan.image.path);
-    let result = run_inside(&LinuxSys, plan, Some(&mut watch));
+    let result = if plan.isolation.pid {
+        super::start_init(&LinuxSys, plan, Some(&mut watch), super::PidEntry::Joined)
+    } else {
+        run_inside(&LinuxSys, plan, Some(&mut watch), process::Reaping::Payload)
+    };
     process::reap_leftovers(&[]);
     // Leaving: the keeper sees this connection close.
     drop(stream);
@@ -97,6 +104,62 @@ fn meet(
         .unwrap_or_else(|| Error::Internal(format!("the keeper for {key} did not start"))))
 }
 
+/// `--pid` in a shared container: a PID namespace whose process 1, forked
+/// by the keeper, mounts its /proc and then only reaps what the ranks'
+/// payloads leave behind. The ranks enter the namespace (their payloads
+/// are its members); when the keeper goes, so does this init (parent-death
+/// signal), and the kernel kills whatever is left in the namespace.
+/// Returns the namespace.
+fn start_pid_holder(sys: &dyn Sys, plan: &Plan) -> Result<OwnedFd, Error> {
+    namespace::unshare_pid(sys)?;
+    // SAFETY: the keeper is single-threaded; the child runs rfake's own
+    // code only and never returns.
+    match unsafe { nix::unistd::fork() }.map_err(|e| SysError::process("fork", e))? {
+        nix::unistd::ForkResult::Parent { child } => {
+            let path = format!("/proc/{child}/ns/pid");
+            let fd = std::fs::File::open(&path)
+                .map_err(|e| Error::Sys(SysError::from_io("open", "/proc/PID/ns/pid", &e)))?;
+            Ok(OwnedFd::from(fd))
+        }
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: prctl(2) with plain integers; close_range(2) on
+            // descriptors nothing else in this process uses.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Nothing of the keeper's stays open here: not the first
+                // rank's stderr (its reader would wait for this process),
+                // nor the rendezvous socket (its name must go with the
+                // keeper).
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            }
+            keeper::redirect_to_null(1);
+            keeper::redirect_to_null(2);
+            if plan.fresh_proc {
+                let flags = nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC;
+                if let Err(e) = sys.mount(
+                    Path::new("proc"),
+                    Path::new("/proc"),
+                    Some("proc"),
+                    flags,
+                    None,
+                ) {
+                    log::warn!("the shared PID namespace keeps the host's /proc: {e}");
+                }
+            }
+            loop {
+                if let Err(nix::errno::Errno::ECHILD) =
+                    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(-1), None)
+                {
+                    // Nothing to reap: wait for the next orphan.
+                    nix::unistd::pause();
+                }
+            }
+        }
+    }
+}
+
 /// Fork the keeper, detached: it must outlive the rank that started it.
 fn start_keeper(plan: &Plan, listener: UnixListener) -> Result<(), Error> {
     keeper::spawn_detached(listener, |listener| run_keeper(plan, listener))
@@ -111,11 +174,28 @@ fn run_keeper(plan: &Plan, listener: UnixListener) -> i32 {
         let open_err =
             |e: std::io::Error| Error::Sys(SysError::from_io("open", "/proc/self/ns", &e));
         let outer = std::fs::File::open("/proc/self/ns/user").map_err(open_err)?;
+        // One set of namespaces for the container, which every rank enters.
+        namespace::isolate(&sys, &plan.isolation)?;
+        let mut extra = Vec::new();
+        for (on, kind, name) in [
+            (plan.isolation.ipc, CloneFlags::CLONE_NEWIPC, "ipc"),
+            (plan.isolation.uts, CloneFlags::CLONE_NEWUTS, "uts"),
+            (plan.isolation.net, CloneFlags::CLONE_NEWNET, "net"),
+        ] {
+            if on {
+                let fd = std::fs::File::open(format!("/proc/self/ns/{name}")).map_err(open_err)?;
+                extra.push((OwnedFd::from(fd), kind));
+            }
+        }
+        if plan.isolation.pid {
+            extra.push((start_pid_holder(&sys, plan)?, CloneFlags::CLONE_NEWPID));
+        }
         let inner = plan.identity.needs_inner();
         if inner {
             namespace::enter_inner(&sys, &plan.identity, Path::new("/proc/self"))?;
         }
-        let ns = Namespaces::open(outer.into(), inner).map_err(open_err)?;
+        let mut ns = Namespaces::open(outer.into(), inner).map_err(open_err)?;
+        ns.extra = extra;
         Ok((container, ns))
     });
     match built {

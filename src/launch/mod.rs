@@ -25,7 +25,7 @@ pub use plan::{
 };
 
 use crate::container::namespace;
-use crate::container::process::{self, CommandError, Payload};
+use crate::container::process::{self, CommandError, Payload, Reaping};
 use crate::container::rootfs::ServeError;
 use crate::container::rootfs::{self, BindKind, Step};
 use crate::container::sys::{LinuxSys, Sys, SysError};
@@ -61,29 +61,161 @@ pub fn execute(plan: &Plan) -> Result<u8, Error> {
 fn execute_alone(plan: &Plan) -> Result<u8, Error> {
     let sys = LinuxSys;
     let t0 = Instant::now();
+    make_host_dirs(plan)?;
     let mut container = build_container(&sys, plan)?;
     process::become_subreaper()
         .map_err(|e| SysError::process("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
-    if plan.identity.needs_inner() {
-        namespace::enter_inner(&sys, &plan.identity, Path::new("/proc/self"))?;
-        log::info!("inner user namespace: {}", plan.identity);
+    if plan.isolation.any() {
+        namespace::isolate(&sys, &plan.isolation)?;
+        log::info!("namespaces: {}", plan.isolation);
     }
     // Watch the image server while the payload runs: it is this launch's
     // own, or the warm keeper's.
     let image = plan.image.path.as_path();
+    let run = |watch: Option<&mut dyn process::Watch>| {
+        if plan.isolation.pid {
+            start_init(&sys, plan, watch, PidEntry::New)
+        } else {
+            enter_inner(&sys, plan)?;
+            run_inside(&sys, plan, watch, Reaping::Payload)
+        }
+    };
     let result = match (&mut container.server, &mut container.lease) {
         (Some(server), _) => match watch::OwnServer::new(server, image) {
-            Some(mut w) => run_inside(&sys, plan, Some(&mut w)),
-            None => run_inside(&sys, plan, None),
+            Some(mut w) => run(Some(&mut w)),
+            None => run(None),
         },
-        (None, Some(lease)) => run_inside(&sys, plan, Some(&mut lease.watch(image))),
-        (None, None) => run_inside(&sys, plan, None),
+        (None, Some(lease)) => run(Some(&mut lease.watch(image))),
+        (None, None) => run(None),
     };
     let keep: Vec<u32> = container.server.iter().map(|s| s.pid()).collect();
     process::reap_leftovers(&keep);
     container.stop();
     log::info!("total {:.1?}", t0.elapsed());
     result
+}
+
+/// The directories `--workdir` asks for, made on the host as the user
+/// (before any namespace: they are the user's own files).
+fn make_host_dirs(plan: &Plan) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    for (dir, mode) in &plan.host_dirs {
+        if dir.is_dir() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(*mode)
+            .create(dir)
+            .map_err(|e| SysError::new("mkdir", dir, errno_of(&e)))?;
+        // The umask took bits away (the sticky bit of tmp).
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| SysError::new("chmod", dir, errno_of(&e)))?;
+    }
+    Ok(())
+}
+
+fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// The payload as the user (`--keep-id`): its inner user namespace.
+fn enter_inner(sys: &dyn Sys, plan: &Plan) -> Result<(), Error> {
+    if plan.identity.needs_inner() {
+        namespace::enter_inner(sys, &plan.identity, Path::new("/proc/self"))?;
+        log::info!("inner user namespace: {}", plan.identity);
+    }
+    Ok(())
+}
+
+/// How the payload gets into its PID namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PidEntry {
+    /// A new namespace of this launch: the fork is its process 1.
+    New,
+    /// The shared container's (entered with `setns`, which moves only the
+    /// children): the fork is one of its members.
+    Joined,
+}
+
+/// `--pid`: a new PID namespace whose process 1 is a fork of rfake (an
+/// init: it mounts the namespace's /proc, starts the payload, passes
+/// signals on to it, reaps orphans, and exits with the payload's status).
+/// rfake, outside, passes signals on to the init and its status through.
+/// When the init exits, the kernel kills whatever is left in the
+/// namespace (pid_namespaces(7)): nothing outlives the payload.
+///
+/// A rank of a shared container forks the same way into the container's
+/// namespace (whose process 1 is the keeper's): the fork sees the
+/// namespace's /proc as its own, which the rank, outside, would not.
+fn start_init(
+    sys: &dyn Sys,
+    plan: &Plan,
+    watch: Option<&mut dyn process::Watch>,
+    entry: PidEntry,
+) -> Result<u8, Error> {
+    // In rfake, so that its warning is repeated at exit; the init inherits
+    // the directory.
+    let cwd = enter_start_dir(sys, plan)?;
+    if entry == PidEntry::New {
+        namespace::unshare_pid(sys)?;
+    }
+    crate::diag::keep_pid();
+    // SAFETY: rfake is single-threaded here (its image server and keepers
+    // are processes of their own), so the child may go on running Rust.
+    match unsafe { nix::unistd::fork() }.map_err(|e| SysError::process("fork", e))? {
+        nix::unistd::ForkResult::Parent { child } => {
+            crate::diag::payload_started();
+            Ok(process::supervise(
+                child.as_raw() as u32,
+                watch,
+                Reaping::Payload,
+            ))
+        }
+        nix::unistd::ForkResult::Child => {
+            let status = match init(sys, plan, cwd, entry) {
+                Ok(status) => status,
+                Err(e) => {
+                    crate::diag::error(&e.to_string());
+                    e.exit_kind().code()
+                }
+            };
+            // SAFETY: leave without running the parent's destructors and
+            // exit handlers (its server, its lease): they are the parent's.
+            unsafe { libc::_exit(status as i32) }
+        }
+    }
+}
+
+/// Process 1 of the PID namespace (or a member, joined).
+fn init(sys: &dyn Sys, plan: &Plan, cwd: PathBuf, entry: PidEntry) -> Result<u8, Error> {
+    process::init_started();
+    // If rfake dies, so does the init, and with it the namespace.
+    // SAFETY: prctl(2) with plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+        return Err(SysError::process("prctl(PR_SET_PDEATHSIG)", nix::errno::Errno::last()).into());
+    }
+    if entry == PidEntry::Joined {
+        // In the namespaces already (the keeper mounted its /proc).
+        return run_payload(plan, cwd, None, Reaping::Payload);
+    }
+    if plan.fresh_proc {
+        // proc(5): a procfs shows the PID namespace of the process that
+        // mounts it. It goes over the host's /proc bind, which must stay
+        // beneath: the kernel lets a user namespace mount procfs only
+        // where one is fully visible already (mount_namespaces(7)).
+        sys.mount(
+            Path::new("proc"),
+            Path::new("/proc"),
+            Some("proc"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            None,
+        )?;
+    }
+    enter_inner(sys, plan)?;
+    run_payload(plan, cwd, None, Reaping::Init)
 }
 
 /// What a built container holds on to: its image's server (a mount of its
@@ -247,17 +379,24 @@ pub(crate) fn run_inside(
     sys: &dyn Sys,
     plan: &Plan,
     watch: Option<&mut dyn process::Watch>,
+    reaping: Reaping,
 ) -> Result<u8, Error> {
-    let payload = payload(sys, plan, &plan.action)?;
-    crate::diag::payload_started();
-    Ok(process::run(&payload, watch)?)
+    let cwd = enter_start_dir(sys, plan)?;
+    run_payload(plan, cwd, watch, reaping)
 }
 
 /// Inside the new root: change to the working directory and make the
 /// payload that runs `action` (the plan's environment, its command looked
 /// up in the image).
 pub(crate) fn payload(sys: &dyn Sys, plan: &Plan, action: &Action) -> Result<Payload, Error> {
-    let cwd = if sys.chdir(&plan.start_dir).is_ok() {
+    let cwd = enter_start_dir(sys, plan)?;
+    make_payload(plan, cwd, action)
+}
+
+/// Change to the directory the payload starts in, warning when it is not
+/// the current one (or missing).
+fn enter_start_dir(sys: &dyn Sys, plan: &Plan) -> Result<PathBuf, Error> {
+    Ok(if sys.chdir(&plan.start_dir).is_ok() {
         if let Some(note) = &plan.start_dir_note {
             log::warn!("{note}");
         }
@@ -269,7 +408,24 @@ pub(crate) fn payload(sys: &dyn Sys, plan: &Plan, action: &Action) -> Result<Pay
         );
         sys.chdir(Path::new("/"))?;
         PathBuf::from("/")
-    };
+    })
+}
+
+/// In the start directory `cwd`: environment, command, payload.
+fn run_payload(
+    plan: &Plan,
+    cwd: PathBuf,
+    watch: Option<&mut dyn process::Watch>,
+    reaping: Reaping,
+) -> Result<u8, Error> {
+    let payload = make_payload(plan, cwd, &plan.action)?;
+    crate::diag::payload_started();
+    Ok(process::run(&payload, watch, reaping)?)
+}
+
+/// The payload that runs `action` in `cwd`: the plan's environment, its
+/// command looked up in the image.
+fn make_payload(plan: &Plan, cwd: PathBuf, action: &Action) -> Result<Payload, Error> {
     let mut payload_env = plan.base_env.clone();
     let t = Instant::now();
     match env::image::apply(&mut payload_env, &cwd) {
@@ -295,6 +451,7 @@ pub(crate) fn payload(sys: &dyn Sys, plan: &Plan, action: &Action) -> Result<Pay
         args: args.to_vec(),
         env: payload_env,
         cwd,
+        drop_caps: plan.drop_caps,
     })
 }
 

@@ -11,9 +11,9 @@ use super::warm::WarmPlan;
 use crate::config::ImageServer;
 use crate::config::MissingDriver;
 use crate::container::binds::{self, BindInputs, Home, Mount};
-use crate::container::namespace::Identity;
+use crate::container::namespace::{Identity, Isolation};
 use crate::container::passwd::UserEntry;
-use crate::container::rootfs::{IdentitySpec, RootLayer, Step};
+use crate::container::rootfs::{Bind, BindKind, IdentitySpec, RootLayer, Step, Tmpfs};
 use crate::env::{self, EnvList, Override};
 use crate::error::Error;
 use crate::gpu::{ContainerEdits, LaunchEdits, cdi, nv};
@@ -89,6 +89,24 @@ pub struct Request {
     pub cleanenv: bool,
     pub env: Vec<String>,
     pub env_files: Vec<PathBuf>,
+    /// `--no-mount`, as given (comma-separated lists).
+    pub no_mount: Vec<String>,
+    /// `--mount`, as given.
+    pub mounts: Vec<String>,
+    /// `-W/--workdir`.
+    pub workdir: Option<PathBuf>,
+    /// `-S/--scratch`, as given (comma-separated lists).
+    pub scratch: Vec<String>,
+    /// `--pid`, `--ipc`, `--uts`, `--hostname`, `--net` (`-C` sets pid and ipc).
+    pub isolation: Isolation,
+    /// `--network TYPE`.
+    pub network: Option<String>,
+    /// `--no-privs`.
+    pub no_privs: bool,
+    /// `--app NAME` (refused).
+    pub app: Option<String>,
+    /// `--writable-tmpfs=SIZE`.
+    pub writable_tmpfs_size: Option<String>,
 }
 
 /// The host user's database entry (one lookup per launch, and only when
@@ -200,6 +218,15 @@ pub struct Plan {
     /// What `--device` adds (its mounts are among the steps, its variables
     /// among the overrides).
     pub devices: LaunchEdits,
+    /// The namespaces besides the user and mount ones.
+    pub isolation: Isolation,
+    /// A PID namespace's own /proc, mounted by its init over the host's.
+    pub fresh_proc: bool,
+    /// Host directories made (as the user, with this mode) before the
+    /// container: `--workdir`'s.
+    pub host_dirs: Vec<(PathBuf, u32)>,
+    /// `--no-privs`: the payload keeps no capability.
+    pub drop_caps: bool,
 }
 
 impl fmt::Display for Plan {
@@ -227,6 +254,12 @@ impl fmt::Display for Plan {
                 j.key.key, j.key.origin, j.socket
             )?;
         }
+        if self.isolation.any() {
+            writeln!(f, "namespaces: {}", self.isolation)?;
+        }
+        for (dir, mode) in &self.host_dirs {
+            writeln!(f, "host directory: {} (mode {mode:o})", dir.display())?;
+        }
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "step {}: {step}", i + 1)?;
         }
@@ -250,6 +283,9 @@ impl fmt::Display for Plan {
             )?;
         }
         write!(f, "{}", self.devices)?;
+        if self.drop_caps {
+            writeln!(f, "capabilities: none (--no-privs)")?;
+        }
         write!(f, "action: {}", self.action)
     }
 }
@@ -276,6 +312,9 @@ pub fn plan(
     lookup_user: &dyn Fn(u32, u32) -> Option<HostUser>,
 ) -> Result<Plan, Error> {
     who.refuse_setid()?;
+    refuse_unsupported(req)?;
+    let no_mount = NoMount::parse(&req.no_mount)?;
+    let workdir = workdir_of(req, settings)?;
     let image = allowed_image(req, settings)?;
     let (identity, keep_id) = identity_of(req, who, settings);
     let host_user = if keep_id {
@@ -286,7 +325,13 @@ pub fn plan(
     let host_home = env::get(&who.env, "HOME")
         .map(PathBuf::from)
         .or_else(|| host_user.as_ref().map(|u| u.home.clone()));
-    let home = choose_home(req, settings, host_home.as_deref())?;
+    let home = choose_home(
+        req,
+        settings,
+        host_home.as_deref(),
+        &no_mount,
+        workdir.as_deref(),
+    )?;
     if let (Some(spec), Home::Bind { src, .. }) = (&req.home, &home) {
         if !settings.allow_user_binds.value && host_home.as_deref() != Some(src.as_path()) {
             return Err(Error::Refused(format!(
@@ -296,7 +341,24 @@ pub fn plan(
         }
     }
     let devices = device_edits(req, who, settings)?;
-    let mut mounts = mounts_of(req, who, settings, &home)?;
+    let mut host_dirs = Vec::new();
+    let mut mounts = mounts_of(req, who, settings, &home, &no_mount)?;
+    apptainer_mounts(
+        &mut mounts,
+        req,
+        &no_mount,
+        workdir.as_deref(),
+        &home,
+        &mut host_dirs,
+    )?;
+    if let Some(bind) = cwd_bind(req, who, settings, &no_mount, &mounts) {
+        // Before the site's and the user's binds, which may land inside it.
+        let at = mounts
+            .iter()
+            .position(|m| matches!(m, Mount::Bind(b) if b.kind == BindKind::AsSource))
+            .unwrap_or(mounts.len());
+        mounts.insert(at, Mount::Bind(bind));
+    }
     if let Some(dev) = &devices.dev {
         // The private /dev takes the place of the host's.
         if let Some(at) = mounts.iter().position(
@@ -321,6 +383,10 @@ pub fn plan(
     let identity_files = identity_spec(&identity, host_user.as_ref(), who, &container_home);
     let (steps, server) = steps_of(req, who, settings, &image, mounts, identity_files)?;
     let (join, warm) = sharing_of(req, who, settings, &image, &identity, &steps, &server)?;
+    let fresh_proc = req.isolation.pid
+        && steps.iter().any(
+            |s| matches!(s, Step::Bind(b) if b.origin == "default" && b.dst == Path::new("/proc")),
+        );
     let base_env = env::base(&who.env, req.cleanenv, Some(&container_home));
     let mut overrides = overrides(req, who)?;
     // The devices' variables first: the user's own settings win.
@@ -341,6 +407,287 @@ pub fn plan(
         join,
         warm,
         devices,
+        isolation: req.isolation.clone(),
+        fresh_proc,
+        host_dirs,
+        drop_caps: req.no_privs,
+    })
+}
+
+/// What rfake does not do, refused before anything else: SCIF apps, and
+/// networks that need root (a bridge, CNI plugins).
+fn refuse_unsupported(req: &Request) -> Result<(), Error> {
+    if let Some(app) = &req.app {
+        return Err(Error::Refused(format!(
+            "--app {}: SCIF apps are not supported; run the app's program with exec \
+             (an app's files are under /scif/apps/NAME in the image)",
+            crate::text::one_line(app)
+        )));
+    }
+    match req.network.as_deref() {
+        Some("none") => {}
+        Some(other) => {
+            return Err(Error::Refused(format!(
+                "--network {}: rfake makes only --network none (loopback only); other \
+                 networks need root to set up (CNI plugins, a bridge)",
+                crate::text::one_line(other)
+            )));
+        }
+        None if req.isolation.net => {
+            return Err(Error::Refused(
+                "--net: Apptainer's default network is a bridge, which needs root to set up; \
+                 give --network none for a network namespace with loopback only"
+                    .into(),
+            ));
+        }
+        None => {}
+    }
+    if let Some(name) = &req.isolation.hostname {
+        // sethostname(2): at most 64 bytes; a name is one DNS label or more.
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(Error::Usage(format!(
+                "--hostname {}: a host name is 1 to 64 letters, digits, '-' and '.'",
+                crate::text::one_line(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `--no-mount`: which default mounts to leave out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct NoMount {
+    home: bool,
+    tmp: bool,
+    cwd: bool,
+    proc: bool,
+    sys: bool,
+    dev: bool,
+    /// `bind-paths`: all of the site's binds.
+    bind_paths: bool,
+    /// Site binds left out by destination.
+    dsts: Vec<PathBuf>,
+}
+
+impl NoMount {
+    fn parse(lists: &[String]) -> Result<NoMount, Error> {
+        let mut no = NoMount::default();
+        for word in lists.iter().flat_map(|l| l.split(',')).map(str::trim) {
+            match word {
+                "home" => no.home = true,
+                "tmp" => no.tmp = true,
+                "cwd" => no.cwd = true,
+                "proc" => no.proc = true,
+                "sys" => no.sys = true,
+                "dev" => no.dev = true,
+                // Apptainer's `mount hostfs`: rfake never binds the host's
+                // file systems wholesale.
+                "hostfs" => {}
+                "bind-paths" => no.bind_paths = true,
+                path if path.starts_with('/') => no.dsts.push(binds::normalize(Path::new(path))),
+                other => {
+                    return Err(Error::Usage(format!(
+                        "--no-mount {}: unknown mount (expected home, tmp, cwd, proc, sys, dev, \
+                         hostfs, bind-paths or a bind's absolute destination)",
+                        crate::text::one_line(other)
+                    )));
+                }
+            }
+        }
+        Ok(no)
+    }
+}
+
+/// `-W/--workdir DIR`: an existing directory, made absolute; a user bind
+/// (refused where the site disables those).
+fn workdir_of(req: &Request, settings: &Settings) -> Result<Option<PathBuf>, Error> {
+    let Some(dir) = &req.workdir else {
+        return Ok(None);
+    };
+    let abs = std::path::absolute(dir)
+        .map_err(|e| Error::Usage(format!("--workdir {}: {e}", crate::text::shown(dir))))?;
+    if !abs.is_dir() {
+        return Err(Error::Usage(format!(
+            "--workdir {}: not an existing directory",
+            crate::text::shown(dir)
+        )));
+    }
+    if !settings.allow_user_binds.value {
+        return Err(Error::Refused(format!(
+            "--workdir {}: user binds are disabled by the site (allow_user_binds = false in {})",
+            crate::text::shown(dir),
+            settings.allow_user_binds.origin
+        )));
+    }
+    if !req.contain && req.scratch.is_empty() {
+        log::info!("--workdir without --contain or --scratch: nothing is put in it (as Apptainer)");
+    }
+    Ok(Some(binds::normalize(&abs)))
+}
+
+/// Apptainer's mounts on top of the defaults: `--no-mount proc,sys,dev,tmp`
+/// leave those out; with `--contain`, /tmp and /var/tmp are private
+/// (tmpfs, or DIR/tmp and DIR/var_tmp under `--workdir`); `--scratch`
+/// directories are tmpfs (or under DIR/scratch).
+fn apptainer_mounts(
+    mounts: &mut Vec<Mount>,
+    req: &Request,
+    no: &NoMount,
+    workdir: Option<&Path>,
+    home: &Home,
+    host_dirs: &mut Vec<(PathBuf, u32)>,
+) -> Result<(), Error> {
+    let is_default = |m: &Mount, at: &str| match m {
+        Mount::Bind(b) => b.origin == "default" && b.dst == Path::new(at),
+        Mount::Tmpfs(t) => t.dst == Path::new(at) && at == "/tmp",
+        Mount::Symlink(_) => false,
+    };
+    mounts.retain(|m| {
+        !((no.proc && is_default(m, "/proc"))
+            || (no.sys && is_default(m, "/sys"))
+            || (no.dev && is_default(m, "/dev"))
+            || (no.tmp && is_default(m, "/tmp")))
+    });
+    if req.contain && !no.tmp {
+        if let Some(at) = mounts.iter().position(|m| is_default(m, "/tmp")) {
+            let private: Vec<Mount> = ["/tmp", "/var/tmp"]
+                .iter()
+                .map(|dst| match workdir {
+                    Some(dir) => {
+                        let src = dir.join(if *dst == "/tmp" { "tmp" } else { "var_tmp" });
+                        host_dirs.push((src.clone(), 0o1777));
+                        Mount::Bind(work_bind(src, dst.into(), "--workdir"))
+                    }
+                    None => Mount::Tmpfs(Tmpfs {
+                        dst: dst.into(),
+                        mode: 0o1777,
+                        origin: "--contain".into(),
+                    }),
+                })
+                .collect();
+            mounts.splice(at..=at, private);
+        }
+    }
+    if let (Some(dir), Home::Bind { src, .. }) = (workdir, home) {
+        if src.starts_with(dir) {
+            host_dirs.push((src.clone(), 0o700));
+        }
+    }
+    // Scratch directories go after the defaults and the home, before the
+    // site's and the user's binds.
+    let mut scratch = Vec::new();
+    for dst in req.scratch.iter().flat_map(|l| l.split(',')).map(str::trim) {
+        if dst.is_empty() {
+            continue;
+        }
+        if !dst.starts_with('/') {
+            return Err(Error::Usage(format!(
+                "--scratch {}: must be an absolute path inside the container",
+                crate::text::one_line(dst)
+            )));
+        }
+        let dst = binds::normalize(Path::new(dst));
+        scratch.push(match workdir {
+            Some(dir) => {
+                let src = dir
+                    .join("scratch")
+                    .join(dst.strip_prefix("/").unwrap_or(&dst));
+                host_dirs.push((src.clone(), 0o750));
+                Mount::Bind(work_bind(src, dst, "--scratch"))
+            }
+            None => Mount::Tmpfs(Tmpfs {
+                dst,
+                mode: 0o755,
+                origin: "--scratch".into(),
+            }),
+        });
+    }
+    let at = mounts
+        .iter()
+        .position(|m| matches!(m, Mount::Bind(b) if b.kind == BindKind::AsSource))
+        .unwrap_or(mounts.len());
+    mounts.splice(at..at, scratch);
+    Ok(())
+}
+
+/// A bind of a directory under `--workdir`.
+fn work_bind(src: PathBuf, dst: PathBuf, origin: &str) -> Bind {
+    Bind {
+        src,
+        dst,
+        kind: BindKind::Dir,
+        readonly: false,
+        allow_devices: false,
+        optional: false,
+        create: true,
+        origin: origin.into(),
+    }
+}
+
+/// Directories Apptainer never binds as the current directory: the
+/// system's own, where the image's version is the one wanted.
+const SYSTEM_DIRS: [&str; 10] = [
+    "/", "/etc", "/bin", "/mnt", "/usr", "/var", "/opt", "/sbin", "/lib", "/lib64",
+];
+
+/// The current directory, bound at the same path when nothing else makes
+/// it visible (as Apptainer): not with `--contain`, `--no-mount cwd`,
+/// `mount_cwd = false`, without user binds, nor for a system or virtual
+/// directory.
+fn cwd_bind(
+    req: &Request,
+    who: &Invoker,
+    settings: &Settings,
+    no: &NoMount,
+    mounts: &[Mount],
+) -> Option<Bind> {
+    let cwd = binds::normalize(&who.cwd);
+    let why_not = if req.contain {
+        Some("--contain".to_string())
+    } else if no.cwd {
+        Some("--no-mount cwd".to_string())
+    } else if !settings.mount_cwd.value {
+        Some(format!(
+            "mount_cwd = false in {}",
+            settings.mount_cwd.origin
+        ))
+    } else if !settings.allow_user_binds.value {
+        Some(format!(
+            "allow_user_binds = false in {}",
+            settings.allow_user_binds.origin
+        ))
+    } else if SYSTEM_DIRS.iter().any(|d| cwd == Path::new(d))
+        || ["/proc", "/sys", "/dev"].iter().any(|d| cwd.starts_with(d))
+    {
+        Some("a system directory".to_string())
+    } else {
+        None
+    };
+    // Visible already: nothing to do.
+    binds::start_dir(None, &cwd, mounts, &Home::None)
+        .1
+        .as_ref()?;
+    if let Some(why) = why_not {
+        log::debug!(
+            "the current directory {} is not bound: {why}",
+            cwd.display()
+        );
+        return None;
+    }
+    Some(Bind {
+        src: cwd.clone(),
+        dst: cwd,
+        kind: BindKind::Dir,
+        readonly: false,
+        allow_devices: false,
+        optional: false,
+        create: true,
+        origin: "cwd".into(),
     })
 }
 
@@ -493,11 +840,19 @@ fn mounts_of(
     who: &Invoker,
     settings: &Settings,
     home: &Home,
+    no: &NoMount,
 ) -> Result<Vec<Mount>, Error> {
     let user_binds = user_bind_specs(req, who, settings)?;
     let mut extra = Vec::new();
     for b in &settings.site_binds {
-        extra.extend(parse_binds(&b.value, &b.origin)?);
+        if no.bind_paths {
+            continue;
+        }
+        extra.extend(
+            parse_binds(&b.value, &b.origin)?
+                .into_iter()
+                .filter(|(spec, _)| !no.dsts.contains(&spec.dst)),
+        );
     }
     extra.extend(launcher_binds(&who.env));
     extra.extend(user_binds);
@@ -551,9 +906,7 @@ fn steps_of(
         }
     };
     steps.push(Step::Root(RootLayer {
-        writable_size: req
-            .writable_tmpfs
-            .then_some(settings.writable_tmpfs_size.value),
+        writable_size: writable_size(req, settings)?,
         overlays: crate::overlay::plan(&req.overlays, &who.cwd)?,
     }));
     steps.extend(mounts.into_iter().map(|m| match m {
@@ -565,6 +918,22 @@ fn steps_of(
     steps.push(Step::SealRoot);
     steps.push(Step::EnterNewRoot);
     Ok((steps, server))
+}
+
+/// `--writable-tmpfs[=SIZE]`: the size of the writable layer, if any.
+fn writable_size(req: &Request, settings: &Settings) -> Result<Option<u64>, Error> {
+    if !req.writable_tmpfs {
+        return Ok(None);
+    }
+    match req.writable_tmpfs_size.as_deref() {
+        None | Some("") => Ok(Some(settings.writable_tmpfs_size.value)),
+        Some(text) => crate::config::parse_size(text).map(Some).map_err(|e| {
+            Error::Usage(format!(
+                "--writable-tmpfs={}: {e}",
+                crate::text::one_line(text)
+            ))
+        }),
+    }
 }
 
 /// Whether this launch shares a container (the ranks of a job step) or an
@@ -580,8 +949,10 @@ fn sharing_of(
 ) -> Result<(Option<JoinPlan>, Option<WarmPlan>), Error> {
     // Ranks asking for a different container (identity, mounts) do not
     // share one: the socket name covers the setup.
+    // The namespaces too: ranks with and without --pid do not share.
     let setup = format!(
-        "{identity}\n{}",
+        "{identity}\n{}\n{}",
+        req.isolation,
         steps
             .iter()
             .map(ToString::to_string)
@@ -636,6 +1007,7 @@ fn join_plan(
     if req.join == JoinMode::Off {
         return Ok(None);
     }
+
     let key = match &req.join_key {
         Some(k) => Some(super::launcher::JoinKey {
             key: format!("user.{k}"),
@@ -706,6 +1078,10 @@ fn user_bind_specs(
     for b in &req.binds {
         specs.extend(parse_binds(b, "--bind")?);
     }
+    for m in &req.mounts {
+        let spec = crate::container::mountspec::parse(m)?;
+        specs.push((spec, "--mount".to_string()));
+    }
     if !specs.is_empty() && !settings.allow_user_binds.value {
         return Err(Error::Refused(format!(
             "user binds are disabled by the site (allow_user_binds = false in {}); refused: {}",
@@ -724,6 +1100,25 @@ fn choose_home(
     req: &Request,
     settings: &Settings,
     host_home: Option<&Path>,
+    no: &NoMount,
+    workdir: Option<&Path>,
+) -> Result<Home, Error> {
+    let home = choose_home_dir(req, settings, host_home, no)?;
+    // Apptainer: with --contain, the home is a directory under --workdir.
+    Ok(match (home, workdir) {
+        (Home::Private { dst }, Some(dir)) => Home::Bind {
+            src: dir.join("home"),
+            dst,
+        },
+        (home, _) => home,
+    })
+}
+
+fn choose_home_dir(
+    req: &Request,
+    settings: &Settings,
+    host_home: Option<&Path>,
+    no: &NoMount,
 ) -> Result<Home, Error> {
     if let Some(spec) = &req.home {
         let parsed = binds::parse_spec(spec).map_err(|source| binds::BindError {
@@ -748,7 +1143,7 @@ fn choose_home(
     let Some(home) = host_home.map(binds::normalize) else {
         return Ok(Home::None);
     };
-    if req.no_home {
+    if req.no_home || no.home {
         return Ok(Home::None);
     }
     if req.contain {
@@ -980,5 +1375,174 @@ pub(super) mod tests {
             "bind 'relative:/x' (from --bind): source 'relative' must be an absolute path"
         );
         assert_eq!(err.exit_kind(), crate::exit::ExitKind::Usage);
+    }
+
+    fn steps_text(p: &Plan) -> String {
+        p.steps
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The current directory is bound at its own path when nothing shows
+    /// it; not when it is visible already, a system directory, under
+    /// --contain or --no-mount cwd. It goes before the user's binds.
+    #[test]
+    fn current_directory_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let at = |cwd: &str, f: &dyn Fn(&mut Request)| {
+            let mut w = who(d.path());
+            w.cwd = cwd.into();
+            let mut req = request(&img);
+            f(&mut req);
+            let p = plan(&req, &w, &Settings::default(), &no_lookup).unwrap();
+            (steps_text(&p), p.start_dir)
+        };
+        let (text, start) = at("/scratch/run", &|r| {
+            r.binds = vec!["/data:/scratch/run/in".into()]
+        });
+        let cwd = text.find("bind /scratch/run -> /scratch/run (nosuid,nodev) [cwd]");
+        let user = text.find("[--bind]");
+        assert!(cwd.is_some() && cwd < user, "{text}");
+        assert_eq!(start, Path::new("/scratch/run"));
+        // In the home: visible already.
+        let home = binds::normalize(d.path()).join("proj");
+        let (text, _) = at(home.to_str().unwrap(), &|_| {});
+        assert!(!text.contains("[cwd]"), "{text}");
+        for dir in ["/", "/usr", "/opt", "/proc/1", "/dev/shm"] {
+            let (text, _) = at(dir, &|_| {});
+            assert!(!text.contains("[cwd]"), "{dir}: {text}");
+        }
+        let (text, start) = at("/scratch/run", &|r| r.no_mount = vec!["cwd".into()]);
+        assert!(!text.contains("[cwd]"), "{text}");
+        assert_eq!(start, binds::normalize(d.path()));
+        let (text, _) = at("/scratch/run", &|r| r.contain = true);
+        assert!(!text.contains("[cwd]"), "{text}");
+    }
+
+    /// `--no-mount`: each word, a site bind by destination, bind-paths;
+    /// an unknown word is a usage error naming it.
+    #[test]
+    fn no_mount_words() {
+        let no =
+            NoMount::parse(&["home,tmp".into(), " proc , sys,dev,hostfs,/data/".into()]).unwrap();
+        assert!(no.home && no.tmp && no.proc && no.sys && no.dev && !no.cwd);
+        assert_eq!(no.dsts, vec![PathBuf::from("/data")]);
+        let err = NoMount::parse(&["home,devpts".into()]).unwrap_err();
+        assert_eq!(err.exit_kind(), crate::exit::ExitKind::Usage);
+        assert!(
+            err.to_string()
+                .starts_with("--no-mount devpts: unknown mount"),
+            "{err}"
+        );
+
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let s = Settings {
+            site_binds: vec![
+                super::super::settings::Sourced {
+                    value: "/opt/site:/site".into(),
+                    origin: "/etc/rfake/rfake.toml:2".into(),
+                },
+                super::super::settings::Sourced {
+                    value: "/data".into(),
+                    origin: "/etc/rfake/rfake.toml:3".into(),
+                },
+            ],
+            ..Settings::default()
+        };
+        let mut req = request(&img);
+        req.no_mount = vec!["/site,proc,sys,dev,tmp,home".into()];
+        let text = steps_text(&plan(&req, &who(d.path()), &s, &no_lookup).unwrap());
+        assert!(text.contains("bind /data -> /data"), "{text}");
+        for gone in [
+            "-> /site",
+            "-> /proc",
+            "-> /sys",
+            "-> /dev",
+            "-> /tmp ",
+            "tmpfs /tmp",
+            "[home]",
+        ] {
+            assert!(!text.contains(gone), "{gone}: {text}");
+        }
+        req.no_mount = vec!["bind-paths".into()];
+        let text = steps_text(&plan(&req, &who(d.path()), &s, &no_lookup).unwrap());
+        assert!(!text.contains("/data") && !text.contains("/site"), "{text}");
+    }
+
+    /// `-W` with `--contain`: /tmp, /var/tmp and the home under DIR (made
+    /// before the container), `-S` under DIR/scratch; a PID namespace
+    /// remounts /proc; ranks with other namespaces do not share one
+    /// container.
+    #[test]
+    fn workdir_scratch_and_namespaces() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let w = binds::normalize(d.path()).join("w");
+        std::fs::create_dir(&w).unwrap();
+        let mut req = request(&img);
+        req.contain = true;
+        req.workdir = Some(w.clone());
+        req.scratch = vec!["/s1,/a/b".into()];
+        req.isolation.pid = true;
+        req.join = JoinMode::Auto;
+        let mut who = who(d.path());
+        who.env.push(("SLURM_JOB_ID".into(), "1".into()));
+        who.env.push(("SLURM_STEP_ID".into(), "0".into()));
+        let p = plan(&req, &who, &Settings::default(), &no_lookup).unwrap();
+        let text = steps_text(&p);
+        for want in [
+            format!(
+                "bind {0}/tmp -> /tmp (nosuid,nodev) [--workdir]",
+                w.display()
+            ),
+            format!(
+                "bind {0}/var_tmp -> /var/tmp (nosuid,nodev) [--workdir]",
+                w.display()
+            ),
+            format!("bind {0}/home -> ", w.display()),
+            format!(
+                "bind {0}/scratch/a/b -> /a/b (nosuid,nodev) [--scratch]",
+                w.display()
+            ),
+        ] {
+            assert!(text.contains(&want), "{want}: {text}");
+        }
+        assert_eq!(
+            p.host_dirs,
+            vec![
+                (w.join("tmp"), 0o1777),
+                (w.join("var_tmp"), 0o1777),
+                (w.join("home"), 0o700),
+                (w.join("scratch/s1"), 0o750),
+                (w.join("scratch/a/b"), 0o750),
+            ]
+        );
+        assert!(p.fresh_proc);
+        // Ranks share the namespaces; not with ranks that have others.
+        let joined = p.join.expect("ranks join");
+        req.isolation.pid = false;
+        let without = plan(&req, &who, &Settings::default(), &no_lookup).unwrap();
+        assert_ne!(without.join.unwrap().socket, joined.socket);
+        req.isolation.pid = true;
+        // Without -W: tmpfs.
+        req.workdir = None;
+        req.join = JoinMode::Off;
+        req.no_mount = vec!["proc".into()];
+        let p = plan(&req, &who, &Settings::default(), &no_lookup).unwrap();
+        let text = steps_text(&p);
+        assert!(
+            text.contains("tmpfs /var/tmp (mode 1777) [--contain]"),
+            "{text}"
+        );
+        assert!(text.contains("tmpfs /a/b (mode 755) [--scratch]"), "{text}");
+        assert!(p.host_dirs.is_empty());
+        assert!(!p.fresh_proc, "no /proc, no fresh one");
     }
 }

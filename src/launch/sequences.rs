@@ -153,7 +153,8 @@ fn plain_launch() {
     );
 }
 
-/// `--contain`: private tmpfs mounts on /tmp and the home instead of binds.
+/// `--contain`: private tmpfs mounts on /tmp, /var/tmp and the home
+/// instead of binds.
 #[test]
 fn contain_makes_tmpfs_instead_of_binds() {
     let s = setup();
@@ -174,9 +175,14 @@ fn contain_makes_tmpfs_instead_of_binds() {
         .iter()
         .filter(|c| c.starts_with("fsmount tmpfs"))
         .collect();
-    assert_eq!(tmpfs.len(), 2, "{calls:#?}");
+    assert_eq!(tmpfs.len(), 3, "{calls:#?}");
     assert!(tmpfs[0].contains("\"1777\""), "{calls:#?}");
-    assert!(tmpfs[1].contains("\"700\""), "{calls:#?}");
+    assert!(tmpfs[1].contains("\"1777\""), "{calls:#?}");
+    assert!(tmpfs[2].contains("\"700\""), "{calls:#?}");
+    assert!(
+        calls.iter().any(|c| c == "attach -> /newroot/var/tmp"),
+        "{calls:#?}"
+    );
     // The home's tmpfs is attached where the home is, created in the
     // overlay (the image has no such directory).
     assert!(

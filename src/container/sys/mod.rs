@@ -9,7 +9,7 @@ use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -168,6 +168,10 @@ pub trait Sys {
     fn setns(&self, ns: BorrowedFd<'_>, kind: CloneFlags, what: &'static str) -> SysResult;
     /// Write `contents` to an existing file (procfs maps, sysctls).
     fn write_file(&self, path: &Path, contents: &str) -> SysResult;
+    /// Set the host name of the current UTS namespace.
+    fn sethostname(&self, name: &str) -> SysResult;
+    /// Bring the loopback interface of the current network namespace up.
+    fn loopback_up(&self) -> SysResult;
     /// `mount(2)`: the propagation change, the staging and overlay mounts
     /// and moves of rfake's own places (never a path inside the image).
     fn mount(
@@ -295,6 +299,36 @@ impl Sys for LinuxSys {
 
     fn setns(&self, ns: BorrowedFd<'_>, kind: CloneFlags, what: &'static str) -> SysResult {
         nix::sched::setns(ns, kind).map_err(|e| SysError::about("setns", what, e))
+    }
+
+    fn sethostname(&self, name: &str) -> SysResult {
+        nix::unistd::sethostname(name).map_err(|e| SysError::process("sethostname", e))
+    }
+
+    fn loopback_up(&self) -> SysResult {
+        // netdevice(7): SIOCGIFFLAGS then SIOCSIFFLAGS with IFF_UP, on any
+        // socket of the namespace.
+        // SAFETY: plain system calls on a descriptor we own; `req` is a
+        // zeroed ifreq with a NUL-terminated name.
+        unsafe {
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if sock < 0 {
+                return Err(SysError::about("socket", "lo", Errno::last()));
+            }
+            let sock = OwnedFd::from_raw_fd(sock);
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+                *d = *s as libc::c_char;
+            }
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+                return Err(SysError::about("ioctl(SIOCGIFFLAGS)", "lo", Errno::last()));
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+                return Err(SysError::about("ioctl(SIOCSIFFLAGS)", "lo", Errno::last()));
+            }
+        }
+        Ok(())
     }
 
     fn write_file(&self, path: &Path, contents: &str) -> SysResult {

@@ -87,6 +87,14 @@ impl Sys for Recorder {
         self.push(format!("setns {kind:?} ({what})"));
         Ok(())
     }
+    fn sethostname(&self, name: &str) -> SysResult {
+        self.push(format!("sethostname {name:?}"));
+        Ok(())
+    }
+    fn loopback_up(&self) -> SysResult {
+        self.push("loopback up".to_string());
+        Ok(())
+    }
     fn write_file(&self, path: &Path, contents: &str) -> SysResult {
         self.push(format!("write {} {contents:?}", self.rel(path)));
         Ok(())

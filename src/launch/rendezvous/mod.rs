@@ -150,6 +150,10 @@ pub fn same_user(stream: &UnixStream) -> bool {
 pub struct Namespaces {
     pub outer_user: OwnedFd,
     pub mount: OwnedFd,
+    /// `--ipc`, `--uts`, `--net`, `--pid` (in that order): the keeper's,
+    /// owned by the outer user namespace. Entering a PID namespace puts
+    /// the member's children in it (its payload), not the member.
+    pub extra: Vec<(OwnedFd, CloneFlags)>,
     pub inner_user: Option<OwnedFd>,
 }
 
@@ -167,6 +171,7 @@ impl Namespaces {
         Ok(Namespaces {
             outer_user,
             mount,
+            extra: Vec::new(),
             inner_user,
         })
     }
@@ -188,6 +193,9 @@ impl Namespaces {
             CloneFlags::CLONE_NEWNS,
             "the shared container's mount namespace",
         )?;
+        for (fd, kind) in &self.extra {
+            sys.setns(fd.as_fd(), *kind, "a namespace of the shared container")?;
+        }
         if let Some(inner) = &self.inner_user {
             sys.setns(
                 inner.as_fd(),
@@ -197,6 +205,19 @@ impl Namespaces {
         }
         Ok(())
     }
+}
+
+/// The most descriptors a keeper hands over: the outer user, mount, IPC,
+/// UTS, network, PID and inner user namespaces.
+pub const MAX_FDS: usize = 7;
+
+/// The kind of namespace `fd` refers to (`NS_GET_NSTYPE`, Linux 4.11).
+fn ns_type(fd: &OwnedFd) -> Option<CloneFlags> {
+    // <linux/nsfs.h>: NS_GET_NSTYPE is _IO(0xb7, 0x3).
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl without argument on a descriptor we own.
+    let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    (kind > 0).then(|| CloneFlags::from_bits_truncate(kind))
 }
 
 /// The status byte of a keeper whose image server has ended (not an exit
@@ -219,6 +240,7 @@ pub fn send_ready(
     server: Option<u32>,
 ) -> std::io::Result<()> {
     let mut fds = vec![ns.outer_user.as_raw_fd(), ns.mount.as_raw_fd()];
+    fds.extend(ns.extra.iter().map(|(fd, _)| fd.as_raw_fd()));
     if let Some(inner) = &ns.inner_user {
         fds.push(inner.as_raw_fd());
     }
@@ -226,7 +248,7 @@ pub fn send_ready(
 }
 
 /// Keeper → member: status 0 and the server's pid (4 bytes, little-endian,
-/// 0 for none), with `fds` (at most three) attached.
+/// 0 for none), with `fds` (at most [`MAX_FDS`]) attached.
 pub fn send_fds(
     stream: &UnixStream,
     fds: &[std::os::fd::RawFd],
@@ -284,15 +306,35 @@ pub fn send_error(mut stream: &UnixStream, code: u8, message: &str) {
 pub fn receive(stream: &UnixStream, key: &str) -> Result<(Namespaces, Option<u32>), JoinError> {
     let handover = receive_fds(stream, key)?;
     let mut fds = handover.fds.into_iter();
-    match (fds.next(), fds.next(), fds.next()) {
-        (Some(outer_user), Some(mount), inner_user) => Ok((
-            Namespaces {
-                outer_user,
-                mount,
-                inner_user,
-            },
-            handover.server,
-        )),
+    match (fds.next(), fds.next()) {
+        (Some(outer_user), Some(mount)) => {
+            // The rest: the other namespaces, then the inner user one; each
+            // says what it is (ioctl_ns(2), NS_GET_NSTYPE).
+            let mut extra = Vec::new();
+            let mut inner_user = None;
+            for fd in fds {
+                match ns_type(&fd) {
+                    Some(CloneFlags::CLONE_NEWUSER) => inner_user = Some(fd),
+                    Some(kind) => extra.push((fd, kind)),
+                    None => {
+                        return Err(JoinError::Keeper {
+                            key: key.to_string(),
+                            message: "the keeper sent a descriptor that is no namespace".into(),
+                            code: crate::exit::ExitKind::Internal.code(),
+                        });
+                    }
+                }
+            }
+            Ok((
+                Namespaces {
+                    outer_user,
+                    mount,
+                    extra,
+                    inner_user,
+                },
+                handover.server,
+            ))
+        }
         _ => Err(JoinError::Keeper {
             key: key.to_string(),
             message: "the keeper sent no namespaces".into(),
@@ -316,7 +358,7 @@ pub fn receive_fds(stream: &UnixStream, key: &str) -> Result<Handover, JoinError
         .set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| io("waiting", e))?;
     let mut head = [0u8; 5];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(&mut head)];
     let msg = recvmsg::<()>(
         stream.as_raw_fd(),
@@ -401,8 +443,8 @@ mod tests {
 
     /// A joining rank enters the shared container: the outer user
     /// namespace first (it owns the mount namespace: setns to that needs
-    /// its capabilities), then the mount namespace, then the inner user
-    /// namespace of `--keep-id`.
+    /// its capabilities), then the mount namespace, the others (`--pid`
+    /// here), then the inner user namespace of `--keep-id`.
     #[test]
     fn a_member_enters_user_then_mount_then_inner_user() {
         let dir = tempfile::tempdir().unwrap();
@@ -411,6 +453,7 @@ mod tests {
         let ns = Namespaces {
             outer_user: fd(),
             mount: fd(),
+            extra: vec![(fd(), CloneFlags::CLONE_NEWPID)],
             inner_user: Some(fd()),
         };
         ns.enter(&rec).unwrap();
@@ -419,6 +462,7 @@ mod tests {
             vec![
                 "setns CloneFlags(CLONE_NEWUSER) (the shared container's user namespace)",
                 "setns CloneFlags(CLONE_NEWNS) (the shared container's mount namespace)",
+                "setns CloneFlags(CLONE_NEWPID) (a namespace of the shared container)",
                 "setns CloneFlags(CLONE_NEWUSER) (the shared container's inner user namespace)",
             ]
         );
