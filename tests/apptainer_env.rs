@@ -554,3 +554,44 @@ fn tmpdir_for_builds() {
     assert_status(&out, 0);
     assert!(d.path().join("b.sqfs").is_file());
 }
+
+/// The variables of the namespace and containment flags: a job script
+/// that sets `APPTAINER_CONTAINALL` or `APPTAINER_UNSHARE_PID` gets the
+/// namespaces, and `APPTAINER_HOSTNAME` the name; the command line wins.
+#[test]
+fn namespace_flag_variables() {
+    if setup().is_none() {
+        return;
+    }
+    let out = run(
+        "appns",
+        &[("APPTAINER_CONTAINALL", "1")],
+        &[],
+        "echo $$ ${CONTAINALL_PROBE:-clean}",
+    );
+    assert_eq!(line(&out), "2 clean");
+    let out = run(
+        "appns",
+        &[("SINGULARITY_UNSHARE_PID", "true")],
+        &[],
+        "echo $$",
+    );
+    assert_eq!(line(&out), "2");
+    let out = run(
+        "appns",
+        &[("APPTAINER_HOSTNAME", "from-env")],
+        &[],
+        "cat /proc/sys/kernel/hostname",
+    );
+    assert_eq!(line(&out), "from-env");
+    let out = run(
+        "appns",
+        &[("APPTAINER_HOSTNAME", "from-env")],
+        &["--hostname", "from-flag"],
+        "cat /proc/sys/kernel/hostname",
+    );
+    assert_eq!(line(&out), "from-flag");
+    let out = run("appns", &[("APPTAINER_APP", "foo")], &[], "true");
+    assert_exit(&out, ExitKind::Refused);
+    assert_nothing_left(&tag("appns"));
+}

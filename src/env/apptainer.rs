@@ -90,8 +90,7 @@ pub enum Target {
     Home,
     NoHome,
     Contain,
-    /// `--contain` and `--cleanenv` (Apptainer's `--containall` also asks
-    /// for PID and IPC namespaces).
+    /// `--containall`: `--contain`, `--cleanenv`, `--pid` and `--ipc`.
     Containall,
     Cleanenv,
     Pwd,
@@ -100,6 +99,23 @@ pub enum Target {
     EnvFile,
     Nv,
     Rocm,
+    Pid,
+    Ipc,
+    Uts,
+    Net,
+    NoPrivs,
+    KeepPrivs,
+    Userns,
+    Hostname,
+    Network,
+    Workdir,
+    /// `--scratch`, `--no-mount`: comma-separated lists, as on the
+    /// command line.
+    Scratch,
+    NoMount,
+    /// `--mount`: one specification per line (a specification has commas).
+    Mount,
+    App,
     /// A flag rfake does not have: a warning says what to do instead.
     Unsupported(&'static str),
 }
@@ -118,7 +134,17 @@ impl Target {
     pub fn is_switch(self) -> bool {
         !matches!(
             self,
-            Target::Binds | Target::Home | Target::Pwd | Target::EnvFile
+            Target::Binds
+                | Target::Home
+                | Target::Pwd
+                | Target::EnvFile
+                | Target::Hostname
+                | Target::Network
+                | Target::Workdir
+                | Target::Scratch
+                | Target::NoMount
+                | Target::Mount
+                | Target::App
         )
     }
 }
@@ -158,16 +184,20 @@ pub const FLAG_VARS: &[FlagVar] = &[
         "--writable",
         Target::Unsupported("images are read-only; use --writable-tmpfs"),
     ),
-    row(
-        &["KEEP_PRIVS"],
-        "--keep-privs",
-        Target::Unsupported("rfake never has privileges to keep"),
-    ),
-    row(
-        &["NO_PRIVS"],
-        "--no-privs",
-        Target::Unsupported("rfake's payload never has privileges on the host"),
-    ),
+    row(&["KEEP_PRIVS"], "--keep-privs", Target::KeepPrivs),
+    row(&["NO_PRIVS"], "--no-privs", Target::NoPrivs),
+    row(&["PID", "UNSHARE_PID"], "--pid", Target::Pid),
+    row(&["IPC", "UNSHARE_IPC"], "--ipc", Target::Ipc),
+    row(&["UTS", "UNSHARE_UTS"], "--uts", Target::Uts),
+    row(&["NET", "UNSHARE_NET"], "--net", Target::Net),
+    row(&["USERNS", "UNSHARE_USERNS"], "--userns", Target::Userns),
+    row(&["HOSTNAME"], "--hostname", Target::Hostname),
+    row(&["NETWORK"], "--network", Target::Network),
+    row(&["WORKDIR"], "--workdir", Target::Workdir),
+    row(&["SCRATCH", "SCRATCHDIR"], "--scratch", Target::Scratch),
+    row(&["NO_MOUNT"], "--no-mount", Target::NoMount),
+    row(&["MOUNT"], "--mount", Target::Mount),
+    row(&["APP", "APPNAME"], "--app", Target::App),
 ];
 
 /// Parse a boolean as Go's `strconv.ParseBool` does.
@@ -254,9 +284,69 @@ pub fn apply_flags(
                 args.contain = true;
                 true
             }
-            Target::Containall if !(args.contain && args.cleanenv) => {
-                args.contain = true;
-                args.cleanenv = true;
+            Target::Containall if !args.containall => {
+                args.containall = true;
+                true
+            }
+            Target::Pid if !args.pid => {
+                args.pid = true;
+                true
+            }
+            Target::Ipc if !args.ipc => {
+                args.ipc = true;
+                true
+            }
+            Target::Uts if !args.uts => {
+                args.uts = true;
+                true
+            }
+            Target::Net if !args.net => {
+                args.net = true;
+                true
+            }
+            Target::NoPrivs if !args.no_privs && !args.keep_privs => {
+                args.no_privs = true;
+                true
+            }
+            Target::KeepPrivs if !args.keep_privs && !args.no_privs => {
+                args.keep_privs = true;
+                true
+            }
+            Target::Userns if !args.userns => {
+                args.userns = true;
+                true
+            }
+            Target::Hostname if args.hostname.is_none() => {
+                args.hostname = Some(value.clone());
+                true
+            }
+            Target::Network if args.network.is_none() => {
+                args.network = Some(value.clone());
+                true
+            }
+            Target::Workdir if args.workdir.is_none() => {
+                args.workdir = Some(value.clone().into());
+                true
+            }
+            Target::Scratch if args.scratch.is_empty() => {
+                args.scratch.push(value.clone());
+                true
+            }
+            Target::NoMount if args.no_mount.is_empty() => {
+                args.no_mount.push(value.clone());
+                true
+            }
+            Target::Mount if args.mounts.is_empty() => {
+                args.mounts.extend(
+                    value
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(String::from),
+                );
+                true
+            }
+            Target::App if args.app.is_none() => {
+                args.app = Some(value.clone());
                 true
             }
             Target::Cleanenv if !args.cleanenv => {
@@ -471,7 +561,7 @@ pub fn describe(env: &[(OsString, OsString)]) -> String {
         let value = s.found.value.to_string_lossy();
         let what = match s.target {
             Target::Unsupported(advice) => format!("{}: not in rfake, ignored ({advice})", s.flag),
-            Target::Home | Target::Pwd | Target::EnvFile => format!("{} {value}", s.flag),
+            t if !t.is_switch() => format!("{} {value}", s.flag),
             _ => match parse_bool(value.trim()) {
                 Some(true) => s.flag.to_string(),
                 Some(false) => format!("{}: off", s.flag),
@@ -584,10 +674,39 @@ mod tests {
         // --cwd's variable sets the same as --pwd's.
         let (args, _) = apply_flags(launch_args(&[]), &e(&[("APPTAINER_CWD", "/w")])).unwrap();
         assert_eq!(args.pwd.as_deref(), Some(std::path::Path::new("/w")));
-        // Containall: contain and cleanenv.
+        // Containall is --containall (contain, cleanenv, PID and IPC).
         let (args, _) =
             apply_flags(launch_args(&[]), &e(&[("SINGULARITY_CONTAINALL", "t")])).unwrap();
-        assert!(args.contain && args.cleanenv);
+        assert!(args.containall);
+        // The namespace, mount and privilege flags.
+        let env = e(&[
+            ("APPTAINER_UNSHARE_PID", "1"),
+            ("APPTAINER_IPC", "true"),
+            ("APPTAINER_HOSTNAME", "node"),
+            ("APPTAINER_NETWORK", "none"),
+            ("APPTAINER_WORKDIR", "/w"),
+            ("APPTAINER_SCRATCH", "/s1,/s2"),
+            ("APPTAINER_NO_MOUNT", "tmp,cwd"),
+            (
+                "APPTAINER_MOUNT",
+                "type=bind,src=/a,dst=/b\ntype=bind,src=/c,dst=/d,ro",
+            ),
+            ("APPTAINER_NO_PRIVS", "1"),
+        ]);
+        let (args, _) = apply_flags(launch_args(&[]), &env).unwrap();
+        assert!(args.pid && args.ipc && args.no_privs && !args.uts);
+        assert_eq!(args.hostname.as_deref(), Some("node"));
+        assert_eq!(args.network.as_deref(), Some("none"));
+        assert_eq!(args.workdir.as_deref(), Some(std::path::Path::new("/w")));
+        assert_eq!(args.scratch, ["/s1,/s2"]);
+        assert_eq!(args.no_mount, ["tmp,cwd"]);
+        assert_eq!(
+            args.mounts,
+            ["type=bind,src=/a,dst=/b", "type=bind,src=/c,dst=/d,ro"]
+        );
+        // The command line wins.
+        let (args, _) = apply_flags(launch_args(&["--hostname", "cli"]), &env).unwrap();
+        assert_eq!(args.hostname.as_deref(), Some("cli"));
     }
 
     #[test]
