@@ -171,10 +171,14 @@ pub enum Commands {
         image: PathBuf,
     },
     /// Write the man pages generated from this command line into DIR.
-    #[command(hide = true)]
     Man {
-        /// Output directory.
+        /// Output directory (created with its parents).
         dir: PathBuf,
+    },
+    /// Print the completion script for SHELL on stdout.
+    Completions {
+        /// bash, zsh or fish (also elvish, powershell).
+        shell: clap_complete::Shell,
     },
     /// List or clean the image cache (images pulled from registries).
     Cache {
