@@ -564,7 +564,11 @@ mod tests {
         assert_eq!(lines[0], env!("CARGO_PKG_VERSION"));
         let commit = lines[1].strip_prefix("commit: ").unwrap();
         assert!(
-            commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()),
+            commit == "unknown"
+                || commit
+                    .trim_end_matches("-dirty")
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit()),
             "{commit:?}"
         );
         assert!(lines[2].starts_with("features: libfuse3 "), "{}", lines[2]);
