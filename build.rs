@@ -6,6 +6,9 @@
 //! `libsquashfs1` from `libsquashfs-dev`, `fuse3` from `libfuse3-dev`);
 //! without it, `-lsquashfs`/`-lfuse3` and the default include paths are
 //! assumed. Only `sqfs_*`/`SQFS_*` and `fuse_*`/`FUSE_*` items are bound.
+//!
+//! It also sets what `rfake --version` prints (`RFAKE_GIT_COMMIT`,
+//! `RFAKE_BUILD_FEATURES`); finding them never fails the build.
 
 use std::env;
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ const FUSE_PKG: &str = "fuse3";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    version_info();
 
     let cflags = link(PKG, "squashfs");
 
@@ -104,4 +108,64 @@ fn link(pkg: &str, fallback: &str) -> Vec<String> {
             Vec::new()
         }
     }
+}
+
+/// `RFAKE_GIT_COMMIT`: `git rev-parse --short HEAD` of the source tree when
+/// it is a git checkout (a `.git` directory, or file in a worktree), else
+/// the variable of the same name from the build environment (a package built
+/// from a tarball may set it), else "unknown". `RFAKE_BUILD_FEATURES`: the
+/// library versions compiled against and the profile.
+fn version_info() {
+    println!("cargo:rerun-if-env-changed=RFAKE_GIT_COMMIT");
+    let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .ok()?;
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    let commit = if dir.join(".git").exists() {
+        // Rebuild when HEAD moves: HEAD itself and the branch it names.
+        for path in ["HEAD", "packed-refs"]
+            .iter()
+            .filter_map(|p| git(&["rev-parse", "--git-path", p]))
+            .chain(
+                git(&["symbolic-ref", "-q", "HEAD"])
+                    .and_then(|r| git(&["rev-parse", "--git-path", &r])),
+            )
+        {
+            let path = dir.join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+        git(&["rev-parse", "--short", "HEAD"])
+    } else {
+        None
+    };
+    let commit = commit
+        .or_else(|| env::var("RFAKE_GIT_COMMIT").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=RFAKE_GIT_COMMIT={commit}");
+
+    let version = |pkg: &str| {
+        pkg_config::Config::new()
+            .cargo_metadata(false)
+            .env_metadata(false)
+            .probe(pkg)
+            .map(|l| l.version)
+            .unwrap_or_else(|_| "unknown version".to_string())
+    };
+    let target = env::var("TARGET").unwrap_or_else(|_| "unknown".to_string());
+    println!("cargo:rustc-env=RFAKE_TARGET={target}");
+    let profile = env::var("PROFILE").unwrap_or_else(|_| "unknown".to_string());
+    println!(
+        "cargo:rustc-env=RFAKE_BUILD_FEATURES=libfuse3 {} (rfake's FUSE server), libsquashfs {} \
+         (dynamic), TLS rustls, seccomp, {profile} build",
+        version(FUSE_PKG),
+        version(PKG),
+    );
 }

@@ -6,10 +6,30 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `rfake -V`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("RFAKE_GIT_COMMIT"),
+    ")"
+);
+
+/// `rfake --version`: also what the build contains (build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("RFAKE_GIT_COMMIT"),
+    "\nfeatures: ",
+    env!("RFAKE_BUILD_FEATURES"),
+    "\ntarget: ",
+    env!("RFAKE_TARGET"),
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rfake",
-    version,
+    version = VERSION,
+    long_version = LONG_VERSION,
     about = "Run container images without root on HPC clusters",
     long_about = "rfake runs a command inside a single-file container image (SquashFS or \
                   Apptainer/Singularity SIF), an unpacked directory or an image from a registry \
@@ -171,10 +191,14 @@ pub enum Commands {
         image: PathBuf,
     },
     /// Write the man pages generated from this command line into DIR.
-    #[command(hide = true)]
     Man {
-        /// Output directory.
+        /// Output directory (created with its parents).
         dir: PathBuf,
+    },
+    /// Print the completion script for SHELL on stdout.
+    Completions {
+        /// bash, zsh or fish (also elvish, powershell).
+        shell: clap_complete::Shell,
     },
     /// List or clean the image cache (images pulled from registries).
     Cache {
@@ -532,6 +556,24 @@ pub enum RegistryCommand {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn version_names_the_commit_features_and_target() {
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+        let lines: Vec<&str> = LONG_VERSION.lines().collect();
+        assert_eq!(lines[0], env!("CARGO_PKG_VERSION"));
+        let commit = lines[1].strip_prefix("commit: ").unwrap();
+        assert!(
+            commit == "unknown"
+                || commit
+                    .trim_end_matches("-dirty")
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit()),
+            "{commit:?}"
+        );
+        assert!(lines[2].starts_with("features: libfuse3 "), "{}", lines[2]);
+        assert!(lines[3].starts_with("target: "), "{}", lines[3]);
+    }
 
     #[test]
     fn clap_definition_is_consistent() {

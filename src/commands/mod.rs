@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+mod completions;
 mod config;
 mod doctor;
 mod inspect;
@@ -97,6 +98,7 @@ pub fn run(command: Commands) -> Result<u8, Error> {
         Commands::Doctor => Ok(doctor::run(&invoker, load())),
         Commands::Config => config::run(load()?, &invoker.env),
         Commands::Man { dir } => man::run(&dir),
+        Commands::Completions { shell } => completions::run(shell),
         Commands::Cache { command } => cache::run(command, &load()?, &invoker.env),
         Commands::Registry { command } => registry::run(command, &invoker.env, load),
         Commands::Instance { command } => {
