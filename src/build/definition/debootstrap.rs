@@ -37,7 +37,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::steps::Tail;
-use super::work::cleanup;
 use super::{DefinitionOptions, failed, refused};
 use crate::build::deffile::Definition;
 use crate::build::fakeroot::{self, FakerootMode, Place, RunSpec};
@@ -107,33 +106,13 @@ fn include_arg(include: &[String]) -> String {
     all.join(",")
 }
 
-/// The environment of both stages: a fixed PATH with the sbin
-/// directories (debootstrap and dpkg look for programs there), the proxies
-/// of the invoking environment, and the header's values (the scripts read
-/// them from there, so no value is ever parsed by a shell).
+/// The environment of both stages: every build step's clean one
+/// ([`super::steps::clean_env`]: the sbin directories on `PATH`, where
+/// debootstrap and dpkg look for programs, and the proxies), and the
+/// header's values (the scripts read them from there, so no value is ever
+/// parsed by a shell).
 fn stage_env(env: &[(OsString, OsString)], extra: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-    let mut out: Vec<(OsString, OsString)> = vec![
-        (
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
-        ("HOME".into(), "/root".into()),
-        ("LANG".into(), "C".into()),
-        ("TERM".into(), "dumb".into()),
-        ("DEBIAN_FRONTEND".into(), "noninteractive".into()),
-    ];
-    for name in [
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-    ] {
-        if let Some(v) = crate::env::get(env, name) {
-            out.push((name.into(), v.into()));
-        }
-    }
+    let mut out = super::steps::clean_env(env);
     for (k, v) in extra {
         out.retain(|(name, _)| name != k);
         out.push(((*k).into(), (*v).into()));
@@ -295,14 +274,7 @@ impl Stage<'_> {
         if status.success() {
             return Ok(());
         }
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal @ (libc::SIGINT | libc::SIGTERM | libc::SIGHUP)) = status.signal() {
-            log::info!("debootstrap ended by signal {signal}: the build is interrupted");
-            cleanup::die_of(signal);
-        }
-        let code = status
-            .code()
-            .map_or_else(|| format!("{status}"), |c| format!("exit status {c}"));
+        let code = super::steps::failed_status(status, "debootstrap");
         // debootstrap's own log says more than its output (which names it
         // by its path inside the root): it goes at the end of the kept log.
         let own_log = self.root.join("debootstrap/debootstrap.log");
@@ -311,7 +283,7 @@ impl Stage<'_> {
             let _ = log.write_all(b"\n== debootstrap/debootstrap.log\n");
             let _ = log.write_all(&text);
         }
-        let kept = keep_log(self.def, self.work, self.log_path);
+        let kept = super::steps::keep_log(&self.def.path, "debootstrap", self.work, self.log_path);
         Err(Error::Failed {
             kind: ExitKind::BadImage,
             message: format!(
@@ -322,16 +294,6 @@ impl Stage<'_> {
             ),
         })
     }
-}
-
-/// The log copied beside the work directory (which goes), as `%post`'s is.
-fn keep_log(def: &Definition, work: &Path, log_path: &Path) -> Option<PathBuf> {
-    let base = work.parent()?;
-    let to = base.join(format!(
-        "{}.debootstrap.log",
-        def.path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    fs::copy(log_path, &to).ok().map(|_| to)
 }
 
 #[cfg(test)]

@@ -81,30 +81,9 @@ pub fn run_step(
 ) -> Result<(), Error> {
     let section = step.section;
     let shell = step.shell.unwrap_or("/bin/sh");
-    let mut run_env: Vec<(OsString, OsString)> = vec![
-        (
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
-        ("HOME".into(), "/root".into()),
-        ("LANG".into(), "C".into()),
-        ("TERM".into(), "dumb".into()),
-        ("DEBIAN_FRONTEND".into(), "noninteractive".into()),
-        ("SINGULARITY_ROOTFS".into(), "/".into()),
-        ("APPTAINER_ROOTFS".into(), "/".into()),
-    ];
-    for name in [
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-    ] {
-        if let Some(v) = crate::env::get(env, name) {
-            run_env.push((name.into(), v.into()));
-        }
-    }
+    let mut run_env = clean_env(env);
+    run_env.push(("SINGULARITY_ROOTFS".into(), "/".into()));
+    run_env.push(("APPTAINER_ROOTFS".into(), "/".into()));
     let log_path = work.join(format!("{}.log", step.log_name));
     let mut log = Tail::new(fs::File::create(&log_path).ok());
     log::info!("{section}: running with {shell} in {}", shown(root));
@@ -123,23 +102,8 @@ pub fn run_step(
     if status.success() {
         return Ok(());
     }
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(signal @ (libc::SIGINT | libc::SIGTERM | libc::SIGHUP)) = status.signal() {
-        log::info!("{section} ended by signal {signal}: the build is interrupted");
-        cleanup::die_of(signal);
-    }
-    let code = status
-        .code()
-        .map_or_else(|| format!("{status}"), |c| format!("exit status {c}"));
-    // The whole log is kept where the work area was (it goes with it).
-    let kept = work.parent().map(|base| {
-        base.join(format!(
-            "{}.{}.log",
-            step.file.file_name().unwrap_or_default().to_string_lossy(),
-            step.log_name
-        ))
-    });
-    let kept = kept.filter(|to| fs::copy(&log_path, to).is_ok());
+    let code = failed_status(status, section);
+    let kept = keep_log(step.file, step.log_name, work, &log_path);
     Err(Error::Failed {
         kind: ExitKind::BadImage,
         message: format!(
@@ -151,6 +115,61 @@ pub fn run_step(
                 .unwrap_or_default()
         ),
     })
+}
+
+/// The clean environment every build step starts from: a fixed `PATH`
+/// with the sbin directories (package tools look for programs there),
+/// root's `HOME`, `LANG=C`, a non-interactive Debian front end, and the
+/// invoking environment's proxies (network works as on the host).
+pub(super) fn clean_env(env: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
+    let mut out: Vec<(OsString, OsString)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("HOME".into(), "/root".into()),
+        ("LANG".into(), "C".into()),
+        ("TERM".into(), "dumb".into()),
+        ("DEBIAN_FRONTEND".into(), "noninteractive".into()),
+    ];
+    for name in [
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    ] {
+        if let Some(v) = crate::env::get(env, name) {
+            out.push((name.into(), v.into()));
+        }
+    }
+    out
+}
+
+/// A failed step's status in words (`exit status 3`). A step that died of
+/// SIGINT, SIGTERM or SIGHUP means the build was interrupted: rfake then
+/// removes the work area and ends as killed by that signal.
+pub(super) fn failed_status(status: std::process::ExitStatus, what: &str) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal @ (libc::SIGINT | libc::SIGTERM | libc::SIGHUP)) = status.signal() {
+        log::info!("{what} ended by signal {signal}: the build is interrupted");
+        cleanup::die_of(signal);
+    }
+    status
+        .code()
+        .map_or_else(|| format!("{status}"), |c| format!("exit status {c}"))
+}
+
+/// A failed step's whole log, copied to `FILE.LOG_NAME.log` where the work
+/// area `work` was (the work area goes, the copy stays); `None` if it could
+/// not be copied.
+pub(super) fn keep_log(file: &Path, log_name: &str, work: &Path, log: &Path) -> Option<PathBuf> {
+    let to = work.parent()?.join(format!(
+        "{}.{log_name}.log",
+        file.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    fs::copy(log, &to).ok().map(|_| to)
 }
 
 /// A recipe's `[[run]]` steps as `rfake build` runs them: each recipe
