@@ -9,36 +9,9 @@ use rfake::exit::ExitKind;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("debootstrap-")
-        .tempdir_in(home())
-        .unwrap()
-}
-
-fn build_in(t: &str, dir: &Path, args: &[&str]) -> Output {
-    let mut c = command(t);
-    c.current_dir(dir).arg("build").args(args);
-    c.output().unwrap()
-}
-
-/// Nothing of a failed build but its kept log: no OUT, no work directory.
-fn assert_clean(dir: &Path, out: &str) {
-    assert!(!dir.join(out).exists(), "{out} was written");
-    let left: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".rfake")
-        })
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    scratch_in_home("debootstrap-")
 }
 
 fn debootstrap_on_host() -> bool {
@@ -157,7 +130,7 @@ fn a_debootstrap_build() {
     ] {
         assert!(etc.lines().any(|l| l == want), "{want}: {etc}");
     }
-    assert_clean(d.path(), "nothing");
+    assert_build_left_nothing(d.path(), "nothing");
     assert_nothing_left(&t);
 }
 
@@ -181,7 +154,7 @@ fn a_missing_osversion_names_file_and_line() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert_clean(d.path(), "x.sif");
+    assert_build_left_nothing(d.path(), "x.sif");
     assert_nothing_left(&t);
 }
 
@@ -215,7 +188,7 @@ fn a_bad_mirror_fails_with_debootstraps_last_lines() {
     assert!(last.contains("bad.def.debootstrap.log"), "{err}");
     let log = std::fs::read_to_string(d.path().join("bad.def.debootstrap.log")).unwrap();
     assert!(log.contains("127.0.0.1:9"), "{log}");
-    assert_clean(d.path(), "bad.sif");
+    assert_build_left_nothing(d.path(), "bad.sif");
     assert_nothing_left(&t);
 }
 
@@ -245,7 +218,7 @@ fn debootstrap_needs_the_filter() {
             .contains("x.def:1: Bootstrap: debootstrap: debootstrap's first stage failed"),
         "{err}"
     );
-    assert_clean(d.path(), "x.sif");
+    assert_build_left_nothing(d.path(), "x.sif");
     assert_nothing_left(&t);
 }
 

@@ -6,40 +6,10 @@ mod common;
 use rfake::exit::ExitKind;
 
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("definition-")
-        .tempdir_in(home())
-        .unwrap()
-}
-
-/// `rfake build` run in `dir` (relative paths in the definition are from
-/// there, as Apptainer takes them).
-fn build_in(t: &str, dir: &Path, args: &[&str]) -> Output {
-    let mut c = command(t);
-    c.current_dir(dir).arg("build").args(args);
-    c.output().unwrap()
-}
-
-/// What a failed or interrupted build must not leave: OUT, or a work
-/// directory beside it.
-fn assert_clean(dir: &Path, out: &str) {
-    assert!(!dir.join(out).exists(), "{out} was written");
-    let left: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".rfake")
-        })
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    scratch_in_home("definition-")
 }
 
 /// The real busybox SIF as a `localimage` base, every section but `%post`'s
@@ -110,7 +80,7 @@ fn a_definition_on_a_local_sif() {
     assert_status(&help, 0);
     assert_eq!(stdout(&help).trim(), "This image says hello.");
     assert_status(&rfake(&t, &["test", image.to_str().unwrap()]), 0);
-    assert_clean(d.path(), "nothing");
+    assert_build_left_nothing(d.path(), "nothing");
     assert_nothing_left(&t);
 }
 
@@ -143,7 +113,7 @@ fn a_failing_post_stops_the_build() {
         text.contains("step one") && text.contains("broken"),
         "{text}"
     );
-    assert_clean(d.path(), "bad.sif");
+    assert_build_left_nothing(d.path(), "bad.sif");
     assert_nothing_left(&t);
 }
 
@@ -167,7 +137,7 @@ fn refused_sections_name_file_and_line() {
         let err = stderr(&o);
         assert!(err.contains(want), "{text:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert_clean(d.path(), "x.sif");
+        assert_build_left_nothing(d.path(), "x.sif");
     }
     assert_nothing_left(&t);
 }
@@ -218,7 +188,7 @@ fn an_interrupted_build_leaves_nothing() {
         "{status:?}"
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_clean(d.path(), "slow.sif");
+    assert_build_left_nothing(d.path(), "slow.sif");
     assert_nothing_left(&t);
 }
 
@@ -259,7 +229,7 @@ fn apt_get_install_in_post() {
     );
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "/usr/sbin/sshd\n");
-    assert_clean(d.path(), "nothing");
+    assert_build_left_nothing(d.path(), "nothing");
     assert_nothing_left(&t);
 }
 
@@ -367,7 +337,7 @@ fn stages_and_files_from_a_stage() {
         stdout(&cat),
         "a\nb\na\none\ntwo\n.\n..\nw1.conf\nw2.conf\nonly-the-last\n"
     );
-    assert_clean(d.path(), "nothing");
+    assert_build_left_nothing(d.path(), "nothing");
     assert_nothing_left(&t);
 }
 
@@ -413,7 +383,7 @@ fn files_from_and_wildcard_errors() {
         let err = stderr(&o);
         assert!(err.contains(want), "{text}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert_clean(d.path(), "x.sif");
+        assert_build_left_nothing(d.path(), "x.sif");
     }
     assert_nothing_left(&t);
 }
@@ -490,7 +460,7 @@ fn sandbox_keeps_the_tree() {
         "{}",
         stderr(&o)
     );
-    assert_clean(d.path(), "other");
+    assert_build_left_nothing(d.path(), "other");
     assert_nothing_left(&t);
 }
 
@@ -518,7 +488,7 @@ fn fix_perms_for_unreadable_files() {
             && err.contains("--fix-perms"),
         "{err}"
     );
-    assert_clean(d.path(), "p.sif");
+    assert_build_left_nothing(d.path(), "p.sif");
     let o = build_in(&t, d.path(), &["--fix-perms", "p.sif", "p.def"]);
     assert_status(&o, 0);
     let image = d.path().join("p.sif");
@@ -547,7 +517,7 @@ fn fix_perms_for_unreadable_files() {
     assert_eq!(mode_of("/secret"), "drwxr-xr-x");
     // Other bits are kept: u+w added to a setuid 4511.
     assert_eq!(mode_of("/opt/tool"), "-rws--x--x");
-    assert_clean(d.path(), "nothing");
+    assert_build_left_nothing(d.path(), "nothing");
     assert_nothing_left(&t);
 }
 
@@ -587,7 +557,7 @@ fn too_little_space_for_the_work_area() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(stdout(&o), "", "left in the work area");
-    assert_clean(d.path(), "s.sif");
+    assert_build_left_nothing(d.path(), "s.sif");
     assert_nothing_left(&t);
 }
 
@@ -644,7 +614,7 @@ fn post_with_another_shell() {
         assert_exit(&o, exit);
         let err = stderr(&o);
         assert!(err.contains(want), "{shell}: {err}");
-        assert_clean(d.path(), "x.sif");
+        assert_build_left_nothing(d.path(), "x.sif");
     }
     assert_nothing_left(&t);
 }

@@ -6,36 +6,10 @@ mod common;
 use rfake::exit::ExitKind;
 
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 
 fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("recipe-run-")
-        .tempdir_in(home())
-        .unwrap()
-}
-
-fn build_in(t: &str, dir: &Path, args: &[&str]) -> Output {
-    let mut c = command(t);
-    c.current_dir(dir).arg("build").args(args);
-    c.output().unwrap()
-}
-
-/// What rfake left in `dir` whose name starts with `.rfake` (work
-/// directories, temporary outputs).
-fn rfake_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".rfake")
-        })
-        .collect()
+    scratch_in_home("recipe-run-")
 }
 
 /// The demo tree as the base; a step that writes a file, chowns it to ids

@@ -400,3 +400,44 @@ pub fn host(cmd: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A scratch directory in the test user's home, its name starting with
+/// `prefix`, removed when dropped.
+pub fn scratch_in_home(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(home())
+        .unwrap()
+}
+
+/// `rfake build ARGS` run in `dir` (relative paths in a definition file or
+/// a recipe are taken from there, as Apptainer takes them).
+pub fn build_in(t: &str, dir: &Path, args: &[&str]) -> Output {
+    let mut c = command(t);
+    c.current_dir(dir).arg("build").args(args);
+    c.output().unwrap()
+}
+
+/// What rfake left in `dir` whose name starts with `.rfake` (work
+/// directories, temporary outputs).
+pub fn rfake_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".rfake")
+        })
+        .collect()
+}
+
+/// What a failed or interrupted build must not leave: OUT, or a work
+/// directory beside it (a kept log may stay).
+pub fn assert_build_left_nothing(dir: &Path, out: &str) {
+    assert!(!dir.join(out).exists(), "{out} was written");
+    let left = rfake_files(dir);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
