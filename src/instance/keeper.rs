@@ -195,19 +195,17 @@ fn start_script(plan: &Plan, out: &File, err: &File) -> Result<Option<u32>, Erro
                 .map_err(|e| io_error("the startscript's log", e))?,
         )
         .process_group(0);
+    let keeper = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // The keeper ignores the job's signals (they are for the
             // payloads); the startscript must not inherit that.
             for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             // If the keeper dies (even SIGKILL), the startscript dies too.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            process::die_with_parent(keeper)
         });
     }
     let child = cmd.spawn().map_err(|source| process::CommandError::Exec {

@@ -190,7 +190,9 @@ fn start_init(
 /// Process 1 of the PID namespace (or a member, joined).
 fn init(sys: &dyn Sys, plan: &Plan, cwd: PathBuf, entry: PidEntry) -> Result<u8, Error> {
     process::init_started();
-    // If rfake dies, so does the init, and with it the namespace.
+    // If rfake dies, so does the init, and with it the namespace. Not
+    // `process::die_with_parent`: its parent check reads getppid(), which
+    // is 0 here (rfake is outside the new PID namespace).
     // SAFETY: prctl(2) with plain integers.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
         return Err(SysError::process("prctl(PR_SET_PDEATHSIG)", nix::errno::Errno::last()).into());
