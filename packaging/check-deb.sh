@@ -35,7 +35,28 @@ done
 [ ! -e /etc/rfake ] || { echo "check-deb.sh: /etc/rfake exists already; refusing" >&2; exit 2; }
 
 before=$(mktemp)
-trap 'rm -f "$before"' EXIT
+# The AppArmor profile is installed to /etc/apparmor.d only where AppArmor's
+# 4.0 policy ABI exists (packaging/debian/rfake.postinst). On a host without
+# AppArmor (Debian 12 as installed), a stand-in /etc/apparmor.d/abi/4.0
+# checks that path too: the postinst copies the profile, and loads it only
+# where AppArmor is enabled, which it is not here. What the stand-in made is
+# removed at the end.
+aa_made=()
+if [ ! -e /etc/apparmor.d/abi/4.0 ] && ! command -v apparmor_parser >/dev/null; then
+  for d in /etc/apparmor.d /etc/apparmor.d/abi; do
+    [ -e "$d" ] || { mkdir "$d"; aa_made=("$d" "${aa_made[@]}"); }
+  done
+  touch /etc/apparmor.d/abi/4.0
+  aa_made=(/etc/apparmor.d/abi/4.0 "${aa_made[@]}")
+fi
+cleanup() {
+  rm -f "$before"
+  local p
+  for p in "${aa_made[@]}"; do
+    if [ -d "$p" ]; then rmdir "$p"; else rm -f "$p"; fi
+  done
+}
+trap cleanup EXIT
 dpkg-query -W -f='${Package}\n' | sort > "$before"
 
 echo "== apt install $deb"
@@ -55,6 +76,12 @@ check "conffile /etc/rfake/rfake.toml" sh -c \
   "dpkg-query -W -f='\${Conffiles}' rfake | grep -q '^ /etc/rfake/rfake.toml '"
 check "conffile sets nothing" sh -c "! grep -v '^#' /etc/rfake/rfake.toml | grep -q ."
 check "docs" test -e /usr/share/doc/rfake/copyright
+check "AppArmor profile shipped" test -s /usr/share/rfake/apparmor/rfake
+if [ -e /etc/apparmor.d/abi/4.0 ]; then
+  check "AppArmor profile installed (4.0 ABI present)" cmp -s /usr/share/rfake/apparmor/rfake /etc/apparmor.d/rfake
+else
+  check "AppArmor profile not installed (no 4.0 ABI)" test ! -e /etc/apparmor.d/rfake
+fi
 home=$(getent passwd "$user" | cut -d: -f6)
 as_user() {
   (cd "$home" && runuser -u "$user" -- env -i PATH=/usr/bin:/bin HOME="$home" USER="$user" \
@@ -77,6 +104,7 @@ for f in "${files[@]}"; do
   [ "$f" = /etc/rfake/rfake.toml ] && continue
   [ ! -e "$f" ] || bad "left after remove: $f"
 done
+check "AppArmor profile removed" test ! -e /etc/apparmor.d/rfake
 
 echo "== apt purge"
 apt-get purge -y -q rfake >/dev/null

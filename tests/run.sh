@@ -6,6 +6,8 @@
 # then runs every test binary as the unprivileged user $RFAKE_TEST_USER
 # (default rfake-test) in a scrubbed environment: tests run as root would
 # prove nothing about rootless operation. Under CI=true a skipped test fails.
+# Last, the Debian package is built, installed, checked and purged
+# (packaging/check-deb.sh).
 # The fuzz harnesses (unit tests named fuzz_*, see src/fuzz.rs) run for
 # RFAKE_FUZZ_SECONDS each (default 20); a crasher's input is kept in
 # $stage/work/fuzz.
@@ -127,6 +129,28 @@ set -e
 [ "$rc" = 0 ] || status=1
 p=$(grep -c '^test .* ok$' "$stage/host-prereqs.log" || true)
 f=$(grep -c '^test .* FAILED' "$stage/host-prereqs.log" || true)
+passed=$((passed + p))
+failed=$((failed + f))
+
+echo "== Debian package (packaging/build-deb.sh, then packaging/check-deb.sh as root)"
+# A release build (LTO: minutes), the package installed with apt on this
+# machine, checked from the installed files only, then removed and purged.
+set +e
+{
+  if packaging/build-deb.sh "$stage/deb" >"$stage/build-deb.log" 2>&1; then
+    RFAKE_CHECK_IMAGE="$stage/images/demo.sqfs" packaging/check-deb.sh "$stage"/deb/rfake_*.deb "$user"
+  else
+    echo "FAIL  packaging/build-deb.sh (its log: $stage/build-deb.log)"
+    tail -n 20 "$stage/build-deb.log"
+    false
+  fi
+} 2>&1 | tee "$stage/check-deb.log"
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 0 ] || status=1
+p=$(grep -c '^ok ' "$stage/check-deb.log" || true)
+f=$(grep -c '^FAIL ' "$stage/check-deb.log" || true)
+if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
 passed=$((passed + p))
 failed=$((failed + f))
 
