@@ -11,6 +11,7 @@
 
 use std::fs;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,32 +27,20 @@ const FILE_NEEDS: u32 = 0o400;
 /// many entries changed.
 pub fn fix(root: &Path) -> io::Result<u64> {
     let mut changed = 0;
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        changed += set_bits(&dir, 0o700)?;
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            // The entry itself (lstat): a link is never followed.
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                todo.push(entry.path());
-            } else if kind.is_file() {
-                changed += set_bits(&entry.path(), 0o600)?;
-            }
+    walk(root, |path, kind, mode| {
+        let bits = match kind {
+            Kind::Dir => 0o700,
+            Kind::File => 0o600,
+        };
+        if mode & bits != bits {
+            // Not a symbolic link: the walk saw its type with lstat, and
+            // nothing else changes the tree.
+            fs::set_permissions(path, fs::Permissions::from_mode(mode | bits))?;
+            changed += 1;
         }
-    }
+        Ok(ControlFlow::<()>::Continue(()))
+    })?;
     Ok(changed)
-}
-
-/// Add `bits` to the mode of `path` (not a symbolic link: the caller saw
-/// its type with lstat, and nothing else changes the tree); 1 if changed.
-fn set_bits(path: &Path, bits: u32) -> io::Result<u64> {
-    let mode = fs::symlink_metadata(path)?.mode() & 0o7777;
-    if mode & bits == bits {
-        return Ok(0);
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode | bits))?;
-    Ok(1)
 }
 
 /// The first entry under `root` (in a depth-first walk) that the owner
@@ -59,21 +48,49 @@ fn set_bits(path: &Path, bits: u32) -> io::Result<u64> {
 /// without owner `r`; with its mode. The walk does not enter such a
 /// directory.
 pub fn first_unreadable(root: &Path) -> io::Result<Option<(PathBuf, u32)>> {
+    walk(root, |path, kind, mode| {
+        let needs = match kind {
+            Kind::Dir => DIR_NEEDS,
+            Kind::File => FILE_NEEDS,
+        };
+        Ok(if mode & needs == needs {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break((path.to_path_buf(), mode))
+        })
+    })
+}
+
+enum Kind {
+    Dir,
+    File,
+}
+
+/// Depth-first over `root` and the directories and regular files under it
+/// (symbolic links are never followed, special files skipped), calling
+/// `visit` with each one's permission bits (lstat). A directory is visited
+/// before it is listed, so `visit` may make it listable; the first `Break`
+/// ends the walk and is returned.
+fn walk<B>(
+    root: &Path,
+    mut visit: impl FnMut(&Path, Kind, u32) -> io::Result<ControlFlow<B>>,
+) -> io::Result<Option<B>> {
     let mut todo = vec![root.to_path_buf()];
     while let Some(dir) = todo.pop() {
         let mode = fs::symlink_metadata(&dir)?.mode() & 0o7777;
-        if mode & DIR_NEEDS != DIR_NEEDS {
-            return Ok(Some((dir, mode)));
+        if let ControlFlow::Break(b) = visit(&dir, Kind::Dir, mode)? {
+            return Ok(Some(b));
         }
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
+            // The entry itself (lstat): a link is never followed.
             let kind = entry.file_type()?;
             if kind.is_dir() {
                 todo.push(entry.path());
             } else if kind.is_file() {
                 let mode = entry.metadata()?.mode() & 0o7777;
-                if mode & FILE_NEEDS != FILE_NEEDS {
-                    return Ok(Some((entry.path(), mode)));
+                if let ControlFlow::Break(b) = visit(&entry.path(), Kind::File, mode)? {
+                    return Ok(Some(b));
                 }
             }
         }
