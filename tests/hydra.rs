@@ -156,12 +156,20 @@ fn hydra_ranks_share_one_container_and_pass_the_ring() {
     assert_nothing_left(&t);
 }
 
+/// Two jobs at once, one of them with its ranks under a wrapper shell.
 #[test]
 fn two_hydra_jobs_get_a_container_each() {
     let Some(img) = image() else { return };
     let t = tag("hydra-two");
     let one = hydra_line(2, "", &img, "/opt/mpi-test/mpi-test --mib 1");
-    let out = run(&t, &format!("{one} & {one} & wait %1 && wait %2"));
+    // The other job's ranks are under a shell between the proxy and rfake
+    // (`; exit` keeps sh from exec'ing rfake).
+    let wrapped = format!(
+        "mpiexec.hydra -n 2 sh -c '{} -v exec {} /opt/mpi-test/mpi-test --mib 1; exit $?'",
+        rfake_bin().display(),
+        img.display()
+    );
+    let out = run(&t, &format!("{one} & {wrapped} & wait %1 && wait %2"));
     let (o, e) = (stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(0), "stdout: {o}\nstderr: {e}");
     assert_eq!(ok_lines(&o), 4, "stdout: {o}\nstderr: {e}");
