@@ -1,6 +1,9 @@
-//! The MPI and Slurm launchers rfake runs under, told by the variables they
-//! set: whether ranks keep the user's uid (PMIx requires it) and which
-//! ranks share one container (the join key).
+//! The launchers rfake runs under (Slurm, Flux, LSF, PBS; Open MPI, PMIx,
+//! Cray PALS, MPICH's hydra), told by the variables they set and, for
+//! hydra, which sets no job identifier, by its proxy above the rank:
+//! whether ranks keep the user's uid (PMIx requires it) and which ranks
+//! share one container (the join key). See docs/slurm-mpi.md, "When it
+//! happens" and "Other launchers".
 
 use std::ffi::OsString;
 
