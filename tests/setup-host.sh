@@ -19,6 +19,7 @@ PACKAGES=(
   libsquashfs-dev libfuse3-dev libclang-dev pkg-config  # libsquashfs (build, inspect, FUSE server), libfuse3 (FUSE server); bindgen
   slurmctld slurmd slurm-client munge       # the test Slurm cluster (slurm/cluster.sh)
   openmpi-bin libopenmpi-dev libpmix2       # MPI launches; mpicc for the MPI test program
+  mpich libmpich-dev                        # hydra (mpiexec.hydra) and mpicc.mpich for tests/hydra.rs; Open MPI stays the default mpirun/mpicc (priority 50 > 40)
   debootstrap                               # Bootstrap: debootstrap (tests/debootstrap.rs, the MPI test image)
   gcc libc6-dev                             # the fake GPU driver and its probe (tests/gpu/make-fake-driver.sh)
   e2fsprogs fuse2fs                         # rfake overlay create (mkfs.ext3 -d), debugfs; a FUSE upper (tests/overlay.rs)
@@ -42,6 +43,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# With MPICH installed beside it, Open MPI must stay the host's mpirun and
+# mpicc (tests/mpi.rs and images/mpi use them; MPICH is used by its own
+# names, mpiexec.hydra and mpicc.mpich).
+for alt in mpirun mpi; do
+  current=$(update-alternatives --query "$alt" 2>/dev/null | sed -n 's/^Value: //p')
+  case $current in
+    *openmpi*) ;;
+    *) echo "setup-host.sh: $alt is $current, not Open MPI's: update-alternatives --auto $alt" >&2; exit 2 ;;
+  esac
+done
 
 # Real clusters ship /dev/fuse as 0666 (the fuse3 package's udev rule); a
 # fresh VM without udev may have 0600.

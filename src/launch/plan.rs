@@ -1017,11 +1017,10 @@ fn join_plan(
     };
     let Some(key) = key else {
         if req.join == JoinMode::On {
-            return Err(Error::Usage(
-                "--join: no launcher variables (SLURM_JOB_ID with SLURM_STEP_ID, PMIX_NAMESPACE, \
-                 OMPI_MCA_ess_base_jobid) to share a container by; give --join-key KEY"
-                    .into(),
-            ));
+            return Err(Error::Usage(format!(
+                "--join: no launcher variables ({}) to share a container by; give --join-key KEY",
+                super::launcher::SOURCES
+            )));
         }
         return Ok(None);
     };
