@@ -81,6 +81,11 @@ echo "== MPI test image (images/mpi/mpi.def, built as $user: cached in $mpi_cach
 RFAKE_BIN="$root/target/debug/rfake" RFAKE_BUILD_USER="$user" \
   images/mpi/build-mpi-image.sh "$mpi_cache" >/dev/null
 install -m 0644 "$mpi_cache/mpi.sqfs" "$stage/mpi.sqfs"
+mpich_cache=${RFAKE_MPICH_CACHE:-/var/tmp/rfake-mpich-image}
+echo "== MPICH test image (images/mpich/mpich.def, built as $user from the MPI image: cached in $mpich_cache)"
+RFAKE_BIN="$root/target/debug/rfake" RFAKE_BUILD_USER="$user" \
+  images/mpich/build-mpich-image.sh "$mpich_cache" "$mpi_cache/mpi.sqfs" >/dev/null
+install -m 0644 "$mpich_cache/mpich.sqfs" "$stage/mpich.sqfs"
 
 echo "== test registries (tests/registry/setup.sh)"
 trap 'tests/registry/setup.sh stop "$stage" >/dev/null 2>&1 || true' EXIT
@@ -108,6 +113,7 @@ while read -r bin; do
       RFAKE_TEST_SIF_DIR="$stage/sif" RFAKE_TEST_OCI="$stage/oci" \
       RFAKE_TEST_RECIPES="$stage/images-src/recipes" RFAKE_TEST_DOCS="$stage/docs-src" \
       RFAKE_SLURM_CONF="$slurm_conf" RFAKE_MPI_IMAGE="$stage/mpi.sqfs" \
+      RFAKE_MPICH_IMAGE="$stage/mpich.sqfs" \
       RFAKE_FUZZ_SECONDS="${RFAKE_FUZZ_SECONDS:-20}" RFAKE_FUZZ_DIR="$stage/work/fuzz" \
       "${registry_env[@]}" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
