@@ -424,44 +424,8 @@ fn stop_processes(
 /// The slurmstepd this process runs under, if any: the nearest ancestor
 /// named so (its process title changes, its name does not).
 pub fn job_stepd(proc: &Path) -> Option<u32> {
-    let mut pid = nix::unistd::getppid().as_raw() as u32;
-    for _ in 0..64 {
-        if pid <= 1 {
-            return None;
-        }
-        let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
-        let (comm, ppid) = parse_stat(&stat)?;
-        if comm == "slurmstepd" {
-            return Some(pid);
-        }
-        pid = ppid;
-    }
-    None
-}
-
-/// The name and the parent's pid in a `/proc/PID/stat` line (the name is
-/// in parentheses and may hold anything, parentheses included).
-fn parse_stat(stat: &str) -> Option<(&str, u32)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?;
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let _state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((comm, ppid))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_lines() {
-        assert_eq!(
-            parse_stat("4242 (slurmstepd) S 1 4242 4242 0 -1"),
-            Some(("slurmstepd", 1))
-        );
-        assert_eq!(parse_stat("7 (a) b) (c) R 6 7"), Some(("a) b) (c", 6)));
-        assert_eq!(parse_stat("7 (sh"), None);
-    }
+    process::ancestors(proc, 64)
+        .into_iter()
+        .find(|a| a.comm == "slurmstepd")
+        .map(|a| a.pid)
 }

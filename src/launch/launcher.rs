@@ -48,15 +48,7 @@ fn var(env_list: &[(OsString, OsString)], name: &str) -> Option<String> {
 
 /// A process above this one: launchers that set no job identifier in
 /// their ranks' environment (MPICH's hydra) are told by their process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ancestor {
-    pub pid: u32,
-    /// Its name (`comm`, at most 15 bytes).
-    pub comm: String,
-    /// Its start time (clock ticks after boot): with the pid, unique on
-    /// the node even when pids are reused.
-    pub start: u64,
-}
+pub use crate::container::process::Ancestor;
 
 /// MPICH's per-node proxy, the parent of every rank hydra starts on a node
 /// (also the name of Intel MPI's, which is hydra's).
@@ -66,37 +58,7 @@ const ANCESTOR_DEPTH: usize = 32;
 
 /// The processes above this one, parent first, up to (not including) pid 1.
 pub fn ancestors() -> Vec<Ancestor> {
-    let mut list = Vec::new();
-    let mut pid = nix::unistd::getppid().as_raw() as u32;
-    while pid > 1 && list.len() < ANCESTOR_DEPTH {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            break;
-        };
-        let Some((comm, ppid, start)) = parse_stat(&stat) else {
-            break;
-        };
-        list.push(Ancestor {
-            pid,
-            comm: comm.to_string(),
-            start,
-        });
-        pid = ppid;
-    }
-    list
-}
-
-/// The name, parent pid and start time in a `/proc/PID/stat` line (the
-/// name is in parentheses and may hold anything, parentheses included;
-/// the start time is field 22).
-fn parse_stat(stat: &str) -> Option<(&str, u32, u64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?;
-    // Fields from 3 (state) on.
-    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    let ppid = rest.get(1)?.parse().ok()?;
-    let start = rest.get(19)?.parse().ok()?;
-    Some((comm, ppid, start))
+    crate::container::process::ancestors(std::path::Path::new("/proc"), ANCESTOR_DEPTH)
 }
 
 /// The key for the current job step on this node, if a launcher set one.
@@ -365,13 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn stat_lines_and_this_process_tree() {
-        let line = "4242 (hydra_pmi_proxy) S 4241 4242 100 0 -1 4194560 531 0 0 0 0 0 0 0 20 0 1 0 \
-                    987654 10000 300 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
-        assert_eq!(parse_stat(line), Some(("hydra_pmi_proxy", 4241, 987654)));
-        let odd = "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 55 0 0";
-        assert_eq!(parse_stat(odd), Some(("a) b (c", 1, 55)));
-        assert_eq!(parse_stat("7 (x) R 1"), None);
+    fn this_process_tree() {
         // The test's own parents: cargo's test harness runs under a shell
         // or cargo, which is alive.
         let up = ancestors();
