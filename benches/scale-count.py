@@ -44,7 +44,7 @@ def count_run(run, home):
     image = os.path.join(run, "image.sqfs")
     above = ancestors(image)
     c = {"run": os.path.basename(run), "image_opens": 0, "image_path_ops": 0,
-         "image_fd_meta": 0, "image_reads": 0, "image_bytes": 0, "image_mmaps": 0,
+         "image_fd_stat": 0, "image_fadvise": 0, "image_fd_other": 0, "image_reads": 0, "image_bytes": 0, "image_mmaps": 0,
          "dir_lookups": 0, "home_ops": 0, "identity_opens": 0, "identity_connects": 0,
          "processes": 0, "threads": 0, "execs": {}, "syscalls": 0, "by_call": {}}
     threads, tasks = set(), set()
@@ -95,8 +95,12 @@ def count_run(run, home):
                             c["image_opens"] += 1
                         else:
                             c["image_path_ops"] += 1
+                    elif call in ("fstat", "newfstatat", "statx"):
+                        c["image_fd_stat"] += 1
+                    elif call in ("fadvise64", "readahead"):
+                        c["image_fadvise"] += 1
                     elif call not in ("close", "lseek", "fcntl", "dup", "dup2", "dup3"):
-                        c["image_fd_meta"] += 1
+                        c["image_fd_other"] += 1
                     continue
                 for p in paths:
                     if not p.startswith("/"):
@@ -135,8 +139,8 @@ def main(argv):
         json.dump(rows, sys.stdout, indent=1)
         print()
         return
-    cols = ["run", "processes", "threads", "image_opens", "image_path_ops", "image_fd_meta",
-            "dir_lookups", "image_reads", "image_bytes", "page_cache_fetched", "home_ops",
+    cols = ["run", "processes", "threads", "image_opens", "image_path_ops", "image_fd_stat",
+            "image_fadvise", "dir_lookups", "image_reads", "image_bytes", "page_cache_fetched", "home_ops",
             "identity_opens", "identity_connects"]
     print(" ".join(cols))
     for r in rows:
