@@ -21,7 +21,8 @@ import sys
 # benches/scale-count.py --json of the run in docs/scale.md ("The counts"):
 # benches/scale-measure.sh /var/tmp/rfake-static/mpi.sqfs 1 4 16 -- sh -c \
 #   'cat /opt/mpi-test/mpi-test $(ldd ... libraries) >/dev/null'
-# (first of three runs; the other two differ only in the bytes, see the doc).
+# (first of three runs; the other two differ only in the bytes, see the doc),
+# and one run of 64 ranks.
 MEASURED = [
     {"ranks": 1, "processes": 7, "threads": 2, "image_opens": 1, "image_path_ops": 2,
      "image_fd_stat": 4, "dir_lookups": 5, "page_cache_fetched": 5160960, "home_ops": 4,
@@ -32,6 +33,10 @@ MEASURED = [
     {"ranks": 16, "processes": 37, "threads": 2, "image_opens": 16, "image_path_ops": 32,
      "image_fd_stat": 49, "dir_lookups": 80, "page_cache_fetched": 5160960, "home_ops": 64,
      "identity_opens": 32, "identity_connects": 64, "image_size": 78454784},
+    # The same with 64 ranks (benches/scale-measure.sh ... 64 -- ...), once.
+    {"ranks": 64, "processes": 133, "threads": 2, "image_opens": 64, "image_path_ops": 128,
+     "image_fd_stat": 193, "dir_lookups": 320, "page_cache_fetched": 8249344, "home_ops": 256,
+     "identity_opens": 128, "identity_connects": 256, "image_size": 78454784},
 ]
 
 # What others published (docs/scale.md, "Sources").
