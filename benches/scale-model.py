@@ -189,7 +189,7 @@ def report(args, m):
     print(f"node: {m['processes_per_node']:.0f} processes, {m['threads_per_node']:.0f} threads "
           f"created per launch")
     p = m["pyxis"]
-    print(f"pyxis/enroot for comparison: whole image per node, {fmt_b(p['bytes_total'])} in all "
+    print(f"pyxis/enroot extracting (before use_squashfuse): whole image per node, {fmt_b(p['bytes_total'])} in all "
           f"({p['ost_seconds']:.1f} s of object storage); published per-node import "
           f"{PYXIS['import_first_s']:.0f} s first, {PYXIS['import_cached_s']:.0f} s cached, "
           f"{PYXIS['unsquash_s']:.0f} s to unsquash a local .sqsh")
