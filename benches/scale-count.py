@@ -113,6 +113,8 @@ def count_run(run, home):
                         c["dir_lookups"] += 1
                     elif home and (p == home or p.startswith(home + "/")):
                         c["home_ops"] += 1
+    # The directories above the image (not "/"): what a per-directory count is per.
+    c["image_depth"] = len(above - {"/"})
     c["threads"] = len(threads & tasks)
     c["processes"] = len(tasks - threads) - (1 if harness else 0)
     fc = os.path.join(run, "fincore")

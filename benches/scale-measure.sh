@@ -15,7 +15,9 @@
 # strace -ff, with PMIX_RANK set (so they keep the caller's uid and look the user up, as under
 # any launcher) and `--join-key`, and waits for every process, the warm
 # mount's keeper (lingering warm_linger, 5 s) included. MODE=no-join runs
-# the same with --no-join (a container per rank) for comparison. COMMAND
+# the same with --no-join (a container per rank), MODE=ch-run with
+# Charliecloud's `ch-run IMAGE -- COMMAND` (a SquashFUSE mount per rank; USER
+# set, which it needs), for comparison. COMMAND
 # (default `true`) is what each rank runs in the container.
 # benches/scale-count.py reads the traces and prints one row per N.
 #
@@ -55,22 +57,27 @@ for n in "${counts[@]}"; do
   python3 -c 'import os,sys
 fd=os.open(sys.argv[1],os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$img"
   before=$(fincore --bytes --noheadings --output RES "$img")
-  flag=--join-key=scale-$n-$$
-  [[ $mode == join ]] || flag=--no-join
+  extra_env=()
+  case $mode in
+    join) launch=("$bin/rfake" exec "--join-key=scale-$n-$$" "$img") ;;
+    no-join) launch=("$bin/rfake" exec --no-join "$img") ;;
+    ch-run) launch=(ch-run "$img" --) extra_env=(USER="$user") ;;
+    *) echo "scale-measure.sh: MODE is join, no-join or ch-run" >&2; exit 2 ;;
+  esac
   # One strace per rank, detaching at a process's execve: the payload runs
   # from the image, and strace reading the memory of a process whose pages
   # come from the FUSE mount, while it holds the image server's threads
   # stopped, deadlocks. rfake's own processes (the ranks, the keepers, the
   # image server) never exec, and stay traced.
   setpriv --reuid="$uid" --regid="$gid" --clear-groups \
-    env -i HOME="$home" PATH=/usr/bin:/bin LANG=C.UTF-8 \
+    env -i HOME="$home" PATH=/usr/bin:/bin LANG=C.UTF-8 "${extra_env[@]}" \
     sh -c 'n=$1; out=$2; shift 2; i=0
       while [ $i -lt $n ]; do
         PMIX_RANK=$i strace -ff -qq -y -s 0 --detach-on=execve -o "$out/trace" \
           -e trace=%file,%desc,%process,%network,%memory "$@" &
         i=$((i + 1))
       done; wait' \
-    sh "$n" "$run" "$bin/rfake" exec "$flag" "$img" "${payload[@]}"
+    sh "$n" "$run" "${launch[@]}" "${payload[@]}"
   after=$(fincore --bytes --noheadings --output RES "$img")
   echo "$n $before $after $(stat -c %s "$img")" >"$run/fincore"
 done

@@ -25,17 +25,17 @@ import sys
 # and one run of 64 ranks.
 MEASURED = [
     {"ranks": 1, "processes": 7, "threads": 2, "image_opens": 1, "image_path_ops": 2,
-     "image_fd_stat": 4, "dir_lookups": 5, "page_cache_fetched": 5160960, "home_ops": 4,
+     "image_fd_stat": 4, "dir_lookups": 5, "image_depth": 5, "page_cache_fetched": 5160960, "home_ops": 4,
      "identity_opens": 2, "identity_connects": 4, "image_size": 78454784},
     {"ranks": 4, "processes": 13, "threads": 2, "image_opens": 4, "image_path_ops": 8,
-     "image_fd_stat": 13, "dir_lookups": 20, "page_cache_fetched": 5136384, "home_ops": 16,
+     "image_fd_stat": 13, "dir_lookups": 20, "image_depth": 5, "page_cache_fetched": 5136384, "home_ops": 16,
      "identity_opens": 8, "identity_connects": 16, "image_size": 78454784},
     {"ranks": 16, "processes": 37, "threads": 2, "image_opens": 16, "image_path_ops": 32,
-     "image_fd_stat": 49, "dir_lookups": 80, "page_cache_fetched": 5160960, "home_ops": 64,
+     "image_fd_stat": 49, "dir_lookups": 80, "image_depth": 5, "page_cache_fetched": 5160960, "home_ops": 64,
      "identity_opens": 32, "identity_connects": 64, "image_size": 78454784},
     # The same with 64 ranks (benches/scale-measure.sh ... 64 -- ...), once.
     {"ranks": 64, "processes": 133, "threads": 2, "image_opens": 64, "image_path_ops": 128,
-     "image_fd_stat": 193, "dir_lookups": 320, "page_cache_fetched": 8249344, "home_ops": 256,
+     "image_fd_stat": 193, "dir_lookups": 320, "image_depth": 5, "page_cache_fetched": 8249344, "home_ops": 256,
      "identity_opens": 128, "identity_connects": 256, "image_size": 78454784},
 ]
 
@@ -60,14 +60,18 @@ def fit(rows, key):
 class Node:
     """One node's launch of `ranks` ranks, from the fitted counts."""
 
-    def __init__(self, rows, ranks, first_rank_only=()):
+    def __init__(self, rows, ranks, first_rank_only=(), depth=None):
         self.ranks = ranks
+        measured = rows[0].get("image_depth")
+        self.depth_scale = depth / measured if depth and measured else 1.0
         self.first_rank_only = set(first_rank_only)
         self.fits = {k: fit(rows, k) for k in rows[0] if k not in ("ranks", "run")
                      and isinstance(rows[0][k], (int, float))}
 
     def at(self, key, ranks=None):
         a, b = self.fits[key]
+        if key == "dir_lookups":
+            a, b = a * self.depth_scale, b * self.depth_scale
         if ranks is None:
             ranks = 1 if key in self.first_rank_only else self.ranks
         return max(a + b * ranks, 0.0)
@@ -84,13 +88,15 @@ def model(args, rows):
     # Not what rfake does today: docs/scale.md, "What would move the limits".
     per_rank_keys = ("image_opens", "image_path_ops", "image_fd_stat", "dir_lookups",
                      "home_ops", "identity_opens", "identity_connects")
-    node = Node(rows, args.ranks, per_rank_keys if args.first_rank_only else ())
+    node = Node(rows, args.ranks, per_rank_keys if args.first_rank_only else (), args.depth)
     n = args.nodes
     out = {"nodes": n, "ranks": args.ranks, "window_s": args.window}
     # Metadata server. Uncached: every metadata call on the image's file system is
     # one RPC. Cached (what a Lustre client does with its LDLM locks): a path looked
     # up or stat'ed once on the node is answered locally; each open() is still an RPC.
     md_keys = ("image_opens", "image_path_ops", "image_fd_stat", "dir_lookups")
+    # The directories resolved are those above the image: measured per directory,
+    # counted for an image --depth directories deep on the parallel file system.
     md_uncached = sum(node.at(k) for k in md_keys)
     md_cached = node.at("image_opens") + sum(node.at(k, 1) for k in md_keys[1:])
     out["mds_ops_per_node"] = {"uncached": md_uncached, "cached": md_cached}
@@ -231,6 +237,9 @@ def parse(argv):
                    help="metadata ops/s of the image's metadata server (default 100k: between "
                         "the 15-27k creates/s and 400-500k stats/s mdtest measured on one "
                         "Lustre MDT in Dell's HPC Lustre white papers)")
+    p.add_argument("--depth", type=int, default=4,
+                   help="directories above the image on the parallel file system, its mount "
+                        "point included (default 4: /lustre/proj/group/images/app.sqfs)")
     p.add_argument("--ost-bw", type=float, default=2e9,
                    help="bytes/s one object storage target serves (assumed; default 2 GB/s)")
     p.add_argument("--stripes", type=int, default=1,
