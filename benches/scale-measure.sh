@@ -37,6 +37,7 @@ payload=("$@")
 [[ ${#counts[@]} -gt 0 ]] || counts=(1 4 16)
 user=${RFAKE_USER:-rfake-test}
 mode=${MODE:-join}
+case $mode in join | no-join | ch-run) ;; *) echo "scale-measure.sh: MODE is join, no-join or ch-run" >&2; exit 2 ;; esac
 out=${OUT:-/var/tmp/rfake-h-scale}
 [[ $(id -u) == 0 ]] || { echo "scale-measure.sh: run as root (it drops to $user itself)" >&2; exit 2; }
 command -v strace >/dev/null || { echo "scale-measure.sh: needs strace (apt-get install strace)" >&2; exit 2; }
@@ -62,7 +63,6 @@ fd=os.open(sys.argv[1],os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd,0,0,os.PO
     join) launch=("$bin/rfake" exec "--join-key=scale-$n-$$" "$img") ;;
     no-join) launch=("$bin/rfake" exec --no-join "$img") ;;
     ch-run) launch=(ch-run "$img" --) extra_env=(USER="$user") ;;
-    *) echo "scale-measure.sh: MODE is join, no-join or ch-run" >&2; exit 2 ;;
   esac
   # One strace per rank, detaching at a process's execve: the payload runs
   # from the image, and strace reading the memory of a process whose pages
