@@ -340,6 +340,12 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "KEY", conflicts_with = "no_join")]
     pub join_key: Option<String>,
 
+    /// Apply the site's bind profiles NAME (binds and variables of a host
+    /// MPI or fabric stack; `rfake config` lists them), repeatable,
+    /// comma-separated (also from RFAKE_PROFILE; an empty value: none).
+    #[arg(long = "profile", value_name = "NAME[,NAME...]")]
+    pub profiles: Vec<String>,
+
     /// Bind a host path into the container: SRC[:DST[:ro|rw]], repeatable,
     /// comma-separated (also from RFAKE_BIND). DST defaults to SRC; an empty
     /// value or field is an error. A destination the image lacks is created
