@@ -118,8 +118,17 @@ pub enum Commands {
         /// oci-archive:FILE, docker-archive:FILE.
         image: PathBuf,
     },
-    /// Check that this host can run rfake and say how to fix what is missing.
-    Doctor,
+    /// Check that this host can run rfake and say how to fix what is missing;
+    /// with --image, compare an image's MPI stack with this host's.
+    Doctor {
+        /// Compare the MPI, PMIx, UCX, libfabric and glibc of IMAGE (a
+        /// SquashFS or SIF file, or a root directory; read without starting
+        /// it) with this host's, and say whether the hybrid model (the
+        /// image's MPI under the host's launcher) or the bind model (the
+        /// host's MPI bound in) will work.
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<std::path::PathBuf>,
+    },
     /// Print the effective configuration and where each value comes from.
     Config,
     /// Build a single-file image without root: SquashFS, or SIF when OUT
