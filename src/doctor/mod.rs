@@ -1,5 +1,6 @@
 //! `rfake doctor`: check this host's prerequisites and say how to fix each.
 
+pub mod launch_check;
 pub mod mpi;
 
 use std::path::Path;

@@ -271,7 +271,7 @@ impl Outcome {
     pub fn word(self) -> &'static str {
         match self {
             Outcome::Works => "works",
-            Outcome::Likely => "likely",
+            Outcome::Likely => "MAY FAIL",
             Outcome::Fails => "FAILS",
             Outcome::NotApplicable => "n/a",
         }
