@@ -38,7 +38,6 @@ pub fn run(
         let _ = writeln!(std::io::stdout(), "{plan}");
         return Ok(0);
     }
-    crate::doctor::launch_check::before_payload(&plan, &invoker.env);
     launch::execute(&plan)
 }
 

@@ -330,6 +330,19 @@ pub fn assess(image: &Stack, host: &Stack) -> Assessment {
     }
 }
 
+/// The library ABI of an MPI version: Open MPI's `libmpi.so.40` since
+/// 3.0 (`.20` in 2.x, `.12` in 1.10), the MPICH ABI since MPICH 3.1.
+fn abi(family: Family, version: &[u64]) -> &'static str {
+    let v = (version[0], version.get(1).copied().unwrap_or(0));
+    match family {
+        Family::OpenMpi if v >= (3, 0) => "libmpi.so.40",
+        Family::OpenMpi if v >= (2, 0) => "libmpi.so.20",
+        Family::OpenMpi => "libmpi.so.12 or older",
+        Family::Mpich if v >= (3, 1) => "libmpich.so.12",
+        Family::Mpich => "an MPICH ABI before 3.1",
+    }
+}
+
 /// The image's MPI with the host's launcher.
 fn hybrid(family: Family, image: &Stack, host: &Stack) -> Verdict {
     let mut outcome = Outcome::Works;
@@ -495,7 +508,26 @@ fn bind(family: Family, image: &Stack, host: &Stack) -> Verdict {
             )],
         };
     };
-    match (version_of(i), version_of(Some(h))) {
+    let (iv, hv) = (version_of(i), version_of(Some(h)));
+    if let (Some(ia), Some(ha)) = (
+        iv.as_deref().map(|v| abi(family, v)),
+        hv.as_deref().map(|v| abi(family, v)),
+    ) {
+        if ia != ha {
+            return Verdict {
+                outcome: Outcome::Fails,
+                reasons: vec![format!(
+                    "the image's {} {} has the ABI {ia}, the host's {} {} {ha}: the host's \
+                     library cannot stand in for the image's",
+                    family.name(),
+                    shown(i),
+                    family.name(),
+                    shown(Some(h))
+                )],
+            };
+        }
+    }
+    match (iv, hv) {
         (Some(iv), Some(hv)) if hv >= iv => reasons.push(format!(
             "the host's {} {} has the image's ABI ({}) and is not older than its {}",
             family.name(),
@@ -709,6 +741,22 @@ mod tests {
         let a = assess(&image, &host);
         assert_eq!(a.hybrid.outcome, Outcome::Works, "{:?}", a.hybrid);
         assert_eq!(a.bind.outcome, Outcome::Works, "{:?}", a.bind);
+    }
+
+    #[test]
+    fn an_old_open_mpi_fits_neither_model() {
+        // Ubuntu 18.04's Open MPI 2.1 with PMIx 1.2: no PMIx server talks
+        // to it, and libmpi.so.20 is another ABI.
+        let image = status(&[
+            ("libc6", "2.27-3ubuntu1"),
+            ("libopenmpi2", "2.1.1-8"),
+            ("libpmix1", "1.2.5-1"),
+        ]);
+        let a = assess(&image, &debian12());
+        assert_eq!(a.hybrid.outcome, Outcome::Fails, "{:?}", a.hybrid);
+        assert_eq!(a.bind.outcome, Outcome::Fails, "{:?}", a.bind);
+        assert!(a.bind.reasons[0].contains("libmpi.so.20"), "{:?}", a.bind);
+        assert!(!a.usable());
     }
 
     #[test]
