@@ -220,3 +220,56 @@ fn profile_errors_in_files_are_exit_78() {
         stderr(&out)
     );
 }
+
+/// The example `host-openmpi` profile of docs/rfake.toml.example, as a
+/// site file.
+fn example_profile() -> String {
+    let text = include_str!("../docs/rfake.toml.example");
+    let start = text
+        .find("#  [profiles.host-openmpi]")
+        .expect("the example profile");
+    let block: Vec<&str> = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with("#  "))
+        .map(|l| &l[3..])
+        .collect();
+    format!("warm_linger = 0\n{}\n", block.join("\n"))
+}
+
+#[test]
+fn the_example_host_openmpi_profile_runs_the_mpi_test_under_mpirun() {
+    let Some(image) = std::env::var_os("RFAKE_MPI_IMAGE").map(PathBuf::from) else {
+        return missing("the MPI test image, RFAKE_MPI_IMAGE unset");
+    };
+    if setup().is_none() {
+        return;
+    }
+    if !have("mpirun") || !Path::new("/usr/lib/x86_64-linux-gnu/libmpi.so.40").exists() {
+        return missing("the host's Open MPI (openmpi-bin, tests/setup-host.sh)");
+    }
+    let site = Site::new(&example_profile());
+    let t = tag("profile-bind-model");
+    // Each rank checks that its program resolves the host's libmpi, then
+    // runs the ring, allreduce and 16 MiB test with it.
+    let script = "ldd /opt/mpi-test/mpi-test | grep -q 'libmpi.so.40 => /opt/host/lib/libmpi.so.40' \
+                  || { echo 'not the host libmpi' >&2; exit 9; }; exec /opt/mpi-test/mpi-test";
+    let rfake_path = rfake_bin();
+    let mut cmd = scrubbed("mpirun", &t);
+    cmd.env("RFAKE_CONFIG", site.site())
+        .args(["-n", "2", "--oversubscribe"])
+        .arg(&rfake_path)
+        .args(["exec", "--profile", "host-openmpi"])
+        .arg(&image)
+        .args(["sh", "-c", script])
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().unwrap();
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    assert_eq!(
+        text.matches(": ok\n").count(),
+        2,
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&t);
+}
