@@ -247,6 +247,29 @@ fn under_a_launcher_one_warning_per_node_and_step() {
     );
     // Another step: one warning again.
     assert_eq!(mpi_warnings(&ranks(&t, &format!("{key}-2"), &image)), 1);
+    // With a bind profile the bind model is judged: the host's Open MPI
+    // is older than the image's.
+    let site = dir.path().join("site.toml");
+    std::fs::write(
+        &site,
+        "warm_linger = 0\n[profiles.p]\nenv = { A = \"1\" }\n",
+    )
+    .unwrap();
+    let out = command(&t)
+        .env("RFAKE_CONFIG", &site)
+        .args(["exec", "--profile", "p", "--join-key", &format!("{key}-3")])
+        .arg(&image)
+        .arg("true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_status(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: MPI: the bind model may not work")
+            && err.contains("the host's Open MPI 4.1"),
+        "{err}"
+    );
     // Not joining (no launcher): no check.
     let out = rfake(&t, &["exec", image.to_str().unwrap(), "true"]);
     assert_status(&out, 0);

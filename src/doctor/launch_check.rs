@@ -70,19 +70,9 @@ pub fn check(image: &Path, model: Model) -> Option<String> {
         Outcome::Likely => "may not work",
         Outcome::Fails => "will not work",
     };
-    // The reason that decided it: the first that is not plain good news.
     let reason = verdict
         .reasons
-        .iter()
-        .find(|r| {
-            r.contains("cannot")
-                || r.contains("older")
-                || r.contains("no ")
-                || r.contains("not compared")
-                || r.contains("needs")
-                || r.contains("only")
-        })
-        .or(verdict.reasons.first())
+        .get(verdict.decisive)
         .cloned()
         .unwrap_or_default();
     Some(format!(

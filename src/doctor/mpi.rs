@@ -283,6 +283,35 @@ impl Outcome {
 pub struct Verdict {
     pub outcome: Outcome,
     pub reasons: Vec<String>,
+    /// The reason that decided the outcome (the first of the worst).
+    pub decisive: usize,
+}
+
+/// Reasons as they are found, each with the outcome it implies.
+#[derive(Default)]
+struct Notes {
+    outcome: Option<Outcome>,
+    reasons: Vec<String>,
+    decisive: usize,
+}
+
+impl Notes {
+    fn note(&mut self, outcome: Outcome, reason: String) {
+        let now = self.outcome.unwrap_or(Outcome::Works);
+        if self.outcome.is_none() || worst(now, outcome) != now {
+            self.outcome = Some(worst(now, outcome));
+            self.decisive = self.reasons.len();
+        }
+        self.reasons.push(reason);
+    }
+
+    fn verdict(self) -> Verdict {
+        Verdict {
+            outcome: self.outcome.unwrap_or(Outcome::Works),
+            reasons: self.reasons,
+            decisive: self.decisive,
+        }
+    }
 }
 
 /// The two models' verdicts.
@@ -318,6 +347,7 @@ pub fn assess(image: &Stack, host: &Stack) -> Assessment {
         let none = Verdict {
             outcome: Outcome::NotApplicable,
             reasons: vec!["the image has no MPI library (libmpi.so.40, libmpich.so.12)".into()],
+            decisive: 0,
         };
         return Assessment {
             hybrid: none.clone(),
@@ -345,8 +375,7 @@ fn abi(family: Family, version: &[u64]) -> &'static str {
 
 /// The image's MPI with the host's launcher.
 fn hybrid(family: Family, image: &Stack, host: &Stack) -> Verdict {
-    let mut outcome = Outcome::Works;
-    let mut reasons = Vec::new();
+    let mut v = Notes::default();
     let mpi = image.mpi(family);
     match family {
         Family::OpenMpi => {
@@ -358,74 +387,89 @@ fn hybrid(family: Family, image: &Stack, host: &Stack) -> Verdict {
                 version_of(host.pmix.as_ref()),
             );
             match (&i, &h) {
-                (Some(i), Some(h)) if i[0] >= 2 && h[0] >= 2 => reasons.push(format!(
-                    "srun --mpi=pmix: the host's PMIx {} serves the image's PMIx {} client \
+                (Some(i), Some(h)) if i[0] >= 2 && h[0] >= 2 => v.note(
+                    Outcome::Works,
+                    format!(
+                        "srun --mpi=pmix: the host's PMIx {} serves the image's PMIx {} client \
                      (PMIx 2.1+ talk across versions{})",
-                    shown(host.pmix.as_ref()),
-                    shown(image.pmix.as_ref()),
-                    if i[0] == h[0] {
-                        ", and these are the same series"
-                    } else {
-                        ""
-                    }
-                )),
-                (Some(_), Some(_)) => {
-                    outcome = worst(outcome, Outcome::Fails);
-                    reasons.push(format!(
-                        "srun --mpi=pmix: PMIx {} (host) and {} (image): PMIx 1.x talks to no \
-                         other version",
                         shown(host.pmix.as_ref()),
-                        shown(image.pmix.as_ref())
-                    ));
+                        shown(image.pmix.as_ref()),
+                        if i[0] == h[0] {
+                            ", and these are the same series"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+                (Some(_), Some(_)) => {
+                    v.note(
+                        Outcome::Fails,
+                        format!(
+                            "srun --mpi=pmix: PMIx {} (host) and {} (image): PMIx 1.x talks to no \
+                         other version",
+                            shown(host.pmix.as_ref()),
+                            shown(image.pmix.as_ref())
+                        ),
+                    );
                 }
                 (_, None) if host.pmix.is_none() => {
-                    outcome = worst(outcome, Outcome::Likely);
-                    reasons.push(
+                    v.note(
+                        Outcome::Likely,
                         "srun --mpi=pmix: no PMIx on the host (Slurm's mpi/pmix plugin needs \
                          libpmix)"
                             .into(),
                     );
                 }
                 _ => {
-                    outcome = worst(outcome, Outcome::Likely);
-                    reasons.push(format!(
-                        "srun --mpi=pmix: PMIx {} (host) and {} (image): not compared",
-                        shown(host.pmix.as_ref()),
-                        shown(image.pmix.as_ref())
-                    ));
+                    v.note(
+                        Outcome::Likely,
+                        format!(
+                            "srun --mpi=pmix: PMIx {} (host) and {} (image): not compared",
+                            shown(host.pmix.as_ref()),
+                            shown(image.pmix.as_ref())
+                        ),
+                    );
                 }
             }
             // mpirun: Open MPI's launcher and its ranks speak one
             // release series' protocol (ORTE in 4.x, PRRTE in 5.x).
             let (i, h) = (version_of(mpi), version_of(host.open_mpi.as_ref()));
             match (&i, &h) {
-                (Some(i), Some(h)) if i.get(..2) == h.get(..2) => reasons.push(format!(
-                    "mpirun: the host's Open MPI {} starts the image's Open MPI {} (the same \
+                (Some(i), Some(h)) if i.get(..2) == h.get(..2) => v.note(
+                    Outcome::Works,
+                    format!(
+                        "mpirun: the host's Open MPI {} starts the image's Open MPI {} (the same \
                      {}.{} series)",
-                    shown(host.open_mpi.as_ref()),
-                    shown(mpi),
-                    i[0],
-                    i.get(1).copied().unwrap_or(0)
-                )),
+                        shown(host.open_mpi.as_ref()),
+                        shown(mpi),
+                        i[0],
+                        i.get(1).copied().unwrap_or(0)
+                    ),
+                ),
                 (Some(_), Some(_)) => {
-                    outcome = worst(outcome, Outcome::Likely);
-                    reasons.push(format!(
-                        "mpirun: the host's Open MPI {} cannot start ranks of the image's Open \
+                    v.note(
+                        Outcome::Likely,
+                        format!(
+                            "mpirun: the host's Open MPI {} cannot start ranks of the image's Open \
                          MPI {} (another release series); use srun --mpi=pmix",
-                        shown(host.open_mpi.as_ref()),
-                        shown(mpi)
-                    ));
+                            shown(host.open_mpi.as_ref()),
+                            shown(mpi)
+                        ),
+                    );
                 }
-                _ if host.open_mpi.is_none() => {
-                    reasons.push("mpirun: no Open MPI on the host; use srun --mpi=pmix".into())
-                }
+                _ if host.open_mpi.is_none() => v.note(
+                    Outcome::Works,
+                    "mpirun: no Open MPI on the host; use srun --mpi=pmix".into(),
+                ),
                 _ => {
-                    outcome = worst(outcome, Outcome::Likely);
-                    reasons.push(format!(
-                        "mpirun: Open MPI {} (host) and {} (image): not compared",
-                        shown(host.open_mpi.as_ref()),
-                        shown(mpi)
-                    ));
+                    v.note(
+                        Outcome::Likely,
+                        format!(
+                            "mpirun: Open MPI {} (host) and {} (image): not compared",
+                            shown(host.open_mpi.as_ref()),
+                            shown(mpi)
+                        ),
+                    );
                 }
             }
         }
@@ -433,15 +477,18 @@ fn hybrid(family: Family, image: &Stack, host: &Stack) -> Verdict {
             // Hydra and Slurm's pmi2 speak the PMI-1/PMI-2 wire protocols,
             // which every MPICH-ABI library speaks.
             match &host.mpich {
-                Some(h) => reasons.push(format!(
-                    "mpiexec.hydra: the host's MPICH {} starts the image's MPICH {} over the \
+                Some(h) => v.note(
+                    Outcome::Works,
+                    format!(
+                        "mpiexec.hydra: the host's MPICH {} starts the image's MPICH {} over the \
                      PMI wire protocol, which does not change between versions",
-                    shown(Some(h)),
-                    shown(mpi)
-                )),
+                        shown(Some(h)),
+                        shown(mpi)
+                    ),
+                ),
                 None => {
-                    outcome = worst(outcome, Outcome::Likely);
-                    reasons.push(
+                    v.note(
+                        Outcome::Likely,
                         "no MPICH (hydra) on the host: use srun --mpi=pmi2 or the image's own \
                          mpiexec with --join-key"
                             .into(),
@@ -461,41 +508,49 @@ fn hybrid(family: Family, image: &Stack, host: &Stack) -> Verdict {
     ] {
         match (i, h) {
             (None, Some(h)) => {
-                outcome = worst(outcome, Outcome::Likely);
-                reasons.push(format!(
-                    "the host has {name} {} and the image none: its MPI uses shared memory and \
+                v.note(
+                    Outcome::Likely,
+                    format!(
+                        "the host has {name} {} and the image none: its MPI uses shared memory and \
                      TCP only, not the fast network",
-                    shown(Some(h))
-                ));
+                        shown(Some(h))
+                    ),
+                );
             }
             (Some(i), Some(h)) => match (version_of(Some(i)), version_of(Some(h))) {
-                (Some(iv), Some(hv)) if iv < hv => reasons.push(format!(
-                    "{name} {} in the image is older than the host's {}: a provider or \
+                (Some(iv), Some(hv)) if iv < hv => v.note(
+                    Outcome::Works,
+                    format!(
+                        "{name} {} in the image is older than the host's {}: a provider or \
                      transport the host's network needs may be missing",
-                    shown(Some(i)),
-                    shown(Some(h))
-                )),
-                _ => reasons.push(format!(
-                    "{name}: {} in the image, {} on the host",
-                    shown(Some(i)),
-                    shown(Some(h))
-                )),
+                        shown(Some(i)),
+                        shown(Some(h))
+                    ),
+                ),
+                _ => v.note(
+                    Outcome::Works,
+                    format!(
+                        "{name}: {} in the image, {} on the host",
+                        shown(Some(i)),
+                        shown(Some(h))
+                    ),
+                ),
             },
             _ => {}
         }
     }
-    Verdict { outcome, reasons }
+    v.verdict()
 }
 
 /// The host's MPI bound over the image's.
 fn bind(family: Family, image: &Stack, host: &Stack) -> Verdict {
-    let mut outcome = Outcome::Works;
-    let mut reasons = Vec::new();
+    let mut v = Notes::default();
     let (i, h) = (image.mpi(family), host.mpi(family));
     let Some(h) = h else {
         let others: Vec<&str> = host.families().iter().map(|f| f.name()).collect();
         return Verdict {
             outcome: Outcome::Fails,
+            decisive: 0,
             reasons: vec![format!(
                 "the image's program needs {} ({}); the host has {}",
                 family.name(),
@@ -516,6 +571,7 @@ fn bind(family: Family, image: &Stack, host: &Stack) -> Verdict {
         if ia != ha {
             return Verdict {
                 outcome: Outcome::Fails,
+                decisive: 0,
                 reasons: vec![format!(
                     "the image's {} {} has the ABI {ia}, the host's {} {} {ha}: the host's \
                      library cannot stand in for the image's",
@@ -528,31 +584,38 @@ fn bind(family: Family, image: &Stack, host: &Stack) -> Verdict {
         }
     }
     match (iv, hv) {
-        (Some(iv), Some(hv)) if hv >= iv => reasons.push(format!(
-            "the host's {} {} has the image's ABI ({}) and is not older than its {}",
-            family.name(),
-            shown(Some(h)),
-            family.soname(),
-            shown(i)
-        )),
-        (Some(_), Some(_)) => {
-            outcome = worst(outcome, Outcome::Likely);
-            reasons.push(format!(
-                "the host's {} {} is older than the image's {}: a program built against the \
-                 newer one may need a function the older lacks",
+        (Some(iv), Some(hv)) if hv >= iv => v.note(
+            Outcome::Works,
+            format!(
+                "the host's {} {} has the image's ABI ({}) and is not older than its {}",
                 family.name(),
                 shown(Some(h)),
+                family.soname(),
                 shown(i)
-            ));
+            ),
+        ),
+        (Some(_), Some(_)) => {
+            v.note(
+                Outcome::Likely,
+                format!(
+                    "the host's {} {} is older than the image's {}: a program built against the \
+                 newer one may need a function the older lacks",
+                    family.name(),
+                    shown(Some(h)),
+                    shown(i)
+                ),
+            );
         }
         _ => {
-            outcome = worst(outcome, Outcome::Likely);
-            reasons.push(format!(
-                "the host's {} ({}) has the image's ABI {}; versions not compared",
-                family.name(),
-                shown(Some(h)),
-                family.soname()
-            ));
+            v.note(
+                Outcome::Likely,
+                format!(
+                    "the host's {} ({}) has the image's ABI {}; versions not compared",
+                    family.name(),
+                    shown(Some(h)),
+                    family.soname()
+                ),
+            );
         }
     }
     // The host's libraries were linked against the host's glibc: the
@@ -561,34 +624,43 @@ fn bind(family: Family, image: &Stack, host: &Stack) -> Verdict {
         version_of(image.glibc.as_ref()),
         version_of(host.glibc.as_ref()),
     ) {
-        (Some(iv), Some(hv)) if iv >= hv => reasons.push(format!(
-            "glibc {} in the image is not older than the host's {}, which the host's \
+        (Some(iv), Some(hv)) if iv >= hv => v.note(
+            Outcome::Works,
+            format!(
+                "glibc {} in the image is not older than the host's {}, which the host's \
              libraries need",
-            shown(image.glibc.as_ref()),
-            shown(host.glibc.as_ref())
-        )),
-        (Some(_), Some(_)) => {
-            outcome = Outcome::Fails;
-            reasons.push(format!(
-                "glibc {} in the image is older than the host's {}: the host's libraries \
-                 would fail to load (GLIBC_{} not found)",
                 shown(image.glibc.as_ref()),
-                shown(host.glibc.as_ref()),
                 shown(host.glibc.as_ref())
-            ));
+            ),
+        ),
+        (Some(_), Some(_)) => {
+            v.note(
+                Outcome::Fails,
+                format!(
+                    "glibc {} in the image is older than the host's {}: the host's libraries \
+                 would fail to load (GLIBC_{} not found)",
+                    shown(image.glibc.as_ref()),
+                    shown(host.glibc.as_ref()),
+                    shown(host.glibc.as_ref())
+                ),
+            );
         }
         _ => {
-            outcome = worst(outcome, Outcome::Likely);
-            reasons.push(format!(
-                "glibc {} (image) and {} (host): not compared",
-                shown(image.glibc.as_ref()),
-                shown(host.glibc.as_ref())
-            ));
+            v.note(
+                Outcome::Likely,
+                format!(
+                    "glibc {} (image) and {} (host): not compared",
+                    shown(image.glibc.as_ref()),
+                    shown(host.glibc.as_ref())
+                ),
+            );
         }
     }
-    reasons
-        .push("bind the host's MPI, PMIx and fabric libraries with a profile (--profile)".into());
-    Verdict { outcome, reasons }
+    v.note(
+        Outcome::Works,
+        "bind the host's MPI, PMIx and fabric libraries with a profile (--profile)".into(),
+    );
+    v.verdict()
 }
 
 /// The comparison as `rfake doctor --image` prints it.
@@ -711,6 +783,7 @@ mod tests {
         let a = assess(&image, &debian12());
         assert_eq!(a.hybrid.outcome, Outcome::Likely, "{:?}", a.hybrid);
         assert!(a.hybrid.reasons[1].contains("cannot start ranks"));
+        assert_eq!(a.hybrid.decisive, 1);
         assert!(
             a.hybrid
                 .reasons
