@@ -206,7 +206,28 @@ fn from_libraries(files: &ImageFiles) -> Stack {
             names.extend(entries.into_iter().map(|e| e.path));
         }
     }
-    from_library_names(&names)
+    let mut stack = from_library_names(&names);
+    // glibc says its version in a banner ("... release version 2.36.").
+    if let Some(libc) = &mut stack.glibc {
+        if let Ok(bytes) = files.read_file(&libc.from, 8 << 20) {
+            libc.version = glibc_banner(&bytes);
+        }
+    }
+    stack
+}
+
+/// The version in glibc's banner, `release version 2.36.`.
+fn glibc_banner(bytes: &[u8]) -> Option<String> {
+    const MARK: &[u8] = b"release version ";
+    let at = bytes.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let version: String = bytes[at..]
+        .iter()
+        .take(16)
+        .map(|&b| b as char)
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let version = version.trim_end_matches('.');
+    (!numbers(version).is_empty()).then(|| version.to_string())
 }
 
 /// The stack from library paths (`/usr/lib64/libmpi.so.40`...).
@@ -760,6 +781,14 @@ mod tests {
         assert_eq!(s.open_mpi.as_ref().unwrap().from, "/usr/lib64/libmpi.so.40");
         assert!(s.open_mpi.unwrap().version.is_none());
         assert!(s.libfabric.is_some() && s.ucx.is_none() && s.pmix.is_none());
+    }
+
+    #[test]
+    fn glibc_version_from_its_banner() {
+        let libc = b"\x7fELF...GNU C Library (Debian GLIBC 2.36-9+deb12u14) stable release version 2.36.\nCopyright";
+        assert_eq!(glibc_banner(libc).as_deref(), Some("2.36"));
+        assert_eq!(glibc_banner(b"release version x"), None);
+        assert_eq!(glibc_banner(b"nothing"), None);
     }
 
     #[test]
