@@ -122,12 +122,14 @@ pub enum Commands {
     /// with --image, compare an image's MPI stack with this host's.
     Doctor {
         /// Compare the MPI, PMIx, UCX, libfabric and glibc of IMAGE (a
-        /// SquashFS or SIF file, or a root directory; read without starting
-        /// it) with this host's, and say whether the hybrid model (the
-        /// image's MPI under the host's launcher) or the bind model (the
-        /// host's MPI bound in) will work.
+        /// SquashFS or SIF file, a root directory, or a reference such as
+        /// docker://NAME; read without starting it) with this host's, and
+        /// say whether the hybrid model (the image's MPI under the host's
+        /// launcher) or the bind model (the host's MPI bound in) will work.
         #[arg(long, value_name = "IMAGE")]
         image: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        pull: PullArgs,
     },
     /// Print the effective configuration and where each value comes from.
     Config,

@@ -293,3 +293,38 @@ fn the_mpi_image_under_a_launcher_is_quiet() {
     }
     assert_nothing_left(&t);
 }
+
+#[test]
+fn a_registry_reference_is_pulled_then_read() {
+    let Some(registry) = std::env::var_os("RFAKE_TEST_REGISTRY") else {
+        return missing("the test registry (tests/registry/setup.sh), RFAKE_TEST_REGISTRY unset");
+    };
+    if setup().is_none() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("doctor-reg-")
+        .tempdir()
+        .unwrap();
+    let t = tag("doctor-registry");
+    let reference = format!("docker://{}/demo:1", registry.to_string_lossy());
+    let out = command(&t)
+        .env("RFAKE_CACHEDIR", dir.path().join("cache"))
+        .args(["doctor", "-q", "--image", &reference])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("the image has no MPI library"), "{text}");
+    // Offline and not cached: the pull's own error and code.
+    let out = command(&t)
+        .env("RFAKE_CACHEDIR", dir.path().join("empty"))
+        .args(["doctor", "--offline", "--image", &reference])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_exit(&out, ExitKind::NoInput);
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert_nothing_left(&t);
+}
