@@ -169,15 +169,20 @@ pub fn from_dpkg(status: &str) -> Stack {
                 .lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(str::trim))
         };
-        let (Some(package), Some(version)) = (field("Package"), field("Version")) else {
+        // The package's name first: most stanzas end there (a host's
+        // database holds thousands, a handful of which matter).
+        let Some(package) = field("Package") else {
+            continue;
+        };
+        let Some(component) = component_of(package) else {
+            continue;
+        };
+        let Some(version) = field("Version") else {
             continue;
         };
         if !field("Status").is_some_and(|s| s.ends_with(" installed")) {
             continue;
         }
-        let Some(component) = component_of(package) else {
-            continue;
-        };
         let found = Some(Found {
             version: Some(upstream(version)),
             from: format!("package {package}"),
