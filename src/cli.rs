@@ -118,8 +118,19 @@ pub enum Commands {
         /// oci-archive:FILE, docker-archive:FILE.
         image: PathBuf,
     },
-    /// Check that this host can run rfake and say how to fix what is missing.
-    Doctor,
+    /// Check that this host can run rfake and say how to fix what is missing;
+    /// with --image, compare an image's MPI stack with this host's.
+    Doctor {
+        /// Compare the MPI, PMIx, UCX, libfabric and glibc of IMAGE (a
+        /// SquashFS or SIF file, a root directory, or a reference such as
+        /// docker://NAME; read without starting it) with this host's, and
+        /// say whether the hybrid model (the image's MPI under the host's
+        /// launcher) or the bind model (the host's MPI bound in) will work.
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        pull: PullArgs,
+    },
     /// Print the effective configuration and where each value comes from.
     Config,
     /// Build a single-file image without root: SquashFS, or SIF when OUT
@@ -339,6 +350,12 @@ pub struct LaunchArgs {
     /// and image) instead of the launcher's job and step.
     #[arg(long, value_name = "KEY", conflicts_with = "no_join")]
     pub join_key: Option<String>,
+
+    /// Apply the site's bind profiles NAME (binds and variables of a host
+    /// MPI or fabric stack; `rfake config` lists them), repeatable,
+    /// comma-separated (also from RFAKE_PROFILE; an empty value: none).
+    #[arg(long = "profile", value_name = "NAME[,NAME...]")]
+    pub profiles: Vec<String>,
 
     /// Bind a host path into the container: SRC[:DST[:ro|rw]], repeatable,
     /// comma-separated (also from RFAKE_BIND). DST defaults to SRC; an empty

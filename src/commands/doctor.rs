@@ -65,3 +65,28 @@ fn files_summary(config: &Config) -> String {
         describe(&config.user_file, "user file")
     )
 }
+
+/// `rfake doctor --image IMAGE`: the image's MPI stack against this
+/// host's. Exit 0 when the hybrid or the bind model can work (or the image
+/// has no MPI), 65 when neither can; an image that cannot be read fails as
+/// `rfake inspect` does.
+pub fn run_image(image: &std::path::Path) -> Result<u8, crate::error::Error> {
+    let (_, files) = crate::inspect::inspect(image, None)?;
+    let host = crate::inspect::ImageFiles::Directory("/".into());
+    let (image_stack, host_stack) = (doctor::mpi::read(&files), doctor::mpi::read(&host));
+    let assessment = doctor::mpi::assess(&image_stack, &host_stack);
+    print!(
+        "{}",
+        doctor::mpi::render(
+            &crate::text::shown(image),
+            &image_stack,
+            &host_stack,
+            &assessment
+        )
+    );
+    Ok(if assessment.usable() {
+        0
+    } else {
+        ExitKind::BadImage.code()
+    })
+}

@@ -111,6 +111,7 @@ pub(super) fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Reque
         join_key: args.join_key,
         squashfuse: args.squashfuse,
         binds: args.binds,
+        profiles: args.profiles,
         devices: args.devices,
         nv: args.nv,
         rocm: args.rocm,

@@ -95,7 +95,11 @@ pub fn run(command: Commands) -> Result<u8, Error> {
             force,
             targets,
         } => pull::run(&args, force, targets, &invoker, load()?),
-        Commands::Doctor => Ok(doctor::run(&invoker, load())),
+        Commands::Doctor {
+            image: Some(image),
+            pull,
+        } => doctor::run_image(&inspect::local(&pull, image, &invoker, load)?),
+        Commands::Doctor { image: None, .. } => Ok(doctor::run(&invoker, load())),
         Commands::Config => config::run(load()?, &invoker.env),
         Commands::Man { dir } => man::run(&dir),
         Commands::Completions { shell } => completions::run(shell),

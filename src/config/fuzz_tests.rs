@@ -205,6 +205,17 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
             Key::ImageCacheSize | Key::WritableTmpfsSize | Key::BuildMaxSize | Key::CacheMaxSize,
         ) => size_value(),
         Some(Key::WarmLinger) => seconds_value(),
+        // An inline table of profiles, each with binds and a variable.
+        Some(Key::Profiles) => (path_piece(), bind_entry(), path_piece())
+            .prop_map(|(name, bind, dir)| {
+                format!(
+                    "{{ {} = {{ binds = [{}], path = [{}], env = {{ X = \"1\" }} }} }}",
+                    quoted(&name),
+                    quoted(&bind),
+                    quoted(&dir)
+                )
+            })
+            .boxed(),
         None => any_value(),
     };
     prop_oneof![12 => own, 1 => any_value()].boxed()

@@ -27,6 +27,7 @@
 //! a privilege they lack.
 
 mod expand;
+mod profiles;
 mod render;
 mod size;
 mod values;
@@ -53,6 +54,7 @@ use values::{
 
 use crate::text::{one_line, shown};
 pub use expand::ExpandError;
+pub use profiles::{Profile, requested as requested_profiles, select as select_profiles};
 pub use size::{format_size, parse_build_size, parse_size};
 
 /// The site file, unless `RFAKE_CONFIG` names another.
@@ -142,11 +144,12 @@ pub enum Key {
     AllowedImagePaths,
     UserMaySet,
     CacheReadOnly,
+    Profiles,
 }
 
 impl Key {
     /// Every key, in the order `render` prints them.
-    pub const ALL: [Key; 26] = [
+    pub const ALL: [Key; 27] = [
         Key::Binds,
         Key::Scratch,
         Key::MountHome,
@@ -168,6 +171,7 @@ impl Key {
         Key::LdCache,
         Key::GpuDevDir,
         Key::GpuMissingDriver,
+        Key::Profiles,
         Key::AllowUserBinds,
         Key::AllowFakeroot,
         Key::AllowedImagePaths,
@@ -204,6 +208,7 @@ impl Key {
             Key::AllowFakeroot => "allow_fakeroot",
             Key::AllowedImagePaths => "allowed_image_paths",
             Key::UserMaySet => "user_may_set",
+            Key::Profiles => "profiles",
         }
     }
 
@@ -401,6 +406,9 @@ pub struct Config {
     pub allowed_image_paths: Setting<Vec<PathBuf>>,
     /// Policy: the keys a user file may set (default: every non-policy key).
     pub user_may_set: Setting<Vec<Key>>,
+    /// Bind profiles (`[profiles.NAME]`), the site's then the user's; a
+    /// user's profile replaces the site's of the same name.
+    pub profiles: Vec<Setting<Profile>>,
     /// The site file read, if any was given.
     pub site_file: Option<FileStatus>,
     /// The user file read, if there is a place for one.
@@ -442,6 +450,7 @@ impl Default for Config {
             gpu_dev_dir: Setting::default(crate::gpu::nv::DEFAULT_DEV_DIR.into()),
             gpu_missing_driver: Setting::default(MissingDriver::Error),
             user_may_set: Setting::default(Key::user_keys()),
+            profiles: Vec::new(),
             site_file: None,
             user_file: None,
         }
@@ -688,6 +697,7 @@ impl Config {
         if matches!(
             key,
             Key::Binds
+                | Key::Profiles
                 | Key::CdiSpecDirs
                 | Key::NvidiaLibs
                 | Key::RocmLibs
@@ -876,6 +886,7 @@ impl Config {
                 };
                 self.gpu_missing_driver = setting(v, origin);
             }
+            Key::Profiles => profiles::apply(&mut self.profiles, value, at, env)?,
             Key::UserMaySet => {
                 let keys = strings(value, at)?
                     .into_iter()

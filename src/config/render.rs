@@ -160,6 +160,44 @@ impl Config {
         out.setting(Key::UserMaySet, &self.user_may_set, |v| {
             toml_list(v.iter().map(|k| k.name().to_string()))
         });
+        // Tables last: TOML puts every key after a table header in it.
+        if self.profiles.is_empty() {
+            out.comment("# profiles: none ([profiles.NAME] tables; --profile NAME)".into());
+        }
+        for p in &self.profiles {
+            let v = &p.value;
+            out.comment(String::new());
+            out.line(format!("[profiles.{}]", v.name), p.origin.to_string());
+            if !v.description.is_empty() {
+                out.comment(format!("description = {}", toml_string(&v.description)));
+            }
+            let dirs = |d: &[std::path::PathBuf]| toml_list(d.iter().map(|p| shown(p)));
+            for (key, value, empty) in [
+                (
+                    "binds",
+                    toml_list(v.binds.iter().cloned()),
+                    v.binds.is_empty(),
+                ),
+                (
+                    "library_path",
+                    dirs(&v.library_path),
+                    v.library_path.is_empty(),
+                ),
+                ("path", dirs(&v.path), v.path.is_empty()),
+            ] {
+                if !empty {
+                    out.comment(format!("{key} = {value}"));
+                }
+            }
+            if !v.env.is_empty() {
+                let env: Vec<String> = v
+                    .env
+                    .iter()
+                    .map(|(k, val)| format!("{k} = {}", toml_string(val)))
+                    .collect();
+                out.comment(format!("env = {{ {} }}", env.join(", ")));
+            }
+        }
         out.finish()
     }
 }

@@ -83,7 +83,8 @@ fn defaults_with_no_files() {
             Key::RocmLibs,
             Key::LdCache,
             Key::GpuDevDir,
-            Key::GpuMissingDriver
+            Key::GpuMissingDriver,
+            Key::Profiles,
         ]
     );
     // An empty file or one with only comments is the defaults too.
@@ -806,7 +807,8 @@ allow_user_binds = true                                  # default
 allow_fakeroot = true                                    # default
 allowed_image_paths = ["/data/images"]                   # /etc/rfake/rfake.toml:4
 cache_read_only = false                                  # default
-user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "mount_cwd", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs", "nvidia_libs", "rocm_libs", "ld_cache", "gpu_dev_dir", "gpu_missing_driver"]  # default
+user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "mount_cwd", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs", "nvidia_libs", "rocm_libs", "ld_cache", "gpu_dev_dir", "gpu_missing_driver", "profiles"]  # default
+# profiles: none ([profiles.NAME] tables; --profile NAME)
 "#;
     assert_eq!(text, expected, "\n{text}");
 }

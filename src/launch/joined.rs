@@ -75,6 +75,8 @@ fn meet(
                     join_plan.key.origin
                 );
                 start_keeper(plan, listener)?;
+                // While the keeper builds the container: once per step.
+                crate::doctor::launch_check::first_rank(plan);
                 match rendezvous::rendezvous(name, key)? {
                     Role::Member(stream) => stream,
                     Role::Leader(_) => continue,

@@ -6,10 +6,10 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::settings::Settings;
+use super::settings::{Settings, Sourced};
 use super::warm::WarmPlan;
 use crate::config::ImageServer;
-use crate::config::MissingDriver;
+use crate::config::{MissingDriver, Profile};
 use crate::container::binds::{self, BindInputs, Home, Mount};
 use crate::container::namespace::{Identity, Isolation};
 use crate::container::passwd::UserEntry;
@@ -74,6 +74,8 @@ pub struct Request {
     pub join_key: Option<String>,
     pub squashfuse: Option<PathBuf>,
     pub binds: Vec<String>,
+    /// `--profile`, as given (comma-separated lists); none: `RFAKE_PROFILE`.
+    pub profiles: Vec<String>,
     /// `--device VENDOR/CLASS=NAME`, in order.
     pub devices: Vec<String>,
     /// `--nv`, `--rocm`.
@@ -340,9 +342,10 @@ pub fn plan(
             )));
         }
     }
-    let devices = device_edits(req, who, settings)?;
+    let mut devices = device_edits(req, who, settings)?;
+    let profiles = profiles_of(req, who, settings)?;
     let mut host_dirs = Vec::new();
-    let mut mounts = mounts_of(req, who, settings, &home, &no_mount)?;
+    let mut mounts = mounts_of(req, who, settings, &home, &no_mount, &profiles)?;
     apptainer_mounts(
         &mut mounts,
         req,
@@ -389,8 +392,15 @@ pub fn plan(
         );
     let base_env = env::base(&who.env, req.cleanenv, Some(&container_home));
     let mut overrides = overrides(req, who)?;
-    // The devices' variables first: the user's own settings win.
+    // The devices' and profiles' variables first: the user's own settings win.
     overrides.splice(0..0, devices.env.iter().cloned());
+    let at = devices.env.len();
+    overrides.splice(at..at, profile_env(&profiles));
+    // Profile libraries after the GPU driver's: the driver must win.
+    let lib_dirs = profiles
+        .iter()
+        .flat_map(|p| p.value.library_path.iter().cloned());
+    devices.library_dirs.extend(lib_dirs);
     for note in &devices.notes {
         log::info!("{note}");
     }
@@ -841,6 +851,7 @@ fn mounts_of(
     settings: &Settings,
     home: &Home,
     no: &NoMount,
+    profiles: &[&Sourced<Profile>],
 ) -> Result<Vec<Mount>, Error> {
     let user_binds = user_bind_specs(req, who, settings)?;
     let mut extra = Vec::new();
@@ -853,6 +864,14 @@ fn mounts_of(
                 .into_iter()
                 .filter(|(spec, _)| !no.dsts.contains(&spec.dst)),
         );
+    }
+    // A profile's binds come after the site's, before the user's: a user
+    // bind may still land inside one.
+    for p in profiles {
+        let origin = format!("profile {} ({})", p.value.name, p.origin);
+        for spec in &p.value.binds {
+            extra.extend(parse_binds(spec, &origin)?);
+        }
     }
     extra.extend(launcher_binds(&who.env));
     extra.extend(user_binds);
@@ -1057,6 +1076,55 @@ fn launcher_binds(env_list: &[(OsString, OsString)]) -> Vec<(binds::BindSpec, St
             })
         })
         .collect()
+}
+
+/// The bind profiles asked for by `--profile`, else `RFAKE_PROFILE`.
+fn profiles_of<'s>(
+    req: &Request,
+    who: &Invoker,
+    settings: &'s Settings,
+) -> Result<Vec<&'s Sourced<Profile>>, Error> {
+    let from_env = env::get(&who.env, "RFAKE_PROFILE").map(|v| v.to_string_lossy());
+    let names = crate::config::requested_profiles(&req.profiles, from_env.as_deref());
+    let from = if req.profiles.is_empty() {
+        "RFAKE_PROFILE"
+    } else {
+        "--profile"
+    };
+    crate::config::select_profiles(&settings.profiles, &names, from, &settings.config_files)
+        .map_err(Error::Usage)
+}
+
+/// The profiles' variables in order (a later profile wins), and their
+/// `path` directories as one `PREPEND_PATH`.
+fn profile_env(profiles: &[&Sourced<Profile>]) -> Vec<Override> {
+    let mut out = Vec::new();
+    let mut path: Vec<PathBuf> = Vec::new();
+    for p in profiles {
+        let origin = format!("profile {} ({})", p.value.name, p.origin);
+        out.extend(p.value.env.iter().map(|(name, value)| Override {
+            name: name.clone(),
+            value: value.into(),
+            origin: origin.clone(),
+        }));
+        for dir in &p.value.path {
+            if !path.contains(dir) {
+                path.push(dir.clone());
+            }
+        }
+    }
+    // Checked when read: no ':' in a directory.
+    if let Ok(dirs) = std::env::join_paths(&path) {
+        if !dirs.is_empty() {
+            let names: Vec<&str> = profiles.iter().map(|p| p.value.name.as_str()).collect();
+            out.push(Override {
+                name: "PREPEND_PATH".into(),
+                value: dirs,
+                origin: format!("profile {}", names.join(",")),
+            });
+        }
+    }
+    out
 }
 
 /// The user's binds: user file, Apptainer's variables, `RFAKE_BIND`,

@@ -54,6 +54,10 @@ pub struct Settings {
     pub ld_cache: Sourced<PathBuf>,
     pub gpu_dev_dir: Sourced<PathBuf>,
     pub gpu_missing_driver: Sourced<crate::config::MissingDriver>,
+    /// Bind profiles, by name; origin: where each is defined.
+    pub profiles: Vec<Sourced<crate::config::Profile>>,
+    /// The configuration files read, for "no such profile" messages.
+    pub config_files: String,
 }
 
 impl Default for Settings {
@@ -84,6 +88,8 @@ impl Default for Settings {
             ld_cache: Sourced::default_value(crate::gpu::nv::DEFAULT_LD_CACHE.into()),
             gpu_dev_dir: Sourced::default_value(crate::gpu::nv::DEFAULT_DEV_DIR.into()),
             gpu_missing_driver: Sourced::default_value(crate::config::MissingDriver::Error),
+            profiles: Vec::new(),
+            config_files: "no configuration file".into(),
         }
     }
 }
@@ -136,6 +142,8 @@ impl Settings {
             ld_cache: sourced(&config.ld_cache),
             gpu_dev_dir: sourced(&config.gpu_dev_dir),
             gpu_missing_driver: sourced(&config.gpu_missing_driver),
+            profiles: config.profiles.iter().map(sourced).collect(),
+            config_files: config.files_read(),
         }
     }
 

@@ -1,5 +1,8 @@
 //! `rfake doctor`: check this host's prerequisites and say how to fix each.
 
+pub mod launch_check;
+pub mod mpi;
+
 use std::path::Path;
 
 use nix::sys::wait::{WaitStatus, waitpid};
