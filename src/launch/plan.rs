@@ -894,7 +894,17 @@ fn steps_of(
     if single_file {
         steps.push(Step::ServeImage);
     }
-    steps.extend([Step::Staging, Step::PivotToStaging]);
+    steps.push(Step::Staging);
+    let root = Step::Root(RootLayer {
+        writable_size: writable_size(req, settings)?,
+        overlays: crate::overlay::plan(&req.overlays, &who.cwd)?,
+    });
+    // An image overlay's FUSE servers start from the host: the image is
+    // attached and the root built in the staging tmpfs before the pivot.
+    let early = matches!(&root, Step::Root(l) if l.overlays.has_images());
+    if !early {
+        steps.push(Step::PivotToStaging);
+    }
     let server = match image.format {
         ImageFormat::Directory => {
             steps.push(Step::BindRootDir(image.path.clone()));
@@ -905,10 +915,10 @@ fn steps_of(
             Some(server_plan(req, who, settings)?)
         }
     };
-    steps.push(Step::Root(RootLayer {
-        writable_size: writable_size(req, settings)?,
-        overlays: crate::overlay::plan(&req.overlays, &who.cwd)?,
-    }));
+    steps.push(root);
+    if early {
+        steps.push(Step::PivotToStaging);
+    }
     steps.extend(mounts.into_iter().map(|m| match m {
         Mount::Bind(b) => Step::Bind(b),
         Mount::Tmpfs(t) => Step::Tmpfs(t),

@@ -105,6 +105,10 @@ const AS_IT_IS: Step = Step::Root(RootLayer {
     overlays: crate::overlay::Overlays {
         readonly: Vec::new(),
         writable: None,
+        tools: crate::overlay::Tools {
+            fuse2fs: None,
+            fuse_overlayfs: None,
+        },
     },
 });
 
@@ -380,6 +384,7 @@ fn a_missing_destination_inside_another_bind_is_not_created_on_the_host() {
     let mut state = State {
         host_path: f.layout.oldroot.clone(),
         overlay: true,
+        pivoted: true,
         ..State::default()
     };
     state.enter_root(&f.layout.newroot).unwrap();
