@@ -158,8 +158,8 @@ fn start(
     let log = File::from(
         memfd_create("rfake-overlay-log", MFdFlags::MFD_CLOEXEC).map_err(|e| io(e.into()))?,
     );
-    cmd.env_clear()
-        .env("LC_ALL", "C")
+    // No locale: messages as the tools write them in C.
+    cmd.env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone().map_err(io)?))
         .stderr(Stdio::from(log.try_clone().map_err(io)?));
