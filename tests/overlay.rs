@@ -727,3 +727,75 @@ fn an_image_overlay_leaves_nothing_behind() {
     image_released(&image);
     assert_nothing_left(&t);
 }
+
+/// A SIF file with an ext3 overlay partition (as Apptainer's `overlay
+/// create IMG.sif` adds one): the demo image's SquashFS as its root and
+/// an image from `rfake overlay create` as the partition, written with
+/// rfake's SIF writer.
+fn sif_with_overlay(env: &Env, dir: &Scratch, t: &str) -> PathBuf {
+    use rfake::image::sif::write::{Object, ObjectData, write};
+    use rfake::image::sif::{Arch, DataType, FsType, PartType};
+    let ext3 = image_overlay(dir, t, "part.img");
+    let sif = dir.path().join("with-overlay.sif");
+    let mut out = std::fs::File::create_new(&sif).unwrap();
+    let root = std::fs::File::open(env.image("demo.sqfs")).unwrap();
+    let part = std::fs::File::open(&ext3).unwrap();
+    write(
+        &mut out,
+        Arch::host(),
+        [0; 16],
+        0,
+        vec![
+            Object::root_squashfs(root),
+            Object {
+                data_type: DataType::Partition,
+                name: "overlay.img".into(),
+                data: ObjectData::File(part),
+                partition: Some((FsType::Ext3, PartType::Overlay)),
+            },
+        ],
+    )
+    .unwrap();
+    std::fs::remove_file(&ext3).unwrap();
+    sif
+}
+
+/// `--overlay IMG.sif`: the SIF's own ext3 overlay partition (fuse2fs at
+/// its offset), here on the same SIF as the image: written, then read back
+/// `:ro`; a SIF without one is refused.
+#[test]
+fn a_sif_overlay_partition_is_used() {
+    let Some(env) = setup() else { return };
+    let dir = scratch("sif-part");
+    let t = tag("sif-part");
+    let sif = sif_with_overlay(&env, &dir, &t);
+    let out = sh(
+        &t,
+        &["--overlay", s(&sif)],
+        &sif,
+        "echo in-sif > /opt/kept 2>/dev/null || { mkdir -p /opt && echo in-sif > /opt/kept; }; echo done",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "done\n");
+    image_released(&sif);
+    let ro = format!("{}:ro", s(&sif));
+    let out = sh(
+        &t,
+        &["--overlay", &ro],
+        &sif,
+        "cat /opt/kept; touch /x 2>/dev/null || echo ro",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "in-sif\nro\n");
+    // Another SIF, the demo image: it has none.
+    let plain = env.image("demo.sif");
+    let out = sh(&t, &["--overlay", s(&plain)], &plain, "echo ran");
+    assert_exit(&out, ExitKind::BadImage);
+    assert!(
+        stderr(&out).contains("has no ext3 overlay partition"),
+        "{}",
+        stderr(&out)
+    );
+    image_released(&sif);
+    assert_nothing_left(&t);
+}

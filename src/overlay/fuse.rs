@@ -108,6 +108,10 @@ pub fn serve_image(fuse2fs: &Path, layer: &Layer, mountpoint: &Path) -> Result<(
     if layer.readonly {
         cmd.args(["-o", "ro"]);
     }
+    if layer.offset > 0 {
+        // A SIF's overlay partition.
+        cmd.arg("-o").arg(format!("offset={}", layer.offset));
+    }
     start(cmd, "fuse2fs", Some(fd), mountpoint, &layer.path)
 }
 

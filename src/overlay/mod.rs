@@ -54,6 +54,9 @@ pub struct Layer {
     /// `:ro`): fuse2fs is handed this file, which the container's staging
     /// may hide by its path (an image under /tmp).
     pub file: Option<ImageFile>,
+    /// Where the ext3 file system starts in the file: 0, or the offset of
+    /// a SIF's overlay partition.
+    pub offset: u64,
 }
 
 /// An open overlay image; any two compare equal (a plan compares layers by
@@ -279,6 +282,41 @@ fn is_ext_image(path: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// The offset of the ext3 overlay partition of the SIF file at `path`;
+/// a file that is neither an ext3 image nor a SIF with one is refused.
+fn sif_overlay(path: &Path) -> Result<u64, OverlayError> {
+    use crate::image::sif::{FsType, PartType, Sif};
+    use std::io::Read;
+    let unusable = |e: std::io::Error| OverlayError::Unusable {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(unusable)?;
+    let mut head = [0u8; 64];
+    let n = file.read(&mut head).map_err(unusable)?;
+    if !crate::image::sif::is_sif(&head[..n]) {
+        return Err(OverlayError::NotAnOverlay {
+            path: path.to_path_buf(),
+            what: "the file".into(),
+        });
+    }
+    let sif = Sif::read(&mut file).map_err(|e| OverlayError::NotAnOverlay {
+        path: path.to_path_buf(),
+        what: format!("the SIF file ({e})"),
+    })?;
+    sif.descriptors
+        .iter()
+        .find(|d| {
+            d.partition()
+                .is_some_and(|p| p.parttype == PartType::Overlay && p.fstype == FsType::Ext3)
+        })
+        .map(|d| d.offset)
+        .ok_or_else(|| OverlayError::NotAnOverlay {
+            path: path.to_path_buf(),
+            what: "the SIF file has no ext3 overlay partition, so it".into(),
+        })
+}
+
 /// Check one `--overlay` argument (relative paths from `cwd`).
 pub fn parse(spec: &str, cwd: &Path) -> Result<Layer, OverlayError> {
     let (raw, readonly) = split_mode(spec)?;
@@ -300,16 +338,17 @@ pub fn parse(spec: &str, cwd: &Path) -> Result<Layer, OverlayError> {
         path: path.clone(),
         what: e.to_string(),
     })?;
+    let mut offset = 0;
     let kind = if meta.is_dir() {
         Kind::Dir
     } else if meta.is_file() {
         match is_ext_image(&path) {
             Ok(true) => Kind::Ext3,
             Ok(false) => {
-                return Err(OverlayError::NotAnOverlay {
-                    path,
-                    what: "the file".into(),
-                });
+                // A SIF file: its ext3 overlay partition (Apptainer's
+                // `overlay create` on a SIF, or `sif add --parttype 4`).
+                offset = sif_overlay(&path)?;
+                Kind::Ext3
             }
             Err(e) => {
                 return Err(OverlayError::Unusable {
@@ -362,6 +401,7 @@ pub fn parse(spec: &str, cwd: &Path) -> Result<Layer, OverlayError> {
         readonly,
         lower_dir,
         file,
+        offset,
     };
     // Writable: the directory (and its upper and work when present) or
     // the image file must be writable by the user, checked before anything
