@@ -721,6 +721,17 @@ fn an_image_overlay_leaves_nothing_behind() {
     let (status, _, _) = running.wait();
     assert_eq!(status.signal(), Some(9), "{status:?}");
     image_released(&image);
+    // fuse2fs ended cleanly on its parent-death signal: the file system
+    // is consistent.
+    let fsck = std::process::Command::new("/sbin/e2fsck")
+        .args(["-fn", s(&image)])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     let out = sh(&t, &["--overlay", s(&image)], &img, "cat /one /two");
     assert_status(&out, 0);
     assert_eq!(stdout(&out), "one\ntwo\n");
@@ -797,5 +808,38 @@ fn a_sif_overlay_partition_is_used() {
         stderr(&out)
     );
     image_released(&sif);
+    assert_nothing_left(&t);
+}
+
+/// A joined container (`--join-key`, as MPI ranks share one) with an image
+/// overlay: its keeper, which ignores SIGTERM, still stops the servers at
+/// once when the last rank leaves (they end on SIGHUP), so the image is
+/// free again within moments.
+#[test]
+fn a_joined_container_frees_its_image_overlay() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("img-join");
+    let t = tag("img-join");
+    let image = image_overlay(&dir, &t, "ov.img");
+    let key = format!("ovl-join-{}", std::process::id());
+    let out = sh(
+        &t,
+        &["--join-key", &key, "--overlay", s(&image)],
+        &img,
+        "echo joined > /joined",
+    );
+    assert_status(&out, 0);
+    let start = std::time::Instant::now();
+    let out = loop {
+        let out = sh(&t, &["--overlay", s(&image)], &img, "cat /joined");
+        if out.status.code() != Some(77) || start.elapsed() > std::time::Duration::from_secs(5) {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "joined\n");
+    image_released(&image);
     assert_nothing_left(&t);
 }

@@ -15,11 +15,13 @@
 //! fuse2fs is handed the image rfake opened when it planned the launch
 //! (`/proc/self/fd/N`): the staging tmpfs at /tmp may hide its path.
 //!
-//! They are tied to rfake: parent-death signal SIGTERM (libfuse's handler
+//! They are tied to rfake: parent-death signal SIGHUP (libfuse's handler
 //! ends the session, and fuse2fs writes its caches back and closes the file
-//! system), their own session (a terminal's ^C does not reach them),
-//! SIGINT/SIGHUP/SIGQUIT ignored. rfake stops them after the payload, the
-//! stack first: SIGTERM, then SIGKILL if one has not ended in time.
+//! system), their own session (no terminal sends them SIGHUP or ^C),
+//! SIGINT/SIGTERM/SIGQUIT ignored, so during a job's cancellation (Slurm
+//! sends SIGTERM to every process of the step) the payload can still
+//! write while it cleans up. rfake stops them after the payload, the stack
+//! first: SIGHUP, then SIGKILL if one has not ended in time.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -39,7 +41,7 @@ use super::{Layer, OverlayError};
 
 /// How long a server may take to mount (its FUSE INIT answered).
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a server may take to end after SIGTERM (fuse2fs writes its
+/// How long a server may take to end after SIGHUP (fuse2fs writes its
 /// caches back) before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -67,7 +69,7 @@ pub fn server_pids() -> Vec<u32> {
 pub fn stop_servers() {
     let mut list = std::mem::take(&mut *servers());
     while let Some(p) = list.pop() {
-        let _ = kill(p.pid, Signal::SIGTERM);
+        let _ = kill(p.pid, Signal::SIGHUP);
         let start = Instant::now();
         loop {
             match waitpid(p.pid, Some(WaitPidFlag::WNOHANG)) {
@@ -180,7 +182,7 @@ fn start(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != parent {
@@ -194,9 +196,15 @@ fn start(
                 return Err(std::io::Error::last_os_error());
             }
             libc::setsid();
-            for sig in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+            for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGQUIT] {
                 let _ = signal(sig, SigHandler::SigIgn);
             }
+            // SIGHUP ends it cleanly (libfuse installs its handler only
+            // over SIG_DFL): not ignored or blocked as a keeper has them.
+            let _ = signal(Signal::SIGHUP, SigHandler::SigDfl);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
     }
