@@ -1293,6 +1293,37 @@ pub(super) mod tests {
         assert!(err.to_string().contains("setuid"));
     }
 
+    /// With an image overlay, the image is attached and the root built
+    /// before the pivot (fuse2fs starts from the host); without one, after.
+    #[test]
+    fn an_image_overlay_builds_the_root_before_the_pivot() {
+        // Planning finds fuse2fs (tests/setup-host.sh installs it).
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let ov = d.path().join("ov.img");
+        let mut sb = vec![0u8; 4096];
+        sb[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xEF]);
+        std::fs::write(&ov, sb).unwrap();
+        let mut req = request(&img);
+        let order = |p: &Plan| -> Vec<&'static str> {
+            p.steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::BindRootDir(_) => Some("image"),
+                    Step::Root(_) => Some("root"),
+                    Step::PivotToStaging => Some("pivot"),
+                    _ => None,
+                })
+                .collect()
+        };
+        let p = plan(&req, &who(d.path()), &Settings::default(), &no_lookup).unwrap();
+        assert_eq!(order(&p), ["pivot", "image", "root"]);
+        req.overlays = vec![format!("{}:ro", ov.display())];
+        let p = plan(&req, &who(d.path()), &Settings::default(), &no_lookup).unwrap();
+        assert_eq!(order(&p), ["image", "root", "pivot"]);
+    }
+
     #[test]
     fn directory_image_plan_with_home_and_start_dir() {
         let d = tempfile::tempdir().unwrap();

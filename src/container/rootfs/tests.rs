@@ -458,3 +458,16 @@ fn bind_attrs_always_nosuid() {
     b.readonly = true;
     assert_eq!(b.attrs().to_string(), "ro,nosuid,nodev");
 }
+
+/// Before the pivot, the places are inside the staging tmpfs where it is
+/// mounted, and the host is `/`.
+#[test]
+fn places_before_the_pivot_are_in_the_staging_tmpfs() {
+    let l = Layout::container().before_pivot();
+    assert_eq!(l.staging, Path::new("/tmp"));
+    assert_eq!(l.newroot, Path::new("/tmp/newroot"));
+    assert_eq!(l.lower, Path::new("/tmp/lower"));
+    assert_eq!(l.overlay, Path::new("/tmp/overlay"));
+    assert_eq!(l.files, Path::new("/tmp/files"));
+    assert_eq!(l.oldroot, Path::new("/"));
+}
