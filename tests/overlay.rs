@@ -843,3 +843,48 @@ fn a_joined_container_frees_its_image_overlay() {
     image_released(&image);
     assert_nothing_left(&t);
 }
+
+/// An image laid out as `apptainer overlay create` makes it as a user:
+/// `upper/` and `work/` owned by the user's host uid inside, which rfake's
+/// namespace cannot map. Writable: refused, naming the fix (77), nothing
+/// left; read-only, its files are seen.
+#[test]
+fn an_apptainer_made_image_is_refused_writable_and_read_ro() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("img-appt");
+    let t = tag("img-appt");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("upper/opt")).unwrap();
+    std::fs::create_dir(tree.join("work")).unwrap();
+    std::fs::write(tree.join("upper/opt/from-apptainer"), "theirs\n").unwrap();
+    let image = dir.path().join("appt.img");
+    let out = std::process::Command::new("/sbin/mkfs.ext3")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("64M")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sh(&t, &["--overlay", s(&image)], &img, "echo ran");
+    assert_exit(&out, ExitKind::Refused);
+    let err = stderr(&out);
+    assert!(
+        err.contains("its upper/ is not owned by uid 0 inside the image")
+            && err.contains("rfake overlay create"),
+        "{err}"
+    );
+    assert_eq!(stdout(&out), "");
+    image_released(&image);
+    let ro = format!("{}:ro", s(&image));
+    let out = sh(&t, &["--overlay", &ro], &img, "cat /opt/from-apptainer");
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "theirs\n");
+    image_released(&image);
+    assert_nothing_left(&t);
+}

@@ -200,7 +200,7 @@ pub enum OverlayError {
         message: String,
     },
     #[error(
-        "--overlay {}: its {dir} is owned by uid {uid} inside the image, and rfake's user is uid 0 there (made by Apptainer or an older rfake?): make a new one with `rfake overlay create`, or add :ro",
+        "--overlay {}: its {dir} is not owned by uid 0 inside the image (rfake's user there; it shows as uid {uid}, an id the namespace cannot map): made by `apptainer overlay create` or an older rfake? make a new one with `rfake overlay create`, or add :ro",
         shown(path)
     )]
     NotOurs {
