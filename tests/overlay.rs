@@ -798,6 +798,16 @@ fn a_sif_overlay_partition_is_used() {
     );
     assert_status(&out, 0);
     assert_eq!(stdout(&out), "in-sif\nro\n");
+    // Run without --overlay, the SIF's partition is there read-only, as
+    // Apptainer mounts it.
+    let out = sh(
+        &t,
+        &[],
+        &sif,
+        "cat /opt/kept; touch /x 2>/dev/null || echo ro",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "in-sif\nro\n");
     // Another SIF, the demo image: it has none.
     let plain = env.image("demo.sif");
     let out = sh(&t, &["--overlay", s(&plain)], &plain, "echo ran");

@@ -895,9 +895,14 @@ fn steps_of(
         steps.push(Step::ServeImage);
     }
     steps.push(Step::Staging);
+    let mut overlays = crate::overlay::plan(&req.overlays, &who.cwd)?;
+    if image.format == ImageFormat::Sif {
+        // A SIF's own overlay partition, read-only, as Apptainer mounts it.
+        crate::overlay::add_sif_own(&mut overlays, &image.path)?;
+    }
     let root = Step::Root(RootLayer {
         writable_size: writable_size(req, settings)?,
-        overlays: crate::overlay::plan(&req.overlays, &who.cwd)?,
+        overlays,
     });
     // An image overlay's FUSE servers start from the host: the image is
     // attached and the root built in the staging tmpfs before the pivot.

@@ -470,6 +470,40 @@ pub fn plan(specs: &[String], cwd: &Path) -> Result<Overlays, OverlayError> {
     Ok(overlays)
 }
 
+/// The image being run is a SIF file: its own ext3 overlay partition, if
+/// it has one, goes read-only under the other overlays, just above the
+/// image, as Apptainer mounts it (unless it is an `--overlay` already).
+pub fn add_sif_own(overlays: &mut Overlays, image: &Path) -> Result<(), OverlayError> {
+    if overlays.layers().any(|l| l.path == image) {
+        return Ok(());
+    }
+    let Ok(offset) = sif_overlay(image) else {
+        return Ok(());
+    };
+    let file = std::fs::File::open(image).map_err(|e| OverlayError::Unusable {
+        path: image.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    if overlays.tools.fuse2fs.is_none() {
+        let path_env = std::env::var_os("PATH");
+        let tool = find_tool("fuse2fs", path_env.as_ref()).ok_or(OverlayError::NoTool {
+            path: image.to_path_buf(),
+            tool: "fuse2fs",
+            why: "it serves the SIF file's overlay partition",
+        })?;
+        overlays.tools.fuse2fs = Some(tool);
+    }
+    overlays.readonly.push(Layer {
+        path: image.to_path_buf(),
+        kind: Kind::Ext3,
+        readonly: true,
+        lower_dir: image.to_path_buf(),
+        file: Some(ImageFile(std::sync::Arc::new(file))),
+        offset,
+    });
+    Ok(())
+}
+
 /// A host program from `PATH`, else the sbin directories.
 fn find_tool(name: &str, path_env: Option<&std::ffi::OsString>) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
