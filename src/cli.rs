@@ -486,9 +486,10 @@ pub struct LaunchArgs {
     pub writable_tmpfs: Option<String>,
 
     /// A persistent overlay on the image: a directory (writes go to
-    /// DIR/upper); :ro adds it read-only (ext3 images from `rfake overlay
-    /// create` are refused for now, exit 77). Repeatable: the read-only ones stack in order, the
-    /// first on top, the one writable overlay above them all.
+    /// DIR/upper), an ext3 image from `rfake overlay create` (served by
+    /// fuse2fs), or a SIF file's overlay partition; :ro adds it read-only.
+    /// Repeatable: the read-only ones stack in order, the first on top,
+    /// the one writable overlay above them all.
     #[arg(short = 'o', long = "overlay", value_name = "PATH[:ro]")]
     pub overlays: Vec<String>,
 

@@ -4,6 +4,7 @@
 
 mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
 use rfake::exit::ExitKind;
@@ -324,8 +325,9 @@ fn bad_overlays_are_refused() {
 }
 
 /// An upper directory on a file system overlayfs cannot write to (here a
-/// FUSE mount, as an NFS or Lustre directory may be): the kernel would
-/// quietly mount it read-only; rfake refuses, naming the file system.
+/// FUSE mount, as an NFS or Lustre directory may be): the kernel refuses
+/// it or would quietly mount it read-only; rfake refuses, naming the file
+/// system.
 #[test]
 fn an_upper_on_an_unusable_file_system_is_refused() {
     let Some(env) = setup() else { return };
@@ -341,7 +343,9 @@ fn an_upper_on_an_unusable_file_system_is_refused() {
     assert_status(&out, 0);
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    host("fuse2fs", &[s(&image), s(&mnt)]);
+    // fakeroot: upper/ is uid 0's inside the image (the user's inside
+    // rfake's namespace), which this mount outside any shows as root's.
+    host("fuse2fs", &[s(&image), s(&mnt), "-o", "fakeroot"]);
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -357,7 +361,11 @@ fn an_upper_on_an_unusable_file_system_is_refused() {
     assert_exit(&out, ExitKind::HostUnavailable);
     let err = stderr(&out);
     assert!(
-        err.contains("could only mount it read-only") && err.contains("it is on FUSE"),
+        // Read-only when the kernel cannot use the work directory, refused
+        // when it can and finds the features missing (Linux 6.x).
+        (err.contains("could only mount it read-only")
+            || err.contains("the kernel refused it as an overlay layer"))
+            && err.contains("it is on FUSE"),
         "{err}"
     );
     assert_eq!(stdout(&out), "");
@@ -370,11 +378,11 @@ fn an_upper_on_an_unusable_file_system_is_refused() {
 }
 
 /// `rfake overlay create`: an ext3 image of the asked size with upper/
-/// (holding --create-dir) and work/ owned by the user; refusals leave
-/// nothing behind.
+/// (holding --create-dir) and work/, owned by the user on the host and by
+/// uid 0 inside; refusals leave nothing behind.
 #[test]
 fn overlay_create_makes_an_ext3_image() {
-    let Some(env) = setup() else { return };
+    let Some(_env) = setup() else { return };
     if !Path::new("/usr/sbin/debugfs").exists() && !Path::new("/sbin/debugfs").exists() {
         missing("debugfs (e2fsprogs)");
         return;
@@ -416,10 +424,21 @@ fn overlay_create_makes_an_ext3_image() {
             .any(|l| l.contains(" work") && l.contains("40700")),
         "work is 0700: {root}{work}"
     );
+    // Owned by uid 0 inside: the user is root of the namespace fuse2fs
+    // serves it in (their own uid there is one it cannot map).
+    for (dir, listing) in [("upper", &root), ("work", &root)] {
+        assert!(
+            listing.lines().any(
+                |l| l.ends_with(&format!(" {dir}")) && l.split_whitespace().nth(3) == Some("0")
+            ),
+            "{dir} owned by uid 0 inside: {listing}"
+        );
+    }
     assert!(
-        root.lines()
-            .any(|l| l.contains(" upper") && l.contains(&format!(" {} ", me()))),
-        "upper owned by the user: {root}"
+        upper
+            .lines()
+            .any(|l| l.ends_with(" in") && l.split_whitespace().nth(3) == Some("0")),
+        "--create-dir owned by uid 0 inside: {upper}"
     );
     let out = rfake(&t, &["overlay", "create", s(&image)]);
     assert_exit(&out, ExitKind::CannotCreate);
@@ -444,18 +463,438 @@ fn overlay_create_makes_an_ext3_image() {
         .collect();
     names.sort();
     assert_eq!(names, ["overlay.img", "sparse.img"]);
-    // Until rfake serves ext3 overlays, --overlay says so.
+    assert_nothing_left(&t);
+}
+
+/// An ext3 overlay image made by `rfake overlay create`.
+fn image_overlay(dir: &Scratch, t: &str, name: &str) -> PathBuf {
+    let image = dir.path().join(name);
+    let out = rfake(t, &["overlay", "create", "--size", "64", s(&image)]);
+    assert_status(&out, 0);
+    image
+}
+
+/// The processes (any user's we can see) that hold `image` open: the
+/// fuse2fs serving it.
+fn holding(image: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == image))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Nothing holds `image` any more (bounded wait), and no mount of it is
+/// on the host.
+#[track_caller]
+fn image_released(image: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = holding(image);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = holding(image);
+    }
+    assert!(
+        left.is_empty(),
+        "{} still open in {left:?}",
+        image.display()
+    );
+    // (Other tests mount fuse2fs on the host themselves.)
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("overlay-image-") && !mounts.contains("fuse-overlayfs"),
+        "{mounts}"
+    );
+}
+
+/// `--overlay IMG`: what a run writes (a package-like tree, an executable,
+/// a removed image file) is in the image for the next run, fakeroot and
+/// `--keep-id`, and inside the image as uid 0; nothing is left running.
+#[test]
+fn an_image_overlay_survives_two_runs() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("img-persist");
+    let t = tag("img-persist");
+    let image = image_overlay(&dir, &t, "ov.img");
+    // As `pip install` writes a package and its console script.
     let out = sh(
         &t,
         &["--overlay", s(&image)],
-        &env.image("demo.sqfs"),
-        "true",
+        &img,
+        "mkdir -p /usr/local/lib/site-packages/pkg /usr/local/bin \
+         && echo 'VERSION = \"1.0\"' > /usr/local/lib/site-packages/pkg/__init__.py \
+         && printf '#!/bin/sh\\necho tool ran: $1\\n' > /usr/local/bin/tool \
+         && chmod 755 /usr/local/bin/tool && rm /bin/arch && echo written",
     );
-    assert_exit(&out, ExitKind::Refused);
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "written\n");
+    image_released(&image);
+    for opts in [
+        vec!["--overlay", s(&image)],
+        vec!["--overlay", s(&image), "--keep-id"],
+    ] {
+        let out = sh(
+            &t,
+            &opts,
+            &img,
+            "cat /usr/local/lib/site-packages/pkg/__init__.py; /usr/local/bin/tool second; \
+             test -e /bin/arch || echo arch gone; id -u",
+        );
+        assert_status(&out, 0);
+        let uid = if opts.contains(&"--keep-id") { me() } else { 0 };
+        assert_eq!(
+            stdout(&out),
+            format!("VERSION = \"1.0\"\ntool ran: second\narch gone\n{uid}\n"),
+            "{opts:?}"
+        );
+    }
+    // In the image: upper/ holds them, owned by uid 0 (the user inside).
+    let ls = host(
+        "/sbin/debugfs",
+        &["-R", "ls -l /upper/usr/local/bin", s(&image)],
+    );
     assert!(
-        stderr(&out).contains("ext3 overlay images are not supported yet"),
+        ls.lines()
+            .any(|l| l.ends_with(" tool") && l.split_whitespace().nth(3) == Some("0")),
+        "{ls}"
+    );
+    // The image file itself stays the user's.
+    assert_eq!(std::fs::metadata(&image).unwrap().uid(), me());
+    // Without it, the image is as it was.
+    let out = sh(&t, &[], &img, "test -e /usr/local/bin/tool || echo clean");
+    assert_eq!(stdout(&out), "clean\n");
+    image_released(&image);
+    assert_nothing_left(&t);
+}
+
+/// `IMG:ro`: the image's files are seen, writes are refused, the image is
+/// not changed; a writer and readers exclude each other.
+#[test]
+fn a_read_only_image_overlay_refuses_writes() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("img-ro");
+    let t = tag("img-ro");
+    let image = image_overlay(&dir, &t, "ov.img");
+    let out = sh(&t, &["--overlay", s(&image)], &img, "echo kept > /kept");
+    assert_status(&out, 0);
+    let before = sha256(&image);
+    let ro = format!("{}:ro", s(&image));
+    let out = sh(
+        &t,
+        &["--overlay", &ro],
+        &img,
+        "cat /kept; echo new > /new && echo wrote; echo x >> /kept && echo appended; true",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "kept\n");
+    assert!(
+        stderr(&out).contains("Read-only file system"),
         "{}",
         stderr(&out)
     );
+    assert_eq!(sha256(&image), before, "a :ro image is not written");
+    // A writer holds it: a reader is refused, and another writer.
+    let first = spawn(
+        &t,
+        &[
+            "exec",
+            "--overlay",
+            s(&image),
+            s(&img),
+            "sh",
+            "-c",
+            "echo ready; sleep 30",
+        ],
+    );
+    first.expect_line("ready");
+    let out = sh(&t, &["--overlay", &ro], &img, "echo reader");
+    assert_exit(&out, ExitKind::Refused);
+    assert!(
+        stderr(&out).contains("another container writes to this image"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sh(&t, &["--overlay", s(&image)], &img, "echo writer");
+    assert_exit(&out, ExitKind::Refused);
+    assert!(
+        stderr(&out).contains("in use as the writable overlay of another container"),
+        "{}",
+        stderr(&out)
+    );
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _, _) = first.wait();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    image_released(&image);
+    assert_nothing_left(&t);
+}
+
+/// Without fuse2fs (or, for a writable image, fuse-overlayfs) on the host:
+/// one line naming the tool and its Debian package, exit 69, nothing made.
+#[test]
+fn a_missing_fuse_tool_is_named() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("img-tool");
+    let t = tag("img-tool");
+    let image = image_overlay(&dir, &t, "ov.img");
+    // A PATH with fuse2fs only (the sbin directories have neither).
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/fuse2fs", bin.join("fuse2fs")).unwrap();
+    let run = |path: &str, arg: &str| {
+        command(&t)
+            .env("PATH", path)
+            .args(["exec", "--overlay", arg, s(&img), "sh", "-c", "echo ran"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(s(&dir.path().join("nothing")), s(&image));
+    assert_exit(&out, ExitKind::HostUnavailable);
+    let err = stderr(&out);
+    assert!(
+        err.contains("fuse2fs not found") && err.contains("install the Debian package fuse2fs"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let out = run(s(&bin), s(&image));
+    assert_exit(&out, ExitKind::HostUnavailable);
+    assert!(
+        stderr(&out).contains("install the Debian package fuse-overlayfs"),
+        "{}",
+        stderr(&out)
+    );
+    // Read-only, fuse2fs is enough.
+    let out = run(s(&bin), &format!("{}:ro", s(&image)));
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "ran\n");
+    image_released(&image);
+    assert_nothing_left(&t);
+}
+
+/// Nothing is left behind (no fuse2fs or fuse-overlayfs, no mount, the
+/// image not held) after a payload that fails and after rfake is killed
+/// with SIGKILL; the image is usable again and holds what was written.
+#[test]
+fn an_image_overlay_leaves_nothing_behind() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("img-left");
+    let t = tag("img-left");
+    let image = image_overlay(&dir, &t, "ov.img");
+    let out = sh(
+        &t,
+        &["--overlay", s(&image)],
+        &img,
+        "echo one > /one; exit 3",
+    );
+    assert_status(&out, 3);
+    image_released(&image);
+    let running = spawn(
+        &t,
+        &[
+            "exec",
+            "--overlay",
+            s(&image),
+            s(&img),
+            "sh",
+            "-c",
+            "echo two > /two; sync; echo ready; sleep 60",
+        ],
+    );
+    running.expect_line("ready");
+    assert!(!holding(&image).is_empty(), "served while it runs");
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    let (status, _, _) = running.wait();
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    image_released(&image);
+    // fuse2fs ended cleanly on its parent-death signal: the file system
+    // is consistent.
+    let fsck = std::process::Command::new("/sbin/e2fsck")
+        .args(["-fn", s(&image)])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let out = sh(&t, &["--overlay", s(&image)], &img, "cat /one /two");
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "one\ntwo\n");
+    image_released(&image);
+    assert_nothing_left(&t);
+}
+
+/// A SIF file with an ext3 overlay partition (as Apptainer's `overlay
+/// create IMG.sif` adds one): the demo image's SquashFS as its root and
+/// an image from `rfake overlay create` as the partition, written with
+/// rfake's SIF writer.
+fn sif_with_overlay(env: &Env, dir: &Scratch, t: &str) -> PathBuf {
+    use rfake::image::sif::write::{Object, ObjectData, write};
+    use rfake::image::sif::{Arch, DataType, FsType, PartType};
+    let ext3 = image_overlay(dir, t, "part.img");
+    let sif = dir.path().join("with-overlay.sif");
+    let mut out = std::fs::File::create_new(&sif).unwrap();
+    let root = std::fs::File::open(env.image("demo.sqfs")).unwrap();
+    let part = std::fs::File::open(&ext3).unwrap();
+    write(
+        &mut out,
+        Arch::host(),
+        [0; 16],
+        0,
+        vec![
+            Object::root_squashfs(root),
+            Object {
+                data_type: DataType::Partition,
+                name: "overlay.img".into(),
+                data: ObjectData::File(part),
+                partition: Some((FsType::Ext3, PartType::Overlay)),
+            },
+        ],
+    )
+    .unwrap();
+    std::fs::remove_file(&ext3).unwrap();
+    sif
+}
+
+/// `--overlay IMG.sif`: the SIF's own ext3 overlay partition (fuse2fs at
+/// its offset), here on the same SIF as the image: written, then read back
+/// `:ro`; a SIF without one is refused.
+#[test]
+fn a_sif_overlay_partition_is_used() {
+    let Some(env) = setup() else { return };
+    let dir = scratch("sif-part");
+    let t = tag("sif-part");
+    let sif = sif_with_overlay(&env, &dir, &t);
+    let out = sh(
+        &t,
+        &["--overlay", s(&sif)],
+        &sif,
+        "echo in-sif > /opt/kept 2>/dev/null || { mkdir -p /opt && echo in-sif > /opt/kept; }; echo done",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "done\n");
+    image_released(&sif);
+    let ro = format!("{}:ro", s(&sif));
+    let out = sh(
+        &t,
+        &["--overlay", &ro],
+        &sif,
+        "cat /opt/kept; touch /x 2>/dev/null || echo ro",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "in-sif\nro\n");
+    // Run without --overlay, the SIF's partition is there read-only, as
+    // Apptainer mounts it.
+    let out = sh(
+        &t,
+        &[],
+        &sif,
+        "cat /opt/kept; touch /x 2>/dev/null || echo ro",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "in-sif\nro\n");
+    // Another SIF, the demo image: it has none.
+    let plain = env.image("demo.sif");
+    let out = sh(&t, &["--overlay", s(&plain)], &plain, "echo ran");
+    assert_exit(&out, ExitKind::BadImage);
+    assert!(
+        stderr(&out).contains("has no ext3 overlay partition"),
+        "{}",
+        stderr(&out)
+    );
+    image_released(&sif);
+    assert_nothing_left(&t);
+}
+
+/// A joined container (`--join-key`, as MPI ranks share one) with an image
+/// overlay: its keeper, which ignores SIGTERM, still stops the servers at
+/// once when the last rank leaves (they end on SIGHUP), so the image is
+/// free again within moments.
+#[test]
+fn a_joined_container_frees_its_image_overlay() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("img-join");
+    let t = tag("img-join");
+    let image = image_overlay(&dir, &t, "ov.img");
+    let key = format!("ovl-join-{}", std::process::id());
+    let out = sh(
+        &t,
+        &["--join-key", &key, "--overlay", s(&image)],
+        &img,
+        "echo joined > /joined",
+    );
+    assert_status(&out, 0);
+    let start = std::time::Instant::now();
+    let out = loop {
+        let out = sh(&t, &["--overlay", s(&image)], &img, "cat /joined");
+        if out.status.code() != Some(77) || start.elapsed() > std::time::Duration::from_secs(5) {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "joined\n");
+    image_released(&image);
+    assert_nothing_left(&t);
+}
+
+/// An image laid out as `apptainer overlay create` makes it as a user:
+/// `upper/` and `work/` owned by the user's host uid inside, which rfake's
+/// namespace cannot map. Writable: refused, naming the fix (77), nothing
+/// left; read-only, its files are seen.
+#[test]
+fn an_apptainer_made_image_is_refused_writable_and_read_ro() {
+    let Some(env) = setup() else { return };
+    let img = env.image("demo.sqfs");
+    let dir = scratch("img-appt");
+    let t = tag("img-appt");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("upper/opt")).unwrap();
+    std::fs::create_dir(tree.join("work")).unwrap();
+    std::fs::write(tree.join("upper/opt/from-apptainer"), "theirs\n").unwrap();
+    let image = dir.path().join("appt.img");
+    let out = std::process::Command::new("/sbin/mkfs.ext3")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("64M")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sh(&t, &["--overlay", s(&image)], &img, "echo ran");
+    assert_exit(&out, ExitKind::Refused);
+    let err = stderr(&out);
+    assert!(
+        err.contains("its upper/ is not owned by uid 0 inside the image")
+            && err.contains("rfake overlay create"),
+        "{err}"
+    );
+    assert_eq!(stdout(&out), "");
+    image_released(&image);
+    let ro = format!("{}:ro", s(&image));
+    let out = sh(&t, &["--overlay", &ro], &img, "cat /opt/from-apptainer");
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "theirs\n");
+    image_released(&image);
     assert_nothing_left(&t);
 }

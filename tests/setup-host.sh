@@ -24,6 +24,7 @@ PACKAGES=(
   gcc libc6-dev                             # the fake GPU driver and its probe (tests/gpu/make-fake-driver.sh)
   e2fsprogs fuse2fs                         # rfake overlay create (mkfs.ext3 -d), debugfs; a FUSE upper (tests/overlay.rs)
   dpkg-dev debhelper lintian               # the Debian package (packaging/build-deb.sh, check-deb.sh)
+  fuse-overlayfs                            # --overlay IMG: the overlay over a fuse2fs upper (the kernel refuses it)
   docker-registry skopeo apache2-utils openssl curl  # the test registries (tests/registry/setup.sh);
                                             # the package's own service on :5000 is not used
 )

@@ -438,7 +438,12 @@ pub fn become_subreaper() -> nix::Result<()> {
 pub fn reap_leftovers(keep: &[u32]) {
     for _ in 0..100 {
         let children = children_of_self();
-        let victims: Vec<u32> = children.into_iter().filter(|p| !keep.contains(p)).collect();
+        // The image overlays' servers are stopped in order, not killed.
+        let servers = crate::overlay::fuse::server_pids();
+        let victims: Vec<u32> = children
+            .into_iter()
+            .filter(|p| !keep.contains(p) && !servers.contains(p))
+            .collect();
         if victims.is_empty() {
             return;
         }

@@ -233,6 +233,8 @@ pub struct Container {
 impl Container {
     /// Stop the server, or leave the warm mount; then free the overlay.
     pub fn stop(self) {
+        // The image overlays' servers first: fuse-overlayfs reads the image.
+        crate::overlay::fuse::stop_servers();
         if let Some(server) = self.server {
             server.stop();
         }
@@ -342,7 +344,8 @@ pub(crate) fn build_container(sys: &dyn Sys, plan: &Plan) -> Result<Container, E
         &plan.steps,
         image_mounter,
         &mut log_step,
-    )?;
+    )
+    .inspect_err(|_| crate::overlay::fuse::stop_servers())?;
     Ok(Container {
         server: own_mount.and_then(|mut m| m.take_server()),
         lease,

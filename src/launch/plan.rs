@@ -913,7 +913,22 @@ fn steps_of(
     if single_file {
         steps.push(Step::ServeImage);
     }
-    steps.extend([Step::Staging, Step::PivotToStaging]);
+    steps.push(Step::Staging);
+    let mut overlays = crate::overlay::plan(&req.overlays, &who.cwd)?;
+    if image.format == ImageFormat::Sif {
+        // A SIF's own overlay partition, read-only, as Apptainer mounts it.
+        crate::overlay::add_sif_own(&mut overlays, &image.path)?;
+    }
+    let root = Step::Root(RootLayer {
+        writable_size: writable_size(req, settings)?,
+        overlays,
+    });
+    // An image overlay's FUSE servers start from the host: the image is
+    // attached and the root built in the staging tmpfs before the pivot.
+    let early = matches!(&root, Step::Root(l) if l.overlays.has_images());
+    if !early {
+        steps.push(Step::PivotToStaging);
+    }
     let server = match image.format {
         ImageFormat::Directory => {
             steps.push(Step::BindRootDir(image.path.clone()));
@@ -924,10 +939,10 @@ fn steps_of(
             Some(server_plan(req, who, settings)?)
         }
     };
-    steps.push(Step::Root(RootLayer {
-        writable_size: writable_size(req, settings)?,
-        overlays: crate::overlay::plan(&req.overlays, &who.cwd)?,
-    }));
+    steps.push(root);
+    if early {
+        steps.push(Step::PivotToStaging);
+    }
     steps.extend(mounts.into_iter().map(|m| match m {
         Mount::Bind(b) => Step::Bind(b),
         Mount::Tmpfs(t) => Step::Tmpfs(t),
@@ -1348,6 +1363,37 @@ pub(super) mod tests {
         .unwrap_err();
         assert_eq!(err.exit_kind(), crate::exit::ExitKind::Refused);
         assert!(err.to_string().contains("setuid"));
+    }
+
+    /// With an image overlay, the image is attached and the root built
+    /// before the pivot (fuse2fs starts from the host); without one, after.
+    #[test]
+    fn an_image_overlay_builds_the_root_before_the_pivot() {
+        // Planning finds fuse2fs (tests/setup-host.sh installs it).
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir(&img).unwrap();
+        let ov = d.path().join("ov.img");
+        let mut sb = vec![0u8; 4096];
+        sb[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xEF]);
+        std::fs::write(&ov, sb).unwrap();
+        let mut req = request(&img);
+        let order = |p: &Plan| -> Vec<&'static str> {
+            p.steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::BindRootDir(_) => Some("image"),
+                    Step::Root(_) => Some("root"),
+                    Step::PivotToStaging => Some("pivot"),
+                    _ => None,
+                })
+                .collect()
+        };
+        let p = plan(&req, &who(d.path()), &Settings::default(), &no_lookup).unwrap();
+        assert_eq!(order(&p), ["pivot", "image", "root"]);
+        req.overlays = vec![format!("{}:ro", ov.display())];
+        let p = plan(&req, &who(d.path()), &Settings::default(), &no_lookup).unwrap();
+        assert_eq!(order(&p), ["image", "root", "pivot"]);
     }
 
     #[test]

@@ -121,6 +121,7 @@ fn check(opts: &CreateOptions) -> Result<(), CreateError> {
 pub fn create(opts: &CreateOptions) -> Result<(), CreateError> {
     check(opts)?;
     let mkfs = find_mkfs(opts.path_env.as_ref()).ok_or(CreateError::NoMkfs)?;
+    let tools_dir = mkfs_dir(&mkfs);
     let path = &opts.image;
     let io = |op: &'static str| {
         move |source: std::io::Error| CreateError::Io {
@@ -181,12 +182,88 @@ pub fn create(opts: &CreateOptions) -> Result<(), CreateError> {
                 stderr: crate::text::one_line(&String::from_utf8_lossy(&out.stderr)),
             });
         }
-        Ok(())
+        owned_by_root(&tools_dir, path, &opts.create_dirs)
     })();
     if made.is_err() {
         let _ = std::fs::remove_file(path);
     }
     made
+}
+
+/// The directory mkfs.ext3 was found in (debugfs is beside it).
+fn mkfs_dir(mkfs: &Path) -> PathBuf {
+    mkfs.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// `upper/`, `work/` and the `--create-dir` directories owned by uid and
+/// gid 0 inside the image, as seen by the container's user (rfake's user
+/// is root of the namespace fuse2fs serves the image in; mkfs.ext3 -d
+/// copied the host's uid, which that namespace cannot map, and the kernel
+/// refuses writes to such a directory). With debugfs, beside mkfs.ext3.
+fn owned_by_root(dir: &Path, image: &Path, create_dirs: &[PathBuf]) -> Result<(), CreateError> {
+    use std::io::Write;
+    let mut paths = vec![PathBuf::from("/upper"), PathBuf::from("/work")];
+    for d in create_dirs {
+        let rel = d.strip_prefix("/").unwrap_or(d);
+        let mut p = PathBuf::from("/upper");
+        for c in rel.components() {
+            p.push(c);
+            if !paths.contains(&p) {
+                paths.push(p.clone());
+            }
+        }
+    }
+    let mut script = String::new();
+    for p in &paths {
+        for field in ["uid", "gid"] {
+            // debugfs quotes a path with spaces in double quotes.
+            script.push_str(&format!("sif \"{}\" {field} 0\n", p.display()));
+        }
+    }
+    let debugfs = [
+        dir.join("debugfs"),
+        PathBuf::from("/usr/sbin/debugfs"),
+        PathBuf::from("/sbin/debugfs"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .ok_or(CreateError::NoMkfs)?;
+    let io = |op: &'static str| {
+        move |source: std::io::Error| CreateError::Io {
+            path: image.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    let mut child = Command::new(&debugfs)
+        .args(["-w", "-f", "-"])
+        .arg(image)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(io("run debugfs"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .map_err(io("run debugfs"))?;
+    let out = child.wait_with_output().map_err(io("run debugfs"))?;
+    // debugfs exits 0 after a failed command: its complaints are on
+    // stderr, after its version banner.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaint = stderr
+        .lines()
+        .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty());
+    if !out.status.success() || complaint.is_some() {
+        return Err(CreateError::Mkfs {
+            path: image.to_path_buf(),
+            status: format!("debugfs: {}", out.status),
+            stderr: crate::text::one_line(complaint.unwrap_or(&stderr)),
+        });
+    }
+    Ok(())
 }
 
 /// `upper/` (with the wanted directories) and `work/` in `root`.

@@ -7,11 +7,19 @@
 //! (its `overlay.Set`): the read-only ones in command-line order, the first
 //! on top, above the image; at most one writable overlay, on top of all.
 //!
-//! This module only parses and checks (no side effects but `stat` and
-//! `access`); the mounts are steps of the container's root
+//! An ext3 image overlay (`rfake overlay create`, Apptainer's layout: the
+//! same `upper/` and `work/` inside) is served by the host's `fuse2fs`
+//! inside the container's mount namespace ([`fuse`]); a writable one is
+//! stacked by `fuse-overlayfs`, as the kernel's overlayfs refuses a FUSE
+//! upper layer in a user namespace ("upper fs missing required features":
+//! no d_type, tmpfile or RENAME_WHITEOUT from fuse2fs).
+//!
+//! Parsing and checking has no side effects but `stat`, `access` and
+//! opening the images; the mounts are steps of the container's root
 //! (`container::rootfs`).
 
 mod create;
+pub mod fuse;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,7 +50,27 @@ pub struct Layer {
     /// host when the launch is planned: its `upper` when it has one (an
     /// overlay written earlier), else the directory itself.
     pub lower_dir: PathBuf,
+    /// An image, opened when the launch is planned (read-write unless
+    /// `:ro`): fuse2fs is handed this file, which the container's staging
+    /// may hide by its path (an image under /tmp).
+    pub file: Option<ImageFile>,
+    /// Where the ext3 file system starts in the file: 0, or the offset of
+    /// a SIF's overlay partition.
+    pub offset: u64,
 }
+
+/// An open overlay image; any two compare equal (a plan compares layers by
+/// their paths and modes).
+#[derive(Debug, Clone)]
+pub struct ImageFile(pub std::sync::Arc<std::fs::File>);
+
+impl PartialEq for ImageFile {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ImageFile {}
 
 impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,11 +95,38 @@ pub struct Overlays {
     pub readonly: Vec<Layer>,
     /// The one writable layer, on top.
     pub writable: Option<Layer>,
+    /// The host programs the image layers need, found when planning.
+    pub tools: Tools,
+}
+
+/// The host's FUSE programs for image overlays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tools {
+    /// Serves every ext3 image layer.
+    pub fuse2fs: Option<PathBuf>,
+    /// Stacks the layers over a writable image's `upper/`.
+    pub fuse_overlayfs: Option<PathBuf>,
 }
 
 impl Overlays {
     pub fn is_empty(&self) -> bool {
         self.readonly.is_empty() && self.writable.is_none()
+    }
+
+    /// Some layer is an ext3 image: the root is built before the host's
+    /// paths are pivoted away (fuse2fs runs from the host).
+    pub fn has_images(&self) -> bool {
+        self.layers().any(|l| l.kind == Kind::Ext3)
+    }
+
+    /// The writable layer is an image: fuse-overlayfs stacks the root.
+    pub fn writable_image(&self) -> Option<&Layer> {
+        self.writable.as_ref().filter(|l| l.kind == Kind::Ext3)
+    }
+
+    /// Every layer, the writable one first.
+    pub fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.writable.iter().chain(self.readonly.iter())
     }
 }
 
@@ -120,15 +175,39 @@ pub enum OverlayError {
     )]
     NotAnOverlay { path: PathBuf, what: String },
     #[error(
-        "--overlay {}: ext3 overlay images are not supported yet: the kernel's overlayfs refuses a fuse2fs mount as its upper layer (no RENAME_WHITEOUT), and rfake does not run fuse-overlayfs; use a directory overlay",
+        "--overlay {}: {tool} not found in PATH, /usr/sbin or /sbin ({why}; install the Debian package {tool})",
         shown(path)
     )]
-    ImageUnsupported { path: PathBuf },
+    NoTool {
+        path: PathBuf,
+        tool: &'static str,
+        why: &'static str,
+    },
     #[error(
         "--overlay {}: in use as the writable overlay of another container (one container at a time may write to it; add :ro for the others)",
         shown(path)
     )]
     InUse { path: PathBuf },
+    #[error(
+        "--overlay {}: another container writes to this image; it can be read (:ro) only when none does",
+        shown(path)
+    )]
+    InUseByWriter { path: PathBuf },
+    #[error("--overlay {}: {tool} failed: {message}", shown(path))]
+    Server {
+        path: PathBuf,
+        tool: &'static str,
+        message: String,
+    },
+    #[error(
+        "--overlay {}: its {dir} is not owned by uid 0 inside the image (rfake's user there; it shows as uid {uid}, an id the namespace cannot map): made by `apptainer overlay create` or an older rfake? make a new one with `rfake overlay create`, or add :ro",
+        shown(path)
+    )]
+    NotOurs {
+        path: PathBuf,
+        dir: &'static str,
+        uid: u32,
+    },
     #[error(transparent)]
     Create(#[from] create::CreateError),
 }
@@ -143,7 +222,15 @@ impl OverlayError {
             | OverlayError::BadMode { .. } => ExitKind::Usage,
             OverlayError::NotWritable { .. } => ExitKind::CannotCreate,
             OverlayError::NotAnOverlay { .. } => ExitKind::BadImage,
-            OverlayError::ImageUnsupported { .. } | OverlayError::InUse { .. } => ExitKind::Refused,
+            OverlayError::NoTool { .. } => ExitKind::HostUnavailable,
+            OverlayError::InUse { .. } | OverlayError::InUseByWriter { .. } => ExitKind::Refused,
+            // fuse2fs refusing the image (a file system it cannot
+            // mount); fuse-overlayfs failing is the host's.
+            OverlayError::Server {
+                tool: "fuse2fs", ..
+            } => ExitKind::BadImage,
+            OverlayError::Server { .. } => ExitKind::HostUnavailable,
+            OverlayError::NotOurs { .. } => ExitKind::Refused,
             OverlayError::Create(e) => e.exit_kind(),
         }
     }
@@ -195,6 +282,41 @@ fn is_ext_image(path: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// The offset of the ext3 overlay partition of the SIF file at `path`;
+/// a file that is neither an ext3 image nor a SIF with one is refused.
+fn sif_overlay(path: &Path) -> Result<u64, OverlayError> {
+    use crate::image::sif::{FsType, PartType, Sif};
+    use std::io::Read;
+    let unusable = |e: std::io::Error| OverlayError::Unusable {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(unusable)?;
+    let mut head = [0u8; 64];
+    let n = file.read(&mut head).map_err(unusable)?;
+    if !crate::image::sif::is_sif(&head[..n]) {
+        return Err(OverlayError::NotAnOverlay {
+            path: path.to_path_buf(),
+            what: "the file".into(),
+        });
+    }
+    let sif = Sif::read(&mut file).map_err(|e| OverlayError::NotAnOverlay {
+        path: path.to_path_buf(),
+        what: format!("the SIF file ({e})"),
+    })?;
+    sif.descriptors
+        .iter()
+        .find(|d| {
+            d.partition()
+                .is_some_and(|p| p.parttype == PartType::Overlay && p.fstype == FsType::Ext3)
+        })
+        .map(|d| d.offset)
+        .ok_or_else(|| OverlayError::NotAnOverlay {
+            path: path.to_path_buf(),
+            what: "the SIF file has no ext3 overlay partition, so it".into(),
+        })
+}
+
 /// Check one `--overlay` argument (relative paths from `cwd`).
 pub fn parse(spec: &str, cwd: &Path) -> Result<Layer, OverlayError> {
     let (raw, readonly) = split_mode(spec)?;
@@ -216,16 +338,17 @@ pub fn parse(spec: &str, cwd: &Path) -> Result<Layer, OverlayError> {
         path: path.clone(),
         what: e.to_string(),
     })?;
+    let mut offset = 0;
     let kind = if meta.is_dir() {
         Kind::Dir
     } else if meta.is_file() {
         match is_ext_image(&path) {
             Ok(true) => Kind::Ext3,
             Ok(false) => {
-                return Err(OverlayError::NotAnOverlay {
-                    path,
-                    what: "the file".into(),
-                });
+                // A SIF file: its ext3 overlay partition (Apptainer's
+                // `overlay create` on a SIF, or `sif add --parttype 4`).
+                offset = sif_overlay(&path)?;
+                Kind::Ext3
             }
             Err(e) => {
                 return Err(OverlayError::Unusable {
@@ -251,11 +374,34 @@ pub fn parse(spec: &str, cwd: &Path) -> Result<Layer, OverlayError> {
     } else {
         path.clone()
     };
+    let file = if kind == Kind::Ext3 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(code) if !readonly && (code == libc::EACCES || code == libc::EROFS) => {
+                    OverlayError::NotWritable {
+                        path: path.clone(),
+                        errno: nix::errno::Errno::from_raw(code),
+                    }
+                }
+                _ => OverlayError::Unusable {
+                    path: path.clone(),
+                    what: e.to_string(),
+                },
+            })?;
+        Some(ImageFile(std::sync::Arc::new(file)))
+    } else {
+        None
+    };
     let layer = Layer {
         path,
         kind,
         readonly,
         lower_dir,
+        file,
+        offset,
     };
     // Writable: the directory (and its upper and work when present) or
     // the image file must be writable by the user, checked before anything
@@ -289,9 +435,6 @@ pub fn plan(specs: &[String], cwd: &Path) -> Result<Overlays, OverlayError> {
     let mut overlays = Overlays::default();
     for spec in specs {
         let layer = parse(spec, cwd)?;
-        if layer.kind == Kind::Ext3 {
-            return Err(OverlayError::ImageUnsupported { path: layer.path });
-        }
         if layer.readonly {
             overlays.readonly.push(layer);
         } else if let Some(first) = &overlays.writable {
@@ -303,50 +446,158 @@ pub fn plan(specs: &[String], cwd: &Path) -> Result<Overlays, OverlayError> {
             overlays.writable = Some(layer);
         }
     }
+    let path_env = std::env::var_os("PATH");
+    let first_image = overlays
+        .layers()
+        .find(|l| l.kind == Kind::Ext3)
+        .map(|l| l.path.clone());
+    if let Some(path) = first_image {
+        let tool = find_tool("fuse2fs", path_env.as_ref()).ok_or(OverlayError::NoTool {
+            path,
+            tool: "fuse2fs",
+            why: "it serves ext3 overlay images",
+        })?;
+        overlays.tools.fuse2fs = Some(tool);
+    }
+    if let Some(path) = overlays.writable_image().map(|l| l.path.clone()) {
+        let tool = find_tool("fuse-overlayfs", path_env.as_ref()).ok_or(OverlayError::NoTool {
+            path,
+            tool: "fuse-overlayfs",
+            why: "the kernel's overlayfs cannot write to a fuse2fs upper layer",
+        })?;
+        overlays.tools.fuse_overlayfs = Some(tool);
+    }
     Ok(overlays)
+}
+
+/// The image being run is a SIF file: its own ext3 overlay partition, if
+/// it has one, goes read-only under the other overlays, just above the
+/// image, as Apptainer mounts it (unless it is an `--overlay` already).
+pub fn add_sif_own(overlays: &mut Overlays, image: &Path) -> Result<(), OverlayError> {
+    if overlays.layers().any(|l| l.path == image) {
+        return Ok(());
+    }
+    let Ok(offset) = sif_overlay(image) else {
+        return Ok(());
+    };
+    let file = std::fs::File::open(image).map_err(|e| OverlayError::Unusable {
+        path: image.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    if overlays.tools.fuse2fs.is_none() {
+        let path_env = std::env::var_os("PATH");
+        let tool = find_tool("fuse2fs", path_env.as_ref()).ok_or(OverlayError::NoTool {
+            path: image.to_path_buf(),
+            tool: "fuse2fs",
+            why: "it serves the SIF file's overlay partition",
+        })?;
+        overlays.tools.fuse2fs = Some(tool);
+    }
+    overlays.readonly.push(Layer {
+        path: image.to_path_buf(),
+        kind: Kind::Ext3,
+        readonly: true,
+        lower_dir: image.to_path_buf(),
+        file: Some(ImageFile(std::sync::Arc::new(file))),
+        offset,
+    });
+    Ok(())
+}
+
+/// A host program from `PATH`, else the sbin directories.
+fn find_tool(name: &str, path_env: Option<&std::ffi::OsString>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs: Vec<PathBuf> = path_env
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// A writable overlay, held for the container's life: an exclusive
 /// `flock(2)` on its directory. The kernel lets two overlays share an upper
 /// and work directory, with only a warning in its log ("accessing files
 /// from both mounts will result in undefined behavior"), and the second
-/// mount empties the work directory under the first.
+/// mount empties the work directory under the first. An image overlay is
+/// locked on the image file: exclusively when writable, shared when `:ro`
+/// (fuse2fs reading an ext3 file system another one writes to would read
+/// it half-written).
 #[derive(Debug)]
 pub struct Lock {
-    _dir: std::os::fd::OwnedFd,
+    _held: Vec<std::os::fd::OwnedFd>,
 }
 
-/// Take the writable overlay's lock (`None` without one). Close-on-exec:
-/// the payload never holds it; forked helpers (the keeper) do.
+/// Take the overlays' locks (`None` without any). Close-on-exec: the
+/// payload never holds them; forked helpers (the keeper) do.
 pub fn lock(overlays: &Overlays) -> Result<Option<Lock>, OverlayError> {
-    let Some(rw) = overlays.writable.as_ref().filter(|l| l.kind == Kind::Dir) else {
-        return Ok(None);
-    };
     use rustix::fs::{FlockOperation, Mode, OFlags};
-    let dir = rustix::fs::open(
-        &rw.path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| OverlayError::Unusable {
-        path: rw.path.clone(),
-        what: std::io::Error::from(e).to_string(),
-    })?;
-    match rustix::fs::flock(&dir, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(Lock { _dir: dir })),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(OverlayError::InUse {
-            path: rw.path.clone(),
-        }),
-        // A file system without locks (some network mounts): nothing
-        // to hold, said once.
-        Err(e) => {
-            log::warn!(
-                "--overlay {}: cannot lock it ({e}); make sure no other container writes to it",
-                rw.path.display()
-            );
-            Ok(None)
+    let mut held = Vec::new();
+    for layer in overlays.layers() {
+        let (fd, op) = match (layer.kind, &layer.file) {
+            (Kind::Dir, _) if layer.readonly => continue,
+            (Kind::Dir, _) => (
+                rustix::fs::open(
+                    &layer.path,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| OverlayError::Unusable {
+                    path: layer.path.clone(),
+                    what: std::io::Error::from(e).to_string(),
+                })?,
+                FlockOperation::NonBlockingLockExclusive,
+            ),
+            (Kind::Ext3, Some(file)) => (
+                // Its own open file description: flock(2) locks belong to
+                // one, and the plan's file is shared.
+                rustix::fs::open(
+                    format!(
+                        "/proc/self/fd/{}",
+                        std::os::fd::AsRawFd::as_raw_fd(&*file.0)
+                    ),
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| OverlayError::Unusable {
+                    path: layer.path.clone(),
+                    what: std::io::Error::from(e).to_string(),
+                })?,
+                if layer.readonly {
+                    FlockOperation::NonBlockingLockShared
+                } else {
+                    FlockOperation::NonBlockingLockExclusive
+                },
+            ),
+            (Kind::Ext3, None) => continue,
+        };
+        match rustix::fs::flock(&fd, op) {
+            Ok(()) => held.push(fd),
+            Err(rustix::io::Errno::WOULDBLOCK) if layer.readonly => {
+                return Err(OverlayError::InUseByWriter {
+                    path: layer.path.clone(),
+                });
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(OverlayError::InUse {
+                    path: layer.path.clone(),
+                });
+            }
+            // A file system without locks (some network mounts): nothing
+            // to hold, said once.
+            Err(e) => {
+                log::warn!(
+                    "--overlay {}: cannot lock it ({e}); make sure no other container writes to it",
+                    layer.path.display()
+                );
+            }
         }
     }
+    Ok((!held.is_empty()).then_some(Lock { _held: held }))
 }
 
 /// The name of the file system at `path`, for messages about an upper

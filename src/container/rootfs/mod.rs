@@ -83,6 +83,21 @@ impl Layout {
         }
     }
 
+    /// The same places before [`Step::PivotToStaging`]: inside the staging
+    /// tmpfs where it is mounted, the host at `/`. A root with an image
+    /// overlay is built there (its FUSE servers start from the host).
+    fn before_pivot(&self) -> Layout {
+        let inside = |p: &Path| self.staging.join(p.file_name().unwrap_or(p.as_os_str()));
+        Layout {
+            staging: self.staging.clone(),
+            newroot: inside(&self.newroot),
+            lower: inside(&self.lower),
+            overlay: inside(&self.overlay),
+            files: inside(&self.files),
+            oldroot: PathBuf::from("/"),
+        }
+    }
+
     /// Every place below `base` (for tests: nothing outside it is touched
     /// by the file operations).
     #[cfg(test)]
@@ -468,6 +483,8 @@ struct State {
     overlay: bool,
     /// The overlay exists only for mount points: seal it afterwards.
     seal: bool,
+    /// [`Step::PivotToStaging`] is done: the host is at the old root.
+    pivoted: bool,
     /// Devices of the private tmpfs mounts made so far: destinations may be
     /// created inside them too.
     private: Vec<u64>,
@@ -501,7 +518,14 @@ impl State {
     /// the host, not the staging root.
     fn host_walk(&mut self, path: &Path) -> Result<Walk, PathError> {
         if self.host.is_none() {
-            self.host = Some(paths::open_root(&self.host_path)?);
+            // Before the pivot the host is `/` (the descriptor stays the
+            // host's root after it).
+            let root = if self.pivoted {
+                self.host_path.as_path()
+            } else {
+                Path::new("/")
+            };
+            self.host = Some(paths::open_root(root)?);
         }
         let host = self.host.as_ref().expect("opened above").as_fd();
         paths::walk(host, path)
@@ -519,6 +543,8 @@ pub fn execute(
 ) -> Result<(), RootfsError> {
     let mut state = State {
         host_path: layout.oldroot.clone(),
+        // Steps given without the pivot (tests) run after it.
+        pivoted: !steps.contains(&Step::PivotToStaging),
         ..State::default()
     };
     for step in steps {
@@ -538,8 +564,17 @@ fn run_step(
     all_steps: &[Step],
 ) -> Result<Option<String>, RootfsError> {
     let newroot = layout.newroot.as_path();
-    let lower = layout.lower.as_path();
     let staging = layout.staging.as_path();
+    // The image and the root are attached and built before the pivot when
+    // the root has an image overlay (then in the staging tmpfs where it is).
+    let before_pivot;
+    let here = if state.pivoted {
+        layout
+    } else {
+        before_pivot = layout.before_pivot();
+        &before_pivot
+    };
+    let lower = here.lower.as_path();
     match step {
         Step::MakePrivate => {
             // mount_namespaces(7): a new mount namespace starts as a copy of the
@@ -561,7 +596,7 @@ fn run_step(
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some(std::ffi::OsStr::new("mode=0755,size=16m")),
             )?;
-            for place in [newroot, lower, layout.oldroot.as_path()] {
+            for place in [newroot, layout.lower.as_path(), layout.oldroot.as_path()] {
                 let name = place.file_name().unwrap_or(place.as_os_str());
                 sys.mkdir(&staging.join(name), 0o755)?;
             }
@@ -570,6 +605,7 @@ fn run_step(
             let old = layout.oldroot.file_name().unwrap_or_default();
             sys.pivot_root(staging, &staging.join(old))?;
             sys.chdir(Path::new("/"))?;
+            state.pivoted = true;
         }
         Step::ServeImage => mounter.prepare(sys).map_err(RootfsError::Image)?,
         Step::AttachImage => mounter.attach(sys, lower).map_err(RootfsError::Image)?,
@@ -619,7 +655,7 @@ fn run_step(
                 .flat_map(|s| s.wanted(&mut source_is_dir))
                 .filter(|w| !private.iter().any(|p| w.dst != *p && w.dst.starts_with(p)))
                 .collect();
-            return mounts::root(sys, layout, layer, state, &wanted);
+            return mounts::root(sys, here, layer, state, &wanted);
         }
         Step::Bind(bind) => return mounts::bind(sys, bind, state),
         Step::Tmpfs(tmpfs) => return mounts::tmpfs(sys, tmpfs, state),

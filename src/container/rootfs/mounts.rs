@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use super::{
-    Bind, BindKind, IdentitySpec, Layout, MOUNT_POINT_OVERLAY_SIZE, RootLayer, RootfsError, State,
-    Tmpfs, Wanted, open_root, open_root_any, resolve,
+    Bind, BindKind, IdentitySpec, Layout, MOUNT_POINT_OVERLAY_SIZE, RootLayer, RootfsError,
+    ServeError, State, Tmpfs, Wanted, open_root, open_root_any, resolve,
 };
 use crate::container::passwd;
 use crate::container::paths::{self, PathError, Walk};
 use crate::container::sys::{FsParam, MountAttrs, Sys, SysError};
+use crate::exit::ExitKind;
 use crate::input;
+use crate::overlay::{self, Kind};
 use crate::text::shown;
 
 /// Which of `wanted` the image at `lower` lacks: where each would be (a
@@ -138,13 +140,50 @@ pub(super) fn root(
     }
     // The host's paths, as seen after the first pivot.
     let on_host = |p: &Path| layout.oldroot.join(p.strip_prefix("/").unwrap_or(p));
+    let overlay = layout.overlay.as_path();
+    // An ext3 image layer: served by fuse2fs beside our overlay tmpfs (this
+    // runs before the pivot then, from the host).
+    let image_dir = |i: usize| overlay.with_file_name(format!("overlay-image-{i}"));
+    if overlays.has_images() {
+        // The servers mount from namespaces of their own (overlay::fuse):
+        // their mounts come here through the staging tmpfs, shared until
+        // the root is made.
+        sys.mount(
+            Path::new("none"),
+            &layout.staging,
+            None,
+            MsFlags::MS_SHARED,
+            None,
+        )?;
+    }
+    for (i, l) in overlays.layers().enumerate() {
+        if l.kind == Kind::Ext3 {
+            let fuse2fs = overlays.tools.fuse2fs.as_deref().ok_or_else(|| {
+                RootfsError::Image(ServeError::new(
+                    ExitKind::Internal,
+                    "image overlays planned without fuse2fs",
+                ))
+            })?;
+            let dir = image_dir(i);
+            sys.mkdir(&dir, 0o755)?;
+            overlay::fuse::serve_image(fuse2fs, l, &dir).map_err(image_err)?;
+        }
+    }
+    // What each read-only layer contributes: a directory's (on the host),
+    // an image's `upper/` when it has one, else its root.
     let mut lowers: Vec<PathBuf> = overlays
-        .readonly
-        .iter()
-        .map(|l| on_host(&l.lower_dir))
+        .layers()
+        .enumerate()
+        .filter(|(_, l)| l.readonly)
+        .map(|(i, l)| match l.kind {
+            Kind::Dir => on_host(&l.lower_dir),
+            Kind::Ext3 => {
+                let upper = image_dir(i).join("upper");
+                if upper.is_dir() { upper } else { image_dir(i) }
+            }
+        })
         .collect();
     lowers.push(lower.to_path_buf());
-    let overlay = layout.overlay.as_path();
     // A tmpfs of ours for what must not persist: the writable layer of
     // `--writable-tmpfs`, or only the mount points.
     let needs_tmpfs =
@@ -175,6 +214,35 @@ pub(super) fn root(
         make_mount_points(sys, &tmp_upper, &missing)?;
     }
     let upper = match &overlays.writable {
+        Some(rw) if rw.kind == Kind::Ext3 => {
+            // Apptainer's layout inside the image: upper/ and work/.
+            let dir = image_dir(0);
+            let upper = dir.join("upper");
+            let work = dir.join("work");
+            for (d, name, mode) in [(&upper, "upper/", 0o755), (&work, "work/", 0o700)] {
+                match sys.mkdir(d, mode) {
+                    Err(e) if e.errno != nix::errno::Errno::EEXIST => return Err(e.into()),
+                    _ => {}
+                }
+                // The user is uid 0 in this namespace: a directory of
+                // another id is not theirs to write (the kernel refuses
+                // writes to an inode whose owner it cannot map).
+                let uid = rustix::fs::stat(d.as_path())
+                    .map(|st| st.st_uid)
+                    .unwrap_or(0);
+                if uid != 0 {
+                    return Err(image_err(overlay::OverlayError::NotOurs {
+                        path: rw.path.clone(),
+                        dir: name,
+                        uid,
+                    }));
+                }
+            }
+            if needs_tmpfs {
+                lowers.insert(0, tmp_upper.clone());
+            }
+            Some((upper, work))
+        }
         Some(rw) => {
             // As Apptainer lays a directory overlay out: DIR/upper, and
             // the kernel's scratch DIR/work (0700), made when missing. The
@@ -196,6 +264,71 @@ pub(super) fn root(
         None if needs_tmpfs => Some((tmp_upper.clone(), tmp_work.clone())),
         None => None,
     };
+    if let (Some(rw), Some((upper, work))) = (overlays.writable_image(), &upper) {
+        // The kernel's overlayfs refuses a FUSE upper layer in a user
+        // namespace ("upper fs missing required features"): the same
+        // layers, stacked by fuse-overlayfs.
+        let tool = overlays.tools.fuse_overlayfs.as_deref().ok_or_else(|| {
+            RootfsError::Image(ServeError::new(
+                ExitKind::Internal,
+                "a writable image overlay planned without fuse-overlayfs",
+            ))
+        })?;
+        overlay::fuse::stack(tool, &lowers, upper, work, newroot, &rw.path).map_err(image_err)?;
+    } else {
+        mount_overlay(sys, layout, overlays, &lowers, &upper, newroot)?;
+    }
+    if overlays.has_images() {
+        sys.mount(
+            Path::new("none"),
+            &layout.staging,
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        )?;
+    }
+    state.enter_root(newroot)?;
+    state.overlay = upper.is_some();
+    state.seal = layer.writable_size.is_none() && overlays.writable.is_none() && upper.is_some();
+    let mut why = Vec::new();
+    if let Some(rw) = &overlays.writable {
+        why.push(format!("persistent overlay {}", rw.path.display()));
+    } else if layer.writable_size.is_some() {
+        why.push("writable overlay".to_string());
+    }
+    if !overlays.readonly.is_empty() {
+        why.push(format!("{} read-only overlay(s)", overlays.readonly.len()));
+    }
+    if overlays.writable_image().is_some() {
+        why.push("fuse2fs and fuse-overlayfs".to_string());
+    } else if overlays.has_images() {
+        why.push("fuse2fs".to_string());
+    }
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|(p, _, _)| shown(p)).collect();
+        why.push(format!(
+            "overlay for missing mount points: {}",
+            names.join(", ")
+        ));
+    }
+    Ok(Some(why.join("; ")))
+}
+
+/// An overlay error as an image server's failure (its exit code kept).
+fn image_err(e: overlay::OverlayError) -> RootfsError {
+    RootfsError::Image(ServeError::new(e.exit_kind(), e))
+}
+
+/// The kernel's overlay of `lowers` (topmost first) under `upper`.
+fn mount_overlay(
+    sys: &dyn Sys,
+    layout: &Layout,
+    overlays: &crate::overlay::Overlays,
+    lowers: &[PathBuf],
+    upper: &Option<(PathBuf, PathBuf)>,
+    newroot: &Path,
+) -> Result<(), RootfsError> {
+    let on_host = |p: &Path| layout.oldroot.join(p.strip_prefix("/").unwrap_or(p));
     let mut data = std::ffi::OsString::from("lowerdir=");
     for (i, l) in lowers.iter().enumerate() {
         if i > 0 {
@@ -203,7 +336,7 @@ pub(super) fn root(
         }
         data.push(l);
     }
-    if let Some((upper, work)) = &upper {
+    if let Some((upper, work)) = upper {
         data.push(",upperdir=");
         data.push(upper);
         data.push(",workdir=");
@@ -252,26 +385,7 @@ pub(super) fn root(
             });
         }
     }
-    state.enter_root(newroot)?;
-    state.overlay = upper.is_some();
-    state.seal = layer.writable_size.is_none() && overlays.writable.is_none() && upper.is_some();
-    let mut why = Vec::new();
-    if let Some(rw) = &overlays.writable {
-        why.push(format!("persistent overlay {}", rw.path.display()));
-    } else if layer.writable_size.is_some() {
-        why.push("writable overlay".to_string());
-    }
-    if !overlays.readonly.is_empty() {
-        why.push(format!("{} read-only overlay(s)", overlays.readonly.len()));
-    }
-    if !missing.is_empty() {
-        let names: Vec<String> = missing.iter().map(|(p, _, _)| shown(p)).collect();
-        why.push(format!(
-            "overlay for missing mount points: {}",
-            names.join(", ")
-        ));
-    }
-    Ok(Some(why.join("; ")))
+    Ok(())
 }
 
 /// Mount points are made in the tmpfs layer *before* the overlay exists:

@@ -105,6 +105,10 @@ const AS_IT_IS: Step = Step::Root(RootLayer {
     overlays: crate::overlay::Overlays {
         readonly: Vec::new(),
         writable: None,
+        tools: crate::overlay::Tools {
+            fuse2fs: None,
+            fuse_overlayfs: None,
+        },
     },
 });
 
@@ -380,6 +384,7 @@ fn a_missing_destination_inside_another_bind_is_not_created_on_the_host() {
     let mut state = State {
         host_path: f.layout.oldroot.clone(),
         overlay: true,
+        pivoted: true,
         ..State::default()
     };
     state.enter_root(&f.layout.newroot).unwrap();
@@ -452,4 +457,17 @@ fn bind_attrs_always_nosuid() {
     b.allow_devices = false;
     b.readonly = true;
     assert_eq!(b.attrs().to_string(), "ro,nosuid,nodev");
+}
+
+/// Before the pivot, the places are inside the staging tmpfs where it is
+/// mounted, and the host is `/`.
+#[test]
+fn places_before_the_pivot_are_in_the_staging_tmpfs() {
+    let l = Layout::container().before_pivot();
+    assert_eq!(l.staging, Path::new("/tmp"));
+    assert_eq!(l.newroot, Path::new("/tmp/newroot"));
+    assert_eq!(l.lower, Path::new("/tmp/lower"));
+    assert_eq!(l.overlay, Path::new("/tmp/overlay"));
+    assert_eq!(l.files, Path::new("/tmp/files"));
+    assert_eq!(l.oldroot, Path::new("/"));
 }
