@@ -493,6 +493,12 @@ pub struct LaunchArgs {
     #[arg(short = 'o', long = "overlay", value_name = "PATH[:ro]")]
     pub overlays: Vec<String>,
 
+    /// Write into the SIF file's own overlay partition (as --overlay
+    /// IMAGE.sif does); any other image is refused: rfake never writes into
+    /// an image (use --writable-tmpfs or --overlay).
+    #[arg(short = 'w', long)]
+    pub writable: bool,
+
     /// Start from an empty environment (keeping HOME, USER, TERM, LANG and
     /// the scheduler's GPU binding, CUDA_VISIBLE_DEVICES...) instead of the
     /// host's.

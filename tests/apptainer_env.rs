@@ -437,12 +437,19 @@ fn bad_and_unsupported_flag_variables() {
         stderr(&out)
     );
     // A flag rfake does not have: a warning with the advice, then it runs.
-    let out = run("appbad", &[("APPTAINER_WRITABLE", "1")], &[], "echo ran");
+    let out = run("appbad", &[("APPTAINER_NVCCLI", "1")], &[], "echo ran");
     assert_eq!(line(&out), "ran");
     assert!(
-        stderr(&out).contains(
-            "APPTAINER_WRITABLE is set, but rfake has no --writable: images are read-only; use --writable-tmpfs; ignored"
-        ),
+        stderr(&out).contains("APPTAINER_NVCCLI is set, but rfake has no --nvccli:"),
+        "{}",
+        stderr(&out)
+    );
+    // APPTAINER_WRITABLE is --writable: refused for an image without an
+    // overlay partition to write into.
+    let out = run("appbad", &[("APPTAINER_WRITABLE", "1")], &[], "echo ran");
+    assert_exit(&out, ExitKind::Refused);
+    assert!(
+        stderr(&out).contains("--writable: ") && stderr(&out).contains("has no overlay partition"),
         "{}",
         stderr(&out)
     );

@@ -808,6 +808,18 @@ fn a_sif_overlay_partition_is_used() {
     );
     assert_status(&out, 0);
     assert_eq!(stdout(&out), "in-sif\nro\n");
+    // Apptainer's -w/--writable on a SIF: its partition, writable.
+    let out = sh(
+        &t,
+        &["-w"],
+        &sif,
+        "cat /opt/kept; echo by-w > /opt/kept2; echo done",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "in-sif\ndone\n");
+    image_released(&sif);
+    let out = sh(&t, &[], &sif, "cat /opt/kept2");
+    assert_eq!(stdout(&out), "by-w\n");
     // Another SIF, the demo image: it has none.
     let plain = env.image("demo.sif");
     let out = sh(&t, &["--overlay", s(&plain)], &plain, "echo ran");
@@ -817,6 +829,17 @@ fn a_sif_overlay_partition_is_used() {
         "{}",
         stderr(&out)
     );
+    // --writable there (or on a SquashFS) is refused: rfake never writes
+    // into an image.
+    for img in [plain.clone(), env.image("demo.sqfs")] {
+        let out = sh(&t, &["--writable"], &img, "echo ran");
+        assert_exit(&out, ExitKind::Refused);
+        let err = stderr(&out);
+        assert!(
+            err.contains("has no overlay partition to write into") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
     image_released(&sif);
     assert_nothing_left(&t);
 }

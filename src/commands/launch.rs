@@ -123,6 +123,7 @@ pub(super) fn request(args: LaunchArgs, image: PathBuf, action: Action) -> Reque
         writable_tmpfs: args.writable_tmpfs.is_some(),
         writable_tmpfs_size: args.writable_tmpfs,
         overlays: args.overlays,
+        writable: args.writable,
         cleanenv: args.cleanenv || args.containall,
         env: args.env,
         env_files: args.env_files,

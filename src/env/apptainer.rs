@@ -95,6 +95,8 @@ pub enum Target {
     Cleanenv,
     Pwd,
     WritableTmpfs,
+    /// `--writable`: a SIF's overlay partition (refused for other images).
+    Writable,
     Fakeroot,
     EnvFile,
     Nv,
@@ -179,11 +181,7 @@ pub const FLAG_VARS: &[FlagVar] = &[
         ),
     ),
     row(&["ROCM"], "--rocm", Target::Rocm),
-    row(
-        &["WRITABLE"],
-        "--writable",
-        Target::Unsupported("images are read-only; use --writable-tmpfs"),
-    ),
+    row(&["WRITABLE"], "--writable", Target::Writable),
     row(&["KEEP_PRIVS"], "--keep-privs", Target::KeepPrivs),
     row(&["NO_PRIVS"], "--no-privs", Target::NoPrivs),
     row(&["PID", "UNSHARE_PID"], "--pid", Target::Pid),
@@ -363,6 +361,10 @@ pub fn apply_flags(
             }
             Target::Fakeroot if !args.fakeroot && !args.keep_id => {
                 args.fakeroot = true;
+                true
+            }
+            Target::Writable if !args.writable => {
+                args.writable = true;
                 true
             }
             Target::Nv if !args.nv => {
@@ -719,8 +721,11 @@ mod tests {
         assert_eq!(err.exit_kind(), crate::exit::ExitKind::Usage);
         // An unsupported one only warns.
         let (args, notes) =
-            apply_flags(launch_args(&[]), &e(&[("APPTAINER_WRITABLE", "1")])).unwrap();
-        assert!(notes.is_empty() && !args.contain && args.writable_tmpfs.is_none());
+            apply_flags(launch_args(&[]), &e(&[("APPTAINER_NVCCLI", "1")])).unwrap();
+        assert!(notes.is_empty() && !args.contain && !args.nv);
+        // APPTAINER_WRITABLE is --writable (a SIF's overlay partition).
+        let (args, _) = apply_flags(launch_args(&[]), &e(&[("APPTAINER_WRITABLE", "1")])).unwrap();
+        assert!(args.writable && args.writable_tmpfs.is_none());
         // APPTAINER_NV and APPTAINER_ROCM are --nv and --rocm.
         let (args, _) = apply_flags(
             launch_args(&[]),

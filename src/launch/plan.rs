@@ -88,6 +88,8 @@ pub struct Request {
     pub writable_tmpfs: bool,
     /// `--overlay PATH[:ro]`, in order.
     pub overlays: Vec<String>,
+    /// `-w/--writable`: a SIF's own overlay partition as the writable layer.
+    pub writable: bool,
     pub cleanenv: bool,
     pub env: Vec<String>,
     pub env_files: Vec<PathBuf>,
@@ -914,7 +916,7 @@ fn steps_of(
         steps.push(Step::ServeImage);
     }
     steps.push(Step::Staging);
-    let mut overlays = crate::overlay::plan(&req.overlays, &who.cwd)?;
+    let mut overlays = crate::overlay::plan(&writable_overlays(req, image)?, &who.cwd)?;
     if image.format == ImageFormat::Sif {
         // A SIF's own overlay partition, read-only, as Apptainer mounts it.
         crate::overlay::add_sif_own(&mut overlays, &image.path)?;
@@ -1029,6 +1031,26 @@ fn server_plan(req: &Request, who: &Invoker, settings: &Settings) -> Result<Serv
             cache_bytes: settings.image_cache_size.value,
         },
     })
+}
+
+/// The `--overlay` list, with `--writable`'s SIF first: Apptainer's
+/// `--writable` on a SIF file writes into its own overlay partition, which
+/// is `--overlay IMAGE.sif` here. rfake never writes into the image itself,
+/// so any other image is refused.
+fn writable_overlays(req: &Request, image: &Image) -> Result<Vec<String>, Error> {
+    if !req.writable {
+        return Ok(req.overlays.clone());
+    }
+    if image.format != ImageFormat::Sif || !crate::overlay::has_sif_overlay(&image.path) {
+        return Err(Error::Refused(format!(
+            "--writable: {} has no overlay partition to write into, and rfake never writes \
+             into an image; use --writable-tmpfs (thrown away) or --overlay DIR|IMG (kept)",
+            image.path.display()
+        )));
+    }
+    let mut list = vec![image.path.to_string_lossy().into_owned()];
+    list.extend(req.overlays.iter().cloned());
+    Ok(list)
 }
 
 /// Whether and how to join: `--join-key`, else the launcher's variables.

@@ -282,6 +282,11 @@ fn is_ext_image(path: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// Whether the SIF file at `path` has an ext3 overlay partition.
+pub fn has_sif_overlay(path: &Path) -> bool {
+    sif_overlay(path).is_ok()
+}
+
 /// The offset of the ext3 overlay partition of the SIF file at `path`;
 /// a file that is neither an ext3 image nor a SIF with one is refused.
 fn sif_overlay(path: &Path) -> Result<u64, OverlayError> {
