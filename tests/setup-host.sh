@@ -18,6 +18,7 @@ PACKAGES=(
   xz-utils zstd             # compressed tarball sources
   libsquashfs-dev libfuse3-dev libclang-dev pkg-config  # libsquashfs (build, inspect, FUSE server), libfuse3 (FUSE server); bindgen
   slurmctld slurmd slurm-client munge       # the test Slurm cluster (slurm/cluster.sh)
+  libslurm-dev make                         # rfake's SPANK plugin (spank/: spank.h, make)
   openmpi-bin libopenmpi-dev libpmix2       # MPI launches; mpicc for the MPI test program
   debootstrap                               # Bootstrap: debootstrap (tests/debootstrap.rs, the MPI test image)
   gcc libc6-dev                             # the fake GPU driver and its probe (tests/gpu/make-fake-driver.sh)
