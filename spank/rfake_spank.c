@@ -30,9 +30,19 @@
  *                   resolving symbolic links); default: anywhere
  *   mounts=SPEC,... binds every container gets (rfake's -B syntax)
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +62,10 @@ SPANK_PLUGIN(rfake, 1);
 #define ENV_ARGV0 "RFAKE_SPANK_ARGV0"
 /* Most arguments the plugin passes to rfake before the image. */
 #define MAX_ARGS 256
+/* The holder's line once it is in a named container (rfake-spank-exec.c). */
+#define READY "rfake-spank-hold: ready\n"
+/* Longest --rfake-name: it is part of an abstract socket's name. */
+#define MAX_NAME 40
 
 /* Site options (plugstack.conf). */
 static char *site_rfake;
@@ -127,6 +141,11 @@ static int set_opt(int val, const char *arg, int remote)
 	case OPT_NAME:
 		if (set_str(&opt_name, "rfake-name", arg))
 			return -1;
+		if (strlen(opt_name) > MAX_NAME) {
+			slurm_error("rfake: --rfake-name: at most %d characters",
+				    MAX_NAME);
+			return -1;
+		}
 		/* It becomes part of a join key: keep it a plain word. */
 		for (const char *p = opt_name; *p; p++) {
 			if (!(('a' <= *p && *p <= 'z') || ('A' <= *p && *p <= 'Z') ||
@@ -340,6 +359,120 @@ static int setenv_num(spank_t sp, const char *name, int i, const char *val)
 	return spank_setenv(sp, var, val, 1) == ESPANK_SUCCESS ? 0 : -1;
 }
 
+/* FNV-1a, to put the image in the holder's socket name. */
+static unsigned long long fnv(const char *s)
+{
+	unsigned long long h = 14695981039346656037ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+	return h;
+}
+
+/* The abstract socket a named container's holder binds. */
+static void holder_name(char *buf, size_t len, unsigned uid, uint32_t job,
+			const char *image)
+{
+	char host[65] = "";
+	gethostname(host, sizeof host - 1);
+	snprintf(buf, len, "rfake-spank-hold-%u-%u-%s-%s-%016llx", uid, job,
+		 opt_name, host, fnv(image));
+}
+
+/*
+ * A named container outlives the step through a holder on each node: a
+ * detached rfake-spank-exec --hold that stays a rank of the container until
+ * the job's epilog ends it (slurm_spank_job_epilog). The node's first task
+ * starts it unless its socket answers, and waits until it is in, so that
+ * the keeper cannot end with this step.
+ */
+static int ensure_holder(spank_t sp, uint32_t job, const char *image,
+			 const char *helper)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	char name[sizeof addr.sun_path - 1], buf[4096];
+	size_t got = 0;
+	int s, rep[2];
+	char **env = NULL;
+	pid_t pid;
+	time_t deadline;
+
+	holder_name(name, sizeof name, getuid(), job, image);
+	memcpy(addr.sun_path + 1, name, strlen(name));
+	socklen_t alen = (socklen_t) (offsetof(struct sockaddr_un, sun_path) +
+				      1 + strlen(name));
+	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s >= 0 && connect(s, (struct sockaddr *) &addr, alen) == 0) {
+		struct ucred cred;
+		socklen_t cl = sizeof cred;
+		int mine = !getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &cl) &&
+			   cred.uid == getuid();
+		close(s);
+		if (mine)
+			return 0;
+		slurm_error("rfake: --rfake-name=%s: its holder's socket belongs "
+			    "to another user", opt_name);
+		return -1;
+	}
+	if (s >= 0)
+		close(s);
+	if (spank_get_item(sp, S_JOB_ENV, &env) != ESPANK_SUCCESS || !env ||
+	    pipe2(rep, O_CLOEXEC)) {
+		slurm_error("rfake: --rfake-name=%s: cannot start its holder",
+			    opt_name);
+		return -1;
+	}
+	pid = fork();
+	if (pid == 0) {
+		/* Detached: its own session, not this task's child, so that
+		 * it outlives the step (proctrack/linuxproc follows parent
+		 * pids). */
+		setsid();
+		if (fork() != 0)
+			_exit(0);
+		int null = open("/dev/null", O_RDWR);
+		if (rep[1] != 3) {
+			dup2(rep[1], 3);
+			close(rep[1]);
+		} else {
+			fcntl(3, F_SETFD, 0);
+		}
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		close_range(4, ~0U, 0);
+		char *args[] = { (char *) helper, "--hold", name, NULL };
+		execve(helper, args, env);
+		_exit(127);
+	}
+	close(rep[1]);
+	if (pid < 0) {
+		close(rep[0]);
+		return -1;
+	}
+	waitpid(pid, NULL, 0);
+	deadline = time(NULL) + 130;
+	while (time(NULL) < deadline && got < sizeof buf - 1) {
+		struct pollfd p = { rep[0], POLLIN, 0 };
+		if (poll(&p, 1, 1000) <= 0)
+			continue;
+		ssize_t n = read(rep[0], buf + got, sizeof buf - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t) n;
+		buf[got] = '\0';
+		if (strstr(buf, READY))
+			break;
+	}
+	close(rep[0]);
+	buf[got] = '\0';
+	if (!strstr(buf, READY)) {
+		slurm_error("rfake: --rfake-name=%s: its holder did not start: %s",
+			    opt_name, got ? buf : "no answer");
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Each task, in the forked child as the user, after the CPU binding and
  * before execve: point argv[0] at the helper and leave rfake's arguments in
@@ -351,7 +484,9 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	int argc = 0;
 	char **argv = NULL, path[PATH_MAX * 4] = "", jobs[32], key[128];
 	char *image, *rfake;
+	const char *helper = site_helper ? site_helper : HELPER_DEFAULT;
 	struct args a = { 0 };
+	int task = -1;
 	(void) ac; (void) av;
 
 	if (!opt_image)
@@ -400,6 +535,14 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	}
 	if (site_mounts && add_each(&a, "-B", site_mounts))
 		return -1;
+	if (opt_name) {
+		/* Every rank binds the holder's payload: the first rank's
+		 * binds make the container (rfake's join). */
+		char bind[PATH_MAX + 32];
+		snprintf(bind, sizeof bind, "%s:/.rfake-spank/hold:ro", helper);
+		if (add(&a, "-B") || add(&a, bind))
+			return -1;
+	}
 	if (opt_mounts && add_each(&a, "-B", opt_mounts))
 		return -1;
 	if (opt_env && add_each(&a, "--env", opt_env))
@@ -423,8 +566,68 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	for (int i = 0; i < a.n; i++)
 		if (setenv_num(sp, ENV_ARG, i, a.v[i]))
 			return -1;
+	if (opt_name && spank_get_item(sp, S_TASK_ID, &task) == ESPANK_SUCCESS &&
+	    task == 0 && ensure_holder(sp, job, image, helper))
+		return -1;
 	/* slurmstepd execs argv[0] with this array next: the helper, then
 	 * the command's own arguments. The old string is slurmstepd's. */
-	argv[0] = strdup(site_helper ? site_helper : HELPER_DEFAULT);
+	argv[0] = strdup(helper);
 	return argv[0] ? 0 : -1;
+}
+
+/*
+ * The job's end, on each node (root): end the holders of its named
+ * containers. A holder is a process of the job's user running
+ * `rfake-spank-exec --hold rfake-spank-hold-UID-JOB-...`; it passes the
+ * SIGTERM on to its rfake, whose keeper then ends with the last rank.
+ */
+int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
+{
+	uint32_t job = 0;
+	uid_t uid = 0;
+	char prefix[64];
+	DIR *d;
+	struct dirent *e;
+	(void) ac; (void) av;
+
+	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS ||
+	    spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS)
+		return 0;
+	snprintf(prefix, sizeof prefix, "rfake-spank-hold-%u-%u-",
+		 (unsigned) uid, job);
+	if (!(d = opendir("/proc")))
+		return 0;
+	while ((e = readdir(d))) {
+		char path[64], cmd[512];
+		struct stat st;
+		ssize_t n;
+		int fd;
+		pid_t pid = (pid_t) atoi(e->d_name);
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof path, "/proc/%d/cmdline", (int) pid);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		n = read(fd, cmd, sizeof cmd - 1);
+		if (fstat(fd, &st) || st.st_uid != uid || n <= 0) {
+			close(fd);
+			continue;
+		}
+		close(fd);
+		cmd[n] = '\0';
+		/* argv[0] NUL "--hold" NUL name */
+		const char *a0 = cmd, *base = strrchr(a0, '/');
+		const char *a1 = a0 + strlen(a0) + 1;
+		if (a1 >= cmd + n)
+			continue;
+		const char *a2 = a1 + strlen(a1) + 1;
+		if (a2 >= cmd + n)
+			continue;
+		base = base ? base + 1 : a0;
+		if (!strcmp(base, "rfake-spank-exec") && !strcmp(a1, "--hold") &&
+		    !strncmp(a2, prefix, strlen(prefix)))
+			kill(pid, SIGTERM);
+	}
+	closedir(d);
+	return 0;
 }

@@ -356,3 +356,54 @@ fn sbatch_options_reach_the_steps() {
     assert_eq!(text.matches("step in the image").count(), 3, "{text}");
     assert_nothing_left(&t);
 }
+
+/// --rfake-name: a later step of the job with the same name (and image)
+/// gets the same container on each node, with what the first wrote in its
+/// writable layer; a step without the name gets a new one; after the job
+/// nothing is left (the job's epilog ends the holders).
+#[test]
+fn named_container_outlives_its_step_and_ends_with_the_job() {
+    let Some(s) = spank() else { return };
+    let t = tag("spank-named");
+    let dir = scratch_in_home("spank-named-");
+    let script = dir.path().join("job.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         step='echo $SLURMD_NODENAME $(readlink /proc/self/ns/mnt) $(cat /opt/mark 2>/dev/null || echo none)'\n\
+         srun -N3 -n3 --rfake-name=work sh -c \"$step; echo \\$SLURM_STEP_ID > /opt/mark\" | sed 's/^/first /'\n\
+         srun -N3 -n3 --rfake-name=work sh -c \"$step\" | sed 's/^/again /'\n\
+         srun -N3 -n3 sh -c \"$step\" | sed 's/^/unnamed /'\n",
+    )
+    .unwrap();
+    let log = dir.path().join("job.out");
+    let out = s.run(
+        &t,
+        &format!(
+            "sbatch --wait -N3 --rfake-image={} --rfake-writable --output={} {}",
+            s.img(),
+            log.display(),
+            script.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_status(&out, 0);
+    // node -> (first step's namespace, and what each step saw).
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    for node in ["node1", "node2", "node3"] {
+        let get = |which: &str| {
+            lines
+                .iter()
+                .find(|w| w.len() == 4 && w[0] == which && w[1] == node)
+                .unwrap_or_else(|| panic!("no {which} line for {node}: {text}"))
+                .clone()
+        };
+        let (first, again, unnamed) = (get("first"), get("again"), get("unnamed"));
+        assert_eq!(first[3], "none", "{text}");
+        assert_eq!(again[2], first[2], "the same container on {node}: {text}");
+        assert_eq!(again[3], "0", "the first step's write on {node}: {text}");
+        assert_ne!(unnamed[2], first[2], "a new container: {text}");
+        assert_eq!(unnamed[3], "none", "{text}");
+    }
+    assert_nothing_left(&t);
+}
