@@ -285,6 +285,31 @@ static int check_opts(void)
 }
 
 /*
+ * Whether this srun was given --multi-prog: slurmstepd then gives each task
+ * an argument array of its own, which the plugin cannot see, and the tasks
+ * would run on the host. srun tells SPANK nothing about it, so its command
+ * line is read (a command with a literal --multi-prog argument is refused
+ * too: the message says why).
+ */
+static int srun_multi_prog(void)
+{
+	char buf[65536];
+	ssize_t n;
+	int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC), found = 0;
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	for (char *p = buf; p < buf + n; p += strlen(p) + 1)
+		if (!strcmp(p, "--multi-prog"))
+			found = 1;
+	return found;
+}
+
+/*
  * srun, sbatch, salloc: refuse bad options before anything is allocated
  * (slurmstepd checks again: it is what counts).
  */
@@ -293,6 +318,12 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	(void) sp; (void) ac; (void) av;
 	if (check_opts())
 		return -1;
+	if (opt_image && spank_context() == S_CTX_LOCAL && srun_multi_prog()) {
+		slurm_error("rfake: --rfake-image does not work with --multi-prog "
+			    "(its tasks would run on the host): give each line of the "
+			    "configuration `rfake exec IMAGE ...` instead");
+		return -1;
+	}
 	if (opt_image && spank_context() != S_CTX_REMOTE) {
 		char *img = check_image(opt_image);
 		if (!img)

@@ -270,7 +270,8 @@ fn identity_and_exit_status() {
 /// Refused by srun before anything runs, one line naming the cause: an
 /// image outside the site's images= directories (also through a symbolic
 /// link from an allowed one), a missing image, an option without
-/// --rfake-image, --rfake-keep-id with --rfake-root, a bad name.
+/// --rfake-image, --rfake-keep-id with --rfake-root, a bad name,
+/// --multi-prog.
 #[test]
 fn refusals() {
     let Some(s) = spank() else { return };
@@ -322,6 +323,25 @@ fn refusals() {
         assert!(e.contains("srun: error: rfake: "), "{opts}: {e}");
         assert!(e.contains(&want), "{opts}: want {want:?} in {e}");
     }
+    // --multi-prog: slurmstepd gives each task its own arguments, out of
+    // the plugin's reach; refused rather than run on the host.
+    let conf = dir.path().join("multi.conf");
+    std::fs::write(&conf, "0 echo ran\n").unwrap();
+    let out = s.run(
+        &t,
+        &format!(
+            "srun -n1 --multi-prog --rfake-image={} {}",
+            s.img(),
+            conf.display()
+        ),
+    );
+    assert_status(&out, 1);
+    assert!(!stdout(&out).contains("ran"));
+    assert!(
+        stderr(&out).contains("--rfake-image does not work with --multi-prog"),
+        "{}",
+        stderr(&out)
+    );
     assert_nothing_left(&t);
 }
 
