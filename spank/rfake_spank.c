@@ -324,7 +324,10 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 			    "configuration `rfake exec IMAGE ...` instead");
 		return -1;
 	}
-	if (opt_image && spank_context() != S_CTX_REMOTE) {
+	/* A relative image is the step's working directory's, which may not
+	 * be srun's (--chdir): slurmstepd checks it then. */
+	if (opt_image && spank_context() != S_CTX_REMOTE &&
+	    (opt_image[0] == '/' || access(opt_image, F_OK) == 0)) {
 		char *img = check_image(opt_image);
 		if (!img)
 			return -1;

@@ -299,6 +299,11 @@ fn refusals() {
             "--rfake-image=/var/tmp/no-such-image.sqfs: No such file or directory".to_string(),
         ),
         (
+            // Relative: the step's directory's, checked by slurmstepd.
+            "--rfake-image=no-such-image.sqfs".to_string(),
+            "--rfake-image=no-such-image.sqfs: No such file or directory".to_string(),
+        ),
+        (
             "--rfake-env=A=b".to_string(),
             "the --rfake-* options need --rfake-image=IMAGE".to_string(),
         ),
@@ -320,7 +325,7 @@ fn refusals() {
         );
         assert!(!stdout(&out).contains("ran"), "{opts}");
         let e = stderr(&out);
-        assert!(e.contains("srun: error: rfake: "), "{opts}: {e}");
+        assert!(e.contains("error: rfake: "), "{opts}: {e}");
         assert!(e.contains(&want), "{opts}: want {want:?} in {e}");
     }
     // --multi-prog: slurmstepd gives each task its own arguments, out of
