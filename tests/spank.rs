@@ -350,8 +350,9 @@ fn refusals() {
     assert_nothing_left(&t);
 }
 
-/// sbatch --rfake-image: the batch script runs on the host, its srun steps
-/// in the image (Slurm hands the job's options to the steps).
+/// sbatch and salloc --rfake-image: the batch script (salloc's command) runs
+/// on the host, its srun steps in the image (Slurm hands the job's options
+/// to the steps).
 #[test]
 fn sbatch_options_reach_the_steps() {
     let Some(s) = spank() else { return };
@@ -379,6 +380,20 @@ fn sbatch_options_reach_the_steps() {
     assert_status(&out, 0);
     assert_eq!(text.matches("script on the host").count(), 1, "{text}");
     assert_eq!(text.matches("step in the image").count(), 3, "{text}");
+    // salloc: its command on the host, the sruns in it in the image.
+    let out = s.run(
+        &t,
+        &format!(
+            "salloc -N3 --rfake-image={} sh -c \
+             'test -e /opt/mpi-test/mpi-test || echo salloc on the host; \
+              srun -N3 -n3 sh -c \"test -e /opt/mpi-test/mpi-test && echo salloc step in the image\"'",
+            s.img()
+        ),
+    );
+    assert_status(&out, 0);
+    let o = stdout(&out);
+    assert_eq!(o.matches("salloc on the host").count(), 1, "{o}");
+    assert_eq!(o.matches("salloc step in the image").count(), 3, "{o}");
     assert_nothing_left(&t);
 }
 
