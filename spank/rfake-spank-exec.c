@@ -1,29 +1,22 @@
 /*
- * rfake-spank-exec: the first program of every task of a step started with
- * srun --rfake-image. The SPANK plugin (rfake_spank.c) made it the task's
- * argv[0] and left in the environment rfake's path, its arguments up to the
- * image and the task's own argv[0]; this execs
- *
- *     rfake ARG_0 ... ARG_{n-1} ORIGINAL-ARGV0 ARGV[1] ...
- *
- * after removing those variables, so the payload never sees them.
- *
- * Two more modes, for named containers (--rfake-name):
+ * rfake-spank-exec: the rfake SPANK plugin's helper for named containers
+ * (--rfake-name; see rfake_spank.c and docs/slurm-mpi.md), two modes:
  *
  *   rfake-spank-exec --hold SOCKET   (the holder, started by the plugin on
  *     each node, detached, with the report pipe on fd 3) binds the abstract
  *     socket SOCKET (one holder per user, job, name, node and image), runs
  *     `rfake ARGS... /.rfake-spank/hold --wait` as a rank of the named
- *     container, so that its keeper outlives the steps, copies rfake's
- *     output to fd 3 until the payload says it is in, and then waits: for
- *     SIGTERM (the plugin's job epilog sends it), which it passes on, or for
- *     rfake's end.
+ *     container, with rfake's arguments from the plugin's variables
+ *     (RFAKE_SPANK_RFAKE, RFAKE_SPANK_ARGC, RFAKE_SPANK_ARG_i), so that its
+ *     keeper outlives the steps; copies rfake's output to fd 3 until the
+ *     payload says it is in, and then waits: for SIGTERM (the plugin's job
+ *     epilog sends it), which it passes on, or for rfake's end.
  *   rfake-spank-exec --wait          (inside the container, bound at
  *     /.rfake-spank/hold: this file is linked statically so that it runs in
  *     any image) says it is in and waits for a signal.
  *
  * On a failure it prints one line and exits 70 (EX_SOFTWARE: the plugin and
- * the helper disagree) or 127 (rfake cannot be executed), as a shell would.
+ * the helper disagree) or 71 (a system call failed).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -196,8 +189,6 @@ static int hold(const char *name)
 
 int main(int argc, char **argv)
 {
-	const char *argv0;
-
 	if (argc == 2 && !strcmp(argv[1], "--wait")) {
 		/* Inside the container: in, until a signal ends it. */
 		fputs(READY, stdout);
@@ -207,12 +198,7 @@ int main(int argc, char **argv)
 	}
 	if (argc == 3 && !strcmp(argv[1], "--hold"))
 		return hold(argv[2]);
-	if (!(argv0 = getenv("RFAKE_SPANK_ARGV0")))
-		fail(70, "not started by the rfake SPANK plugin "
-		     "(RFAKE_SPANK_ARGV0 unset)", NULL);
-	argv[0] = (char *) argv0;
-	char **args = rfake_argv(argv, argc);
-	execv(args[0], args);
-	fail(errno == ENOENT ? 127 : 126, args[0], strerror(errno));
-	return 127;
+	fail(70, "usage: rfake-spank-exec --hold SOCKET | --wait "
+	     "(the rfake SPANK plugin starts it)", NULL);
+	return 70;
 }

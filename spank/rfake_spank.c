@@ -10,13 +10,13 @@
  * task hook (PMIx variables), task_g_pre_launch (CPU binding, cgroup),
  * slurm_spank_task_init (here), the TaskProlog scripts, TMPDIR,
  * set_user_limits, and execve(argv[0], argv, env). This plugin changes
- * only argv[0]: it becomes rfake-spank-exec, which execs
- * `rfake exec --join ... IMAGE ORIGINAL-ARGV...` with the arguments the
- * plugin left in the task's environment. Everything slurmstepd does for the
+ * only argv[0]: it becomes rfake, which takes `exec --join ... IMAGE
+ * ORIGINAL-ARGV0` from variables the plugin left in the task's environment
+ * (src/spank.rs) and removes them. Everything slurmstepd does for the
  * task still happens, on the host, in the same process: the CPU binding and
  * cgroup (inherited by rfake and the payload), the PMIx environment (passed
  * into the container as with rfake exec), the task prologs and the limits.
- * The argv array cannot grow (slurmstepd owns it), hence the helper.
+ * The argv array cannot grow (slurmstepd owns it), hence the variables.
  *
  * The batch script (sbatch) and the extern step run on the host; the steps
  * they start inherit the options (Slurm passes a job's SPANK options to the
@@ -24,8 +24,8 @@
  *
  * Site options, in plugstack.conf after the plugin's path:
  *   rfake=PATH      the rfake binary (default: rfake in the task's PATH)
- *   helper=PATH     rfake-spank-exec (default: beside rfake_spank.so's
- *                   usual install path, /usr/lib/rfake/rfake-spank-exec)
+ *   helper=PATH     rfake-spank-exec, for named containers (default
+ *                   /usr/lib/rfake/rfake-spank-exec)
  *   images=DIR:DIR  images must be under one of these directories (after
  *                   resolving symbolic links); default: anywhere
  *   mounts=SPEC,... binds every container gets (rfake's -B syntax)
@@ -55,7 +55,7 @@
 SPANK_PLUGIN(rfake, 1);
 
 #define HELPER_DEFAULT "/usr/lib/rfake/rfake-spank-exec"
-/* The variables rfake-spank-exec reads (and removes before rfake runs). */
+/* The variables rfake (src/spank.rs) and rfake-spank-exec --hold read. */
 #define ENV_RFAKE "RFAKE_SPANK_RFAKE"
 #define ENV_ARGC "RFAKE_SPANK_ARGC"
 #define ENV_ARG "RFAKE_SPANK_ARG_"
@@ -180,6 +180,12 @@ static int parse_site(int ac, char **av)
 				slot = &site_images;
 			else if (n == 6 && !strncmp(av[i], "mounts", n))
 				slot = &site_mounts;
+		}
+		if (slot && (slot == &site_rfake || slot == &site_helper) &&
+		    eq[1] != '/') {
+			slurm_error("rfake: plugstack.conf: %s: an absolute path, please",
+				    av[i]);
+			return -1;
 		}
 		if (!slot || !eq[1]) {
 			slurm_error("rfake: plugstack.conf: unknown or empty option "
@@ -509,8 +515,8 @@ static int ensure_holder(spank_t sp, uint32_t job, const char *image,
 
 /*
  * Each task, in the forked child as the user, after the CPU binding and
- * before execve: point argv[0] at the helper and leave rfake's arguments in
- * the task's environment.
+ * before execve: point argv[0] at rfake and leave rfake's arguments in the
+ * task's environment.
  */
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
@@ -547,7 +553,10 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	} else {
 		if (spank_getenv(sp, "PATH", path, sizeof path) != ESPANK_SUCCESS)
 			path[0] = '\0';
-		rfake = search_path("rfake", path);
+		char *found = search_path("rfake", path);
+		/* Absolute: slurmstepd execs argv[0] as it is. */
+		rfake = found ? realpath(found, NULL) : NULL;
+		free(found);
 		if (!rfake) {
 			slurm_error("rfake: rfake is not in the task's PATH (%s); "
 				    "the site can name it: rfake=PATH in "
@@ -603,10 +612,11 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	if (opt_name && spank_get_item(sp, S_TASK_ID, &task) == ESPANK_SUCCESS &&
 	    task == 0 && ensure_holder(sp, job, image, helper))
 		return -1;
-	/* slurmstepd execs argv[0] with this array next: the helper, then
-	 * the command's own arguments. The old string is slurmstepd's. */
-	argv[0] = strdup(helper);
-	return argv[0] ? 0 : -1;
+	/* slurmstepd execs argv[0] with this array next: rfake, which takes
+	 * its arguments from the variables above (src/spank.rs), then the
+	 * command's own. The old string is slurmstepd's. */
+	argv[0] = rfake;
+	return 0;
 }
 
 /*
