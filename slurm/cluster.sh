@@ -21,6 +21,9 @@
 #     mpi.conf                         this node's PMIx client directory
 #     spool/                           SlurmdSpoolDir
 #   munge/                  munged's pid and log files (when this script started munged)
+#   plugstack.conf          SPANK plugins: rfake's, when spank/ was installed (below)
+#   spank/                  rfake's SPANK plugin (make -C spank install LIBDIR=...),
+#                           and spank/site/, a directory its site option binds
 #
 # One exception: each node's PMIx client directory (PMIxCliTmpDirBase) is
 # $pmix_base/nodeX (RFAKE_SLURM_PMIX_DIR, default /tmp/slurm-pmix-rfake). A real cluster's is
@@ -59,6 +62,14 @@ start_timeout=${RFAKE_SLURM_START_TIMEOUT:-20}
 stop_timeout=20
 
 pmix_base=${RFAKE_SLURM_PMIX_DIR:-/tmp/slurm-pmix-rfake}
+
+# rfake's SPANK plugin (spank/): loaded when rfake_spank.so is in this
+# directory when the cluster starts (`make -C spank install LIBDIR=$state/spank`,
+# as tests/run.sh does). Its site options: images only under /var/tmp and
+# /home, and $spank_dir/site bound read-only at /rfake-site in every container
+# (tests/spank.rs checks both). RFAKE_SLURM_SPANK_OPTS replaces them.
+spank_dir=$state/spank
+spank_opts=${RFAKE_SLURM_SPANK_OPTS:-images=/var/tmp:/home mounts=$spank_dir/site:/rfake-site:ro}
 
 munge_socket=/run/munge/munge.socket.2
 munge_key=/etc/munge/munge.key
@@ -205,6 +216,9 @@ SlurmdPidFile=$state/run/slurmd-%n.pid
 SlurmdLogFile=$state/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
+# SPANK plugins (rfake's, when installed): srun, sbatch, salloc and
+# slurmstepd read it at each start, slurmd when it starts.
+PlugStackConfig=$state/plugstack.conf
 EOF
     for ((i = 1; i <= nodes; i++)); do
       echo "NodeName=node$i NodeAddr=127.0.0.1 NodeHostname=node$i Port=$((port + i)) CPUs=$cpus State=UNKNOWN"
@@ -212,6 +226,26 @@ EOF
     echo "PartitionName=debug Default=YES Nodes=ALL MaxTime=INFINITE State=UP"
   } >"$conf.new"
   chmod 0644 "$conf.new"
+}
+
+write_plugstack() {
+  {
+    echo "# Written by rfake's slurm/cluster.sh at each start."
+    if [ -f "$spank_dir/rfake_spank.so" ]; then
+      # required: a plugin that fails to load fails the step, as a site
+      # that relies on it wants.
+      echo "required $spank_dir/rfake_spank.so helper=$spank_dir/rfake-spank-exec $spank_opts"
+    else
+      echo "# no rfake SPANK plugin: $spank_dir/rfake_spank.so is missing (make -C spank install LIBDIR=$spank_dir)"
+    fi
+  } >"$state/plugstack.conf.new"
+  chmod 0644 "$state/plugstack.conf.new"
+  mv "$state/plugstack.conf.new" "$state/plugstack.conf"
+  if [ -d "$spank_dir" ]; then
+    install -d -m 0755 "$spank_dir/site"
+    echo "a file of the site's, bound by the rfake SPANK plugin's mounts= option" >"$spank_dir/site/README"
+    chmod 0644 "$spank_dir/site/README"
+  fi
 }
 
 prepare_dirs() {
@@ -328,12 +362,14 @@ start() {
   fi
   if [ "$complete" = 1 ] && all_nodes_up "$nodes"; then
     rm -f "$conf.new"
+    write_plugstack
     say "already running ($nodes nodes)"
     echo "export SLURM_CONF=$conf"
     return 0
   fi
   mv "$conf.new" "$conf"
   prepare_dirs "$nodes"
+  write_plugstack
 
   start_munge
 

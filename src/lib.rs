@@ -62,6 +62,7 @@ mod launch;
 mod overlay;
 mod pull;
 mod registry;
+pub mod spank;
 pub mod squashfs;
 #[cfg(test)]
 mod testing;

@@ -98,6 +98,40 @@ fn srun_pmix_two_nodes() {
     assert_nothing_left(&t);
 }
 
+/// Three nodes, four ranks each: one container per node (3 keepers, 9
+/// ranks joining).
+#[test]
+fn srun_pmix_three_nodes() {
+    let Some(m) = mpi() else { return };
+    let t = tag("mpi-srun3");
+    let out = m.run(
+        &t,
+        &format!(
+            "srun --mpi=pmix -N3 -n12 --ntasks-per-node=4 {}",
+            m.rfake_exec()
+        ),
+    );
+    assert_mpi_ok(&out, 12, 3);
+    assert_nothing_left(&t);
+}
+
+/// The host's mpirun across a 3-node allocation, 4 slots a node.
+#[test]
+fn mpirun_across_three_nodes() {
+    let Some(m) = mpi() else { return };
+    let t = tag("mpi-mpirun3");
+    let out = m.run(
+        &t,
+        &format!(
+            "salloc -N3 --ntasks-per-node=4 mpirun -np 12 {}",
+            m.rfake_exec()
+        ),
+    );
+    assert_mpi_ok(&out, 12, 3);
+    assert_eq!(stdout(&out).matches(" on node3: ok").count(), 4);
+    assert_nothing_left(&t);
+}
+
 #[test]
 fn mpirun_inside_an_allocation() {
     let Some(m) = mpi() else { return };

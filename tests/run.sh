@@ -92,8 +92,11 @@ trap 'tests/registry/setup.sh stop "$stage" >/dev/null 2>&1 || true' EXIT
 RFAKE_REGISTRY_DEBIAN_ROOT="$mpi_cache/rootfs" tests/registry/setup.sh start "$stage" >/dev/null
 mapfile -t registry_env <"$stage/registry/env"
 
-echo "== Slurm test cluster"
-slurm/cluster.sh start --nodes 2 >/dev/null
+echo "== Slurm test cluster, 3 nodes, with rfake's SPANK plugin (spank/)"
+# Installed before the start: slurmd reads plugstack.conf when it starts.
+slurm_state=${RFAKE_SLURM_DIR:-/var/tmp/rfake-slurm}
+make -s -C spank install LIBDIR="$slurm_state/spank" >/dev/null
+slurm/cluster.sh start --nodes 3 >/dev/null
 trap 'slurm/cluster.sh stop >/dev/null 2>&1 || true; tests/registry/setup.sh stop "$stage" >/dev/null 2>&1 || true' EXIT
 slurm_conf=${RFAKE_SLURM_DIR:-/var/tmp/rfake-slurm}/slurm.conf
 

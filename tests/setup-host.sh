@@ -18,6 +18,7 @@ PACKAGES=(
   xz-utils zstd             # compressed tarball sources
   libsquashfs-dev libfuse3-dev libclang-dev pkg-config  # libsquashfs (build, inspect, FUSE server), libfuse3 (FUSE server); bindgen
   slurmctld slurmd slurm-client munge       # the test Slurm cluster (slurm/cluster.sh)
+  libslurm-dev make                         # rfake's SPANK plugin (spank/: spank.h, make)
   openmpi-bin libopenmpi-dev libpmix2       # MPI launches; mpicc for the MPI test program
   mpich libmpich-dev                        # hydra (mpiexec.hydra) and mpicc.mpich for tests/hydra.rs; Open MPI stays the default mpirun/mpicc (priority 50 > 40)
   debootstrap                               # Bootstrap: debootstrap (tests/debootstrap.rs, the MPI test image)
