@@ -109,7 +109,8 @@ impl Builtin {
             let _ = unsafe { signal(sig, handler) };
         }
         keep_only_fds(&[fuse_fd, fs.raw_fd()], self.quiet);
-        let fs: Arc<dyn fuse::Filesystem> = Arc::new(fs);
+        // Shared after the fork: read-ahead runs on threads of the server.
+        let fs: Arc<dyn fuse::Filesystem> = fs.into_shared();
         match fuse::serve(
             fs,
             fuse_fd,
