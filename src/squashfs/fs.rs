@@ -364,6 +364,28 @@ impl ImageFs {
         self.prefetcher.push(me, self.threads, keys, true);
     }
 
+    /// Queue a file's first block, or the fragment block holding its
+    /// tail, for the background threads, if the image is shared: a file
+    /// looked up is nearly always opened and read next (an exec, a
+    /// library, a Python module), and the lookup comes a few system calls
+    /// before the first read.
+    fn read_ahead_file(&self, iref: u64, node: &Inode) {
+        let Some(me) = self.me.get() else { return };
+        if self.blocks.is_none() {
+            return;
+        }
+        let key = if node.block_count > 0 {
+            (iref, 0)
+        } else if let Some(tail) = node.tail {
+            (FRAGMENT_BLOCKS, tail.index)
+        } else {
+            return;
+        };
+        if !self.is_cached(key) {
+            self.prefetcher.push(me, self.threads, [key], true);
+        }
+    }
+
     /// The descriptor the image is read through.
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         self.file.raw_fd()
@@ -971,7 +993,11 @@ impl fuse::Filesystem for ImageFs {
             return Ok(None);
         };
         let node = entry.node;
-        Ok(Some((node, self.getattr(node)?)))
+        let (iref, n) = self.lookup_node(node)?;
+        if entry.kind == libc::S_IFREG {
+            self.read_ahead_file(iref, &n);
+        }
+        Ok(Some((node, n.attr)))
     }
 
     fn getattr(&self, node: u64) -> Result<Attr, Errno> {

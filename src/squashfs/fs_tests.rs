@@ -197,6 +197,23 @@ fn reads_of_a_shared_image_queue_the_next_blocks() {
 }
 
 #[test]
+fn lookups_of_a_shared_image_queue_the_first_block_or_the_tail() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (fs, iref, _) = fixture_fs(scratch.path(), true);
+    assert!(!fs.is_cached((iref, 0)));
+    node_at(&fs, "big.bin");
+    eventually("big.bin's block 0 is read ahead", || {
+        fs.is_cached((iref, 0))
+    });
+    // hello.txt is all tail, in fragment block 0.
+    assert!(!fs.is_cached((FRAGMENT_BLOCKS, 0)));
+    node_at(&fs, "hello.txt");
+    eventually("hello.txt's fragment block is read ahead", || {
+        fs.is_cached((FRAGMENT_BLOCKS, 0))
+    });
+}
+
+#[test]
 fn reads_of_an_image_not_shared_start_no_threads() {
     let scratch = tempfile::tempdir().unwrap();
     let img = test_image::fixture_with(scratch.path(), Compression::Gzip);
