@@ -118,13 +118,39 @@ impl Builtin {
                 threads: self.threads,
             },
         ) {
-            Ok(()) => 0,
+            Ok(()) => {
+                log_usage();
+                0
+            }
             Err(message) => {
                 log::error!("{NAME}: {message}");
                 1
             }
         }
     }
+}
+
+/// One debug line with the server's peak memory and CPU time, at its end
+/// (`RFAKE_LOG=rfake::image_server=debug`; benches/cold-start.sh reads it).
+fn log_usage() {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let usage = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return;
+        }
+        ru
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    log::debug!(
+        "{NAME}: done: peak RSS {} KiB, CPU {:.3} s user {:.3} s system",
+        usage.ru_maxrss,
+        secs(usage.ru_utime),
+        secs(usage.ru_stime)
+    );
 }
 
 /// Point stdin and stdout (and stderr too when `quiet`) at /dev/null and
