@@ -118,10 +118,7 @@ impl Builtin {
                 threads: self.threads,
             },
         ) {
-            Ok(()) => {
-                log_usage();
-                0
-            }
+            Ok(()) => 0,
             Err(message) => {
                 log::error!("{NAME}: {message}");
                 1
@@ -130,23 +127,22 @@ impl Builtin {
     }
 }
 
-/// One debug line with the server's peak memory and CPU time, at its end
-/// (`RFAKE_LOG=rfake::image_server=debug`; benches/cold-start.sh reads it).
-fn log_usage() {
-    if !log::log_enabled!(log::Level::Debug) {
-        return;
-    }
-    // SAFETY: getrusage fills the zeroed struct it is given.
+/// Reap the server `pid` (any server: it was just killed) and, at debug
+/// level, say its peak RSS and CPU time (`RFAKE_LOG=rfake::image_server=debug`;
+/// benches/cold-start.sh reads this line).
+pub(super) fn reap_with_usage(pid: Pid) {
+    // SAFETY: wait4 fills the zeroed rusage it is given.
     let usage = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+        let mut status = 0;
+        if libc::wait4(pid.as_raw(), &mut status, 0, &mut ru) != pid.as_raw() {
             return;
         }
         ru
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     log::debug!(
-        "{NAME}: done: peak RSS {} KiB, CPU {:.3} s user {:.3} s system",
+        "image server pid {pid}: done: peak RSS {} KiB, CPU {:.3} s user {:.3} s system",
         usage.ru_maxrss,
         secs(usage.ru_utime),
         secs(usage.ru_stime)
