@@ -204,8 +204,9 @@ as_user() { runuser -u "$user" -- "$@"; }
 } | tee "$summary"
 
 # --- R: FUSE requests ----------------------------------------------------------------------
-# Run ARGV as USER with the fuse tracepoints on; print the requests of each connection that
-# was opened (INIT) during the run, by opcode.
+# Run ARGV as USER with the fuse tracepoints on for it and its descendants only (set_event_pid
+# and event-fork: other users of FUSE on the machine are not counted); print the requests of
+# each connection opened (INIT) during the run, by opcode.
 count_requests() { # LABEL ARGV...
     local label=$1
     shift
@@ -213,8 +214,11 @@ count_requests() { # LABEL ARGV...
     [[ -d /sys/kernel/tracing/events/fuse ]] || { note "no fuse tracepoints: R left out"; return 0; }
     mkdir "$t"
     echo 8192 >"$t/buffer_size_kb"
+    echo 1 >"$t/options/event-fork"
     echo 1 >"$t/events/fuse/fuse_request_send/enable"
-    as_user "$@" >/dev/null 2>>"$raw/requests.log" || true
+    # shellcheck disable=SC2016 # $$ is the inner shell's
+    sh -c 'echo $$ >"$1/set_event_pid" && shift && exec "$@"' sh "$t" \
+        runuser -u "$user" -- "$@" >/dev/null 2>>"$raw/requests.log" || true
     echo 0 >"$t/events/fuse/fuse_request_send/enable"
     cp "$t/trace" "$raw/requests-${label// /-}.trace"
     rmdir "$t"
