@@ -126,8 +126,8 @@ impl Server {
     fn kill_and_reap(&mut self) {
         if !self.reaped {
             let _ = kill(self.pid, Signal::SIGKILL);
-            let _ = waitpid(self.pid, None);
             self.reaped = true;
+            builtin::reap_with_usage(self.pid);
         }
     }
 

@@ -33,6 +33,7 @@ mod inode;
 mod layout;
 mod meta;
 mod obj;
+mod prefetch;
 mod read;
 pub mod superblock;
 mod write;
@@ -53,7 +54,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use fs::ImageFs;
+pub use fs::{BlockKey, FRAGMENT_BLOCKS, ImageFs};
 pub use read::Reader;
 pub use write::write_image;
 
