@@ -23,7 +23,7 @@
 #   kernel squashfs      as root only: mount -t squashfs -o loop,ro IMAGE MNT (with /dev bound
 #                        in), chroot MNT CMD, in a private mount namespace (unshare -m)
 #
-# The rfake lines run with RFAKE_CONFIG=/dev/null (no site file) and RFAKE_USER_CONFIG naming
+# The rfake lines run with RFAKE_CONFIG naming an empty file (no site settings) and RFAKE_USER_CONFIG naming
 # a file this script writes; RFAKE_SQUASHFUSE, RFAKE_BIND and RFAKE_LOG are unset. Every
 # hyperfine line is started through env(1) (the rfake lines need it for RFAKE_USER_CONFIG), so
 # all of them pay the same small extra exec. Launches start in $HOME.
@@ -354,7 +354,9 @@ hf_run() {
 user_part() {
     cd "$HOME" 2>/dev/null || cd /
     export USER="${USER:-$(id -un)}" # ch-run refuses to start without it
-    export RFAKE_CONFIG=/dev/null
+    # No site settings: an empty file (rfake refuses /dev/null, a device).
+    : >"$work/site.toml"
+    export RFAKE_CONFIG=$work/site.toml
     unset RFAKE_USER_CONFIG RFAKE_SQUASHFUSE RFAKE_BIND RFAKE_LOG
 
     local cache_line=""
@@ -362,9 +364,9 @@ user_part() {
     printf 'image_server = "builtin"\nwarm_linger = 0\n%s\n' "$cache_line" >"$work/builtin-cold.toml"
     printf 'image_server = "builtin"\nwarm_linger = 30\n%s\n' "$cache_line" >"$work/builtin-warm.toml"
     printf 'image_server = "squashfuse"\nwarm_linger = 0\n' >"$work/squashfuse.toml"
-    local cold=(env RFAKE_CONFIG=/dev/null "RFAKE_USER_CONFIG=$work/builtin-cold.toml" "$rfake" exec)
-    local warm=(env RFAKE_CONFIG=/dev/null "RFAKE_USER_CONFIG=$work/builtin-warm.toml" "$rfake" exec)
-    local sqfu=(env RFAKE_CONFIG=/dev/null "RFAKE_USER_CONFIG=$work/squashfuse.toml" "$rfake" exec)
+    local cold=(env "RFAKE_CONFIG=$work/site.toml" "RFAKE_USER_CONFIG=$work/builtin-cold.toml" "$rfake" exec)
+    local warm=(env "RFAKE_CONFIG=$work/site.toml" "RFAKE_USER_CONFIG=$work/builtin-warm.toml" "$rfake" exec)
+    local sqfu=(env "RFAKE_CONFIG=$work/site.toml" "RFAKE_USER_CONFIG=$work/squashfuse.toml" "$rfake" exec)
     local chrun=(env "$ch_run")
 
     # The effective image cache size of the builtin server, for 5's target.
