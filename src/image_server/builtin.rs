@@ -38,6 +38,8 @@ pub struct Builtin {
     /// outlives the launch whose stderr it would otherwise hold open (the
     /// reader of that stderr, srun say, would wait for the keeper).
     pub quiet: bool,
+    /// Prefetch profile and node cache (none: both off).
+    pub cold: crate::squashfs::ColdSettings,
 }
 
 impl Builtin {
@@ -52,13 +54,23 @@ impl Builtin {
             .image
             .try_clone()
             .map_err(|e| failed(format!("duplicating its descriptor: {e}")))?;
-        ImageFs::open(
+        let mut fs = ImageFs::open(
             file,
             self.offset,
             self.cache_bytes,
             &image_path.display().to_string(),
         )
-        .map_err(|e| failed(e.to_string()))
+        .map_err(|e| failed(e.to_string()))?;
+        if self.cold != crate::squashfs::ColdSettings::default() {
+            crate::squashfs::Cold::attach(
+                &mut fs,
+                &self.image,
+                self.offset,
+                &self.cold,
+                self.cache_bytes,
+            );
+        }
+        Ok(fs)
     }
 
     /// Fork the server for `fs` on the FUSE device `fuse_fd`.
@@ -108,8 +120,12 @@ impl Builtin {
             // SAFETY: installing SIG_IGN/SIG_DFL.
             let _ = unsafe { signal(sig, handler) };
         }
-        keep_only_fds(&[fuse_fd, fs.raw_fd()], self.quiet);
-        let fs: Arc<dyn fuse::Filesystem> = Arc::new(fs);
+        let mut keep = vec![fuse_fd, fs.raw_fd()];
+        keep.extend(fs.cold_fds());
+        keep_only_fds(&keep, self.quiet);
+        let fs = Arc::new(fs);
+        ImageFs::start_cold(&fs);
+        let fs: Arc<dyn fuse::Filesystem> = fs;
         match fuse::serve(
             fs,
             fuse_fd,

@@ -177,8 +177,12 @@ pub fn lookup_host_user(uid: u32, gid: u32) -> Option<HostUser> {
 /// What serves a single-file image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerPlan {
-    /// rfake's own FUSE server, with a block cache of this many bytes.
-    Builtin { cache_bytes: u64 },
+    /// rfake's own FUSE server, with a block cache of this many bytes, and
+    /// its prefetch profile and node cache.
+    Builtin {
+        cache_bytes: u64,
+        cold: crate::squashfs::ColdSettings,
+    },
     /// This squashfuse program.
     Squashfuse(PathBuf),
 }
@@ -186,8 +190,12 @@ pub enum ServerPlan {
 impl fmt::Display for ServerPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServerPlan::Builtin { cache_bytes } => {
-                write!(f, "builtin, cache {} KiB", cache_bytes >> 10)
+            ServerPlan::Builtin { cache_bytes, cold } => {
+                write!(f, "builtin, cache {} KiB", cache_bytes >> 10)?;
+                if let Some((dir, max)) = &cold.node_cache {
+                    write!(f, ", node cache {} ({} MiB)", dir.display(), max >> 20)?;
+                }
+                Ok(())
             }
             ServerPlan::Squashfuse(program) => write!(f, "squashfuse {}", program.display()),
         }
@@ -993,8 +1001,35 @@ fn server_plan(req: &Request, who: &Invoker, settings: &Settings) -> Result<Serv
         }
         ImageServer::Builtin => ServerPlan::Builtin {
             cache_bytes: settings.image_cache_size.value,
+            cold: cold_settings(who, settings),
         },
     })
+}
+
+/// Where the built-in server keeps prefetch profiles (rfake's per-user
+/// cache, unless it is a read-only site cache) and its node cache
+/// (`node_cache_dir/rfake-UID`).
+fn cold_settings(who: &Invoker, settings: &Settings) -> crate::squashfs::ColdSettings {
+    let profile_dir = settings.prefetch_profiles.value.then(|| {
+        let var = |name| env::get(&who.env, name).is_some_and(|v| !v.is_empty());
+        let from_env =
+            var("RFAKE_CACHEDIR") || crate::env::apptainer::lookup(&who.env, "CACHEDIR").is_some();
+        let configured = settings.cache_dir.as_deref();
+        if !from_env && configured.is_some() && settings.cache_read_only {
+            return None;
+        }
+        let root = crate::cache::root_from(&who.env, configured).ok()?;
+        root.is_absolute().then(|| root.join("profiles"))
+    });
+    crate::squashfs::ColdSettings {
+        profile_dir: profile_dir.flatten(),
+        node_cache: settings.node_cache_dir.as_ref().map(|dir| {
+            (
+                dir.value.join(format!("rfake-{}", who.uid)),
+                settings.node_cache_size.value,
+            )
+        }),
+    }
 }
 
 /// Whether and how to join: `--join-key`, else the launcher's variables.

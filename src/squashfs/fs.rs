@@ -193,6 +193,8 @@ pub struct ImageFs {
     /// For log messages.
     name: String,
     errors: AtomicU32,
+    /// Prefetch profile and node cache ([`super::cold`]).
+    pub(super) cold: Option<super::cold::Cold>,
 }
 
 impl Drop for ImageFs {
@@ -247,6 +249,7 @@ impl ImageFs {
             file,
             name: name.to_owned(),
             errors: AtomicU32::new(0),
+            cold: None,
         };
         // The metadata (inode, directory, fragment, ID and xattr tables)
         // follows the data; every lookup reads it.
@@ -578,12 +581,18 @@ impl ImageFs {
         key: (u64, u32),
         load: impl FnOnce() -> Result<Arc<[u8]>, SqfsError>,
     ) -> Result<Arc<[u8]>, SqfsError> {
+        let cold = self.cold.as_ref();
+        cold.inspect(|c| c.seen(key));
         if let Some(cache) = &self.blocks
             && let Some(b) = lock(cache).get(&key)
         {
             return Ok(b.clone());
         }
-        let data = load()?;
+        let data = match cold.and_then(|c| c.get(key)) {
+            Some(data) => data,
+            None => load()?,
+        };
+        cold.inspect(|c| c.decompressed(key, &data));
         if let Some(cache) = &self.blocks {
             lock(cache).put(key, data.clone());
         }
@@ -610,6 +619,19 @@ impl ImageFs {
             let what = || format!("block {index} of inode {}", node.attr.ino);
             self.read_block(at, word, Some(len as usize), &what)
         })
+    }
+
+    /// Load the block under `key` into the block cache (a prefetch).
+    pub(super) fn load_key(&self, (iref, index): (u64, u32)) -> Result<(), SqfsError> {
+        if iref == FRAGMENT_BLOCKS {
+            self.fragment_block(index)?;
+        } else {
+            let node = self.node(iref)?;
+            if (index as usize) < node.block_count {
+                self.block(iref, &node, index)?;
+            }
+        }
+        Ok(())
     }
 
     /// Entry `index` of the fragment table: where the fragment block is,
