@@ -154,7 +154,15 @@ impl Cold {
         let mut recorder = None;
         let mut profile_file = None;
         if let Some(dir) = &settings.profile_dir {
-            let made = std::fs::create_dir_all(dir);
+            // Private, as rfake's cache is (the warm mounts' secret is
+            // refused in a directory others may enter).
+            let made = {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+            };
             if let Err(e) = made {
                 log::debug!("prefetch profiles: {}: {e}", dir.display());
             } else if let Some((keys, file)) =
