@@ -234,9 +234,9 @@ fn a_node_cache_others_may_write_is_not_used() {
 fn replayed(err: &str) -> Option<usize> {
     let line = err
         .lines()
-        .find(|l| l.contains("prefetch profile replayed: "))?;
-    let rest = line.split("replayed: ").nth(1)?;
-    assert!(rest.ends_with(", 0 not in the image"), "{line}");
+        .find(|l| l.contains("prefetch profile: replaying "))?;
+    let rest = line.split("replaying ").nth(1)?;
+    assert!(rest.ends_with(" blocks"), "{line}");
     rest.split(' ').next()?.parse().ok()
 }
 

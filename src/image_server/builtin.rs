@@ -123,7 +123,8 @@ impl Builtin {
         let mut keep = vec![fuse_fd, fs.raw_fd()];
         keep.extend(fs.cold_fds());
         keep_only_fds(&keep, self.quiet);
-        let fs = Arc::new(fs);
+        // Shared after the fork: read-ahead runs on threads of the server.
+        let fs = fs.into_shared();
         ImageFs::start_cold(&fs);
         let fs: Arc<dyn fuse::Filesystem> = fs;
         match fuse::serve(

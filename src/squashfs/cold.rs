@@ -36,6 +36,8 @@ pub struct ColdSettings {
     pub node_cache: Option<(PathBuf, u64)>,
 }
 
+/// The name of [`ImageFs::prefetch`]'s threads.
+const PREFETCH_THREAD: &str = "rfake-prefetch";
 /// Bytes hashed from the end of the image (the ends of its tables).
 const TAIL: u64 = 4096;
 /// Messages waiting for the background thread; past this they are dropped
@@ -231,9 +233,12 @@ impl Cold {
         out
     }
 
-    /// Block `key` was used (from the block cache or not).
+    /// Block `key` was used (from the block cache or not). Only a
+    /// payload's reads are recorded: not the read-ahead's or the replay's
+    /// (the prefetch threads', [`ImageFs::prefetch`]).
     pub fn seen(&self, key: Key) {
         if let Some(r) = &self.recorder
+            && std::thread::current().name() != Some(PREFETCH_THREAD)
             && let Some(record) = lock(r).note(key)
         {
             self.send(Msg::Seen(record));
@@ -321,26 +326,9 @@ impl ImageFs {
         let mut keys = std::mem::take(&mut *lock(&cold.replay));
         keys.truncate(cold.replay_max);
         if !keys.is_empty() {
-            let fs = fs.clone();
-            let _ = std::thread::Builder::new()
-                .name("rfake-prefetch".into())
-                .spawn(move || fs.replay(&keys));
+            log::debug!("prefetch profile: replaying {} blocks", keys.len());
+            fs.prefetch(keys);
         }
-    }
-
-    /// Load the blocks `keys` into the block cache, first first; a key the
-    /// image does not have costs its look-up and is skipped.
-    pub fn replay(&self, keys: &[Key]) {
-        let mut failed = 0;
-        for &key in keys {
-            if self.load_key(key).is_err() {
-                failed += 1;
-            }
-        }
-        log::debug!(
-            "prefetch profile replayed: {} blocks, {failed} not in the image",
-            keys.len()
-        );
     }
 
     /// Whether cold-start helpers are attached.

@@ -13,6 +13,12 @@
 //!   again for every read that touches it). A fragment block holds the
 //!   tails of many small files, so it is cached whole, by its index in the
 //!   fragment table, and decompressed once for all of them.
+//! - **Decompression off the payload's path**: once the image is shared
+//!   ([`ImageFs::into_shared`]), a read of block N of a file queues the
+//!   next [`READ_AHEAD_BLOCKS`] for a small pool of background threads
+//!   (`prefetch.rs`), and [`ImageFs::prefetch`] queues any list of blocks
+//!   (a recorded profile). A block is decompressed by one thread at a time:
+//!   a reader that asks for one in flight waits for it.
 //! - **Threads**: libsquashfs readers have state (the current metadata
 //!   block, a decompressor stream), so each request borrows a private set
 //!   from a pool; the image file is only read with `pread`.
@@ -28,7 +34,7 @@ use std::fs::File;
 use std::mem::ManuallyDrop;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use lru::LruCache;
 
@@ -37,6 +43,7 @@ use super::inode::{MAX_NAME, read_inode};
 use super::layout::Layout;
 use super::meta::{META_BLOCK, MetaReader};
 use super::obj::{Malloced, Obj, check};
+use super::prefetch::{self, InFlight, Pool};
 use super::read::{decompressor, kind_of, nlink_and_size, open_super, symlink_target};
 use super::xattr::{self, XattrReaders};
 use super::{EntryKind, SqfsError, SuperInfo, ffi};
@@ -58,7 +65,7 @@ const MAX_DIR_ENTRIES: usize = 1 << 16;
 const MAX_LOGGED_ERRORS: u32 = 20;
 /// The "inode reference" under which fragment blocks are cached, by their
 /// index (no inode has it: references are 48 bits).
-const FRAGMENT_BLOCKS: u64 = u64::MAX;
+pub const FRAGMENT_BLOCKS: u64 = u64::MAX;
 /// Bit 24 of a block's on-disk size: stored uncompressed.
 const UNCOMPRESSED: u32 = 1 << 24;
 /// When a file's block is read, the kernel is told that this many of its
@@ -69,9 +76,16 @@ const READ_AHEAD_BLOCKS: usize = 8;
 /// others are summed from the sizes in between.
 const CHECKPOINT: usize = 64;
 
-/// Decompressed blocks by (inode reference, block index), and fragment
-/// blocks by ([`FRAGMENT_BLOCKS`], fragment index).
-type BlockCache = LruCache<(u64, u32), Arc<[u8]>>;
+/// Names a decompressed block of an image: (inode reference, block index)
+/// for a file's full data block, ([`FRAGMENT_BLOCKS`], fragment index) for
+/// a fragment block. Stable for an image (it names places in it), so a
+/// list of them recorded on one mount can be replayed on another
+/// ([`ImageFs::prefetch`]). The node ID [`ImageFs`] serves a file under is
+/// its inode reference + 2 (the root's is 1).
+pub type BlockKey = (u64, u32);
+
+/// Decompressed blocks by [`BlockKey`].
+type BlockCache = LruCache<BlockKey, Arc<[u8]>>;
 
 /// Where a file's tail lives: fragment block `index`, from byte `offset`.
 #[derive(Debug, Clone, Copy)]
@@ -193,12 +207,25 @@ pub struct ImageFs {
     /// For log messages.
     name: String,
     errors: AtomicU32,
+    /// Blocks being decompressed.
+    flight: InFlight,
+    /// The background threads' queue.
+    prefetcher: Arc<Pool>,
+    /// This image as the background threads hold it: set by
+    /// [`ImageFs::into_shared`] (and [`ImageFs::prefetch`]); until then,
+    /// reads do not queue read-ahead.
+    me: OnceLock<Weak<ImageFs>>,
+    /// Background threads at most.
+    threads: usize,
     /// Prefetch profile and node cache ([`super::cold`]).
     pub(super) cold: Option<super::cold::Cold>,
 }
 
 impl Drop for ImageFs {
     fn drop(&mut self) {
+        // The background threads see it and end (they only hold a weak
+        // reference between keys, so none is using this image now).
+        self.prefetcher.close();
         // SAFETY: dropped once, here, before the super block and the file
         // (dropped after this returns), which the readers point to.
         unsafe { ManuallyDrop::drop(&mut self.pool) };
@@ -249,6 +276,10 @@ impl ImageFs {
             file,
             name: name.to_owned(),
             errors: AtomicU32::new(0),
+            flight: InFlight::default(),
+            prefetcher: Arc::default(),
+            me: OnceLock::new(),
+            threads: prefetch::default_threads(),
             cold: None,
         };
         // The metadata (inode, directory, fragment, ID and xattr tables)
@@ -263,6 +294,77 @@ impl ImageFs {
         }
         fs.dir_of(fs.root_ref, &root)?;
         Ok(fs)
+    }
+
+    /// This image, shared, with read-ahead on background threads: a read
+    /// of block N of a file queues blocks N+1.. (up to
+    /// [`READ_AHEAD_BLOCKS`]) for them. The threads start at the first
+    /// read or [`ImageFs::prefetch`], never before (call this after any
+    /// fork).
+    pub fn into_shared(self) -> Arc<Self> {
+        Arc::new_cyclic(|me| {
+            let _ = self.me.set(me.clone());
+            self
+        })
+    }
+
+    /// Decompress the blocks `keys` names into the block cache, in this
+    /// order, on background threads (at most one fewer than the cores, 1
+    /// to 4), and return at once. A hint: keys that name no block, or
+    /// blocks that fail, are dropped silently (a read of them reports
+    /// it); keys already waiting are not queued again; past
+    /// 131,072 waiting keys the rest are dropped; blocks cached already
+    /// cost a lookup. A payload's read of a block being decompressed
+    /// waits for it rather than decompressing it twice. Read-ahead keys
+    /// go before these. Nothing happens without a block cache.
+    pub fn prefetch(self: &Arc<Self>, keys: impl IntoIterator<Item = BlockKey>) {
+        if self.blocks.is_none() {
+            return;
+        }
+        let me = self.me.get_or_init(|| Arc::downgrade(self));
+        self.prefetcher.push(me, self.threads, keys, false);
+    }
+
+    /// Whether `key` is in the block cache (no LRU update).
+    pub fn is_cached(&self, key: BlockKey) -> bool {
+        self.blocks.as_ref().is_some_and(|c| lock(c).contains(&key))
+    }
+
+    /// Decompress `key`'s block into the cache (a background thread's
+    /// work): nothing if it is there already or names no block.
+    pub(super) fn warm(&self, key: BlockKey) {
+        if self.blocks.is_none() || self.is_cached(key) {
+            return;
+        }
+        let (iref, index) = key;
+        if iref == FRAGMENT_BLOCKS {
+            if u64::from(index) < self.layout.fragment_count() {
+                let _ = self.fragment_block(index);
+            }
+            return;
+        }
+        // A key from a profile may name anything: only a file's full
+        // blocks are read.
+        if let Ok(node) = self.node(iref)
+            && node.attr.mode & libc::S_IFMT == libc::S_IFREG
+            && (index as usize) < node.block_count
+        {
+            let _ = self.block(iref, &node, index);
+        }
+    }
+
+    /// Queue the blocks after `index` of the file `node` for the background
+    /// threads, if the image is shared.
+    fn read_ahead(&self, iref: u64, node: &Inode, index: usize) {
+        let Some(me) = self.me.get() else { return };
+        if self.blocks.is_none() {
+            return;
+        }
+        let ahead = index + 1..(index + 1 + READ_AHEAD_BLOCKS).min(node.block_count);
+        let keys = ahead
+            .map(|i| (iref, i as u32))
+            .filter(|&k| !self.is_cached(k));
+        self.prefetcher.push(me, self.threads, keys, true);
     }
 
     /// The descriptor the image is read through.
@@ -575,19 +677,28 @@ impl ImageFs {
         Ok(dir)
     }
 
-    /// The cached block under `key`, or `load`'s, which is then cached.
+    /// The cached block under `key`, or `load`'s, which is then cached. If
+    /// another thread is loading it, wait for that and look again.
     fn cached(
         &self,
-        key: (u64, u32),
+        key: BlockKey,
         load: impl FnOnce() -> Result<Arc<[u8]>, SqfsError>,
     ) -> Result<Arc<[u8]>, SqfsError> {
         let cold = self.cold.as_ref();
         cold.inspect(|c| c.seen(key));
-        if let Some(cache) = &self.blocks
-            && let Some(b) = lock(cache).get(&key)
-        {
-            return Ok(b.clone());
-        }
+        let _claim = loop {
+            if let Some(cache) = &self.blocks
+                && let Some(b) = lock(cache).get(&key)
+            {
+                return Ok(b.clone());
+            }
+            if self.blocks.is_none() {
+                break None;
+            }
+            if let Some(claim) = self.flight.claim(key) {
+                break Some(claim);
+            }
+        };
         let data = match cold.and_then(|c| c.get(key)) {
             Some(data) => data,
             None => load()?,
@@ -619,19 +730,6 @@ impl ImageFs {
             let what = || format!("block {index} of inode {}", node.attr.ino);
             self.read_block(at, word, Some(len as usize), &what)
         })
-    }
-
-    /// Load the block under `key` into the block cache (a prefetch).
-    pub(super) fn load_key(&self, (iref, index): (u64, u32)) -> Result<(), SqfsError> {
-        if iref == FRAGMENT_BLOCKS {
-            self.fragment_block(index)?;
-        } else {
-            let node = self.node(iref)?;
-            if (index as usize) < node.block_count {
-                self.block(iref, &node, index)?;
-            }
-        }
-        Ok(())
     }
 
     /// Entry `index` of the fragment table: where the fragment block is,
@@ -810,6 +908,9 @@ impl ImageFs {
             let index = pos / block_size;
             // The bytes from file offset `start` are `data[skip..limit]`.
             let (data, start, skip, limit) = if index < n.block_count as u64 {
+                // Queued first, so the background threads work on the
+                // next blocks while this thread decompresses this one.
+                self.read_ahead(iref, n, index as usize);
                 let data = self.block(iref, n, index as u32)?;
                 let limit = data.len();
                 (data, index * block_size, 0, limit)

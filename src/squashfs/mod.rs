@@ -35,6 +35,7 @@ mod layout;
 mod meta;
 mod node_cache;
 mod obj;
+mod prefetch;
 mod profile;
 mod read;
 pub mod superblock;
@@ -57,7 +58,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use cold::{Cold, ColdSettings, Identity};
-pub use fs::ImageFs;
+pub use fs::{BlockKey, FRAGMENT_BLOCKS, ImageFs};
 pub use read::Reader;
 pub use write::write_image;
 
