@@ -336,3 +336,96 @@ impl ImageFs {
         self.cold.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuse::{self, Filesystem};
+    use crate::squashfs::{Compression, test_image};
+
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !cond() {
+            assert!(std::time::Instant::now() < until, "never: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn identity(path: &std::path::Path) -> Identity {
+        let file = File::open(path).unwrap();
+        let fs = ImageFs::open(file.try_clone().unwrap(), 0, 0, "test").unwrap();
+        Identity::of(&file, 0, fs.super_info().bytes_used).unwrap()
+    }
+
+    /// A copy has the same content identity (its profile is found) but not
+    /// the same node cache; another image has neither.
+    #[test]
+    fn a_copy_shares_the_profile_not_the_node_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = test_image::fixture_with(dir.path(), Compression::Gzip);
+        let copy = dir.path().join("copy.sqfs");
+        std::fs::copy(&img, &copy).unwrap();
+        let (a, b) = (identity(&img), identity(&copy));
+        assert_eq!(a, identity(&img));
+        assert_eq!(a.content, b.content);
+        assert_ne!(a.node, b.node);
+        let other = tempfile::tempdir().unwrap();
+        let zstd = test_image::fixture_with(other.path(), Compression::Zstd);
+        assert_ne!(identity(&zstd).content, a.content);
+    }
+
+    /// Open the fixture with the cold-start helpers, as the server does.
+    fn open(img: &std::path::Path, settings: &ColdSettings) -> Arc<ImageFs> {
+        let file = File::open(img).unwrap();
+        let mut fs = ImageFs::open(file.try_clone().unwrap(), 0, 1 << 20, "test").unwrap();
+        Cold::attach(&mut fs, &file, 0, settings, 1 << 20);
+        assert!(fs.has_cold());
+        let fs = fs.into_shared();
+        ImageFs::start_cold(&fs);
+        fs
+    }
+
+    fn read(fs: &ImageFs, name: &[u8]) -> (u64, Vec<u8>) {
+        let (node, attr) = fs.lookup(fuse::ROOT, name).unwrap().unwrap();
+        let mut out = Vec::new();
+        fs.read(node, 0, attr.size as usize, &mut out).unwrap();
+        (node - 2, out)
+    }
+
+    /// The first mount records its reads and fills the node cache; the
+    /// next replays the profile (blocks cached before any read) and reads
+    /// the same bytes from the node cache.
+    #[test]
+    fn the_next_mount_replays_the_profile_and_reads_the_node_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = test_image::fixture_with(dir.path(), Compression::Gzip);
+        let settings = ColdSettings {
+            profile_dir: Some(dir.path().join("profiles")),
+            node_cache: Some((dir.path().join("shm/rfake-1"), 1 << 30)),
+        };
+        std::fs::create_dir(dir.path().join("shm")).unwrap();
+        let first = open(&img, &settings);
+        let (iref, whole) = read(&first, b"big.bin");
+        let id = identity(&img);
+        let profile = dir.path().join("profiles").join(id.profile_name());
+        let node_dir = dir.path().join("shm/rfake-1").join(id.node_name());
+        let full = |iref| (0..3).map(move |i| (iref, i));
+        eventually("the profile holds the blocks read", || {
+            let bytes = std::fs::read(&profile).unwrap();
+            match profile::parse(&bytes, &id.content) {
+                profile::Parsed::Keys(keys) => full(iref).all(|k| keys.contains(&k)),
+                profile::Parsed::Foreign => false,
+            }
+        });
+        eventually("the node cache holds them", || {
+            std::fs::read_dir(&node_dir).map_or(0, |d| d.count()) >= 3
+        });
+        drop(first);
+        // A fresh mount: its block cache is empty until the replay.
+        let second = open(&img, &settings);
+        eventually("the profile's blocks are replayed", || {
+            full(iref).all(|k| second.is_cached(k))
+        });
+        assert!(read(&second, b"big.bin").1 == whole);
+    }
+}
