@@ -15,6 +15,8 @@
 #   node      node_cache_dir = a directory on /dev/shm that an earlier launch filled
 #   both      profile and node cache
 #   ch-run    ch-run on the unpacked directory (the baseline of issue 18's targets)
+# and what the first job pays for them: `first` (profiles on, node cache on, both emptied before
+# each launch: recording and filling) against `cold`, on the heavy workload.
 # Workloads: `true` from the busybox demo image; a heavier one from a Debian image: the python
 # import storm ($CS_STORM) when $CS_DEBIAN has python3, else `ompi_info` (loads every Open MPI
 # component: a library-loading storm) from the MPI image. The heavy one also runs with the
@@ -78,12 +80,12 @@ trap cleanup EXIT
 chmod 0755 "$scratch"
 chmod 1777 "$shm"
 install -m 0755 "$rfake" "$scratch/rfake"
-for c in cold profile node both; do
+for c in cold profile node both first; do
     mkdir -p "$scratch/$c/home"
     {
         echo "warm_linger = 0"
         case $c in cold | node) echo "prefetch_profiles = false" ;; esac
-        case $c in node | both) echo "node_cache_dir = \"$shm/$c\"" ;; esac
+        case $c in node | both | first) echo "node_cache_dir = \"$shm/$c\"" ;; esac
     } >"$scratch/$c/site.toml"
     mkdir -p "$shm/$c"
 done
@@ -118,14 +120,20 @@ note "node cache: $entries entries, $node_bytes bytes"
 
 drop="python3 -c 'import os; fd = os.open(\"$heavy\", os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)'"
 for r in $(seq 1 "$rounds"); do
-    for w in demo heavy heavy-dropped; do
+    for w in demo heavy heavy-dropped heavy-first; do
         case $w in
         demo) img=$demo dir=$demo_dir cmd=(true) ;;
         *) img=$heavy dir=$heavy_dir cmd=("${heavy_cmd[@]}") ;;
         esac
         args=(-N --runs "$runs" --warmup 1 --export-json "$scratch/res/$w-r$r.json" --style none)
+        configs=(cold profile node both)
         [[ $w == heavy-dropped ]] && args+=(--prepare "$drop")
-        for c in cold profile node both; do
+        if [[ $w == heavy-first ]]; then
+            # The first job's cost: profile and node cache emptied before each launch.
+            args+=(--prepare "sh -c 'rm -rf $scratch/first/cache/profiles $shm/first/rfake-*'")
+            configs=(cold first)
+        fi
+        for c in "${configs[@]}"; do
             args+=(-n "$c" "$(launch "$c" "$img" "${cmd[@]}")")
         done
         if [[ -n $ch_run && -d $dir ]]; then
@@ -143,20 +151,22 @@ import json, statistics, sys
 out, rounds, heavy, entries, node_bytes = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 def spread(v, f="{:.1f}"):
     return f"{f.format(statistics.median(v))} ({f.format(min(v))}-{f.format(max(v))})"
-names = {"demo": "true (demo)", "heavy": heavy, "heavy-dropped": heavy + ", image pages dropped"}
+names = {"demo": "true (demo)", "heavy": heavy, "heavy-dropped": heavy + ", image pages dropped",
+         "heavy-first": heavy + ", the first job (recording, filling the node cache)"}
 print(f"cache: node cache after the first job: {entries} entries, {node_bytes / 2**20:.1f} MiB")
 for w, label in names.items():
     med = {}
     for r in range(1, rounds + 1):
         for res in json.load(open(f"{out}/{w}-r{r}.json"))["results"]:
             med.setdefault(res["command"], []).append(res["median"] * 1000)
-    cs = ["cold", "profile", "node", "both"] + (["ch-run"] if "ch-run" in med else [])
+    ours = [c for c in ["cold", "profile", "node", "both", "first"] if c in med]
+    cs = ours + (["ch-run"] if "ch-run" in med else [])
     ms = ", ".join(f"{c} {spread(med[c], '{:.0f}')}" for c in cs)
     ratio = lambda c, base: spread([x / y for x, y in zip(med[c], med[base])], "{:.2f}")
-    vs_cold = ", ".join(f"{c} x{ratio(c, 'cold')}" for c in ["profile", "node", "both"])
+    vs_cold = ", ".join(f"{c} x{ratio(c, 'cold')}" for c in ours[1:])
     line = f"cache {label} ({rounds} rounds; ms, median (min-max)): {ms}; against cold: {vs_cold}"
     if "ch-run" in med:
-        line += "; against ch-run dir: " + ", ".join(f"{c} x{ratio(c, 'ch-run')}" for c in ["cold", "profile", "node", "both"])
+        line += "; against ch-run dir: " + ", ".join(f"{c} x{ratio(c, 'ch-run')}" for c in ours)
     print(line)
 EOF
 note "raw numbers: $out"

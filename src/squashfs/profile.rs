@@ -73,15 +73,22 @@ pub enum Parsed {
 }
 
 /// Parse a profile of `identity`.
+#[cfg(test)]
 pub fn parse(bytes: &[u8], identity: &[u8; 32]) -> Parsed {
+    parse_with_len(bytes, identity).0
+}
+
+/// [`parse`], and how many bytes are good (header and whole, good records).
+fn parse_with_len(bytes: &[u8], identity: &[u8; 32]) -> (Parsed, usize) {
     if bytes.len() < HEADER
         || &bytes[..MAGIC.len()] != MAGIC
         || &bytes[MAGIC.len()..HEADER] != identity
     {
-        return Parsed::Foreign;
+        return (Parsed::Foreign, 0);
     }
     let mut seen = HashSet::new();
     let mut keys = Vec::new();
+    let mut good = HEADER;
     for rec in bytes[HEADER..].chunks_exact(RECORD).take(MAX_RECORDS) {
         let iref = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
         let index = u32::from_le_bytes(rec[8..12].try_into().expect("4 bytes"));
@@ -92,8 +99,9 @@ pub fn parse(bytes: &[u8], identity: &[u8; 32]) -> Parsed {
         if seen.insert((iref, index)) {
             keys.push((iref, index));
         }
+        good += RECORD;
     }
-    Parsed::Keys(keys)
+    (Parsed::Keys(keys), good)
 }
 
 /// The profile at `path` for the image `identity`, opened for appending:
@@ -122,12 +130,20 @@ pub fn open(path: &Path, identity: &[u8; 32]) -> Option<(Vec<Key>, File)> {
         log::debug!("prefetch profile {}: {e}; none used", path.display());
         return None;
     }
-    match parse(&bytes, identity) {
-        Parsed::Keys(keys) => {
+    match parse_with_len(&bytes, identity) {
+        (Parsed::Keys(keys), good) => {
+            // A torn or bad record: what follows it would never be read,
+            // and appends would go after it: cut it off.
+            if good < bytes.len()
+                && let Err(e) = file.set_len(good as u64)
+            {
+                log::debug!("prefetch profile {}: {e}; none used", path.display());
+                return None;
+            }
             log::debug!("prefetch profile {}: {} blocks", path.display(), keys.len());
             Some((keys, file))
         }
-        Parsed::Foreign => {
+        (Parsed::Foreign, _) => {
             if !bytes.is_empty() {
                 log::debug!(
                     "prefetch profile {}: not this image's; started again",
@@ -252,6 +268,14 @@ mod tests {
         let (keys, _) = open(&path, &ID).unwrap();
         assert!(keys.is_empty());
         assert_eq!(std::fs::read(&path).unwrap(), header(&ID));
+        // A torn record is cut off, and appends follow the good ones.
+        let mut torn = profile(&[(1, 1), (2, 2)]);
+        torn.truncate(torn.len() - 5);
+        std::fs::write(&path, &torn).unwrap();
+        let (keys, mut f) = open(&path, &ID).unwrap();
+        assert_eq!(keys, vec![(1, 1)]);
+        f.write_all(&record(&ID, (3, 3))).unwrap();
+        assert_eq!(open(&path, &ID).unwrap().0, vec![(1, 1), (3, 3)]);
         // Another image's profile in its place is started again too.
         std::fs::write(&path, profile(&[(1, 1)])).unwrap();
         assert!(open(&path, &[9; 32]).unwrap().0.is_empty());
