@@ -161,6 +161,22 @@ fn every_key_parsed_with_its_line() {
 }
 
 #[test]
+fn cold_start_keys() {
+    let c = site(
+        "prefetch_profiles = false\nnode_cache_dir = \"/dev/shm\"\nnode_cache_size = \"256M\"\n",
+    )
+    .unwrap();
+    assert!(!c.prefetch_profiles.value);
+    assert_eq!(
+        c.node_cache_dir.value.unwrap().path.unwrap(),
+        PathBuf::from("/dev/shm")
+    );
+    assert_eq!(c.node_cache_size.value, 256 << 20);
+    let d = Config::default();
+    assert!(d.prefetch_profiles.value && d.node_cache_dir.value.is_none());
+}
+
+#[test]
 fn image_server_keys() {
     let c =
         site("image_server = \"squashfuse\"\nimage_cache_size = 0\nwarm_linger = 0.5\n").unwrap();

@@ -1294,6 +1294,41 @@ pub(super) mod tests {
         None
     }
 
+    /// Profiles go to the user's cache (not a read-only site cache), the
+    /// node cache to a directory of the user's under `node_cache_dir`.
+    #[test]
+    fn cold_start_settings() {
+        let home = Path::new("/home/u");
+        let mut who = who(home);
+        let mut settings = Settings::default();
+        let cold = cold_settings(&who, &settings);
+        assert_eq!(
+            cold.profile_dir.as_deref(),
+            Some(Path::new("/home/u/.cache/rfake/profiles"))
+        );
+        assert_eq!(cold.node_cache, None);
+        settings.node_cache_dir = Some(crate::launch::settings::Sourced {
+            value: "/dev/shm".into(),
+            origin: "site".into(),
+        });
+        settings.cache_dir = Some("/apps/cache".into());
+        settings.cache_read_only = true;
+        let cold = cold_settings(&who, &settings);
+        assert_eq!(cold.profile_dir, None);
+        assert_eq!(
+            cold.node_cache,
+            Some(("/dev/shm/rfake-1000".into(), 1 << 30))
+        );
+        who.env.push(("RFAKE_CACHEDIR".into(), "/scratch/c".into()));
+        let cold = cold_settings(&who, &settings);
+        assert_eq!(
+            cold.profile_dir.as_deref(),
+            Some(Path::new("/scratch/c/profiles"))
+        );
+        settings.prefetch_profiles.value = false;
+        assert_eq!(cold_settings(&who, &settings).profile_dir, None);
+    }
+
     fn request(image: &Path) -> Request {
         Request {
             image: image.into(),
