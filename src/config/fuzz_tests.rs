@@ -184,9 +184,12 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
             | Key::AllowUserBinds
             | Key::AllowFakeroot
             | Key::Offline
+            | Key::PrefetchProfiles
             | Key::CacheReadOnly,
         ) => boolean(),
-        Some(Key::CacheDir | Key::RegistryCaFile) => path_piece().prop_map(|s| quoted(&s)).boxed(),
+        Some(Key::CacheDir | Key::NodeCacheDir | Key::RegistryCaFile) => {
+            path_piece().prop_map(|s| quoted(&s)).boxed()
+        }
         Some(Key::ImageServer) => prop_oneof![
             6 => select(strings(&["\"builtin\"", "\"squashfuse\""])),
             1 => select(strings(&["\"BUILTIN\"", "\"\"", "\"builtin \""])),
@@ -202,7 +205,11 @@ fn value_for(key: &str) -> BoxedStrategy<String> {
         ]
         .boxed(),
         Some(
-            Key::ImageCacheSize | Key::WritableTmpfsSize | Key::BuildMaxSize | Key::CacheMaxSize,
+            Key::ImageCacheSize
+            | Key::WritableTmpfsSize
+            | Key::BuildMaxSize
+            | Key::CacheMaxSize
+            | Key::NodeCacheSize,
         ) => size_value(),
         Some(Key::WarmLinger) => seconds_value(),
         // An inline table of profiles, each with binds and a variable.

@@ -68,6 +68,8 @@ pub const DEFAULT_IMAGE_CACHE_SIZE: u64 = 64 << 20;
 /// The default limit on the files of a build, uncompressed: 4 TiB
 /// (`build_max_size`; `docs/build.md`, "Size limit").
 pub const DEFAULT_BUILD_MAX_SIZE: u64 = 4 << 40;
+/// The default bound of the node cache (`node_cache_size`): 1 GiB.
+pub const DEFAULT_NODE_CACHE_SIZE: u64 = 1 << 30;
 /// The default limit on the image cache (`cache_max_size`): 20 GiB.
 pub const DEFAULT_CACHE_MAX_SIZE: u64 = 20 << 30;
 /// The default time a warm mount outlives its last launch.
@@ -129,6 +131,9 @@ pub enum Key {
     WarmLinger,
     WritableTmpfsSize,
     BuildMaxSize,
+    PrefetchProfiles,
+    NodeCacheDir,
+    NodeCacheSize,
     CacheDir,
     CacheMaxSize,
     Offline,
@@ -149,7 +154,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in the order `render` prints them.
-    pub const ALL: [Key; 27] = [
+    pub const ALL: [Key; 30] = [
         Key::Binds,
         Key::Scratch,
         Key::MountHome,
@@ -161,6 +166,9 @@ impl Key {
         Key::WarmLinger,
         Key::WritableTmpfsSize,
         Key::BuildMaxSize,
+        Key::PrefetchProfiles,
+        Key::NodeCacheDir,
+        Key::NodeCacheSize,
         Key::CacheDir,
         Key::CacheMaxSize,
         Key::Offline,
@@ -193,6 +201,9 @@ impl Key {
             Key::WarmLinger => "warm_linger",
             Key::WritableTmpfsSize => "writable_tmpfs_size",
             Key::BuildMaxSize => "build_max_size",
+            Key::PrefetchProfiles => "prefetch_profiles",
+            Key::NodeCacheDir => "node_cache_dir",
+            Key::NodeCacheSize => "node_cache_size",
             Key::CacheDir => "cache_dir",
             Key::CacheMaxSize => "cache_max_size",
             Key::Offline => "offline",
@@ -366,6 +377,15 @@ pub struct Config {
     /// default (`RFAKE_CACHEDIR`, else `$XDG_CACHE_HOME/rfake`, else
     /// `~/.cache/rfake`, decided by the caller).
     pub cache_dir: Setting<Option<ScratchEntry>>,
+    /// Record which blocks launches read into a profile in the cache and
+    /// replay it on a cold mount (default true).
+    pub prefetch_profiles: Setting<bool>,
+    /// A node-local directory (`$VAR` expanded) where the built-in server
+    /// keeps decompressed blocks across mounts; `None`: no node cache
+    /// (the default).
+    pub node_cache_dir: Setting<Option<ScratchEntry>>,
+    /// The most a user's node cache entries may add up to (default 1 GiB).
+    pub node_cache_size: Setting<u64>,
     /// The most the image cache may hold before the least recently used
     /// entries are evicted; 0: no limit (default 20 GiB).
     pub cache_max_size: Setting<u64>,
@@ -431,6 +451,9 @@ impl Default for Config {
             writable_tmpfs_size: Setting::default(DEFAULT_WRITABLE_TMPFS_SIZE),
             build_max_size: Setting::default(DEFAULT_BUILD_MAX_SIZE),
             cache_dir: Setting::default(None),
+            prefetch_profiles: Setting::default(true),
+            node_cache_dir: Setting::default(None),
+            node_cache_size: Setting::default(DEFAULT_NODE_CACHE_SIZE),
             cache_max_size: Setting::default(DEFAULT_CACHE_MAX_SIZE),
             offline: Setting::default(false),
             registry_ca_file: Setting::default(None),
@@ -790,6 +813,20 @@ impl Config {
                 self.writable_tmpfs_size = setting(bytes, origin);
             }
             Key::BuildMaxSize => self.build_max_size = setting(build_size(value, at)?, origin),
+            Key::PrefetchProfiles => self.prefetch_profiles = setting(boolean(value, at)?, origin),
+            Key::NodeCacheDir => {
+                let written = string(value, at, "an absolute directory")?;
+                let path = check_scratch(written, env).map_err(|p| at.error(p))?;
+                if let Err(why) = &path {
+                    log::debug!("{origin}: node_cache_dir {written:?} not used: {why}");
+                }
+                let entry = ScratchEntry {
+                    written: written.to_string(),
+                    path,
+                };
+                self.node_cache_dir = setting(Some(entry), origin);
+            }
+            Key::NodeCacheSize => self.node_cache_size = setting(size(value, at)?, origin),
             Key::CacheDir => {
                 let written = string(value, at, "an absolute directory")?;
                 let path = check_scratch(written, env).map_err(|p| at.error(p))?;

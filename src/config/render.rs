@@ -94,6 +94,29 @@ impl Config {
             u64::MAX => "0".into(),
             v => toml_string(&format_size(v)),
         });
+        out.setting(Key::PrefetchProfiles, &self.prefetch_profiles, |v| {
+            v.to_string()
+        });
+        match &self.node_cache_dir.value {
+            Some(entry) => {
+                let note = match &entry.path {
+                    Ok(path) if path.as_os_str() == entry.written.as_str() => String::new(),
+                    Ok(path) => format!(" -> {}", shown(path)),
+                    Err(why) => format!(", not used: {why}"),
+                };
+                out.line(
+                    format!("node_cache_dir = {}", toml_string(&entry.written)),
+                    format!("{}{note}", self.node_cache_dir.origin),
+                );
+            }
+            None => out.line(
+                "# node_cache_dir: none (no node cache)".into(),
+                self.node_cache_dir.origin.to_string(),
+            ),
+        }
+        out.setting(Key::NodeCacheSize, &self.node_cache_size, |v| {
+            toml_string(&format_size(*v))
+        });
         match &self.cache_dir.value {
             Some(entry) => {
                 let note = match &entry.path {

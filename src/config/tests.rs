@@ -74,6 +74,9 @@ fn defaults_with_no_files() {
             Key::WarmLinger,
             Key::WritableTmpfsSize,
             Key::BuildMaxSize,
+            Key::PrefetchProfiles,
+            Key::NodeCacheDir,
+            Key::NodeCacheSize,
             Key::CacheDir,
             Key::CacheMaxSize,
             Key::Offline,
@@ -156,6 +159,22 @@ fn every_key_parsed_with_its_line() {
         c.user_may_set,
         setting(vec![Key::MountHome, Key::Scratch], site_origin(12))
     );
+}
+
+#[test]
+fn cold_start_keys() {
+    let c = site(
+        "prefetch_profiles = false\nnode_cache_dir = \"/dev/shm\"\nnode_cache_size = \"256M\"\n",
+    )
+    .unwrap();
+    assert!(!c.prefetch_profiles.value);
+    assert_eq!(
+        c.node_cache_dir.value.unwrap().path.unwrap(),
+        PathBuf::from("/dev/shm")
+    );
+    assert_eq!(c.node_cache_size.value, 256 << 20);
+    let d = Config::default();
+    assert!(d.prefetch_profiles.value && d.node_cache_dir.value.is_none());
 }
 
 #[test]
@@ -792,6 +811,9 @@ image_cache_size = "64M"                                 # default
 warm_linger = 5                                          # default
 writable_tmpfs_size = "1G"                               # /home/alice/.config/rfake/rfake.toml:2
 build_max_size = "4T"                                    # default
+prefetch_profiles = true                                 # default
+# node_cache_dir: none (no node cache)                   # default
+node_cache_size = "1G"                                   # default
 # cache_dir: $RFAKE_CACHEDIR, else $XDG_CACHE_HOME/rfake, else ~/.cache/rfake  # default
 cache_max_size = "20G"                                   # default
 offline = false                                          # default
@@ -807,7 +829,7 @@ allow_user_binds = true                                  # default
 allow_fakeroot = true                                    # default
 allowed_image_paths = ["/data/images"]                   # /etc/rfake/rfake.toml:4
 cache_read_only = false                                  # default
-user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "mount_cwd", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs", "nvidia_libs", "rocm_libs", "ld_cache", "gpu_dev_dir", "gpu_missing_driver", "profiles"]  # default
+user_may_set = ["binds", "scratch", "mount_home", "mount_tmp", "mount_cwd", "image_server", "squashfuse", "image_cache_size", "warm_linger", "writable_tmpfs_size", "build_max_size", "prefetch_profiles", "node_cache_dir", "node_cache_size", "cache_dir", "cache_max_size", "offline", "registry_ca_file", "cdi_spec_dirs", "nvidia_libs", "rocm_libs", "ld_cache", "gpu_dev_dir", "gpu_missing_driver", "profiles"]  # default
 # profiles: none ([profiles.NAME] tables; --profile NAME)
 "#;
     assert_eq!(text, expected, "\n{text}");

@@ -38,6 +38,8 @@ pub struct Builtin {
     /// outlives the launch whose stderr it would otherwise hold open (the
     /// reader of that stderr, srun say, would wait for the keeper).
     pub quiet: bool,
+    /// Prefetch profile and node cache (none: both off).
+    pub cold: crate::squashfs::ColdSettings,
 }
 
 impl Builtin {
@@ -52,13 +54,23 @@ impl Builtin {
             .image
             .try_clone()
             .map_err(|e| failed(format!("duplicating its descriptor: {e}")))?;
-        ImageFs::open(
+        let mut fs = ImageFs::open(
             file,
             self.offset,
             self.cache_bytes,
             &image_path.display().to_string(),
         )
-        .map_err(|e| failed(e.to_string()))
+        .map_err(|e| failed(e.to_string()))?;
+        if self.cold != crate::squashfs::ColdSettings::default() {
+            crate::squashfs::Cold::attach(
+                &mut fs,
+                &self.image,
+                self.offset,
+                &self.cold,
+                self.cache_bytes,
+            );
+        }
+        Ok(fs)
     }
 
     /// Fork the server for `fs` on the FUSE device `fuse_fd`.
@@ -108,7 +120,9 @@ impl Builtin {
             // SAFETY: installing SIG_IGN/SIG_DFL.
             let _ = unsafe { signal(sig, handler) };
         }
-        keep_only_fds(&[fuse_fd, fs.raw_fd()], self.quiet);
+        let mut keep = vec![fuse_fd, fs.raw_fd()];
+        keep.extend(fs.cold_fds());
+        keep_only_fds(&keep, self.quiet);
         // One malloc arena for all of the server's threads: with one per
         // thread (glibc's default), blocks decompressed on a read-ahead
         // thread and freed by another's cache eviction fragment a second
@@ -120,7 +134,9 @@ impl Builtin {
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }
         // Shared after the fork: read-ahead runs on threads of the server.
-        let fs: Arc<dyn fuse::Filesystem> = fs.into_shared();
+        let fs = fs.into_shared();
+        ImageFs::start_cold(&fs);
+        let fs: Arc<dyn fuse::Filesystem> = fs;
         match fuse::serve(
             fs,
             fuse_fd,

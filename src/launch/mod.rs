@@ -262,7 +262,7 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
     })?;
     let offset = plan.image.squashfs_offset.unwrap_or(0);
     let (kind, subtype) = match server {
-        ServerPlan::Builtin { cache_bytes } => (
+        ServerPlan::Builtin { cache_bytes, cold } => (
             ServerKind::Builtin(image_server::builtin::Builtin {
                 image,
                 offset,
@@ -271,6 +271,7 @@ fn image_mount(plan: &Plan) -> Result<Option<ImageMount>, Error> {
                 // Made by a joined or warm keeper, which outlives the launch
                 // that started it.
                 quiet: plan.join.is_some() || plan.warm.is_some(),
+                cold: cold.clone(),
             }),
             "rfake",
         ),

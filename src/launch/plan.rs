@@ -181,8 +181,12 @@ pub fn lookup_host_user(uid: u32, gid: u32) -> Option<HostUser> {
 /// What serves a single-file image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerPlan {
-    /// rfake's own FUSE server, with a block cache of this many bytes.
-    Builtin { cache_bytes: u64 },
+    /// rfake's own FUSE server, with a block cache of this many bytes, and
+    /// its prefetch profile and node cache.
+    Builtin {
+        cache_bytes: u64,
+        cold: crate::squashfs::ColdSettings,
+    },
     /// This squashfuse program.
     Squashfuse(PathBuf),
 }
@@ -190,8 +194,12 @@ pub enum ServerPlan {
 impl fmt::Display for ServerPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServerPlan::Builtin { cache_bytes } => {
-                write!(f, "builtin, cache {} KiB", cache_bytes >> 10)
+            ServerPlan::Builtin { cache_bytes, cold } => {
+                write!(f, "builtin, cache {} KiB", cache_bytes >> 10)?;
+                if let Some((dir, max)) = &cold.node_cache {
+                    write!(f, ", node cache {} ({} MiB)", dir.display(), max >> 20)?;
+                }
+                Ok(())
             }
             ServerPlan::Squashfuse(program) => write!(f, "squashfuse {}", program.display()),
         }
@@ -1029,6 +1037,7 @@ fn server_plan(req: &Request, who: &Invoker, settings: &Settings) -> Result<Serv
         }
         ImageServer::Builtin => ServerPlan::Builtin {
             cache_bytes: settings.image_cache_size.value,
+            cold: cold_settings(who, settings),
         },
     })
 }
@@ -1051,6 +1060,32 @@ fn writable_overlays(req: &Request, image: &Image) -> Result<Vec<String>, Error>
     let mut list = vec![image.path.to_string_lossy().into_owned()];
     list.extend(req.overlays.iter().cloned());
     Ok(list)
+}
+
+/// Where the built-in server keeps prefetch profiles (rfake's per-user
+/// cache, unless it is a read-only site cache) and its node cache
+/// (`node_cache_dir/rfake-UID`).
+fn cold_settings(who: &Invoker, settings: &Settings) -> crate::squashfs::ColdSettings {
+    let profile_dir = settings.prefetch_profiles.value.then(|| {
+        let var = |name| env::get(&who.env, name).is_some_and(|v| !v.is_empty());
+        let from_env =
+            var("RFAKE_CACHEDIR") || crate::env::apptainer::lookup(&who.env, "CACHEDIR").is_some();
+        let configured = settings.cache_dir.as_deref();
+        if !from_env && configured.is_some() && settings.cache_read_only {
+            return None;
+        }
+        let root = crate::cache::root_from(&who.env, configured).ok()?;
+        root.is_absolute().then(|| root.join("profiles"))
+    });
+    crate::squashfs::ColdSettings {
+        profile_dir: profile_dir.flatten(),
+        node_cache: settings.node_cache_dir.as_ref().map(|dir| {
+            (
+                dir.value.join(format!("rfake-{}", who.uid)),
+                settings.node_cache_size.value,
+            )
+        }),
+    }
 }
 
 /// Whether and how to join: `--join-key`, else the launcher's variables.
@@ -1361,6 +1396,41 @@ pub(super) mod tests {
 
     pub(in crate::launch) fn no_lookup(_: u32, _: u32) -> Option<HostUser> {
         None
+    }
+
+    /// Profiles go to the user's cache (not a read-only site cache), the
+    /// node cache to a directory of the user's under `node_cache_dir`.
+    #[test]
+    fn cold_start_settings() {
+        let home = Path::new("/home/u");
+        let mut who = who(home);
+        let mut settings = Settings::default();
+        let cold = cold_settings(&who, &settings);
+        assert_eq!(
+            cold.profile_dir.as_deref(),
+            Some(Path::new("/home/u/.cache/rfake/profiles"))
+        );
+        assert_eq!(cold.node_cache, None);
+        settings.node_cache_dir = Some(crate::launch::settings::Sourced {
+            value: "/dev/shm".into(),
+            origin: "site".into(),
+        });
+        settings.cache_dir = Some("/apps/cache".into());
+        settings.cache_read_only = true;
+        let cold = cold_settings(&who, &settings);
+        assert_eq!(cold.profile_dir, None);
+        assert_eq!(
+            cold.node_cache,
+            Some(("/dev/shm/rfake-1000".into(), 1 << 30))
+        );
+        who.env.push(("RFAKE_CACHEDIR".into(), "/scratch/c".into()));
+        let cold = cold_settings(&who, &settings);
+        assert_eq!(
+            cold.profile_dir.as_deref(),
+            Some(Path::new("/scratch/c/profiles"))
+        );
+        settings.prefetch_profiles.value = false;
+        assert_eq!(cold_settings(&who, &settings).profile_dir, None);
     }
 
     fn request(image: &Path) -> Request {

@@ -40,6 +40,18 @@ pub struct Settings {
     pub squashfuse: Option<Sourced<PathBuf>>,
     pub image_cache_size: Sourced<u64>,
     pub warm_linger: Sourced<Duration>,
+    /// Prefetch profiles on (`prefetch_profiles`).
+    pub prefetch_profiles: Sourced<bool>,
+    /// The node cache's directory, expanded (`node_cache_dir`), and bound.
+    pub node_cache_dir: Option<Sourced<PathBuf>>,
+    pub node_cache_size: Sourced<u64>,
+    /// The configured `cache_dir`, expanded, where profiles are kept when
+    /// neither `RFAKE_CACHEDIR` nor a variable names one; `None`
+    /// also when `cache_read_only` (profiles are not written there).
+    pub cache_dir: Option<PathBuf>,
+    /// `cache_read_only` applies: no profiles unless a variable names a
+    /// cache of the user's.
+    pub cache_read_only: bool,
     pub writable_tmpfs_size: Sourced<u64>,
     pub allow_user_binds: Sourced<bool>,
     pub allow_fakeroot: Sourced<bool>,
@@ -73,6 +85,11 @@ impl Default for Settings {
             squashfuse: None,
             image_cache_size: Sourced::default_value(DEFAULT_IMAGE_CACHE_SIZE),
             warm_linger: Sourced::default_value(DEFAULT_WARM_LINGER),
+            prefetch_profiles: Sourced::default_value(true),
+            node_cache_dir: None,
+            node_cache_size: Sourced::default_value(crate::config::DEFAULT_NODE_CACHE_SIZE),
+            cache_dir: None,
+            cache_read_only: false,
             writable_tmpfs_size: Sourced::default_value(DEFAULT_WRITABLE_TMPFS_SIZE),
             allow_user_binds: Sourced::default_value(true),
             allow_fakeroot: Sourced::default_value(true),
@@ -128,6 +145,20 @@ impl Settings {
             image_server: sourced(&config.image_server),
             image_cache_size: sourced(&config.image_cache_size),
             warm_linger: sourced(&config.warm_linger),
+            prefetch_profiles: sourced(&config.prefetch_profiles),
+            node_cache_dir: config.node_cache_dir.value.as_ref().and_then(|entry| {
+                Some(Sourced {
+                    value: entry.path.as_ref().ok()?.clone(),
+                    origin: config.node_cache_dir.origin.to_string(),
+                })
+            }),
+            node_cache_size: sourced(&config.node_cache_size),
+            cache_dir: config
+                .cache_dir
+                .value
+                .as_ref()
+                .and_then(|entry| entry.path.as_ref().ok().cloned()),
+            cache_read_only: config.cache_read_only.value,
             squashfuse: config.squashfuse.value.clone().map(|p| Sourced {
                 value: p,
                 origin: config.squashfuse.origin.to_string(),

@@ -217,6 +217,8 @@ pub struct ImageFs {
     me: OnceLock<Weak<ImageFs>>,
     /// Background threads at most.
     threads: usize,
+    /// Prefetch profile and node cache ([`super::cold`]).
+    pub(super) cold: Option<super::cold::Cold>,
 }
 
 impl Drop for ImageFs {
@@ -278,6 +280,7 @@ impl ImageFs {
             prefetcher: Arc::default(),
             me: OnceLock::new(),
             threads: prefetch::default_threads(),
+            cold: None,
         };
         // The metadata (inode, directory, fragment, ID and xattr tables)
         // follows the data; every lookup reads it.
@@ -703,6 +706,8 @@ impl ImageFs {
         key: BlockKey,
         load: impl FnOnce() -> Result<Arc<[u8]>, SqfsError>,
     ) -> Result<Arc<[u8]>, SqfsError> {
+        let cold = self.cold.as_ref();
+        cold.inspect(|c| c.seen(key));
         let _claim = loop {
             if let Some(cache) = &self.blocks
                 && let Some(b) = lock(cache).get(&key)
@@ -716,7 +721,11 @@ impl ImageFs {
                 break Some(claim);
             }
         };
-        let data = load()?;
+        let data = match cold.and_then(|c| c.get(key)) {
+            Some(data) => data,
+            None => load()?,
+        };
+        cold.inspect(|c| c.decompressed(key, &data));
         if let Some(cache) = &self.blocks {
             lock(cache).put(key, data.clone());
         }

@@ -20,6 +20,7 @@
 //! the table.
 
 mod cmp;
+mod cold;
 #[allow(
     clippy::all,
     clippy::pedantic,
@@ -32,8 +33,10 @@ mod fs;
 mod inode;
 mod layout;
 mod meta;
+mod node_cache;
 mod obj;
 mod prefetch;
+mod profile;
 mod read;
 pub mod superblock;
 mod write;
@@ -54,6 +57,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+pub use cold::{Cold, ColdSettings, Identity};
 pub use fs::{BlockKey, FRAGMENT_BLOCKS, ImageFs};
 pub use read::Reader;
 pub use write::write_image;

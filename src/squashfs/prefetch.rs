@@ -24,6 +24,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use super::fs::{BlockKey, ImageFs};
 
+/// The name of the pool's threads: the prefetch profile leaves their
+/// reads out of what it records (`cold.rs`).
+pub(super) const THREAD_NAME: &str = "rfake-prefetch";
+
 /// Keys waiting at most; more are dropped (a profile of the whole of a
 /// large image is 16 GiB of 128 KiB blocks at this bound, more than any
 /// block cache holds).
@@ -87,7 +91,7 @@ impl Pool {
             let pool = Arc::clone(self);
             let fs = fs.clone();
             let spawned = std::thread::Builder::new()
-                .name("rfake-prefetch".into())
+                .name(THREAD_NAME.into())
                 .spawn(move || pool.work(&fs));
             if spawned.is_err() {
                 // No thread: the payload's reads still decompress what
