@@ -579,6 +579,105 @@ fn an_image_overlay_survives_two_runs() {
     assert_nothing_left(&t);
 }
 
+/// The Python test image (images/python/): RFAKE_PYTHON_IMAGE, else
+/// `python.sqfs` beside RFAKE_MPI_IMAGE (tests/run.sh installs both).
+fn python_image() -> Option<PathBuf> {
+    let image = std::env::var_os("RFAKE_PYTHON_IMAGE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let mpi = PathBuf::from(std::env::var_os("RFAKE_MPI_IMAGE")?);
+            Some(mpi.with_file_name("python.sqfs"))
+        });
+    match image {
+        Some(image) if image.is_file() => Some(image),
+        other => {
+            missing(&format!(
+                "the Python test image (images/python/build-python-image.sh) at {other:?}: set \
+                 RFAKE_PYTHON_IMAGE"
+            ));
+            None
+        }
+    }
+}
+
+/// A pure-Python wheel, `rfake_probe-1.0-py3-none-any.whl`, with a module
+/// and a console script, written in `dir` by the host's python3 (a wheel is
+/// a zip file with its metadata: no build tool needed, and pip installs it
+/// without the network).
+fn probe_wheel(dir: &Path) -> PathBuf {
+    let script = r#"
+import base64, hashlib, sys, zipfile
+files = {
+    "rfake_probe/__init__.py": "VERSION = '1.0'\n\ndef main():\n    print('probe', VERSION)\n",
+    "rfake_probe-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: rfake-probe\nVersion: 1.0\n",
+    "rfake_probe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: rfake-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    "rfake_probe-1.0.dist-info/entry_points.txt": "[console_scripts]\nrfake-probe = rfake_probe:main\n",
+}
+record = []
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for name, text in files.items():
+        data = text.encode()
+        z.writestr(name, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append("rfake_probe-1.0.dist-info/RECORD,,")
+    z.writestr("rfake_probe-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+"#;
+    let wheel = dir.join("rfake_probe-1.0-py3-none-any.whl");
+    host("python3", &["-c", script, s(&wheel)]);
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wheel
+}
+
+/// `--overlay IMG` keeps a real `pip install --user` (Debian 12's pip, in
+/// the Python test image) for the next run: the module imports and its
+/// console script runs. `--no-home`, so that `~/.local` is in the
+/// container's root, hence in the overlay, not in the host's home.
+#[test]
+fn an_image_overlay_keeps_a_pip_install() {
+    let Some(_env) = setup() else { return };
+    let Some(py) = python_image() else { return };
+    let dir = scratch("img-pip");
+    let t = tag("img-pip");
+    let image = image_overlay(&dir, &t, "ov.img");
+    let wheel = probe_wheel(dir.path());
+    let bind = format!("{}:/wheels:ro", s(dir.path()));
+    let name = wheel.file_name().unwrap().to_str().unwrap();
+    // Debian marks its Python externally managed (PEP 668): pip refuses
+    // even --user installs without --break-system-packages.
+    let out = sh(
+        &t,
+        &["--no-home", "--overlay", s(&image), "-B", &bind],
+        &py,
+        &format!(
+            "python3 -m pip install --user --no-index --no-cache-dir --break-system-packages \
+             /wheels/{name} >/dev/null && echo installed"
+        ),
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "installed\n", "{}", stderr(&out));
+    image_released(&image);
+    let out = sh(
+        &t,
+        &["--no-home", "--overlay", s(&image)],
+        &py,
+        "python3 -c 'import rfake_probe; print(rfake_probe.VERSION)'; \
+         \"$HOME/.local/bin/rfake-probe\"",
+    );
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "1.0\nprobe 1.0\n", "{}", stderr(&out));
+    // Without the overlay the image has no such module.
+    let out = sh(
+        &t,
+        &["--no-home"],
+        &py,
+        "python3 -c 'import rfake_probe' 2>/dev/null || echo absent",
+    );
+    assert_eq!(stdout(&out), "absent\n");
+    image_released(&image);
+    assert_nothing_left(&t);
+}
+
 /// `IMG:ro`: the image's files are seen, writes are refused, the image is
 /// not changed; a writer and readers exclude each other.
 #[test]

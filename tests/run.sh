@@ -86,6 +86,11 @@ echo "== MPICH test image (images/mpich/mpich.def, built as $user from the MPI i
 RFAKE_BIN="$root/target/debug/rfake" RFAKE_BUILD_USER="$user" \
   images/mpich/build-mpich-image.sh "$mpich_cache" "$mpi_cache/mpi.sqfs" >/dev/null
 install -m 0644 "$mpich_cache/mpich.sqfs" "$stage/mpich.sqfs"
+python_cache=${RFAKE_PYTHON_CACHE:-/var/tmp/rfake-python-image}
+echo "== Python test image (images/python/python.def, built as $user from the MPI image: cached in $python_cache)"
+RFAKE_BIN="$root/target/debug/rfake" RFAKE_BUILD_USER="$user" \
+  images/python/build-python-image.sh "$python_cache" "$mpi_cache/mpi.sqfs" >/dev/null
+install -m 0644 "$python_cache/python.sqfs" "$stage/python.sqfs"
 
 echo "== test registries (tests/registry/setup.sh)"
 trap 'tests/registry/setup.sh stop "$stage" >/dev/null 2>&1 || true' EXIT
@@ -116,7 +121,7 @@ while read -r bin; do
       RFAKE_TEST_SIF_DIR="$stage/sif" RFAKE_TEST_OCI="$stage/oci" \
       RFAKE_TEST_RECIPES="$stage/images-src/recipes" RFAKE_TEST_DOCS="$stage/docs-src" \
       RFAKE_SLURM_CONF="$slurm_conf" RFAKE_MPI_IMAGE="$stage/mpi.sqfs" \
-      RFAKE_MPICH_IMAGE="$stage/mpich.sqfs" \
+      RFAKE_MPICH_IMAGE="$stage/mpich.sqfs" RFAKE_PYTHON_IMAGE="$stage/python.sqfs" \
       RFAKE_FUZZ_SECONDS="${RFAKE_FUZZ_SECONDS:-20}" RFAKE_FUZZ_DIR="$stage/work/fuzz" \
       "${registry_env[@]}" \
       "$stage/bin/$bin" --test-threads="${RFAKE_TEST_THREADS:-4}") 2>&1 | tee "$log"
