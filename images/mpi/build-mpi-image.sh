@@ -32,6 +32,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=images/build-as-user.sh
+. "$here/../build-as-user.sh"
 rfake=${RFAKE_BIN:-/work/main/target/debug/rfake}
 user=${RFAKE_BUILD_USER:-${RFAKE_TEST_USER:-rfake-test}}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -90,31 +92,10 @@ if [[ -f $out/mpi.sqfs && -d $out/rootfs && -f $stamp && $(cat "$stamp") == "$wa
 else
   rm -f "$stamp"
   mv -f "$out/mpi.def.new" "$out/mpi.def"
-  # The build happens in a directory of the user's: the definition file,
-  # mpi-test and rfake copied in (the checkout may be where the user
-  # cannot read: /root), the image and the work area written there.
-  build=$out/build
-  rm -rf --one-file-system "$build"
-  install -d -o "$user" -g "$(id -gn "$user")" -m 0755 "$build"
-  install -m 0644 "$out/mpi.def" "$build/mpi.def"
-  install -m 0755 "$out/mpi-test" "$build/mpi-test"
-  install -m 0755 "$rfake" "$build/rfake"
-  home=$(getent passwd "$user" | cut -d: -f6)
-  proxies=()
-  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
-    [[ -n ${!v:-} ]] && proxies+=("$v=${!v}")
-  done
   echo "build-mpi-image.sh: as $user: rfake build mpi.sqfs mpi.def (Bootstrap: debootstrap bookworm)"
-  (cd "$build" && runuser -u "$user" -- env -i \
-      PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$home" USER="$user" \
-      LOGNAME="$user" LANG=C.UTF-8 "${proxies[@]}" \
-      ./rfake build mpi.sqfs mpi.def) >"$out/build.log" 2>&1 || {
-    tail -20 "$out/build.log" >&2
+  build_as_user "$user" "$rfake" "$out" mpi.def mpi.sqfs "$out/mpi-test" ||
     die "rfake build as $user failed (log: $out/build.log)"
-  }
   step_done "rfake build (as $user)"
-  install -m 0644 "$build/mpi.sqfs" "$out/mpi.sqfs"
-  rm -rf --one-file-system "$build"
   # The unpacked root, for what wants a Debian 12 directory.
   rm -rf --one-file-system "$out/rootfs"
   unsquashfs -q -no-progress -d "$out/rootfs" "$out/mpi.sqfs" >/dev/null

@@ -31,6 +31,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=images/build-as-user.sh
+. "$here/../build-as-user.sh"
 rfake=${RFAKE_BIN:-/work/main/target/debug/rfake}
 user=${RFAKE_BUILD_USER:-${RFAKE_TEST_USER:-rfake-test}}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -80,30 +82,9 @@ if [[ -f $out/mpich.sqfs && -f $stamp && $(cat "$stamp") == "$want_stamp" ]]; th
 else
   rm -f "$stamp"
   mv -f "$out/mpich.def.new" "$out/mpich.def"
-  # In a directory of the user's: the definition, mpi-test, the base and
-  # rfake copied in (the checkout may be where the user cannot read).
-  build=$out/build
-  rm -rf --one-file-system "$build"
-  install -d -o "$user" -g "$(id -gn "$user")" -m 0755 "$build"
-  install -m 0644 "$out/mpich.def" "$build/mpich.def"
-  install -m 0755 "$out/mpi-test" "$build/mpi-test"
-  install -m 0644 "$base" "$build/mpi.sqfs"
-  install -m 0755 "$rfake" "$build/rfake"
-  home=$(getent passwd "$user" | cut -d: -f6)
-  proxies=()
-  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
-    [[ -n ${!v:-} ]] && proxies+=("$v=${!v}")
-  done
   echo "build-mpich-image.sh: as $user: rfake build mpich.sqfs mpich.def (Bootstrap: localimage $base)"
-  (cd "$build" && runuser -u "$user" -- env -i \
-      PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$home" USER="$user" \
-      LOGNAME="$user" LANG=C.UTF-8 "${proxies[@]}" \
-      ./rfake build mpich.sqfs mpich.def) >"$out/build.log" 2>&1 || {
-    tail -20 "$out/build.log" >&2
+  build_as_user "$user" "$rfake" "$out" mpich.def mpich.sqfs "$out/mpi-test" "$base:mpi.sqfs" ||
     die "rfake build as $user failed (log: $out/build.log)"
-  }
-  install -m 0644 "$build/mpich.sqfs" "$out/mpich.sqfs"
-  rm -rf --one-file-system "$build"
   echo "build-mpich-image.sh: built in $(since "$t_all") s"
 fi
 

@@ -20,6 +20,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=images/build-as-user.sh
+. "$here/../build-as-user.sh"
 rfake=${RFAKE_BIN:-$here/../../target/debug/rfake}
 user=${RFAKE_BUILD_USER:-${RFAKE_TEST_USER:-rfake-test}}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -52,29 +54,9 @@ if [[ -f $out/python.sqfs && -f $stamp && $(cat "$stamp") == "$want_stamp" ]]; t
 else
   rm -f "$stamp"
   mv -f "$out/python.def.new" "$out/python.def"
-  # In a directory of the user's, with the base and rfake copied in (the
-  # checkout may be where the user cannot read).
-  build=$out/build
-  rm -rf --one-file-system "$build"
-  install -d -o "$user" -g "$(id -gn "$user")" -m 0755 "$build"
-  install -m 0644 "$out/python.def" "$build/python.def"
-  install -m 0644 "$base" "$build/mpi.sqfs"
-  install -m 0755 "$rfake" "$build/rfake"
-  home=$(getent passwd "$user" | cut -d: -f6)
-  proxies=()
-  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
-    [[ -n ${!v:-} ]] && proxies+=("$v=${!v}")
-  done
   echo "build-python-image.sh: as $user: rfake build python.sqfs python.def (Bootstrap: localimage $base)"
-  (cd "$build" && runuser -u "$user" -- env -i \
-      PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$home" USER="$user" \
-      LOGNAME="$user" LANG=C.UTF-8 "${proxies[@]}" \
-      ./rfake build python.sqfs python.def) >"$out/build.log" 2>&1 || {
-    tail -20 "$out/build.log" >&2
+  build_as_user "$user" "$rfake" "$out" python.def python.sqfs "$base:mpi.sqfs" ||
     die "rfake build as $user failed (log: $out/build.log)"
-  }
-  install -m 0644 "$build/python.sqfs" "$out/python.sqfs"
-  rm -rf --one-file-system "$build"
   echo "$want_stamp" >"$stamp"
 fi
 chmod a+rX "$out" "$out/python.sqfs" "$out/python.def"
