@@ -146,6 +146,13 @@ f=$(grep -c '^test .* FAILED' "$stage/host-prereqs.log" || true)
 passed=$((passed + p))
 failed=$((failed + f))
 
+echo "== the scale model's self-test (benches/scale-model.py --check, docs/scale.md)"
+if python3 benches/scale-model.py --check; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
 echo "== Debian package (packaging/build-deb.sh, then packaging/check-deb.sh as root)"
 # A release build (LTO: minutes), the package installed with apt on this
 # machine, checked from the installed files only, then removed and purged.
