@@ -539,7 +539,7 @@ pub enum CacheCommand {
     /// Remove partial downloads, temporaries and the layer blobs of images
     /// already converted (entries in use by a running pull stay).
     Clean {
-        /// Remove everything instead (references included).
+        /// Remove everything instead (references and prefetch profiles included).
         #[arg(long, conflicts_with = "older_than")]
         all: bool,
         /// Remove the entries not used for DURATION instead: a whole

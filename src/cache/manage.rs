@@ -85,6 +85,9 @@ pub struct Removal {
     pub busy: Vec<Entry>,
     /// Reference records removed (they named nothing left in the cache).
     pub refs_removed: usize,
+    /// Prefetch profiles removed (`profiles/`, kept by the image server
+    /// beside the cache's entries; only `Clean::All` removes them).
+    pub profiles_removed: usize,
     /// The cache's size afterwards.
     pub total: u64,
 }
@@ -344,6 +347,30 @@ impl Cache {
         Ok(report)
     }
 
+    /// Remove the image server's prefetch profiles (`profiles/*.profile`:
+    /// hints only, rebuilt by the next launches); how many.
+    fn remove_profiles(&self) -> Result<usize, CacheError> {
+        let dir = self.root.join("profiles");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(CacheError::io("read", &dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| CacheError::io("read", &dir, e))?;
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "profile") {
+                match fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(CacheError::io("remove", &path, e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Remove what `what` says (see [`Clean`]); refused in a read-only cache.
     pub fn clean(&self, what: Clean) -> Result<Removal, CacheError> {
         if self.read_only {
@@ -386,6 +413,9 @@ impl Cache {
         let mut report = Removal::default();
         self.remove_all(candidates, &mut report)?;
         report.refs_removed = self.prune_refs(what == Clean::All)?;
+        if what == Clean::All {
+            report.profiles_removed = self.remove_profiles()?;
+        }
         report.total = self.total()?;
         Ok(report)
     }

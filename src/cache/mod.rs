@@ -143,7 +143,7 @@ impl CacheError {
         }
     }
 
-    fn io(op: &'static str, path: &Path, source: io::Error) -> CacheError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> CacheError {
         CacheError::Io {
             op,
             path: path.to_path_buf(),

@@ -897,7 +897,16 @@ fn clean_keeps_a_partial_a_live_pull_holds() {
     let held = Lock::exclusive(&cache.lock_path(&sha(b"unfinished").hex))
         .unwrap()
         .unwrap();
+    // The image server's prefetch profiles go with --all (only then).
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(profiles.join("ab12.profile"), b"p").unwrap();
+    let none = Clean::OlderThan(std::time::Duration::from_secs(1 << 40));
+    assert_eq!(cache.clean(none).unwrap().profiles_removed, 0);
+    assert!(profiles.join("ab12.profile").exists());
     let report = cache.clean(Clean::All).unwrap();
+    assert_eq!(report.profiles_removed, 1);
+    assert!(!profiles.join("ab12.profile").exists());
     assert_eq!(report.busy.len(), 1);
     assert!(p.partial.exists());
     assert!(!p.image.exists());

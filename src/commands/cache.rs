@@ -112,6 +112,9 @@ fn clean_text(report: &Removal) -> String {
     if report.refs_removed > 0 {
         out += &format!(", {} reference record(s)", report.refs_removed);
     }
+    if report.profiles_removed > 0 {
+        out += &format!(", {} prefetch profile(s)", report.profiles_removed);
+    }
     out += ")";
     if !report.busy.is_empty() {
         out += &format!("; kept {} in use by a running pull", report.busy.len());
