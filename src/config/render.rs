@@ -1,7 +1,7 @@
 //! `rfake config`: the effective configuration as TOML, each value with
 //! where it came from.
 
-use super::{Config, Key, Origin, Setting, format_size, one_line, shown};
+use super::{Config, Key, Origin, ScratchEntry, Setting, format_size, one_line, shown};
 
 impl Config {
     /// The effective configuration as TOML (it parses back to the same
@@ -97,44 +97,19 @@ impl Config {
         out.setting(Key::PrefetchProfiles, &self.prefetch_profiles, |v| {
             v.to_string()
         });
-        match &self.node_cache_dir.value {
-            Some(entry) => {
-                let note = match &entry.path {
-                    Ok(path) if path.as_os_str() == entry.written.as_str() => String::new(),
-                    Ok(path) => format!(" -> {}", shown(path)),
-                    Err(why) => format!(", not used: {why}"),
-                };
-                out.line(
-                    format!("node_cache_dir = {}", toml_string(&entry.written)),
-                    format!("{}{note}", self.node_cache_dir.origin),
-                );
-            }
-            None => out.line(
-                "# node_cache_dir: none (no node cache)".into(),
-                self.node_cache_dir.origin.to_string(),
-            ),
-        }
+        out.dir_setting(
+            Key::NodeCacheDir,
+            &self.node_cache_dir,
+            "# node_cache_dir: none (no node cache)",
+        );
         out.setting(Key::NodeCacheSize, &self.node_cache_size, |v| {
             toml_string(&format_size(*v))
         });
-        match &self.cache_dir.value {
-            Some(entry) => {
-                let note = match &entry.path {
-                    Ok(path) if path.as_os_str() == entry.written.as_str() => String::new(),
-                    Ok(path) => format!(" -> {}", shown(path)),
-                    Err(why) => format!(", not used: {why}"),
-                };
-                out.line(
-                    format!("cache_dir = {}", toml_string(&entry.written)),
-                    format!("{}{note}", self.cache_dir.origin),
-                );
-            }
-            None => out.line(
-                "# cache_dir: $RFAKE_CACHEDIR, else $XDG_CACHE_HOME/rfake, else ~/.cache/rfake"
-                    .into(),
-                self.cache_dir.origin.to_string(),
-            ),
-        }
+        out.dir_setting(
+            Key::CacheDir,
+            &self.cache_dir,
+            "# cache_dir: $RFAKE_CACHEDIR, else $XDG_CACHE_HOME/rfake, else ~/.cache/rfake",
+        );
         out.setting(Key::CacheMaxSize, &self.cache_max_size, |v| match v {
             0 => "0".into(),
             v => toml_string(&format_size(*v)),
@@ -267,6 +242,25 @@ impl Rendered {
 
     fn setting<T>(&mut self, key: Key, s: &Setting<T>, value: impl Fn(&T) -> String) {
         self.line(format!("{key} = {}", value(&s.value)), s.origin.to_string());
+    }
+
+    /// A directory key written as given, with where `$VAR`s expanded to
+    /// (or why it is not used); `unset` is the commented line for none.
+    fn dir_setting(&mut self, key: Key, s: &Setting<Option<ScratchEntry>>, unset: &str) {
+        match &s.value {
+            Some(entry) => {
+                let note = match &entry.path {
+                    Ok(path) if path.as_os_str() == entry.written.as_str() => String::new(),
+                    Ok(path) => format!(" -> {}", shown(path)),
+                    Err(why) => format!(", not used: {why}"),
+                };
+                self.line(
+                    format!("{key} = {}", toml_string(&entry.written)),
+                    format!("{}{note}", s.origin),
+                );
+            }
+            None => self.line(unset.into(), s.origin.to_string()),
+        }
     }
 
     /// Lines longer than this are left out of the alignment.
