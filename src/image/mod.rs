@@ -47,6 +47,8 @@ pub struct Image {
     pub squashfs: Option<superblock::Superblock>,
     /// The architecture the image was built for (SIF only).
     pub arch: Option<sif::Arch>,
+    /// Where the SIF file's ext3 overlay partition starts, if it has one.
+    pub overlay_partition: Option<u64>,
     /// The file that was validated (None for a directory): the mount layer
     /// serves this very file, so a path swapped after validation changes
     /// nothing.
@@ -261,6 +263,7 @@ impl Image {
             squashfs_offset: None,
             squashfs: None,
             arch: None,
+            overlay_partition: None,
             file: None,
         }
     }
@@ -303,6 +306,7 @@ impl Opened<'_> {
             squashfs_offset: Some(0),
             squashfs: Some(superblock),
             arch: None,
+            overlay_partition: None,
             file: Some(std::sync::Arc::new(self.file)),
         })
     }
@@ -322,6 +326,7 @@ impl Opened<'_> {
             squashfs_offset: Some(root.offset),
             squashfs: Some(superblock),
             arch: Some(arch),
+            overlay_partition: sif.overlay_partition(),
             file: Some(std::sync::Arc::new(self.file)),
         })
     }

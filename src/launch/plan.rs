@@ -925,9 +925,9 @@ fn steps_of(
     }
     steps.push(Step::Staging);
     let mut overlays = crate::overlay::plan(&writable_overlays(req, image)?, &who.cwd)?;
-    if image.format == ImageFormat::Sif {
-        // A SIF's own overlay partition, read-only, as Apptainer mounts it.
-        crate::overlay::add_sif_own(&mut overlays, &image.path)?;
+    // A SIF's own overlay partition, read-only, as Apptainer mounts it.
+    if let (Some(offset), Some(file)) = (image.overlay_partition, &image.file) {
+        crate::overlay::add_sif_own(&mut overlays, &image.path, offset, file)?;
     }
     let root = Step::Root(RootLayer {
         writable_size: writable_size(req, settings)?,
@@ -1050,7 +1050,7 @@ fn writable_overlays(req: &Request, image: &Image) -> Result<Vec<String>, Error>
     if !req.writable {
         return Ok(req.overlays.clone());
     }
-    if image.format != ImageFormat::Sif || !crate::overlay::has_sif_overlay(&image.path) {
+    if image.overlay_partition.is_none() {
         return Err(Error::Refused(format!(
             "--writable: {} has no overlay partition to write into, and rfake never writes \
              into an image; use --writable-tmpfs (thrown away) or --overlay DIR|IMG (kept)",

@@ -282,15 +282,10 @@ fn is_ext_image(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// Whether the SIF file at `path` has an ext3 overlay partition.
-pub fn has_sif_overlay(path: &Path) -> bool {
-    sif_overlay(path).is_ok()
-}
-
 /// The offset of the ext3 overlay partition of the SIF file at `path`;
 /// a file that is neither an ext3 image nor a SIF with one is refused.
 fn sif_overlay(path: &Path) -> Result<u64, OverlayError> {
-    use crate::image::sif::{FsType, PartType, Sif};
+    use crate::image::sif::Sif;
     use std::io::Read;
     let unusable = |e: std::io::Error| OverlayError::Unusable {
         path: path.to_path_buf(),
@@ -309,13 +304,7 @@ fn sif_overlay(path: &Path) -> Result<u64, OverlayError> {
         path: path.to_path_buf(),
         what: format!("the SIF file ({e})"),
     })?;
-    sif.descriptors
-        .iter()
-        .find(|d| {
-            d.partition()
-                .is_some_and(|p| p.parttype == PartType::Overlay && p.fstype == FsType::Ext3)
-        })
-        .map(|d| d.offset)
+    sif.overlay_partition()
         .ok_or_else(|| OverlayError::NotAnOverlay {
             path: path.to_path_buf(),
             what: "the SIF file has no ext3 overlay partition, so it".into(),
@@ -478,17 +467,17 @@ pub fn plan(specs: &[String], cwd: &Path) -> Result<Overlays, OverlayError> {
 /// The image being run is a SIF file: its own ext3 overlay partition, if
 /// it has one, goes read-only under the other overlays, just above the
 /// image, as Apptainer mounts it (unless it is an `--overlay` already).
-pub fn add_sif_own(overlays: &mut Overlays, image: &Path) -> Result<(), OverlayError> {
+/// `offset` is the partition's (found when the image was validated) and
+/// `file` the image file rfake validated and serves.
+pub fn add_sif_own(
+    overlays: &mut Overlays,
+    image: &Path,
+    offset: u64,
+    file: &std::sync::Arc<std::fs::File>,
+) -> Result<(), OverlayError> {
     if overlays.layers().any(|l| l.path == image) {
         return Ok(());
     }
-    let Ok(offset) = sif_overlay(image) else {
-        return Ok(());
-    };
-    let file = std::fs::File::open(image).map_err(|e| OverlayError::Unusable {
-        path: image.to_path_buf(),
-        what: e.to_string(),
-    })?;
     if overlays.tools.fuse2fs.is_none() {
         let path_env = std::env::var_os("PATH");
         let tool = find_tool("fuse2fs", path_env.as_ref()).ok_or(OverlayError::NoTool {
@@ -503,7 +492,7 @@ pub fn add_sif_own(overlays: &mut Overlays, image: &Path) -> Result<(), OverlayE
         kind: Kind::Ext3,
         readonly: true,
         lower_dir: image.to_path_buf(),
-        file: Some(ImageFile(std::sync::Arc::new(file))),
+        file: Some(ImageFile(file.clone())),
         offset,
     });
     Ok(())

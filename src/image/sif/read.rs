@@ -763,6 +763,18 @@ impl Sif {
         self.root_partition().map(|(descriptor, _)| descriptor)
     }
 
+    /// The offset of the ext3 overlay partition (Apptainer's persistent
+    /// overlay inside the SIF file), if there is one.
+    pub fn overlay_partition(&self) -> Option<u64> {
+        self.descriptors
+            .iter()
+            .find(|d| {
+                d.partition()
+                    .is_some_and(|p| p.parttype == PartType::Overlay && p.fstype == FsType::Ext3)
+            })
+            .map(|d| d.offset)
+    }
+
     /// The root filesystem's descriptor together with its partition metadata.
     pub fn root_partition(&self) -> Result<(&Descriptor, PartitionInfo), SifError> {
         let mut primaries = self.descriptors.iter().filter_map(|d| {

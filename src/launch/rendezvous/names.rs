@@ -192,6 +192,7 @@ mod tests {
             squashfs_offset: Some(0),
             squashfs: None,
             arch: None,
+            overlay_partition: None,
             file: None,
         };
         let me = nix::unistd::getuid().as_raw();
