@@ -313,13 +313,20 @@ pub fn supervise(pid: u32, watch: Option<&mut dyn Watch>, reaping: Reaping) -> u
 /// from): `PR_SET_PDEATHSIG` with SIGKILL, and an immediate end if the
 /// parent is gone already. Only async-signal-safe calls: for a forked child.
 pub fn die_with_parent(parent: i32) -> std::io::Result<()> {
+    die_with_parent_by(parent, libc::SIGKILL)
+}
+
+/// [`die_with_parent`] with `signal` as the parent-death signal: a server
+/// that must end cleanly (unmount, flush) gets one it handles, SIGHUP.
+/// Async-signal-safe: fit for `pre_exec`.
+pub fn die_with_parent_by(parent: i32, signal: libc::c_int) -> std::io::Result<()> {
     // SAFETY: plain system calls.
     unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, signal) == -1 {
             return Err(std::io::Error::last_os_error());
         }
         if libc::getppid() != parent {
-            libc::_exit(exit::signal_status(libc::SIGKILL) as i32);
+            libc::_exit(exit::signal_status(signal) as i32);
         }
     }
     Ok(())

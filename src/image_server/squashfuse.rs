@@ -63,12 +63,7 @@ impl Squashfuse {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
+                crate::container::process::die_with_parent(parent)?;
                 libc::setsid();
                 for sig in [
                     Signal::SIGINT,

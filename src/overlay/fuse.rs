@@ -182,12 +182,7 @@ fn start(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
+            crate::container::process::die_with_parent_by(parent, libc::SIGHUP)?;
             // A mount namespace of its own (a copy of the container's, the
             // host still at `/`): the pivots to come leave its root alone.
             // Its mount reaches the container's through the staging tmpfs,
