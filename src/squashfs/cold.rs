@@ -36,8 +36,6 @@ pub struct ColdSettings {
     pub node_cache: Option<(PathBuf, u64)>,
 }
 
-/// The name of [`ImageFs::prefetch`]'s threads.
-const PREFETCH_THREAD: &str = super::prefetch::THREAD_NAME;
 /// Bytes hashed from the end of the image (the ends of its tables).
 const TAIL: u64 = 4096;
 /// Messages waiting for the background thread; past this they are dropped
@@ -238,7 +236,7 @@ impl Cold {
     /// (the prefetch threads', [`ImageFs::prefetch`]).
     pub fn seen(&self, key: Key) {
         if let Some(r) = &self.recorder
-            && std::thread::current().name() != Some(PREFETCH_THREAD)
+            && std::thread::current().name() != Some(super::prefetch::THREAD_NAME)
             && let Some(record) = lock(r).note(key)
         {
             self.send(Msg::Seen(record));
