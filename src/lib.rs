@@ -76,7 +76,12 @@ pub use config::Key as ConfigKey;
 /// The command line as clap describes it: `--help`, the man pages and the
 /// documentation checks (tests/transcripts.rs) read it.
 pub fn command() -> clap::Command {
-    Cli::command()
+    // Built, as `rfake man` builds it: the subcommands' deferred arguments
+    // filled in (src/cli.rs), global options copied into each, no `help`
+    // subcommand.
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    command
 }
 
 use cli::Cli;

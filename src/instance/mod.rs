@@ -64,7 +64,7 @@ pub const PING: u8 = b'P';
 pub const JOIN: u8 = b'J';
 pub const STOP: u8 = b'S';
 
-/// `rfake instance ...`
+// `rfake instance ...`
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once
 pub enum InstanceCommand {
