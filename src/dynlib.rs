@@ -106,6 +106,21 @@ mod tests {
         assert_eq!(top.exit_kind().code(), 69);
     }
 
+    /// Wherever a library is first needed, its failure is exit 69 (not
+    /// "bad image" or "kernel call failed", the codes around it there).
+    #[test]
+    fn every_entry_point_reports_it_as_exit_69() {
+        let err = || NOWHERE.error("librfake-nowhere.so.1: cannot open shared object file");
+        let build = crate::build::run::BuildError::Write {
+            out: "out.sqfs".into(),
+            error: crate::squashfs::SqfsError::Library(err()),
+        };
+        assert_eq!(build.exit_kind(), ExitKind::HostUnavailable);
+        let mount = crate::image_server::MountError::Host(err().into());
+        assert_eq!(mount.exit_kind(), ExitKind::HostUnavailable);
+        assert_eq!(mount.to_string(), err().to_string());
+    }
+
     #[test]
     fn a_missing_function_keeps_the_path() {
         let err = NOWHERE.error("/usr/lib/librfake-nowhere.so.1: undefined symbol: f");
