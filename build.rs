@@ -1,11 +1,20 @@
 //! Generates the Rust bindings to libsquashfs (squashfs-tools-ng), which
-//! `src/sqfs` uses, and to libfuse3's low-level API, which `src/fuse` uses,
-//! and links both libraries.
+//! `src/squashfs` uses, and to libfuse3's low-level API, which `src/fuse`
+//! uses. Neither library is linked: the bindings' functions are loaded with
+//! `dlopen` when first used (bindgen's dynamic bindings, one struct per
+//! library, see `src/dynlib.rs`). Most rfake processes never use them (a
+//! launch that joins a warm mount neither reads the image nor serves FUSE),
+//! and mapping and relocating them and the four compression libraries
+//! libsquashfs needs cost every start about 0.3 ms (issue 18).
 //!
-//! The libraries are found with pkg-config (the `pkg-config` crate; modules
-//! `libsquashfs1` from `libsquashfs-dev`, `fuse3` from `libfuse3-dev`);
-//! without it, `-lsquashfs`/`-lfuse3` and the default include paths are
-//! assumed. Only `sqfs_*`/`SQFS_*` and `fuse_*`/`FUSE_*` items are bound.
+//! The headers are found with pkg-config (the `pkg-config` crate; modules
+//! `libsquashfs1` from `libsquashfs-dev`, `fuse3` from `libfuse3-dev`),
+//! which emits no link flags here; without it, the default include paths
+//! are assumed. Only `sqfs_*`/`SQFS_*` and `fuse_*`/`FUSE_*` items are
+//! bound. The name loaded at run time is the SONAME of the library
+//! pkg-config points at (`RFAKE_SQFS_SONAME`, `RFAKE_FUSE_SONAME`), so the
+//! bindings and the library agree; without one, `libsquashfs.so.1` and
+//! `libfuse3.so.3`.
 //!
 //! It also sets what `rfake --version` prints (`RFAKE_GIT_COMMIT`,
 //! `RFAKE_BUILD_FEATURES`); finding them never fails the build.
@@ -22,7 +31,8 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     version_info();
 
-    let cflags = link(PKG, "squashfs");
+    let sqfs = probe(PKG, "squashfs", "libsquashfs.so.1");
+    println!("cargo:rustc-env=RFAKE_SQFS_SONAME={}", sqfs.soname);
 
     let bindings = bindgen::Builder::default()
         .header_contents(
@@ -51,12 +61,17 @@ fn main() {
                 "#include <sqfs/table.h>\n",
             ),
         )
-        .clang_args(cflags)
+        .clang_args(sqfs.cflags)
         .allowlist_item("sqfs_.*")
         .allowlist_item("SQFS_.*")
         // error.h spells two of its codes SFQS_ERROR_*.
         .allowlist_item("SFQS_.*")
         .prepend_enum_name(false)
+        // Functions become fields of `Sqfs`, all looked up when it is
+        // loaded: a library without one of them is refused then, not at
+        // the call.
+        .dynamic_library_name("Sqfs")
+        .dynamic_link_require_all(true)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .expect("generating the libsquashfs bindings (is libsquashfs-dev installed?)");
@@ -66,55 +81,142 @@ fn main() {
         .write_to_file(out.join("sqfs_bindings.rs"))
         .expect("writing the libsquashfs bindings");
 
-    let fuse_cflags = link(FUSE_PKG, "fuse3");
-    let fuse = bindgen::Builder::default()
+    let fuse = probe(FUSE_PKG, "fuse3", "libfuse3.so.3");
+    println!("cargo:rustc-env=RFAKE_FUSE_SONAME={}", fuse.soname);
+    let fuse_bindings = bindgen::Builder::default()
         .header_contents(
             "rfake_fuse.h",
             // 3.12: the loop configuration object (fuse_loop_cfg_*).
             "#define FUSE_USE_VERSION 312\n#include <fuse_lowlevel.h>\n",
         )
-        .clang_args(fuse_cflags)
+        .clang_args(fuse.cflags)
         .allowlist_item("fuse_.*")
         .allowlist_item("FUSE_.*")
         .derive_default(true)
+        // As for libsquashfs. `dlsym` gives a versioned symbol's default
+        // version (`fuse_session_loop_mt@@FUSE_3.12`), the one the link
+        // editor would have bound.
+        .dynamic_library_name("Fuse")
+        .dynamic_link_require_all(true)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .expect("generating the libfuse3 bindings (is libfuse3-dev installed?)");
-    fuse.write_to_file(out.join("fuse_bindings.rs"))
+    fuse_bindings
+        .write_to_file(out.join("fuse_bindings.rs"))
         .expect("writing the libfuse3 bindings");
 }
 
-/// Emit the link flags of `pkg` (or `-l<fallback>`); return its cflags
-/// (include paths and defines) for bindgen.
-fn link(pkg: &str, fallback: &str) -> Vec<String> {
-    match pkg_config::Config::new().probe(pkg) {
-        Ok(lib) => {
-            let mut cflags: Vec<String> = lib
-                .include_paths
-                .iter()
-                .map(|p| format!("-I{}", p.display()))
-                .collect();
-            for (name, value) in &lib.defines {
-                cflags.push(match value {
-                    Some(v) => format!("-D{name}={v}"),
-                    None => format!("-D{name}"),
-                });
-            }
-            cflags
-        }
+/// What the build needs of a library: its headers and the name to load.
+struct Lib {
+    /// Include paths and defines, for bindgen.
+    cflags: Vec<String>,
+    /// What `dlopen` is given at run time.
+    soname: String,
+}
+
+/// Find `pkg` with pkg-config, without emitting link flags. The SONAME is
+/// read from `lib<name>.so` in its link paths or `libdir` (the link editor's
+/// file); `default` when pkg-config or the file is missing.
+fn probe(pkg: &str, name: &str, default: &str) -> Lib {
+    let found = pkg_config::Config::new()
+        .cargo_metadata(false)
+        .env_metadata(true)
+        .probe(pkg);
+    let lib = match found {
+        Ok(lib) => lib,
         Err(e) => {
-            println!("cargo:warning=pkg-config {pkg} not found ({e}); assuming -l{fallback}");
-            println!("cargo:rustc-link-lib={fallback}");
-            Vec::new()
+            println!("cargo:warning=pkg-config {pkg} not found ({e}); assuming {default}");
+            return Lib {
+                cflags: Vec::new(),
+                soname: default.to_string(),
+            };
+        }
+    };
+    let mut cflags: Vec<String> = lib
+        .include_paths
+        .iter()
+        .map(|p| format!("-I{}", p.display()))
+        .collect();
+    for (name, value) in &lib.defines {
+        cflags.push(match value {
+            Some(v) => format!("-D{name}={v}"),
+            None => format!("-D{name}"),
+        });
+    }
+    let libdir = pkg_config::get_variable(pkg, "libdir")
+        .ok()
+        .map(PathBuf::from);
+    let file = lib
+        .link_paths
+        .iter()
+        .cloned()
+        .chain(libdir)
+        .map(|dir| dir.join(format!("lib{name}.so")))
+        .find(|f| f.exists());
+    let soname = match file.as_deref().map(|f| (f, elf_soname(f))) {
+        Some((f, Some(soname))) => {
+            println!("cargo:rerun-if-changed={}", f.display());
+            soname
+        }
+        Some((f, None)) => {
+            println!(
+                "cargo:warning={}: no SONAME read; assuming {default}",
+                f.display()
+            );
+            default.to_string()
+        }
+        None => {
+            println!("cargo:warning=lib{name}.so of {pkg} not found; assuming {default}");
+            default.to_string()
+        }
+    };
+    Lib { cflags, soname }
+}
+
+/// The `DT_SONAME` of the ELF shared object `path` (64-bit little-endian,
+/// what rfake is built for): the `SHT_DYNAMIC` section's entry, a string in
+/// the section it links to. `None` for anything else.
+fn elf_soname(path: &std::path::Path) -> Option<String> {
+    const SHT_DYNAMIC: u32 = 6;
+    const DT_SONAME: u64 = 14;
+    let elf = std::fs::read(path).ok()?;
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
+    // "\x7fELF", ELFCLASS64, ELFDATA2LSB.
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let shoff = usize::try_from(u64_at(0x28)?).ok()?;
+    let shentsize = usize::from(u16_at(0x3a)?);
+    let shnum = usize::from(u16_at(0x3c)?);
+    let section = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
+    for i in 0..shnum {
+        let sh = section(i)?;
+        if u32_at(sh + 4)? != SHT_DYNAMIC {
+            continue;
+        }
+        let (off, size) = (u64_at(sh + 0x18)?, u64_at(sh + 0x20)?);
+        let strtab = section(usize::try_from(u32_at(sh + 0x28)?).ok()?)?;
+        let stroff = usize::try_from(u64_at(strtab + 0x18)?).ok()?;
+        let (off, size) = (usize::try_from(off).ok()?, usize::try_from(size).ok()?);
+        for entry in (off..off.checked_add(size)?).step_by(16) {
+            if u64_at(entry)? == DT_SONAME {
+                let start = stroff.checked_add(usize::try_from(u64_at(entry + 8)?).ok()?)?;
+                let name = elf.get(start..)?.split(|&b| b == 0).next()?;
+                return String::from_utf8(name.to_vec()).ok();
+            }
         }
     }
+    None
 }
 
 /// `RFAKE_GIT_COMMIT`: `git rev-parse --short HEAD` of the source tree when
 /// it is a git checkout (a `.git` directory, or file in a worktree), else
 /// the variable of the same name from the build environment (a package built
 /// from a tarball may set it), else "unknown". `RFAKE_BUILD_FEATURES`: the
-/// library versions compiled against and the profile.
+/// library versions compiled against (the versions of the headers: the
+/// libraries themselves are not loaded to print them) and the profile.
 fn version_info() {
     println!("cargo:rerun-if-env-changed=RFAKE_GIT_COMMIT");
     let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
@@ -164,7 +266,7 @@ fn version_info() {
     let profile = env::var("PROFILE").unwrap_or_else(|_| "unknown".to_string());
     println!(
         "cargo:rustc-env=RFAKE_BUILD_FEATURES=libfuse3 {} (rfake's FUSE server), libsquashfs {} \
-         (dynamic), TLS rustls, seccomp, {profile} build",
+         (both loaded when used), TLS rustls, seccomp, {profile} build",
         version(FUSE_PKG),
         version(PKG),
     );

@@ -76,6 +76,11 @@ check "conffile /etc/rfake/rfake.toml" sh -c \
   "dpkg-query -W -f='\${Conffiles}' rfake | grep -q '^ /etc/rfake/rfake.toml '"
 check "conffile sets nothing" sh -c "! grep -v '^#' /etc/rfake/rfake.toml | grep -q ."
 check "docs" test -e /usr/share/doc/rfake/copyright
+# rfake loads these when used (dlopen): not in NEEDED, so named in
+# debian/control rather than computed by dh_shlibdeps.
+check "Depends: libfuse3-3 and libsquashfs1 (loaded when used)" sh -c \
+  "dpkg-query -W -f='\${Depends}' rfake | grep -q 'libfuse3-3 (>= 3.12)' &&
+   dpkg-query -W -f='\${Depends}' rfake | grep -q 'libsquashfs1 (>= 1.2.0)'"
 check "AppArmor profile shipped" test -s /usr/share/rfake/apparmor/rfake
 if [ -e /etc/apparmor.d/abi/4.0 ]; then
   check "AppArmor profile installed (4.0 ABI present)" cmp -s /usr/share/rfake/apparmor/rfake /etc/apparmor.d/rfake

@@ -33,6 +33,9 @@ pub enum HostError {
     NoSquashfuse,
     #[error("squashfuse program {}: {reason}", crate::text::shown(path))]
     BadSquashfuse { path: PathBuf, reason: String },
+    /// libsquashfs or libfuse3 cannot be loaded (see `crate::dynlib`).
+    #[error(transparent)]
+    Library(#[from] crate::dynlib::LibraryError),
 }
 
 /// Read a sysctl-like integer file, `None` when absent or unparsable.

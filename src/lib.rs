@@ -45,6 +45,7 @@ mod container;
 mod diag;
 mod digest;
 mod doctor;
+mod dynlib;
 mod env;
 mod error;
 pub mod exit;

@@ -92,6 +92,10 @@ impl BuildError {
         match self {
             BuildError::Source(e) => e.exit_kind(),
             BuildError::Tree { .. } => ExitKind::BadImage,
+            BuildError::Write {
+                error: SqfsError::Library(_),
+                ..
+            } => ExitKind::HostUnavailable,
             BuildError::Output { .. } | BuildError::Write { .. } => ExitKind::OsError,
             BuildError::BlockSize(_) => ExitKind::Usage,
             BuildError::Deffile(e) => e.exit_kind(),

@@ -28,6 +28,7 @@
 pub mod ffi;
 mod session;
 
+pub use ffi::load;
 pub use session::{LoopConfig, serve};
 
 /// An extended attribute: full name ("user.x") and value.

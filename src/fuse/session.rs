@@ -23,8 +23,11 @@ pub struct LoopConfig {
 
 /// Serve `fs` on the FUSE device `fuse_fd` (already mounted) until the
 /// filesystem is unmounted everywhere. Returns libfuse's complaint if the
-/// session cannot start.
+/// session cannot start, or why libfuse3 cannot be loaded (normally loaded
+/// already: see [`ffi::load`]).
 pub fn serve(fs: Arc<dyn Filesystem>, fuse_fd: RawFd, config: LoopConfig) -> Result<(), String> {
+    // The callbacks call `ffi::lib()`: loaded from here on.
+    ffi::load().map_err(|e| e.to_string())?;
     let ops = operations();
     let progname = c"rfake-fuse";
     let mut argv = [progname.as_ptr().cast_mut(), std::ptr::null_mut()];
@@ -42,7 +45,7 @@ pub fn serve(fs: Arc<dyn Filesystem>, fuse_fd: RawFd, config: LoopConfig) -> Res
     // SAFETY: `args` and `ops` are valid for the call (libfuse copies the
     // operations); `userdata` outlives the session (it is leaked).
     let se = unsafe {
-        ffi::fuse_session_new(
+        ffi::lib().fuse_session_new(
             &mut args,
             &ops,
             std::mem::size_of::<ffi::fuse_lowlevel_ops>(),
@@ -55,23 +58,23 @@ pub fn serve(fs: Arc<dyn Filesystem>, fuse_fd: RawFd, config: LoopConfig) -> Res
     let mountpoint =
         CString::new(format!("/dev/fd/{fuse_fd}")).map_err(|e| format!("fuse fd: {e}"))?;
     // SAFETY: a live session; with "/dev/fd/N" libfuse only adopts the fd.
-    if unsafe { ffi::fuse_session_mount(se, mountpoint.as_ptr()) } != 0 {
+    if unsafe { ffi::lib().fuse_session_mount(se, mountpoint.as_ptr()) } != 0 {
         return Err(format!("libfuse did not accept /dev/fd/{fuse_fd}"));
     }
     let ret = if config.threads <= 1 {
         // SAFETY: a live, mounted session.
-        unsafe { ffi::fuse_session_loop(se) }
+        unsafe { ffi::lib().fuse_session_loop(se) }
     } else {
         // SAFETY: a fresh configuration object for a live session.
         unsafe {
-            let cfg = ffi::fuse_loop_cfg_create();
+            let cfg = ffi::lib().fuse_loop_cfg_create();
             if cfg.is_null() {
                 return Err("libfuse could not create a loop configuration".into());
             }
-            ffi::fuse_loop_cfg_set_max_threads(cfg, config.threads);
-            ffi::fuse_loop_cfg_set_idle_threads(cfg, config.threads);
-            let ret = ffi::fuse_session_loop_mt(se, cfg);
-            ffi::fuse_loop_cfg_destroy(cfg);
+            ffi::lib().fuse_loop_cfg_set_max_threads(cfg, config.threads);
+            ffi::lib().fuse_loop_cfg_set_idle_threads(cfg, config.threads);
+            let ret = ffi::lib().fuse_session_loop_mt(se, cfg);
+            ffi::lib().fuse_loop_cfg_destroy(cfg);
             ret
         }
     };
@@ -167,7 +170,7 @@ impl Filesystem for Guarded {
 /// `req` is a live request of a session made by [`serve`].
 unsafe fn session<'a>(req: ffi::fuse_req_t) -> &'a Session {
     // SAFETY: the userdata is the leaked `Session` `serve` passed in.
-    unsafe { &*ffi::fuse_req_userdata(req).cast::<Session>() }
+    unsafe { &*ffi::lib().fuse_req_userdata(req).cast::<Session>() }
 }
 
 /// The filesystem of the session `req` came from.
@@ -183,7 +186,7 @@ unsafe fn fs<'a>(req: ffi::fuse_req_t) -> &'a dyn Filesystem {
 /// return value; the kernel has then given up on the request already).
 unsafe fn reply_err(req: ffi::fuse_req_t, errno: Errno) {
     // SAFETY: a live request, answered once.
-    unsafe { ffi::fuse_reply_err(req, errno) };
+    unsafe { ffi::lib().fuse_reply_err(req, errno) };
 }
 
 fn stat_of(a: &Attr) -> ffi::stat {
@@ -248,7 +251,7 @@ unsafe extern "C" fn lookup(req: ffi::fuse_req_t, parent: u64, name: *const c_ch
                 None => entry_of(0, &Attr::default()),
             };
             // SAFETY: a live request answered once.
-            unsafe { ffi::fuse_reply_entry(req, &e) };
+            unsafe { ffi::lib().fuse_reply_entry(req, &e) };
         }
         // SAFETY: as above.
         Err(errno) => unsafe { reply_err(req, errno) },
@@ -261,7 +264,7 @@ unsafe extern "C" fn lookup(req: ffi::fuse_req_t, parent: u64, name: *const c_ch
 unsafe extern "C" fn forget(req: ffi::fuse_req_t, _node: u64, _nlookup: u64) {
     // Node IDs are stable; nothing is kept per lookup.
     // SAFETY: a live request; forget is answered with no reply.
-    unsafe { ffi::fuse_reply_none(req) };
+    unsafe { ffi::lib().fuse_reply_none(req) };
 }
 
 /// # Safety
@@ -273,7 +276,7 @@ unsafe extern "C" fn forget_multi(
     _forgets: *mut ffi::fuse_forget_data,
 ) {
     // SAFETY: as in `forget`.
-    unsafe { ffi::fuse_reply_none(req) };
+    unsafe { ffi::lib().fuse_reply_none(req) };
 }
 
 /// # Safety
@@ -284,7 +287,7 @@ unsafe extern "C" fn getattr(req: ffi::fuse_req_t, node: u64, _fi: *mut ffi::fus
     unsafe {
         match fs(req).getattr(node) {
             Ok(attr) => {
-                ffi::fuse_reply_attr(req, &stat_of(&attr), FOREVER);
+                ffi::lib().fuse_reply_attr(req, &stat_of(&attr), FOREVER);
             }
             Err(errno) => reply_err(req, errno),
         }
@@ -299,7 +302,7 @@ unsafe extern "C" fn readlink(req: ffi::fuse_req_t, node: u64) {
     unsafe {
         match fs(req).readlink(node).map(CString::new) {
             Ok(Ok(target)) => {
-                ffi::fuse_reply_readlink(req, target.as_ptr());
+                ffi::lib().fuse_reply_readlink(req, target.as_ptr());
             }
             Ok(Err(_)) => reply_err(req, libc::EIO),
             Err(errno) => reply_err(req, errno),
@@ -323,7 +326,7 @@ unsafe extern "C" fn open(req: ffi::fuse_req_t, _node: u64, fi: *mut ffi::fuse_f
         // The image does not change: keep the page cache across opens.
         fi.set_keep_cache(1);
         fi.set_noflush(1);
-        ffi::fuse_reply_open(req, fi);
+        ffi::lib().fuse_reply_open(req, fi);
     }
 }
 
@@ -345,7 +348,7 @@ unsafe extern "C" fn read(
         };
         match fs(req).read(node, offset, size, &mut out) {
             Ok(()) => {
-                ffi::fuse_reply_buf(req, out.as_ptr().cast(), out.len());
+                ffi::lib().fuse_reply_buf(req, out.as_ptr().cast(), out.len());
             }
             Err(errno) => reply_err(req, errno),
         }
@@ -377,7 +380,7 @@ unsafe extern "C" fn opendir(req: ffi::fuse_req_t, node: u64, fi: *mut ffi::fuse
                 fi.fh = handle as u64;
                 fi.set_cache_readdir(1);
                 fi.set_keep_cache(1);
-                if ffi::fuse_reply_open(req, fi) != 0 {
+                if ffi::lib().fuse_reply_open(req, fi) != 0 {
                     drop(Box::from_raw(handle));
                 }
             }
@@ -452,7 +455,7 @@ unsafe extern "C" fn readdir(
             let mut st: ffi::stat = std::mem::zeroed();
             st.st_ino = listed.ino;
             st.st_mode = listed.entry.map_or(libc::S_IFDIR, |e| e.kind);
-            ffi::fuse_add_direntry(
+            ffi::lib().fuse_add_direntry(
                 req,
                 out.as_mut_ptr().cast(),
                 out.len(),
@@ -461,7 +464,7 @@ unsafe extern "C" fn readdir(
                 listed.next as i64,
             )
         });
-        ffi::fuse_reply_buf(req, buf.as_ptr().cast(), buf.len());
+        ffi::lib().fuse_reply_buf(req, buf.as_ptr().cast(), buf.len());
     }
 }
 
@@ -503,7 +506,7 @@ unsafe extern "C" fn readdirplus(
                     e
                 }
             };
-            ffi::fuse_add_direntry_plus(
+            ffi::lib().fuse_add_direntry_plus(
                 req,
                 out.as_mut_ptr().cast(),
                 out.len(),
@@ -515,7 +518,7 @@ unsafe extern "C" fn readdirplus(
         match failed {
             Some(errno) if buf.is_empty() => reply_err(req, errno),
             _ => {
-                ffi::fuse_reply_buf(req, buf.as_ptr().cast(), buf.len());
+                ffi::lib().fuse_reply_buf(req, buf.as_ptr().cast(), buf.len());
             }
         }
     }
@@ -547,7 +550,7 @@ unsafe extern "C" fn statfs(req: ffi::fuse_req_t, _node: u64) {
         st.f_blocks = s.blocks;
         st.f_files = s.files;
         st.f_namemax = 255;
-        ffi::fuse_reply_statfs(req, &st);
+        ffi::lib().fuse_reply_statfs(req, &st);
     }
 }
 
@@ -557,11 +560,11 @@ unsafe fn reply_sized(req: ffi::fuse_req_t, size: usize, value: &[u8]) {
     // SAFETY: a live request answered once.
     unsafe {
         if size == 0 {
-            ffi::fuse_reply_xattr(req, value.len());
+            ffi::lib().fuse_reply_xattr(req, value.len());
         } else if size < value.len() {
             reply_err(req, libc::ERANGE);
         } else {
-            ffi::fuse_reply_buf(req, value.as_ptr().cast(), value.len());
+            ffi::lib().fuse_reply_buf(req, value.as_ptr().cast(), value.len());
         }
     }
 }

@@ -19,7 +19,8 @@ use nix::unistd::{ForkResult, Pid, fork};
 
 use super::{MountError, Server};
 use crate::fuse::{self, LoopConfig};
-use crate::squashfs::ImageFs;
+use crate::host::HostError;
+use crate::squashfs::{ImageFs, SqfsError};
 
 /// What names this server in messages.
 pub const NAME: &str = "rfake's FUSE server";
@@ -43,8 +44,11 @@ pub struct Builtin {
 }
 
 impl Builtin {
-    /// Open the image for serving (in rfake, before the fork).
+    /// Open the image for serving (in rfake, before the fork). libfuse3 is
+    /// loaded here too, for the server to inherit: a missing library is
+    /// reported by rfake, like a missing squashfuse (exit 69).
     pub fn open(&self, image_path: &Path) -> Result<ImageFs, MountError> {
+        crate::fuse::load().map_err(HostError::from)?;
         let failed = |message: String| MountError::Server {
             image: image_path.to_path_buf(),
             server: NAME,
@@ -60,7 +64,10 @@ impl Builtin {
             self.cache_bytes,
             &image_path.display().to_string(),
         )
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| match e {
+            SqfsError::Library(e) => MountError::Host(e.into()),
+            e => failed(e.to_string()),
+        })?;
         if self.cold != crate::squashfs::ColdSettings::default() {
             crate::squashfs::Cold::attach(
                 &mut fs,

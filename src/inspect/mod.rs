@@ -17,8 +17,8 @@ use crate::error::Error;
 use crate::image::sif::{DataType, FsType, Sif};
 use crate::image::{ImageError, sif};
 use crate::input::{self, FileKind, InputError};
-use crate::squashfs::Reader;
 use crate::squashfs::superblock as squashfs;
+use crate::squashfs::{Reader, SqfsError};
 
 pub use files::{Entry, ImageFiles, InsideError};
 
@@ -211,10 +211,13 @@ fn open_squashfs(
         Some(len) => Reader::open_partition(file, offset, len),
         None => Reader::open(file, offset),
     };
-    let reader = opened.map_err(|e| Error::Inside {
-        image: path.to_path_buf(),
-        detail: format!("SquashFS at offset {offset}: {e}"),
-        missing: false,
+    let reader = opened.map_err(|e| match e {
+        SqfsError::Library(e) => Error::Host(e.into()),
+        e => Error::Inside {
+            image: path.to_path_buf(),
+            detail: format!("SquashFS at offset {offset}: {e}"),
+            missing: false,
+        },
     })?;
     let info = reader.info();
     report.squashfs = Some(SquashReport {

@@ -256,6 +256,9 @@ impl ImageFs {
         cache_bytes: u64,
         name: &str,
     ) -> Result<Self, SqfsError> {
+        // The first libsquashfs call of a reader: load the library here, so
+        // that a missing one is an error and not a panic behind.
+        ffi::load()?;
         let (file, sb, layout) = open_super(file, offset, len)?;
         let ids = {
             let cmp = decompressor(&sb, file.as_ptr()).map_err(|e| file.explain(e))?;
@@ -560,9 +563,12 @@ impl ImageFs {
             let mut location = 0;
             // SAFETY: a file inode; the outputs are plain integers.
             let ret = unsafe {
-                match ffi::sqfs_inode_get_frag_location(&*inode, &mut frag_index, &mut frag_offset)
-                {
-                    0 => ffi::sqfs_inode_get_file_block_start(&*inode, &mut location),
+                match ffi::lib().sqfs_inode_get_frag_location(
+                    &*inode,
+                    &mut frag_index,
+                    &mut frag_offset,
+                ) {
+                    0 => ffi::lib().sqfs_inode_get_file_block_start(&*inode, &mut location),
                     err => err,
                 }
             };
@@ -628,7 +634,7 @@ impl ImageFs {
             // SAFETY: all-zero is a valid state to initialize.
             let mut state: ffi::sqfs_readdir_state_t = unsafe { std::mem::zeroed() };
             // SAFETY: a directory inode and the live super block.
-            let ret = unsafe { ffi::sqfs_readdir_state_init(&mut state, &*self.sb, inode) };
+            let ret = unsafe { ffi::lib().sqfs_readdir_state_init(&mut state, &*self.sb, inode) };
             check(ret, || format!("opening {}", what()))?;
             // The inode's listing size (checked against the directory table
             // when the inode was read) bounds this loop: each entry takes
@@ -641,7 +647,7 @@ impl ImageFs {
                 // SAFETY: a live reader and state; `ent` receives a fresh
                 // entry that we free.
                 let ret = unsafe {
-                    ffi::sqfs_meta_reader_readdir(
+                    ffi::lib().sqfs_meta_reader_readdir(
                         r.meta.dirs.as_ptr(),
                         &mut state,
                         &mut ent,
@@ -904,7 +910,7 @@ impl ImageFs {
     pub(super) fn xattrs_of(&self, node: &Inode) -> Result<Vec<fuse::Xattr>, SqfsError> {
         let mut index = u32::MAX;
         // SAFETY: a complete inode; `index` receives its xattr index.
-        let ret = unsafe { ffi::sqfs_inode_get_xattr_index(&*node.inode, &mut index) };
+        let ret = unsafe { ffi::lib().sqfs_inode_get_xattr_index(&*node.inode, &mut index) };
         check(ret, || {
             format!("reading the xattr index of inode {}", node.attr.ino)
         })?;

@@ -37,7 +37,7 @@ pub(super) fn read_inode(
     // SAFETY: a live inode table reader and super block; `out` receives a
     // fresh inode.
     let ret = unsafe {
-        ffi::sqfs_meta_reader_read_inode(
+        ffi::lib().sqfs_meta_reader_read_inode(
             m.as_ptr(),
             sb,
             iref >> 16,

@@ -50,7 +50,7 @@ impl MetaReader {
         // alive for as long as the reader (field order of its owner).
         let obj = unsafe {
             Obj::from_raw(
-                ffi::sqfs_meta_reader_create(fp, cmp.as_ptr(), extent.start, extent.end),
+                ffi::lib().sqfs_meta_reader_create(fp, cmp.as_ptr(), extent.start, extent.end),
                 &format!("creating the {table} reader"),
             )?
         };
@@ -92,7 +92,8 @@ impl MetaReader {
             ));
         }
         // SAFETY: a live reader; plain integers.
-        let ret = unsafe { ffi::sqfs_meta_reader_seek(self.as_ptr(), block, offset as usize) };
+        let ret =
+            unsafe { ffi::lib().sqfs_meta_reader_seek(self.as_ptr(), block, offset as usize) };
         if ret < 0 {
             return Err(self.fail(ret, || format!("the metadata block at {block}")));
         }
@@ -103,7 +104,7 @@ impl MetaReader {
     pub fn position(&self) -> (u64, u64) {
         let (mut block, mut offset) = (0, 0);
         // SAFETY: a live reader; the outputs are plain integers.
-        unsafe { ffi::sqfs_meta_reader_get_position(self.as_ptr(), &mut block, &mut offset) };
+        unsafe { ffi::lib().sqfs_meta_reader_get_position(self.as_ptr(), &mut block, &mut offset) };
         (block, offset as u64)
     }
 
@@ -116,7 +117,7 @@ impl MetaReader {
         let (block, offset) = self.position();
         // SAFETY: a live reader; `buf` has `buf.len()` writable bytes.
         let ret = unsafe {
-            ffi::sqfs_meta_reader_read(self.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            ffi::lib().sqfs_meta_reader_read(self.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
         };
         if ret < 0 {
             return Err(self.fail(ret, || format!("{} bytes from {block}:{offset}", buf.len())));

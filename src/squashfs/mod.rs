@@ -3,7 +3,7 @@
 //!
 //! Both sides use libsquashfs, the library of squashfs-tools-ng (Debian's
 //! `libsquashfs-dev`), through bindings that `build.rs` generates from its
-//! headers. [`write_image`] lays out the image like `gensquashfs`:
+//! headers; the library is loaded when first used ([`ffi`]). [`write_image`] lays out the image like `gensquashfs`:
 //! super block, compressor options, data and fragment blocks (from the
 //! multi-threaded block processor, deduplicated), inode table, directory
 //! table, fragment table, ID table, xattr tables, padded to 4 KiB. The
@@ -287,6 +287,10 @@ pub enum SqfsError {
     /// The super block is refused (see [`crate::squashfs::superblock`]).
     #[error("{0}")]
     Superblock(#[from] crate::squashfs::superblock::SquashfsError),
+    /// libsquashfs itself cannot be loaded: a host prerequisite (exit 69),
+    /// not a fault of the image.
+    #[error(transparent)]
+    Library(#[from] crate::dynlib::LibraryError),
 }
 
 impl SqfsError {

@@ -94,7 +94,7 @@ impl<T> std::ops::DerefMut for Malloced<T> {
 impl<T> Drop for Malloced<T> {
     fn drop(&mut self) {
         // SAFETY: the block came from libsquashfs and is freed once.
-        unsafe { ffi::sqfs_free(self.ptr.as_ptr().cast()) }
+        unsafe { ffi::lib().sqfs_free(self.ptr.as_ptr().cast()) }
     }
 }
 

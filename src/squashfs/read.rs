@@ -40,7 +40,7 @@ pub struct Reader {
 
 pub(super) fn compression_name(id: u16) -> String {
     // SAFETY: returns a static string or NULL for unknown IDs.
-    let name = unsafe { ffi::sqfs_compressor_name_from_id(u32::from(id)) };
+    let name = unsafe { ffi::lib().sqfs_compressor_name_from_id(u32::from(id)) };
     if name.is_null() {
         format!("unknown ({id})")
     } else {
@@ -64,7 +64,7 @@ pub(super) fn decompressor(
     let what = || format!("creating the {comp} decompressor");
     // SAFETY: `cfg` is a valid struct to fill in.
     let ret = unsafe {
-        ffi::sqfs_compressor_config_init(
+        ffi::lib().sqfs_compressor_config_init(
             &mut cfg,
             u32::from(sb.compression_id),
             sb.block_size as usize,
@@ -74,7 +74,8 @@ pub(super) fn decompressor(
     check(ret, what)?;
     let mut cmp = std::ptr::null_mut();
     // SAFETY: `cfg` is initialized; `cmp` receives the new object.
-    check(unsafe { ffi::sqfs_compressor_create(&cfg, &mut cmp) }, what)?;
+    let ret = unsafe { ffi::lib().sqfs_compressor_create(&cfg, &mut cmp) };
+    check(ret, what)?;
     // SAFETY: a fresh object with one owner.
     let cmp = unsafe { Obj::from_raw(cmp, &what())? };
     if u32::from(sb.flags) & ffi::SQFS_FLAG_COMPRESSOR_OPTIONS != 0 {
@@ -124,7 +125,7 @@ pub(super) fn open_super(
     // SAFETY: the super block struct is plain integers; all-zero is valid.
     let mut sb: Box<ffi::sqfs_super_t> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY: `sb` is a valid struct to fill in, the file a live one.
-    let ret = unsafe { ffi::sqfs_super_read(&mut *sb, file.as_ptr()) };
+    let ret = unsafe { ffi::lib().sqfs_super_read(&mut *sb, file.as_ptr()) };
     check(ret, || {
         format!("reading the super block at offset {offset}")
     })

@@ -65,6 +65,9 @@ pub fn write_image(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<WriteSummary, SqfsError> {
     check_options(opts)?;
+    // Before anything is written: a missing library is an error here, not
+    // a panic behind (see `ffi::lib`).
+    ffi::load()?;
     let plan = WritePlan::new(tree)?;
     let file = OpenOptions::new()
         .read(true)
@@ -344,7 +347,7 @@ impl Drop for FileInodes {
     fn drop(&mut self) {
         for ptr in self.slots.iter().filter(|p| !p.is_null()) {
             // SAFETY: as in `take`; each is freed once (taken ones are NULL).
-            unsafe { ffi::sqfs_free(ptr.cast()) }
+            unsafe { ffi::lib().sqfs_free(ptr.cast()) }
         }
     }
 }
@@ -437,7 +440,7 @@ fn compressor(
     let mut cfg: ffi::sqfs_compressor_config_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cfg` is a valid struct to fill in.
     let ret = unsafe {
-        ffi::sqfs_compressor_config_init(
+        ffi::lib().sqfs_compressor_config_init(
             &mut cfg,
             opts.compression.id(),
             opts.block_size as usize,
@@ -447,7 +450,7 @@ fn compressor(
     check(ret, || what.clone())?;
     let mut cmp = std::ptr::null_mut();
     // SAFETY: `cfg` was initialized above; `cmp` receives the new object.
-    let ret = unsafe { ffi::sqfs_compressor_create(&cfg, &mut cmp) };
+    let ret = unsafe { ffi::lib().sqfs_compressor_create(&cfg, &mut cmp) };
     check(ret, || what.clone())?;
     // SAFETY: a fresh compressor that only this owner destroys.
     let cmp = unsafe { Obj::from_raw(cmp, &what)? };
@@ -465,7 +468,7 @@ impl<'f> Writer<'f> {
         let mut sb: ffi::sqfs_super_t = unsafe { std::mem::zeroed() };
         // SAFETY: `sb` is a valid struct to fill in.
         let ret = unsafe {
-            ffi::sqfs_super_init(
+            ffi::lib().sqfs_super_init(
                 &mut sb,
                 opts.block_size as usize,
                 opts.mtime,
@@ -479,7 +482,7 @@ impl<'f> Writer<'f> {
         // A placeholder super block, rewritten at the end, then the
         // compressor's options when they differ from the defaults.
         // SAFETY: `sb` and the file object are valid.
-        let ret = unsafe { ffi::sqfs_super_write(&sb, fp) };
+        let ret = unsafe { ffi::lib().sqfs_super_write(&sb, fp) };
         check(ret, || "writing the super block".into())?;
         // SAFETY: `cmp` is a live compressor; `write_options` is one of
         // its methods (compressor.h) and takes the file to append to.
@@ -498,29 +501,30 @@ impl<'f> Writer<'f> {
         // valid arguments; each result gets exactly one owner.
         let block_writer = unsafe {
             Obj::from_raw(
-                ffi::sqfs_block_writer_create(fp, ffi::SQFS_DEVBLK_SIZE as usize, 0),
+                ffi::lib().sqfs_block_writer_create(fp, ffi::SQFS_DEVBLK_SIZE as usize, 0),
                 "creating the block writer",
             )?
         };
         // SAFETY: see above.
         let frags = unsafe {
             Obj::from_raw(
-                ffi::sqfs_frag_table_create(0),
+                ffi::lib().sqfs_frag_table_create(0),
                 "creating the fragment table",
             )?
         };
         // SAFETY: see above.
-        let ids = unsafe { Obj::from_raw(ffi::sqfs_id_table_create(0), "creating the ID table")? };
+        let ids =
+            unsafe { Obj::from_raw(ffi::lib().sqfs_id_table_create(0), "creating the ID table")? };
         // SAFETY: see above.
         let xattrs = unsafe {
             Obj::from_raw(
-                ffi::sqfs_xattr_writer_create(0),
+                ffi::lib().sqfs_xattr_writer_create(0),
                 "creating the xattr writer",
             )?
         };
         let mut root_id = 0;
         // SAFETY: `ids` is live; `root_id` receives the index.
-        let ret = unsafe { ffi::sqfs_id_table_id_to_index(ids.as_ptr(), 0, &mut root_id) };
+        let ret = unsafe { ffi::lib().sqfs_id_table_id_to_index(ids.as_ptr(), 0, &mut root_id) };
         check(ret, || "adding ID 0 to the ID table".into())?;
 
         // Inode table: meta data blocks straight to the file. Directory
@@ -529,14 +533,14 @@ impl<'f> Writer<'f> {
         // outlive them (field order).
         let inode_meta = unsafe {
             Obj::from_raw(
-                ffi::sqfs_meta_writer_create(fp, cmp.as_ptr(), 0),
+                ffi::lib().sqfs_meta_writer_create(fp, cmp.as_ptr(), 0),
                 "creating the inode table writer",
             )?
         };
         // SAFETY: see above.
         let dir_meta = unsafe {
             Obj::from_raw(
-                ffi::sqfs_meta_writer_create(
+                ffi::lib().sqfs_meta_writer_create(
                     fp,
                     cmp.as_ptr(),
                     ffi::SQFS_META_WRITER_KEEP_IN_MEMORY,
@@ -547,7 +551,7 @@ impl<'f> Writer<'f> {
         // SAFETY: see above; the directory writer keeps `dir_meta`.
         let dir_writer = unsafe {
             Obj::from_raw(
-                ffi::sqfs_dir_writer_create(dir_meta.as_ptr(), 0),
+                ffi::lib().sqfs_dir_writer_create(dir_meta.as_ptr(), 0),
                 "creating the directory writer",
             )?
         };
@@ -610,7 +614,7 @@ impl<'f> Writer<'f> {
         let mut proc_ = std::ptr::null_mut();
         // SAFETY: `desc` is filled in and its objects outlive the processor
         // (field order of `Writer`); `proc_` receives the new object.
-        let ret = unsafe { ffi::sqfs_block_processor_create_ex(&desc, &mut proc_) };
+        let ret = unsafe { ffi::lib().sqfs_block_processor_create_ex(&desc, &mut proc_) };
         check(ret, || "creating the block processor".into())?;
         // SAFETY: a fresh object that only this owner destroys.
         let processor = unsafe { Obj::from_raw(proc_, "creating the block processor")? };
@@ -632,7 +636,7 @@ impl<'f> Writer<'f> {
             // SAFETY: the slot outlives the processor (`inodes` is dropped
             // after `processor`) and never moves.
             let ret = unsafe {
-                ffi::sqfs_block_processor_begin_file(
+                ffi::lib().sqfs_block_processor_begin_file(
                     proc_,
                     self.inodes.slot(i),
                     std::ptr::null_mut(),
@@ -673,8 +677,9 @@ impl<'f> Writer<'f> {
                         }
                     };
                     // SAFETY: `buf[..n]` is initialized; the processor copies it.
-                    let ret =
-                        unsafe { ffi::sqfs_block_processor_append(proc_, buf.as_ptr().cast(), n) };
+                    let ret = unsafe {
+                        ffi::lib().sqfs_block_processor_append(proc_, buf.as_ptr().cast(), n)
+                    };
                     check(ret, || what("writing"))?;
                     pos += n as u64;
                     done.bytes_done += n as u64;
@@ -687,7 +692,7 @@ impl<'f> Writer<'f> {
             done.bytes_done += hole_bytes(&holes, f.size, block);
             self.holes[i] = holes;
             // SAFETY: a file was begun on this processor.
-            let ret = unsafe { ffi::sqfs_block_processor_end_file(proc_) };
+            let ret = unsafe { ffi::lib().sqfs_block_processor_end_file(proc_) };
             check(ret, || what("finishing"))?;
             done.files_done += 1;
             reported = done.bytes_done;
@@ -695,7 +700,7 @@ impl<'f> Writer<'f> {
         }
         // SAFETY: the processor is live; this waits for the workers and
         // flushes the last fragment block.
-        let ret = unsafe { ffi::sqfs_block_processor_finish(proc_) };
+        let ret = unsafe { ffi::lib().sqfs_block_processor_finish(proc_) };
         check(ret, || "writing the file data".into())?;
         // Finished: the processor lets go of the inodes.
         self.processor = None;
@@ -711,7 +716,7 @@ impl<'f> Writer<'f> {
                 continue;
             };
             // SAFETY: `ckey` is a valid C string.
-            if unsafe { ffi::sqfs_get_xattr_prefix_id(ckey.as_ptr()) } < 0 {
+            if unsafe { ffi::lib().sqfs_get_xattr_prefix_id(ckey.as_ptr()) } < 0 {
                 log::warn!(
                     "{}: skipping xattr {key}: SquashFS stores only user.*, trusted.* and security.*",
                     shown(path)
@@ -728,14 +733,18 @@ impl<'f> Writer<'f> {
         // SAFETY: `x` is a live xattr writer; keys are C strings and values
         // are passed with their lengths (the writer copies both).
         unsafe {
-            check(ffi::sqfs_xattr_writer_begin(x, 0), what)?;
+            check(ffi::lib().sqfs_xattr_writer_begin(x, 0), what)?;
             for (key, value) in &pairs {
-                let ret =
-                    ffi::sqfs_xattr_writer_add(x, key.as_ptr(), value.as_ptr().cast(), value.len());
+                let ret = ffi::lib().sqfs_xattr_writer_add(
+                    x,
+                    key.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                );
                 check(ret, what)?;
             }
             let mut index = 0;
-            check(ffi::sqfs_xattr_writer_end(x, &mut index), what)?;
+            check(ffi::lib().sqfs_xattr_writer_end(x, &mut index), what)?;
             Ok(index)
         }
     }
@@ -776,7 +785,7 @@ impl<'f> Writer<'f> {
                     // SAFETY: the directory writer just ended a listing; the
                     // result is a fresh inode that we free.
                     let inode = unsafe {
-                        Malloced::from_raw(ffi::sqfs_dir_writer_create_inode(
+                        Malloced::from_raw(ffi::lib().sqfs_dir_writer_create_inode(
                             self.dir_writer.as_ptr(),
                             2 + *subdirs as usize,
                             xattr,
@@ -804,8 +813,8 @@ impl<'f> Writer<'f> {
                 (*p).base.gid_idx = self.root_id;
                 (*p).base.mod_time = mtime;
                 (*p).base.inode_number = i as u32 + 1;
-                ffi::sqfs_meta_writer_get_position(im, &mut block, &mut offset);
-                ffi::sqfs_meta_writer_write_inode(im, p)
+                ffi::lib().sqfs_meta_writer_get_position(im, &mut block, &mut offset);
+                ffi::lib().sqfs_meta_writer_write_inode(im, p)
             };
             check(ret, || format!("writing the inode of {}", shown(path)))?;
             if let Some(holey) = holey {
@@ -820,14 +829,14 @@ impl<'f> Writer<'f> {
         // SAFETY: live meta writers; flushing ends their last blocks, then
         // the in-memory directory table goes after the inode table.
         unsafe {
-            check(ffi::sqfs_meta_writer_flush(im), || {
+            check(ffi::lib().sqfs_meta_writer_flush(im), || {
                 "writing the inode table".into()
             })?;
-            check(ffi::sqfs_meta_writer_flush(dm), || {
+            check(ffi::lib().sqfs_meta_writer_flush(dm), || {
                 "writing the directory table".into()
             })?;
             self.sb.directory_table_start = self.file.size();
-            check(ffi::sqfs_meta_write_write_to_file(dm), || {
+            check(ffi::lib().sqfs_meta_write_write_to_file(dm), || {
                 "writing the directory table".into()
             })?;
         }
@@ -863,10 +872,10 @@ impl<'f> Writer<'f> {
             unsafe {
                 let stored = (*p).payload_bytes_used as usize / 4;
                 let sizes = (*p).extra.as_slice(stored).to_vec();
-                check(ffi::sqfs_inode_make_extended(p), what)?;
+                check(ffi::lib().sqfs_inode_make_extended(p), what)?;
                 let (mut frag_index, mut frag_offset) = (0, 0);
                 check(
-                    ffi::sqfs_inode_get_frag_location(p, &mut frag_index, &mut frag_offset),
+                    ffi::lib().sqfs_inode_get_frag_location(p, &mut frag_index, &mut frag_offset),
                     what,
                 )?;
                 // With a fragment, the partial last block is in it, not in
@@ -891,7 +900,7 @@ impl<'f> Writer<'f> {
             // SAFETY: `p` is a file inode; only extended file inodes have
             // a link count, and making one extended keeps the allocation.
             unsafe {
-                check(ffi::sqfs_inode_make_extended(p), what)?;
+                check(ffi::lib().sqfs_inode_make_extended(p), what)?;
                 (*p).data.file_ext.nlink = pf.nlink;
             }
         }
@@ -911,7 +920,7 @@ impl<'f> Writer<'f> {
         let dw = self.dir_writer.as_ptr();
         let what = || format!("writing the directory listing of {}", shown(path));
         // SAFETY: `dw` is a live directory writer.
-        check(unsafe { ffi::sqfs_dir_writer_begin(dw, 0) }, what)?;
+        check(unsafe { ffi::lib().sqfs_dir_writer_begin(dw, 0) }, what)?;
         for (name, child) in children {
             let Ok(cname) = CString::new(name.as_bytes()) else {
                 return Err(SqfsError::Options(format!(
@@ -923,7 +932,7 @@ impl<'f> Writer<'f> {
             // SAFETY: `cname` is a C string; the child's inode was written
             // before (children come first), so its reference is known.
             let ret = unsafe {
-                ffi::sqfs_dir_writer_add_entry(
+                ffi::lib().sqfs_dir_writer_add_entry(
                     dw,
                     cname.as_ptr(),
                     *child as u32 + 1,
@@ -934,7 +943,7 @@ impl<'f> Writer<'f> {
             check(ret, what)?;
         }
         // SAFETY: a listing was begun on `dw`.
-        check(unsafe { ffi::sqfs_dir_writer_end(dw) }, what)?;
+        check(unsafe { ffi::lib().sqfs_dir_writer_end(dw) }, what)?;
         Ok(())
     }
 
@@ -948,21 +957,21 @@ impl<'f> Writer<'f> {
         // location (and flags) in `sb`.
         unsafe {
             check(
-                ffi::sqfs_frag_table_write(self.frags.as_ptr(), fp, sb, cmp),
+                ffi::lib().sqfs_frag_table_write(self.frags.as_ptr(), fp, sb, cmp),
                 || "writing the fragment table".into(),
             )?;
             check(
-                ffi::sqfs_id_table_write(self.ids.as_ptr(), fp, sb, cmp),
+                ffi::lib().sqfs_id_table_write(self.ids.as_ptr(), fp, sb, cmp),
                 || "writing the ID table".into(),
             )?;
             check(
-                ffi::sqfs_xattr_writer_flush(self.xattrs.as_ptr(), fp, sb, cmp),
+                ffi::lib().sqfs_xattr_writer_flush(self.xattrs.as_ptr(), fp, sb, cmp),
                 || "writing the xattr tables".into(),
             )?;
         }
         sb.bytes_used = self.file.size();
         // SAFETY: `sb` is complete; this rewrites the placeholder at 0.
-        check(unsafe { ffi::sqfs_super_write(sb, fp) }, || {
+        check(unsafe { ffi::lib().sqfs_super_write(sb, fp) }, || {
             "writing the super block".into()
         })?;
         let padded = sb
@@ -1052,8 +1061,9 @@ impl HoleyBlocks {
         let flush = |chunk: &mut Vec<u32>| {
             // SAFETY: `im` is the live inode table writer; `chunk` holds
             // `len` little-endian words, which it copies.
-            let ret =
-                unsafe { ffi::sqfs_meta_writer_append(im, chunk.as_ptr().cast(), chunk.len() * 4) };
+            let ret = unsafe {
+                ffi::lib().sqfs_meta_writer_append(im, chunk.as_ptr().cast(), chunk.len() * 4)
+            };
             chunk.clear();
             check(ret, what).map(|_| ())
         };
@@ -1087,7 +1097,7 @@ fn set_xattr(inode: &mut InodeBuf, xattr: u32, path: &Path) -> Result<(), SqfsEr
     }
     // SAFETY: a complete inode; the call switches it to the extended type
     // in place.
-    let ret = unsafe { ffi::sqfs_inode_set_xattr_index(inode.as_ptr(), xattr) };
+    let ret = unsafe { ffi::lib().sqfs_inode_set_xattr_index(inode.as_ptr(), xattr) };
     check(ret, || format!("setting the xattrs of {}", shown(path)))?;
     Ok(())
 }

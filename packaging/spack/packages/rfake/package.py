@@ -22,8 +22,11 @@ class Rfake(Package):
     depends_on("pkgconfig", type="build")
     # bindgen (build.rs) needs libclang.
     depends_on("llvm+clang", type="build")
+    # Headers at build time; loaded by rfake when first used (dlopen, not in
+    # NEEDED), so also "link" (its lib directory goes into rfake's RUNPATH,
+    # where dlopen looks) and "run".
     depends_on("libfuse@3.12:", type=("build", "link", "run"))
-    depends_on("squashfs-tools-ng@1:", type=("build", "link", "run"))
+    depends_on("squashfs-tools-ng@1.2:", type=("build", "link", "run"))
 
     def setup_build_environment(self, env):
         env.set("LIBCLANG_PATH", self.spec["llvm"].prefix.lib)
