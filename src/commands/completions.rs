@@ -14,10 +14,17 @@ pub fn run(shell: Shell) -> Result<u8, Error> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut expanded(Cli::command()), "rfake", &mut script);
     let mut out = std::io::stdout().lock();
-    out.write_all(&script)
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::Sys(SysError::from_io("write completions", "stdout", &e)))?;
-    Ok(0)
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        // A reader that stopped early (`| head`) is not an error: the
+        // script is longer than a pipe holds.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Error::Sys(SysError::from_io(
+            "write completions",
+            "stdout",
+            &e,
+        ))),
+    }
 }
 
 /// `command` with each subcommand's deferred arguments and subcommands
