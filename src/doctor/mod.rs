@@ -48,6 +48,10 @@ pub fn run_checks(
                 .map_err(|e| e.to_string()),
         },
         Check {
+            name: "libraries",
+            outcome: check_libraries(),
+        },
+        Check {
             name: "squashfuse",
             outcome: match host::find_squashfuse(configured, path_env) {
                 Ok(p) if needed => Ok(p.display().to_string()),
@@ -63,6 +67,18 @@ pub fn run_checks(
             },
         },
     ]
+}
+
+/// libsquashfs and libfuse3, which rfake loads when it first uses them
+/// (src/dynlib.rs): loaded here, as a cold launch would.
+fn check_libraries() -> Result<String, String> {
+    use crate::{fuse, squashfs};
+    let sqfs = squashfs::ffi::load().map(|_| squashfs::ffi::LIBRARY.soname);
+    let fuse = fuse::ffi::load().map(|_| fuse::ffi::LIBRARY.soname);
+    match (sqfs, fuse) {
+        (Ok(a), Ok(b)) => Ok(format!("{a} and {b} load")),
+        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+    }
 }
 
 /// The GPU findings: device nodes, the NVIDIA driver version, the CDI
