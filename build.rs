@@ -10,11 +10,12 @@
 //! The headers are found with pkg-config (the `pkg-config` crate; modules
 //! `libsquashfs1` from `libsquashfs-dev`, `fuse3` from `libfuse3-dev`),
 //! which emits no link flags here; without it, the default include paths
-//! are assumed. Only `sqfs_*`/`SQFS_*` and `fuse_*`/`FUSE_*` items are
-//! bound. The name loaded at run time is the SONAME of the library
-//! pkg-config points at (`RFAKE_SQFS_SONAME`, `RFAKE_FUSE_SONAME`), so the
-//! bindings and the library agree; without one, `libsquashfs.so.1` and
-//! `libfuse3.so.3`.
+//! are assumed. Only `sqfs_*`/`SQFS_*` and `fuse_*`/`FUSE_*` types and
+//! constants are bound, and of the functions only those rfake calls
+//! (`SQFS_FUNCTIONS`, `FUSE_FUNCTIONS`). The name loaded at run time is the
+//! SONAME of the library pkg-config points at (`RFAKE_SQFS_SONAME`,
+//! `RFAKE_FUSE_SONAME`), so the bindings and the library agree; without
+//! one, `libsquashfs.so.1` and `libfuse3.so.3`.
 //!
 //! It also sets what `rfake --version` prints (`RFAKE_GIT_COMMIT`,
 //! `RFAKE_BUILD_FEATURES`); finding them never fails the build.
@@ -62,7 +63,7 @@ fn main() {
             ),
         )
         .clang_args(sqfs.cflags)
-        .allowlist_item("sqfs_.*")
+        .allowlist_type("sqfs_.*")
         .allowlist_item("SQFS_.*")
         // error.h spells two of its codes SFQS_ERROR_*.
         .allowlist_item("SFQS_.*")
@@ -70,6 +71,7 @@ fn main() {
         // Functions become fields of `Sqfs`, all looked up when it is
         // loaded: a library without one of them is refused then, not at
         // the call.
+        .allowlist_function(SQFS_FUNCTIONS.join("|"))
         .dynamic_library_name("Sqfs")
         .dynamic_link_require_all(true)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
@@ -90,8 +92,9 @@ fn main() {
             "#define FUSE_USE_VERSION 312\n#include <fuse_lowlevel.h>\n",
         )
         .clang_args(fuse.cflags)
-        .allowlist_item("fuse_.*")
+        .allowlist_type("fuse_.*")
         .allowlist_item("FUSE_.*")
+        .allowlist_function(FUSE_FUNCTIONS.join("|"))
         .derive_default(true)
         // As for libsquashfs. `dlsym` gives a versioned symbol's default
         // version (`fuse_session_loop_mt@@FUSE_3.12`), the one the link
@@ -105,6 +108,84 @@ fn main() {
         .write_to_file(out.join("fuse_bindings.rs"))
         .expect("writing the libfuse3 bindings");
 }
+
+/// The libsquashfs functions rfake calls, the only ones bound: a loaded
+/// library must have each (a function bound but never called would raise
+/// the oldest usable libsquashfs for nothing). A call to one missing here
+/// does not compile: add it.
+const SQFS_FUNCTIONS: &[&str] = &[
+    "sqfs_block_processor_append",
+    "sqfs_block_processor_begin_file",
+    "sqfs_block_processor_create_ex",
+    "sqfs_block_processor_end_file",
+    "sqfs_block_processor_finish",
+    "sqfs_block_writer_create",
+    "sqfs_compressor_config_init",
+    "sqfs_compressor_create",
+    "sqfs_compressor_name_from_id",
+    "sqfs_dir_writer_add_entry",
+    "sqfs_dir_writer_begin",
+    "sqfs_dir_writer_create",
+    "sqfs_dir_writer_create_inode",
+    "sqfs_dir_writer_end",
+    "sqfs_frag_table_create",
+    "sqfs_frag_table_write",
+    "sqfs_free",
+    "sqfs_get_xattr_prefix_id",
+    "sqfs_id_table_create",
+    "sqfs_id_table_id_to_index",
+    "sqfs_id_table_write",
+    "sqfs_inode_get_file_block_start",
+    "sqfs_inode_get_frag_location",
+    "sqfs_inode_get_xattr_index",
+    "sqfs_inode_make_extended",
+    "sqfs_inode_set_xattr_index",
+    "sqfs_meta_reader_create",
+    "sqfs_meta_reader_get_position",
+    "sqfs_meta_reader_read",
+    "sqfs_meta_reader_read_inode",
+    "sqfs_meta_reader_readdir",
+    "sqfs_meta_reader_seek",
+    "sqfs_meta_write_write_to_file",
+    "sqfs_meta_writer_append",
+    "sqfs_meta_writer_create",
+    "sqfs_meta_writer_flush",
+    "sqfs_meta_writer_get_position",
+    "sqfs_meta_writer_write_inode",
+    "sqfs_readdir_state_init",
+    "sqfs_super_init",
+    "sqfs_super_read",
+    "sqfs_super_write",
+    "sqfs_xattr_writer_add",
+    "sqfs_xattr_writer_begin",
+    "sqfs_xattr_writer_create",
+    "sqfs_xattr_writer_end",
+    "sqfs_xattr_writer_flush",
+];
+
+/// The libfuse3 functions rfake calls, the only ones bound (as above).
+const FUSE_FUNCTIONS: &[&str] = &[
+    "fuse_add_direntry",
+    "fuse_add_direntry_plus",
+    "fuse_loop_cfg_create",
+    "fuse_loop_cfg_destroy",
+    "fuse_loop_cfg_set_idle_threads",
+    "fuse_loop_cfg_set_max_threads",
+    "fuse_reply_attr",
+    "fuse_reply_buf",
+    "fuse_reply_entry",
+    "fuse_reply_err",
+    "fuse_reply_none",
+    "fuse_reply_open",
+    "fuse_reply_readlink",
+    "fuse_reply_statfs",
+    "fuse_reply_xattr",
+    "fuse_req_userdata",
+    "fuse_session_loop",
+    "fuse_session_loop_mt",
+    "fuse_session_mount",
+    "fuse_session_new",
+];
 
 /// What the build needs of a library: its headers and the name to load.
 struct Lib {
