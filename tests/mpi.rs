@@ -13,6 +13,18 @@ struct Mpi {
     image: PathBuf,
 }
 
+/// The tests that start the host's `mpirun` take turns. Open MPI 4.1's
+/// mpirun removes the top of its session directory (`/tmp/ompi.HOST.UID`)
+/// when it ends; another mpirun of the same user starting on the same host
+/// at that moment fails ("A call to mkdir was unable to create the desired
+/// directory ... File exists", seen once in CI). Here the three nodes are
+/// one host and tests run in parallel; on a cluster each node has its own.
+static MPIRUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn mpirun_turn() -> std::sync::MutexGuard<'static, ()> {
+    MPIRUN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn mpi() -> Option<Mpi> {
     setup()?;
     let Some(conf) = std::env::var_os("RFAKE_SLURM_CONF").map(PathBuf::from) else {
@@ -119,6 +131,7 @@ fn srun_pmix_three_nodes() {
 #[test]
 fn mpirun_across_three_nodes() {
     let Some(m) = mpi() else { return };
+    let _turn = mpirun_turn();
     let t = tag("mpi-mpirun3");
     let out = m.run(
         &t,
@@ -135,6 +148,7 @@ fn mpirun_across_three_nodes() {
 #[test]
 fn mpirun_inside_an_allocation() {
     let Some(m) = mpi() else { return };
+    let _turn = mpirun_turn();
     let t = tag("mpi-mpirun");
     let out = m.run(
         &t,
@@ -155,6 +169,7 @@ fn mpirun_inside_an_allocation() {
 #[test]
 fn mpi_example_job_scripts() {
     let Some(m) = mpi() else { return };
+    let _turn = mpirun_turn();
     let dir = tempfile::Builder::new()
         .prefix("mpi-examples-")
         .tempdir_in(home())
