@@ -140,9 +140,10 @@ impl Builtin {
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }
-        // Shared after the fork: read-ahead runs on threads of the server;
-        // the cold-start helpers start at the first lookup.
-        let fs: Arc<dyn fuse::Filesystem> = fs.into_shared();
+        // Shared after the fork: read-ahead runs on threads of the server.
+        let fs = fs.into_shared();
+        ImageFs::start_cold(&fs);
+        let fs: Arc<dyn fuse::Filesystem> = fs;
         match fuse::serve(
             fs,
             fuse_fd,

@@ -4,8 +4,8 @@
 //!
 //! [`Cold`] is made in rfake before the server is forked (files and
 //! directories are opened there, while the host's paths are still in view)
-//! and attached to the [`ImageFs`]; the server starts its background
-//! threads ([`ImageFs::start_cold`]) at its first `LOOKUP`. The block cache's path
+//! and attached to the [`ImageFs`]; the server then starts its background
+//! thread ([`ImageFs::start_cold`]). The block cache's path
 //! (`ImageFs::cached`) asks it for a block before decompressing one, and
 //! tells it which blocks were used and which were decompressed; the
 //! background thread appends to the profile and writes node cache entries,
@@ -124,8 +124,6 @@ pub struct Cold {
     node: Option<NodeCache>,
     tx: SyncSender<Msg>,
     rx: Mutex<Option<Receiver<Msg>>>,
-    /// Set once the threads are started ([`ImageFs::start_cold`]).
-    pub(super) started: std::sync::Once,
 }
 
 impl std::fmt::Debug for Cold {
@@ -199,7 +197,6 @@ impl Cold {
             node,
             tx,
             rx: Mutex::new(Some(rx)),
-            started: std::sync::Once::new(),
         })
     }
 
@@ -309,19 +306,11 @@ impl ImageFs {
     }
 
     /// In the server: start the helpers' threads: the writer, and the
-    /// replay of the profile. Once; the server calls it at its first
-    /// `LOOKUP` (`ImageFs::start_cold_at_first_lookup`), not before it
-    /// serves: the kernel's `INIT` and rfake's first `GETATTR` are answered
-    /// first.
+    /// replay of the profile.
     pub fn start_cold(fs: &Arc<ImageFs>) {
         let Some(cold) = &fs.cold else {
             return;
         };
-        let mut first = false;
-        cold.started.call_once(|| first = true);
-        if !first {
-            return;
-        }
         if let Some(rx) = lock(&cold.rx).take() {
             let fs = fs.clone();
             let _ = std::thread::Builder::new()

@@ -311,20 +311,6 @@ impl ImageFs {
         })
     }
 
-    /// The cold-start helpers' threads ([`ImageFs::start_cold`]) start at
-    /// the first lookup, not with the server: on a 2-core node the profile's
-    /// replay started first delayed the answer to the kernel's `INIT` and
-    /// rfake's first requests by 1-2 ms (docs/benchmarks.md, "Where a
-    /// launch's time goes"). An atomic load once they run.
-    fn start_cold_at_first_lookup(&self) {
-        if let Some(cold) = &self.cold
-            && !cold.started.is_completed()
-            && let Some(me) = self.me.get().and_then(Weak::upgrade)
-        {
-            ImageFs::start_cold(&me);
-        }
-    }
-
     /// Decompress the blocks `keys` names into the block cache, in this
     /// order, on background threads (at most one fewer than the cores, 1
     /// to 4), and return at once. A hint: keys that name no block, or
@@ -1017,7 +1003,6 @@ fn read_ids(
 
 impl fuse::Filesystem for ImageFs {
     fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<(u64, Attr)>, Errno> {
-        self.start_cold_at_first_lookup();
         let dir = self.dir(parent)?;
         let Some(entry) = dir.find(name) else {
             return Ok(None);
