@@ -72,9 +72,9 @@ for ((i = 0; i < runs; i++)); do
     fi
 done
 
-python3 - "$scratch" "$out/timeline.tsv" <<'EOF'
+python3 - "$scratch" "$out/timeline.tsv" "$(basename "$rfake")" <<'EOF'
 import re, statistics, sys
-scratch, tsv = sys.argv[1], sys.argv[2]
+scratch, tsv, rfake_name = sys.argv[1], sys.argv[2], sys.argv[3]
 line_re = re.compile(r'^\s*(\S.*?)\s+(\d+)/(\d+)\s+([\d.]+):\s+(\S+):\s*(.*)$')
 
 def launches(label):
@@ -138,7 +138,7 @@ def phases(chunk, launcher):
 keys = ['start', 'serve', 'set-up', 'payload', 'teardown', 'total']
 with open(tsv, 'w') as f:
     f.write('label\t' + '\t'.join(keys + ['requests set-up', 'requests payload']) + '\n')
-    for label, launcher in (('cold', 'rfake'), ('warm', 'rfake'), ('ch-run', 'ch-run')):
+    for label, launcher in (('cold', rfake_name), ('warm', rfake_name), ('ch-run', 'ch-run')):
         rows = [r for r in (phases(c, launcher) for c in launches(label)) if r]
         for r in rows:
             f.write(label + '\t' + '\t'.join(f'{r[k]:.3f}' if isinstance(r[k], float) else str(r[k]) for k in keys + ['requests set-up', 'requests payload']) + '\n')
