@@ -41,8 +41,8 @@
 #
 # Extra measurements: every executable benches/cold-start.d/*.sh runs after the rounds, as
 # root, with the environment below; each prints its own one-line summaries (lines starting
-# with "target", "cache" or "timeline" are copied into the summary) and may write more into
-# $CS_OUT.
+# with "target", "cache", "timeline" or "startup" are copied into the summary) and may write
+# more into $CS_OUT.
 #   CS_USER CS_RFAKE CS_RFAKE_BEFORE CS_DEMO CS_DEMO_DIR CS_DEBIAN CS_DEBIAN_DIR CS_OUT
 #   CS_ROUNDS CS_RUNS CS_STORM (the python code of the import storm) CS_SCRATCH (a scratch
 #   directory readable by CS_USER) CS_ENV (a file of RFAKE_CONFIG/RFAKE_USER_CONFIG lines for a
@@ -553,7 +553,7 @@ if wants extra; then
             echo "extra: $(basename "$extra") failed: see $raw/extra-$(basename "$extra" .sh).txt" |
                 tee -a "$summary"
         fi
-        grep -E '^(target|cache|timeline)' "$raw/extra-$(basename "$extra" .sh).txt" |
+        grep -E '^(target|cache|timeline|startup)' "$raw/extra-$(basename "$extra" .sh).txt" |
             tee -a "$summary" || true
     done
 fi
