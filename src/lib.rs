@@ -14,7 +14,8 @@
 //! - `image` detects and checks images (SIF reading and writing);
 //!   `squashfs` reads and writes SquashFS (libsquashfs bindings, rfake's own
 //!   checks); `fuse` is the libfuse3 session; `image_server` serves an image
-//!   (rfake's own server or squashfuse);
+//!   (rfake's own server or squashfuse); `dynlib` loads libsquashfs and
+//!   libfuse3 when they are first used (they are not linked);
 //! - `build` makes images, `inspect` describes them, `env` is the container
 //!   environment, `config` the site and user files, `input` opens the files
 //!   users and images name (regular files only, size-capped), `host` and
