@@ -172,6 +172,12 @@ cleanup() {
     [[ -z $slow_mnt ]] || umount "$slow_mnt" 2>/dev/null || true
     [[ -z $slow_loop ]] || losetup -d "$slow_loop" 2>/dev/null || true
     rm -rf "$scratch"
+    # ch-run on a SquashFS file leaves its (empty) mount point directory behind in /var/tmp;
+    # the tests refuse to run with a stray entry of the test user's there.
+    local chdir="/var/tmp/$user.ch"
+    if [[ -d $chdir && $(stat -c %U "$chdir") == "$user" ]]; then
+        rmdir "$chdir/mnt" "$chdir" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 
