@@ -13,16 +13,19 @@ struct Mpi {
     image: PathBuf,
 }
 
-/// The tests that start the host's `mpirun` take turns. Open MPI 4.1's
-/// mpirun removes the top of its session directory (`/tmp/ompi.HOST.UID`)
-/// when it ends; another mpirun of the same user starting on the same host
-/// at that moment fails ("A call to mkdir was unable to create the desired
-/// directory ... File exists", seen once in CI). Here the three nodes are
-/// one host and tests run in parallel; on a cluster each node has its own.
-static MPIRUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The tests take turns: the Open MPI jobs of the test user on a node share
+/// one session directory top (`/tmp/ompi.NODE.UID`; the containers bind the
+/// host's /tmp), Open MPI 4.1 removes it when a job ends, and tests running
+/// at once put their jobs on the same nodes. A job starting at that moment
+/// fails:
+/// mpirun with "A call to mkdir was unable to create the desired directory
+/// ... File exists", a rank with "A system call failed during shared memory
+/// initialization" and a segmentation fault (each seen once in CI). On a
+/// cluster each node has its own /tmp.
+static OPEN_MPI: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn mpirun_turn() -> std::sync::MutexGuard<'static, ()> {
-    MPIRUN.lock().unwrap_or_else(|e| e.into_inner())
+fn open_mpi_turn() -> std::sync::MutexGuard<'static, ()> {
+    OPEN_MPI.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn mpi() -> Option<Mpi> {
@@ -95,6 +98,7 @@ fn assert_mpi_ok(out: &Output, ranks: usize, nodes: usize) {
 #[test]
 fn srun_pmix_one_node() {
     let Some(m) = mpi() else { return };
+    let _turn = open_mpi_turn();
     let t = tag("mpi-srun1");
     let out = m.run(&t, &format!("srun --mpi=pmix -N1 -n2 {}", m.rfake_exec()));
     assert_mpi_ok(&out, 2, 1);
@@ -104,6 +108,7 @@ fn srun_pmix_one_node() {
 #[test]
 fn srun_pmix_two_nodes() {
     let Some(m) = mpi() else { return };
+    let _turn = open_mpi_turn();
     let t = tag("mpi-srun2");
     let out = m.run(&t, &format!("srun --mpi=pmix -N2 -n4 {}", m.rfake_exec()));
     assert_mpi_ok(&out, 4, 2);
@@ -115,6 +120,7 @@ fn srun_pmix_two_nodes() {
 #[test]
 fn srun_pmix_three_nodes() {
     let Some(m) = mpi() else { return };
+    let _turn = open_mpi_turn();
     let t = tag("mpi-srun3");
     let out = m.run(
         &t,
@@ -131,7 +137,7 @@ fn srun_pmix_three_nodes() {
 #[test]
 fn mpirun_across_three_nodes() {
     let Some(m) = mpi() else { return };
-    let _turn = mpirun_turn();
+    let _turn = open_mpi_turn();
     let t = tag("mpi-mpirun3");
     let out = m.run(
         &t,
@@ -148,7 +154,7 @@ fn mpirun_across_three_nodes() {
 #[test]
 fn mpirun_inside_an_allocation() {
     let Some(m) = mpi() else { return };
-    let _turn = mpirun_turn();
+    let _turn = open_mpi_turn();
     let t = tag("mpi-mpirun");
     let out = m.run(
         &t,
@@ -169,7 +175,7 @@ fn mpirun_inside_an_allocation() {
 #[test]
 fn mpi_example_job_scripts() {
     let Some(m) = mpi() else { return };
-    let _turn = mpirun_turn();
+    let _turn = open_mpi_turn();
     let dir = tempfile::Builder::new()
         .prefix("mpi-examples-")
         .tempdir_in(home())
