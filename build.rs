@@ -21,6 +21,11 @@
 //! `RFAKE_BUILD_FEATURES`); finding them never fails the build.
 
 use std::env;
+
+// The soname reader the GPU code uses for the host's libraries
+// (`ldconfig`'s way); std only, so the build script shares it.
+#[path = "src/gpu/elf.rs"]
+mod elf;
 use std::path::PathBuf;
 
 /// The `pkg-config` module of libsquashfs 1.x.
@@ -234,7 +239,10 @@ fn probe(pkg: &str, name: &str, default: &str) -> Lib {
         .chain(libdir)
         .map(|dir| dir.join(format!("lib{name}.so")))
         .find(|f| f.exists());
-    let soname = match file.as_deref().map(|f| (f, elf_soname(f))) {
+    let soname = match file
+        .as_deref()
+        .map(|f| (f, elf::soname(f).and_then(|s| s.into_string().ok())))
+    {
         Some((f, Some(soname))) => {
             println!("cargo:rerun-if-changed={}", f.display());
             soname
@@ -252,44 +260,6 @@ fn probe(pkg: &str, name: &str, default: &str) -> Lib {
         }
     };
     Lib { cflags, soname }
-}
-
-/// The `DT_SONAME` of the ELF shared object `path` (64-bit little-endian,
-/// what rfake is built for): the `SHT_DYNAMIC` section's entry, a string in
-/// the section it links to. `None` for anything else.
-fn elf_soname(path: &std::path::Path) -> Option<String> {
-    const SHT_DYNAMIC: u32 = 6;
-    const DT_SONAME: u64 = 14;
-    let elf = std::fs::read(path).ok()?;
-    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
-    // "\x7fELF", ELFCLASS64, ELFDATA2LSB.
-    if elf.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let shoff = usize::try_from(u64_at(0x28)?).ok()?;
-    let shentsize = usize::from(u16_at(0x3a)?);
-    let shnum = usize::from(u16_at(0x3c)?);
-    let section = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
-    for i in 0..shnum {
-        let sh = section(i)?;
-        if u32_at(sh + 4)? != SHT_DYNAMIC {
-            continue;
-        }
-        let (off, size) = (u64_at(sh + 0x18)?, u64_at(sh + 0x20)?);
-        let strtab = section(usize::try_from(u32_at(sh + 0x28)?).ok()?)?;
-        let stroff = usize::try_from(u64_at(strtab + 0x18)?).ok()?;
-        let (off, size) = (usize::try_from(off).ok()?, usize::try_from(size).ok()?);
-        for entry in (off..off.checked_add(size)?).step_by(16) {
-            if u64_at(entry)? == DT_SONAME {
-                let start = stroff.checked_add(usize::try_from(u64_at(entry + 8)?).ok()?)?;
-                let name = elf.get(start..)?.split(|&b| b == 0).next()?;
-                return String::from_utf8(name.to_vec()).ok();
-            }
-        }
-    }
-    None
 }
 
 /// `RFAKE_GIT_COMMIT`: `git rev-parse --short HEAD` of the source tree when

@@ -2,6 +2,9 @@
 //! name the link it makes. 64-bit little-endian ELF only (the hosts rfake
 //! runs on); anything else, or a file that is not ELF, has none. Every
 //! offset and size read is checked against the bytes actually read.
+//!
+//! `build.rs` includes this file too (std only), to find the SONAME of the
+//! libsquashfs and libfuse3 it builds bindings for.
 
 use std::io::Read;
 use std::path::Path;
