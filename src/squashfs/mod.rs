@@ -3,10 +3,11 @@
 //!
 //! Both sides use libsquashfs, the library of squashfs-tools-ng (Debian's
 //! `libsquashfs-dev`), through bindings that `build.rs` generates from its
-//! headers; the library is loaded when first used ([`ffi`]). [`write_image`] lays out the image like `gensquashfs`:
-//! super block, compressor options, data and fragment blocks (from the
-//! multi-threaded block processor, deduplicated), inode table, directory
-//! table, fragment table, ID table, xattr tables, padded to 4 KiB. The
+//! headers; the library is loaded when first used ([`ffi`]).
+//! [`write_image`] lays out the image like `gensquashfs`: super block,
+//! compressor options, data and fragment blocks (from the multi-threaded
+//! block processor, deduplicated), inode table, directory table, fragment
+//! table, ID table, xattr tables, padded to 4 KiB. The
 //! output depends only on the tree and the options: every entry is owned
 //! by 0:0 and has its own modification time from the tree, or `opts.mtime`
 //! when it has none; the super block has `opts.mtime`.
